@@ -1,0 +1,1 @@
+"""cas-download: serve content-addressed artifacts through healthy, verified backends."""
