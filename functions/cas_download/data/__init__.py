@@ -1,0 +1,1 @@
+"""Data access: DynamoDB tables, Secrets Manager credentials, S3 storage."""

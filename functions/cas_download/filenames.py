@@ -1,0 +1,41 @@
+"""Filenames from object metadata, and the RFC 6266 Content-Disposition built from them."""
+
+from __future__ import annotations
+
+import unicodedata
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from urllib.parse import quote
+
+_MAX_FILENAME_LENGTH = 255
+
+
+def decode_filename(raw: str | None) -> str | None:
+    """Decode an RFC 2047 encoded-word metadata value and make it safe as a download name.
+
+    Path components and control characters are removed, so a name can neither point outside the
+    download folder nor break a header.
+    """
+    if not raw:
+        return None
+    try:
+        text = str(make_header(decode_header(raw)))
+    except (HeaderParseError, LookupError, UnicodeDecodeError, ValueError):
+        text = raw
+    text = text.replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C").strip()
+    if text in {"", ".", ".."}:
+        return None
+    return text[:_MAX_FILENAME_LENGTH]
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment; filename="<ASCII fallback>"`` plus ``filename*=UTF-8''…`` when not ASCII."""
+    ascii_name = (
+        unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii").strip()
+        or "download"
+    )
+    fallback = ascii_name.replace("\\", "\\\\").replace('"', '\\"')
+    if filename.isascii():
+        return f'attachment; filename="{fallback}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -1,0 +1,1 @@
+"""Lambda entry points: parse the event, call the logic, map the result to an HTTP response."""

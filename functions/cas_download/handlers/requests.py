@@ -1,0 +1,80 @@
+"""API Gateway HTTP API (payload 2.0) event -> a validated :class:`DownloadRequest`.
+
+Every field is read defensively: a malformed event is a 400, never an exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cas_download.digests import parse_digest
+from cas_download.domain import Mode
+from cas_download.errors import InvalidMode, InvalidRequest, MethodNotAllowed
+from cas_download.identity import parse_orgs
+from cas_download.logic.download import DownloadRequest
+
+ALLOWED_METHODS = frozenset({"GET", "HEAD"})
+_ROUTE_PREFIX = "/v1/artifacts/"
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def request_method(event: object) -> str:
+    event_dict = _dict(event)
+    http = _dict(_dict(event_dict.get("requestContext")).get("http"))
+    method = http.get("method", event_dict.get("httpMethod"))
+    if not isinstance(method, str) or not method:
+        raise InvalidRequest("the event names no HTTP method")
+    method = method.upper()
+    if method not in ALLOWED_METHODS:
+        raise MethodNotAllowed(f"method {method[:16]} is not allowed: use GET or HEAD")
+    return method
+
+
+def parse_request(event: object, org_claim: str) -> DownloadRequest:
+    if not isinstance(event, dict):
+        raise InvalidRequest("the event is not an API Gateway HTTP API event")
+    orgs = parse_orgs(_claim(event, org_claim))
+    digest = parse_digest(_raw_digest(event))
+    mode = _mode(_dict(event.get("queryStringParameters")).get("mode"))
+    if_none_match = _header(event, "if-none-match")
+    return DownloadRequest(digest=digest, orgs=orgs, mode=mode, if_none_match=if_none_match)
+
+
+def _claim(event: dict[str, Any], org_claim: str) -> object:
+    authorizer = _dict(_dict(event.get("requestContext")).get("authorizer"))
+    claims = _dict(_dict(authorizer.get("jwt")).get("claims"))
+    if org_claim in claims:
+        return claims[org_claim]
+    return _dict(authorizer.get("lambda")).get(org_claim)
+
+
+def _raw_digest(event: dict[str, Any]) -> object:
+    from_route = _dict(event.get("pathParameters")).get("digest")
+    if from_route is not None:
+        return from_route
+    raw_path = event.get("rawPath")
+    if isinstance(raw_path, str) and raw_path.startswith(_ROUTE_PREFIX):
+        return raw_path.removeprefix(_ROUTE_PREFIX)
+    return None
+
+
+def _mode(raw: object) -> Mode:
+    if raw is None:
+        return Mode.REDIRECT
+    if isinstance(raw, str):
+        try:
+            return Mode(raw.strip().lower())
+        except ValueError:
+            pass
+    valid = ", ".join(m.value for m in Mode)
+    raise InvalidMode(f"mode must be one of: {valid}")
+
+
+def _header(event: dict[str, Any], name: str) -> str | None:
+    for key, value in _dict(event.get("headers")).items():
+        if isinstance(key, str) and key.lower() == name and isinstance(value, str):
+            return value
+    return None

@@ -1,0 +1,114 @@
+"""The one place where results and domain errors become HTTP responses (Lambda proxy format)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+from urllib.parse import quote
+
+from cas_download.domain import Artifact, Attempt, Mode
+from cas_download.errors import CasError
+from cas_download.filenames import content_disposition
+from cas_download.logic.download import NotModified, etag_for
+
+STATUS_BY_CODE = {
+    "invalid_request": 400,
+    "invalid_digest": 400,
+    "invalid_mode": 400,
+    "unauthenticated": 401,
+    "not_found": 404,
+    "content_missing": 404,
+    "method_not_allowed": 405,
+    "too_large_for_body": 413,
+    "backends_unavailable": 502,
+    "integrity_failure": 502,
+    "service_unavailable": 503,
+    "deadline_exceeded": 504,
+    "internal_error": 500,
+}
+RETRY_AFTER_SECONDS = "1"
+_NO_STORE = "private, no-store"
+
+Response = dict[str, Any]
+
+
+def success_response(outcome: Artifact | NotModified, mode: Mode, method: str) -> Response:
+    if isinstance(outcome, NotModified):
+        return _response(304, {"ETag": etag_for(outcome.digest), "Cache-Control": _NO_STORE})
+    headers = {
+        "ETag": etag_for(outcome.digest),
+        "X-Cas-Backend": _header_safe(outcome.backend.name),
+        "X-Cas-Fallback": "true" if outcome.fallback else "false",
+        "Cache-Control": _NO_STORE,
+    }
+    if outcome.info.filename:
+        headers["Content-Disposition"] = content_disposition(outcome.info.filename)
+    head_only = method == "HEAD"
+
+    if mode is Mode.REDIRECT:
+        assert outcome.url is not None
+        headers["Location"] = outcome.url
+        return _response(307, headers)
+    if mode is Mode.URL:
+        assert outcome.url is not None
+        assert outcome.expires_at is not None
+        document = {
+            "digest": outcome.digest,
+            "url": outcome.url,
+            "expires_at": outcome.expires_at.isoformat().replace("+00:00", "Z"),
+            "size": outcome.info.size,
+            "filename": outcome.info.filename,
+            "backend": {"id": outcome.backend.id, "name": outcome.backend.name},
+            "fallback": outcome.fallback,
+        }
+        return _json(200, document, headers, head_only=head_only)
+    assert outcome.body is not None
+    headers["Content-Type"] = outcome.info.content_type or "application/octet-stream"
+    headers["Content-Length"] = str(len(outcome.body))
+    if head_only:
+        return _response(200, headers)
+    return _response(200, headers, base64.b64encode(outcome.body).decode("ascii"), base64_encoded=True)
+
+
+def error_response(error: CasError, method: str = "GET") -> Response:
+    status = STATUS_BY_CODE.get(error.code, 500)
+    headers = {"Cache-Control": "no-store"}
+    if status == 503:
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    document = {
+        "error": {
+            "code": error.code,
+            "message": error.message,
+            "attempts": [_public_attempt(a) for a in error.attempts],
+        }
+    }
+    return _json(status, document, headers, head_only=method == "HEAD")
+
+
+def _public_attempt(attempt: Attempt) -> dict[str, str]:
+    return {"backend": attempt.backend.name, "reason": attempt.reason.value}
+
+
+def _json(status: int, document: object, headers: dict[str, str], *, head_only: bool) -> Response:
+    body = json.dumps(document, separators=(",", ":"))
+    headers = {**headers, "Content-Type": "application/json"}
+    if head_only:
+        headers["Content-Length"] = str(len(body.encode()))
+        return _response(status, headers)
+    return _response(status, headers, body)
+
+
+def _response(
+    status: int, headers: dict[str, str], body: str = "", *, base64_encoded: bool = False
+) -> Response:
+    return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": base64_encoded}
+
+
+def _header_safe(value: str) -> str:
+    """Header values must be ASCII: percent-encode anything else (names are human text)."""
+    return (
+        value
+        if value.isascii() and value.isprintable()
+        else quote(value, safe=" !#$&'()*+,-./:;=?@[]^_`{|}~")
+    )

@@ -1,0 +1,102 @@
+"""Fallback: try candidate backends in the spec's order until one serves verified bytes.
+
+Phase 1 is the mapped backends; phase 2, only if phase 1 failed, each holding org's default and
+fallback backends. Any failure moves on (a digest mismatch too: another copy may be good); the
+request's deadline ends the search.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cas_download.data.storage import StorageFailure
+from cas_download.domain import Artifact, Attempt, AttemptReason, Backend, Mapping, Mode
+from cas_download.errors import (
+    BackendsUnavailable,
+    CasError,
+    ContentMissing,
+    DeadlineExceeded,
+    IntegrityFailure,
+)
+from cas_download.logic.backend_attempt import serve_through
+from cas_download.logic.candidates import holding_orgs, mapped_candidates, org_fallback_candidates
+from cas_download.logic.deadline import Deadline
+from cas_download.logic.services import Services
+
+
+@dataclass(slots=True)
+class _Search:
+    digest: str
+    mode: Mode
+    deadline: Deadline
+    services: Services
+    attempts: list[Attempt] = field(default_factory=list)
+    tried: set[str] = field(default_factory=set)
+
+    def try_in_order(self, candidates: Sequence[Backend]) -> Artifact | None:
+        for index, backend in enumerate(candidates):
+            if self.deadline.expired():
+                raise DeadlineExceeded("the time budget ran out before any backend succeeded", self.attempts)
+            self.tried.add(backend.id)
+            started = time.monotonic()
+            try:
+                artifact = serve_through(backend, self.digest, self.mode, self.deadline, self.services)
+            except StorageFailure as failure:
+                elapsed = (time.monotonic() - started) * 1000.0
+                self.attempts.append(Attempt(backend, failure.reason, elapsed))
+                continue
+            except CasError as error:  # e.g. too large for body mode: final, whatever else might serve
+                error.attempts = [*self.attempts, *error.attempts]
+                raise
+            artifact.attempts = self.attempts + [
+                Attempt(skipped, AttemptReason.SKIPPED_INVALID)
+                for skipped in candidates[index + 1 :]
+                if skipped.is_invalid
+            ]
+            return artifact
+        return None
+
+
+def serve_with_fallback(
+    digest: str, mode: Mode, mappings: Sequence[Mapping], deadline: Deadline, services: Services
+) -> Artifact:
+    catalog = services.catalog
+    search = _Search(digest, mode, deadline, services)
+
+    mapped = mapped_candidates(mappings, catalog.backends({m.backend_id for m in mappings}))
+    primary = mapped[0] if mapped else None
+    artifact = search.try_in_order(mapped)
+
+    if artifact is None:
+        orgs = holding_orgs(mappings)
+        failed_locations = {a.backend.location for a in search.attempts}
+        fallbacks = org_fallback_candidates(
+            orgs,
+            {org: catalog.org_backends(org) for org in orgs},
+            already_tried=search.tried | {m.backend_id for m in mappings},
+            failed_locations=failed_locations,
+        )
+        artifact = search.try_in_order(fallbacks)
+
+    if artifact is None:
+        raise _final_error(search.attempts, deadline)
+    artifact.fallback = primary is None or artifact.backend.id != primary.id
+    return artifact
+
+
+def _final_error(attempts: list[Attempt], deadline: Deadline) -> CasError:
+    if deadline.expired():
+        return DeadlineExceeded("the time budget ran out before any backend succeeded", attempts)
+    reasons = {a.reason for a in attempts} - {AttemptReason.UNSUPPORTED_PROVIDER}
+    if AttemptReason.DIGEST_MISMATCH in reasons and reasons <= {
+        AttemptReason.DIGEST_MISMATCH,
+        AttemptReason.NOT_FOUND,
+    }:
+        return IntegrityFailure("the only bytes found failed digest verification", attempts)
+    if reasons == {AttemptReason.NOT_FOUND}:
+        return ContentMissing("every backend tried answered that the object is absent", attempts)
+    if not attempts:
+        return BackendsUnavailable("no usable backend holds this artifact", attempts)
+    return BackendsUnavailable("no backend could serve verified bytes", attempts)

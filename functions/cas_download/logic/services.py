@@ -1,0 +1,18 @@
+"""What the download logic needs from the outside world, as one explicit object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cas_download.config import Settings
+from cas_download.data.catalog import Catalog
+from cas_download.data.secrets import CredentialStore
+from cas_download.data.storage import S3ClientPool
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    catalog: Catalog
+    credentials: CredentialStore
+    s3_clients: S3ClientPool

@@ -1,0 +1,70 @@
+"""Proof that bytes are the digest's: S3's full-object SHA-256, or hashing the bytes ourselves."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable
+
+from cas_download.data.storage import HeadResult, StorageFailure
+from cas_download.domain import AttemptReason
+from cas_download.logic.deadline import Deadline
+
+
+def checksum_proof(head: HeadResult, expected_hex: str) -> bool | None:
+    """True: S3's full-object SHA-256 equals the digest. False: it differs. None: no usable checksum.
+
+    A composite checksum (multipart upload: a hash of part hashes, shown as ``…-N``) proves nothing
+    about the whole object's SHA-256 and is ignored.
+    """
+    checksum = head.checksum_sha256
+    if not checksum:
+        return None
+    if (head.checksum_type or "").upper() == "COMPOSITE" or "-" in checksum:
+        return None
+    if head.checksum_type and head.checksum_type.upper() != "FULL_OBJECT":
+        return None
+    try:
+        actual = base64.b64decode(checksum, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(actual) != hashlib.sha256().digest_size:
+        return None
+    return actual.hex() == expected_hex
+
+
+def hash_chunks(chunks: Iterable[bytes], expected_hex: str, expected_size: int, deadline: Deadline) -> None:
+    """Hash a stream, raising :class:`StorageFailure` unless it is exactly the digest's bytes."""
+    digest = hashlib.sha256()
+    seen = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        seen += len(chunk)
+        if deadline.expired():
+            raise StorageFailure(AttemptReason.TIMEOUT, "deadline reached while hashing")
+    _check(digest, seen, expected_hex, expected_size)
+
+
+def collect_and_hash(
+    chunks: Iterable[bytes], expected_hex: str, expected_size: int, deadline: Deadline
+) -> bytes:
+    """Like :func:`hash_chunks`, keeping the bytes (body mode); nothing is returned unless proven."""
+    digest = hashlib.sha256()
+    body = bytearray()
+    for chunk in chunks:
+        digest.update(chunk)
+        body += chunk
+        if len(body) > expected_size:
+            break  # more bytes than announced: not the object that was described
+        if deadline.expired():
+            raise StorageFailure(AttemptReason.TIMEOUT, "deadline reached while reading")
+    _check(digest, len(body), expected_hex, expected_size)
+    return bytes(body)
+
+
+def _check(digest: hashlib._Hash, size: int, expected_hex: str, expected_size: int) -> None:
+    if size != expected_size:
+        raise StorageFailure(AttemptReason.UNREACHABLE, f"read {size} of {expected_size} bytes")
+    if digest.hexdigest() != expected_hex:
+        raise StorageFailure(AttemptReason.DIGEST_MISMATCH, "bytes do not hash to the digest")

@@ -1,0 +1,91 @@
+"""One structured log line and the EMF metrics for each request (Powertools Logger and Metrics).
+
+Only names, ids, reasons and timings are logged: never a URL, a secret or an access key id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
+
+from cas_download.domain import Artifact, Attempt, AttemptReason
+from cas_download.logic.download import NotModified
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    method: str = ""
+    mode: str | None = None
+    digest: str | None = None
+    orgs: tuple[str, ...] = ()
+    status: int = 0
+    error_code: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    outcome: Artifact | NotModified | None = None
+    total_ms: float = 0.0
+
+    def log_fields(self) -> dict[str, Any]:
+        served = self.outcome if isinstance(self.outcome, Artifact) else None
+        return {
+            "method": self.method,
+            "mode": self.mode,
+            "digest": self.digest,
+            "caller_orgs": list(self.orgs),
+            "status": self.status,
+            "error_code": self.error_code,
+            "attempts": [
+                {
+                    "backend_id": a.backend.id,
+                    "backend_name": a.backend.name,
+                    "reason": a.reason.value,
+                    "ms": round(a.elapsed_ms, 1),
+                }
+                for a in self.attempts
+            ],
+            "served_by": {"id": served.backend.id, "name": served.backend.name} if served else None,
+            "fallback": served.fallback if served else None,
+            "verification": served.verification.value if served and served.verification else None,
+            "not_modified": isinstance(self.outcome, NotModified),
+            "total_ms": round(self.total_ms, 1),
+        }
+
+
+class Telemetry:
+    def __init__(self, service: str, namespace: str) -> None:
+        self.logger = Logger(service=service)
+        self._namespace = namespace
+        self._metrics = Metrics(namespace=namespace, service=service)
+
+    def record(self, record: RequestRecord) -> None:
+        self.logger.info("download request", extra=record.log_fields())
+        self._emit_metrics(record)
+
+    def _emit_metrics(self, record: RequestRecord) -> None:
+        failures = Counter(
+            a.reason.value for a in record.attempts if a.reason is not AttemptReason.SKIPPED_INVALID
+        )
+        for reason, count in failures.items():
+            self._dimensioned("AttemptFailures", count, Reason=reason)
+        if failures.get(AttemptReason.DIGEST_MISMATCH.value):
+            self._metrics.add_metric("IntegrityFailures", MetricUnit.Count, failures["digest_mismatch"])
+        if isinstance(record.outcome, Artifact):
+            self._dimensioned("Downloads", 1, Mode=record.mode or "")
+            if record.outcome.fallback:
+                self._metrics.add_metric("Fallbacks", MetricUnit.Count, 1)
+        elif isinstance(record.outcome, NotModified):
+            self._metrics.add_metric("NotModified", MetricUnit.Count, 1)
+        if record.status >= 500:
+            self._metrics.add_metric("ServerErrors", MetricUnit.Count, 1)
+        self._metrics.add_metric("Requests", MetricUnit.Count, 1)
+        self._metrics.flush_metrics()
+
+    def _dimensioned(self, name: str, value: int, **dimensions: str) -> None:
+        with single_metric(
+            name=name, unit=MetricUnit.Count, value=value, namespace=self._namespace
+        ) as metric:
+            for key, dimension in dimensions.items():
+                metric.add_dimension(name=key, value=dimension)
