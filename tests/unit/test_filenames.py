@@ -1,0 +1,37 @@
+"""Filenames from S3 metadata and RFC 6266 Content-Disposition."""
+
+import pytest
+
+from cas_download.filenames import content_disposition, decode_filename
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("=?UTF-8?B?csOpc3Vtw6kudHh0?=", "résumé.txt"),
+        ("=?UTF-8?Q?r=C3=A9sum=C3=A9.txt?=", "résumé.txt"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\x\\evil.exe", "evil.exe"),
+        ("a\r\nSet-Cookie: x.txt", "aSet-Cookie: x.txt"),
+        ("..", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_metadata_filename_is_decoded_and_made_safe(raw: str | None, name: str | None) -> None:
+    assert decode_filename(raw) == name
+
+
+def test_ascii_filename_is_a_quoted_filename_parameter() -> None:
+    assert content_disposition('my "file".tgz') == 'attachment; filename="my \\"file\\".tgz"'
+
+
+def test_non_ascii_filename_adds_an_rfc5987_parameter() -> None:
+    assert content_disposition("résumé.txt") == (
+        "attachment; filename=\"resume.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt"
+    )
+
+
+def test_a_name_with_no_ascii_at_all_still_has_a_fallback() -> None:
+    assert content_disposition("报告.pdf").startswith('attachment; filename=".pdf"; filename*=UTF-8')
