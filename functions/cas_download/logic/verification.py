@@ -5,11 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable
 
 from cas_download.data.storage import HeadResult, StorageFailure
 from cas_download.domain import AttemptReason
 from cas_download.logic.deadline import Deadline
+
+# A multipart upload's ETag ends in "-<parts>"; its SHA-256 checksum is then composite even where a
+# server omits ChecksumType or the "-N" suffix on HEAD.
+_MULTIPART_ETAG = re.compile(r'-\d+"?$')
 
 
 def checksum_proof(head: HeadResult, expected_hex: str) -> bool | None:
@@ -22,6 +27,8 @@ def checksum_proof(head: HeadResult, expected_hex: str) -> bool | None:
     if not checksum:
         return None
     if (head.checksum_type or "").upper() == "COMPOSITE" or "-" in checksum:
+        return None
+    if head.etag and _MULTIPART_ETAG.search(head.etag):
         return None
     if head.checksum_type and head.checksum_type.upper() != "FULL_OBJECT":
         return None

@@ -1,0 +1,155 @@
+"""Session infrastructure: moto servers over HTTP, AWS env for the process, the two tables.
+
+Fixtures:
+    aws_servers  (session)  AwsServers: control (DynamoDB, Secrets Manager), storage (S3, IAM, auth on),
+                            black hole; admin key for storage; stopped at session end.
+    aws_env      (session, autouse)  Tables: sets AWS_* env for the whole process and creates the
+                            Backends and Mappings tables (unique names); no test can reach real AWS.
+    tables       (session)  Tables(backends=..., mappings=...).
+    world        (function) World: scenario builder (tests/support/world.py).
+    app_env      (function) the world's settings_env() applied to os.environ (monkeypatch).
+    call_recorder (function) CallRecorder on a fresh boto3 Session.
+    black_hole   (session)  BlackHole (``.url``, ``.bucket_url(bucket)``).
+    lambda_context (function) FakeLambdaContext.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.calls import CallRecorder
+from tests.support.events import FakeLambdaContext
+from tests.support.moto_servers import (
+    CONTROL_ACCESS_KEY_ID,
+    CONTROL_SECRET_ACCESS_KEY,
+    REGION,
+    AwsServers,
+    BlackHole,
+    start_aws_servers,
+)
+from tests.support.world import Tables, World
+
+# Variables that would give a client other credentials or send it elsewhere.
+_AWS_VARS_TO_CLEAR = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
+
+
+@pytest.fixture(scope="session")
+def aws_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsServers]:
+    servers = start_aws_servers(tmp_path_factory.mktemp("moto"))
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+def create_tables(servers: AwsServers, suffix: str) -> Tables:
+    """The two tables exactly as SPEC.md names their keys, on the control server."""
+    tables = Tables(backends=f"cas-backends-{suffix}", mappings=f"cas-mappings-{suffix}")
+    ddb = servers.control_client("dynamodb")
+    ddb.create_table(
+        TableName=tables.backends,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "org_id", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "org_id-index",
+                "KeySchema": [{"AttributeName": "org_id", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    ddb.create_table(
+        TableName=tables.mappings,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "digest", "AttributeType": "S"},
+            {"AttributeName": "org_backend", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "digest", "KeyType": "HASH"},
+            {"AttributeName": "org_backend", "KeyType": "RANGE"},
+        ],
+    )
+    waiter = ddb.get_waiter("table_exists")
+    for name in (tables.backends, tables.mappings):
+        waiter.wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    return tables
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_env(aws_servers: AwsServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tables]:
+    """Point every AWS client of this process at the servers, then create the tables."""
+    empty = tmp_path_factory.mktemp("aws-config") / "none"
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("AWS_ENDPOINT_URL") or name in _AWS_VARS_TO_CLEAR:
+                mp.delenv(name)
+        env = {
+            "AWS_ENDPOINT_URL": aws_servers.control_url,
+            "AWS_ENDPOINT_URL_S3": aws_servers.storage_url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": CONTROL_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": CONTROL_SECRET_ACCESS_KEY,
+            "AWS_CONFIG_FILE": str(empty),
+            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": "cas-download",
+            "POWERTOOLS_METRICS_NAMESPACE": "CasDownloadTest",
+        }
+        for name, value in env.items():
+            mp.setenv(name, value)
+        yield create_tables(aws_servers, uuid.uuid4().hex[:12])
+
+
+@pytest.fixture(scope="session")
+def tables(aws_env: Tables) -> Tables:
+    return aws_env
+
+
+@pytest.fixture
+def world(aws_servers: AwsServers, tables: Tables) -> World:
+    return World(aws_servers, tables)
+
+
+@pytest.fixture
+def app_env(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """``world.settings_env()`` applied to the process env for this test; returned for overriding."""
+    env = world.settings_env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def call_recorder() -> CallRecorder:
+    return CallRecorder()
+
+
+@pytest.fixture(scope="session")
+def black_hole(aws_servers: AwsServers) -> BlackHole:
+    return aws_servers.black_hole
+
+
+@pytest.fixture
+def lambda_context() -> Any:
+    return FakeLambdaContext()

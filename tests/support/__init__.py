@@ -1,0 +1,1 @@
+"""Test infrastructure: moto servers over HTTP, a World builder, API Gateway events, call counting."""

@@ -1,0 +1,734 @@
+"""``World``: build test scenarios as real state in the moto servers.
+
+Every name a World makes is unique (uuid-suffixed), so tests share one pair of servers and one pair
+of tables without resets. Storage setup (buckets, objects, IAM users and keys) uses the storage
+server's admin key; rows and secrets go to the control server.
+
+    org = world.org()
+    old = world.backend(org, is_default=False)
+    new = world.backend(org, bucket=old.bucket, is_default=True)
+    digest = world.put(old, b"bytes", filename="report.pdf")
+    world.map(digest, org, old)
+    world.revoke(old)  # its key is deleted in IAM: S3 answers InvalidAccessKeyId
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import itertools
+import json
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from .moto_servers import ACCOUNT_ID, REGION, SETUP_CONFIG, AwsServers
+
+SecretMode = Literal["valid", "missing", "malformed", "no_secret_key"]
+SecretSpec = SecretMode | Mapping[str, Any] | Callable[[str, str], Any] | str
+"""How ``World.backend`` writes the backend's secret:
+
+* ``"valid"``: ``{"AccessKeyID": ..., "SecretAccessKey": ...}`` with the user's real key;
+* ``"missing"``: the row names a secret that does not exist;
+* ``"malformed"``: the SecretString is not JSON;
+* ``"no_secret_key"``: JSON with ``AccessKeyID`` only;
+* a mapping: dumped as JSON after ``str.format(access_key_id=..., secret_access_key=...)`` of its
+  string values, e.g. ``{"accessKeyId": "{access_key_id}", "secret_access_key": "{secret_access_key}"}``;
+* a callable ``(access_key_id, secret_access_key) -> object``: its result, JSON-dumped unless a str;
+* any other str: stored verbatim as the SecretString.
+"""
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+_EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+_counter = itertools.count()
+
+
+def sha256_digest(data: bytes) -> str:
+    """``sha256:<64 lowercase hex>`` of ``data``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def b64_sha256(data: bytes) -> str:
+    """The S3 ``ChecksumSHA256`` form (base64 of the raw digest) of ``data``."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def iso(moment: dt.datetime) -> str:
+    """ISO 8601 UTC with a ``Z``, the form the control plane writes."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rfc2047(filename: str) -> str:
+    """S3 metadata is ASCII: encode a non-ASCII name as ``=?UTF-8?B?...?=``; ASCII passes unchanged."""
+    if filename.isascii():
+        return filename
+    return "=?UTF-8?B?" + base64.b64encode(filename.encode()).decode() + "?="
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}{next(_counter)}"
+
+
+@dataclass
+class BackendRef:
+    """A backend the World created. ``access_key_id``/``secret_access_key`` are the user's current key
+    (updated by ``rotate_secret_in_place``); ``revoked`` is True after ``World.revoke``."""
+
+    id: str
+    name: str
+    org: str
+    bucket: str
+    location: str
+    secret_name: str
+    secret_arn: str | None
+    access_key_id: str
+    secret_access_key: str
+    user_name: str
+    key_prefix: str = ""
+    provider: str = "AWS-S3"
+    revoked: bool = False
+    old_access_key_ids: list[str] = field(default_factory=list)
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        return self.access_key_id, self.secret_access_key
+
+    def key_for(self, digest: str) -> str:
+        """The object key of ``digest`` in this backend."""
+        return f"{self.key_prefix}{digest}"
+
+
+@dataclass(frozen=True)
+class Tables:
+    backends: str
+    mappings: str
+
+
+@dataclass(frozen=True)
+class PutResult:
+    bucket: str
+    key: str
+    digest: str
+    version_id: str | None
+    etag: str
+    checksum_sha256: str | None
+
+
+@dataclass
+class PresignedResponse:
+    """What fetching a presigned URL gave (see ``World.fetch_presigned``)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    error_code: str | None
+    access_key_id: str
+    bucket: str
+    key: str
+    version_id: str | None
+    expires_at: dt.datetime
+    query: dict[str, str]
+
+
+class World:
+    """Scenario builder over the running servers. One per test (the ``world`` fixture)."""
+
+    def __init__(self, servers: AwsServers, tables: Tables) -> None:
+        self.servers = servers
+        self.tables = tables
+        self.s3 = servers.cached_client("storage", "s3")
+        # No flexible checksum unless asked: ``checksum=False`` must store an object with no checksum
+        # (botocore >= 1.36 otherwise adds CRC32 to every PutObject).
+        self.s3_plain = servers.cached_client("storage", "s3", "plain")
+        self.iam = servers.cached_client("storage", "iam")
+        self.dynamodb = servers.cached_client("control", "dynamodb")
+        self.secrets = servers.cached_client("control", "secretsmanager")
+        self.backends: dict[str, BackendRef] = {}
+        self.puts: dict[tuple[str, str], PutResult] = {}
+        # every access key this World issued: id -> (secret, user)
+        self._keys: dict[str, tuple[str, str]] = {}
+
+    # ------------------------------------------------------------------ names and buckets
+
+    def org(self) -> str:
+        """A new unique org id."""
+        return _unique("org")
+
+    def bucket(self, *, versioned: bool = False) -> str:
+        """A new bucket (admin key), versioning enabled when asked."""
+        name = _unique("cas")
+        self.s3.create_bucket(Bucket=name)
+        if versioned:
+            self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        return name
+
+    def storage_location(self, bucket: str) -> str:
+        """A ``location`` naming the storage server explicitly (the S3-compatible, path-style form)."""
+        return f"{self.servers.storage_url}/{bucket}"
+
+    def black_hole_location(self, bucket: str = "stuck-bucket") -> str:
+        """A ``location`` whose endpoint accepts connections and never answers."""
+        return self.servers.black_hole.bucket_url(bucket)
+
+    # ------------------------------------------------------------------ backends
+
+    def backend(
+        self,
+        org: str,
+        name: str | None = None,
+        bucket: str | None = None,
+        *,
+        is_default: bool = False,
+        is_fallback: bool = False,
+        status: Literal["OK", "Invalid"] | str | None = None,
+        validation_error: str | None = None,
+        deleted: bool = False,
+        provider: str = "AWS-S3",
+        key_prefix: str = "",
+        location: str | None = None,
+        region: str | None = None,
+        secret: SecretSpec = "valid",
+        secret_by_arn: bool = False,
+        read_buckets: Iterable[str] | None = None,
+        actions: Iterable[str] | None = None,
+        created_at: dt.datetime | str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> BackendRef:
+        """Create an IAM user with a key and a read policy, its secret, and the backend row.
+
+        ``bucket``: a new one when None. ``read_buckets``: the buckets its policy allows (default:
+        just ``bucket``); ``actions`` overrides the allowed actions (default GetObject,
+        GetObjectVersion, ListBucket). ``location`` overrides the row's location (default: the bucket
+        name, so ``AWS_ENDPOINT_URL_S3`` applies). ``status`` None leaves ``validation_status`` out.
+        ``extra``: more row attributes (plain Python values).
+        """
+        bucket = bucket or self.bucket()
+        name = name or _unique("backend")
+        backend_id = str(uuid.uuid4())
+        user = _unique("cas-user")
+        self.iam.create_user(UserName=user)
+        buckets = list(read_buckets) if read_buckets is not None else [bucket]
+        self.iam.put_user_policy(
+            UserName=user,
+            PolicyName="cas-read",
+            PolicyDocument=json.dumps(read_policy(buckets, actions)),
+        )
+        key_id, key_secret = self._new_key(user)
+
+        secret_name = _unique("cas/backend")
+        secret_arn = self._write_secret(secret_name, secret, key_id, key_secret)
+        if secret_by_arn and secret_arn is None:
+            raise ValueError("secret_by_arn needs a secret that exists")
+
+        ref = BackendRef(
+            id=backend_id,
+            name=name,
+            org=org,
+            bucket=bucket,
+            location=location or bucket,
+            secret_name=(secret_arn if secret_by_arn and secret_arn else secret_name),
+            secret_arn=secret_arn,
+            access_key_id=key_id,
+            secret_access_key=key_secret,
+            user_name=user,
+            key_prefix=key_prefix,
+            provider=provider,
+        )
+        row: dict[str, Any] = {
+            "id": backend_id,
+            "org_id": org,
+            "name": name,
+            "provider": provider,
+            "location": ref.location,
+            "secret_name": ref.secret_name,
+            "key_prefix": key_prefix,
+            "is_default": is_default,
+            "is_fallback": is_fallback,
+            "created_at": _as_iso(created_at) or iso(dt.datetime.now(dt.UTC)),
+        }
+        if region is not None:
+            row["region"] = region
+        if status is not None:
+            row["validation_status"] = status
+            row["validated_at"] = iso(dt.datetime.now(dt.UTC))
+        if validation_error is not None:
+            row["validation_error"] = validation_error
+        if deleted:
+            row["deleted_at"] = iso(dt.datetime.now(dt.UTC))
+        row.update(extra or {})
+        self.put_backend_row(row)
+        self.backends[backend_id] = ref
+        return ref
+
+    def put_backend_row(self, row: Mapping[str, Any]) -> None:
+        """Write a raw Backends row (plain Python values; None values are left out)."""
+        self.dynamodb.put_item(TableName=self.tables.backends, Item=to_dynamo(row))
+
+    def update_backend(self, backend: BackendRef, **attrs: Any) -> None:
+        """Set (or, with None, remove) attributes of a backend row, e.g. ``validation_status="Invalid"``,
+        ``deleted_at=iso(...)``, ``is_default=False``."""
+        sets = {k: v for k, v in attrs.items() if v is not None}
+        removes = [k for k, v in attrs.items() if v is None]
+        names = {f"#a{i}": k for i, k in enumerate(attrs)}
+        by_attr = {k: n for n, k in names.items()}
+        parts = []
+        if sets:
+            parts.append("SET " + ", ".join(f"{by_attr[k]} = :v{i}" for i, k in enumerate(sets)))
+        if removes:
+            parts.append("REMOVE " + ", ".join(by_attr[k] for k in removes))
+        kwargs: dict[str, Any] = {
+            "TableName": self.tables.backends,
+            "Key": {"id": {"S": backend.id}},
+            "UpdateExpression": " ".join(parts),
+            "ExpressionAttributeNames": names,
+        }
+        if sets:
+            kwargs["ExpressionAttributeValues"] = {
+                f":v{i}": to_dynamo_value(v) for i, v in enumerate(sets.values())
+            }
+        self.dynamodb.update_item(**kwargs)
+
+    def delete_backend_row(self, backend: BackendRef) -> None:
+        """Remove the row entirely (a mapping then points at a missing backend)."""
+        self.dynamodb.delete_item(TableName=self.tables.backends, Key={"id": {"S": backend.id}})
+
+    def revoke(self, backend: BackendRef) -> None:
+        """Delete the backend's access key in IAM: S3 then answers ``InvalidAccessKeyId``."""
+        self.iam.delete_access_key(UserName=backend.user_name, AccessKeyId=backend.access_key_id)
+        backend.revoked = True
+
+    def rotate_secret_in_place(self, backend: BackendRef) -> BackendRef:
+        """New key for the same user, written into the same secret; the old key is deleted."""
+        old = backend.access_key_id
+        key_id, key_secret = self._new_key(backend.user_name)
+        self.secrets.put_secret_value(
+            SecretId=backend.secret_arn or backend.secret_name,
+            SecretString=json.dumps({"AccessKeyID": key_id, "SecretAccessKey": key_secret}),
+        )
+        self.iam.delete_access_key(UserName=backend.user_name, AccessKeyId=old)
+        backend.old_access_key_ids.append(old)
+        backend.access_key_id, backend.secret_access_key = key_id, key_secret
+        backend.revoked = False
+        return backend
+
+    def set_secret(self, backend: BackendRef, secret: SecretSpec) -> None:
+        """Overwrite (or with "missing", delete) the backend's secret value."""
+        sid = backend.secret_arn or backend.secret_name
+        if secret == "missing":
+            self.secrets.delete_secret(SecretId=sid, ForceDeleteWithoutRecovery=True)
+            return
+        value = _secret_string(secret, backend.access_key_id, backend.secret_access_key)
+        self.secrets.put_secret_value(SecretId=sid, SecretString=value)
+
+    def _new_key(self, user: str) -> tuple[str, str]:
+        key = self.iam.create_access_key(UserName=user)["AccessKey"]
+        key_id, key_secret = str(key["AccessKeyId"]), str(key["SecretAccessKey"])
+        self._keys[key_id] = (key_secret, user)
+        return key_id, key_secret
+
+    def _write_secret(self, name: str, secret: SecretSpec, key_id: str, key_secret: str) -> str | None:
+        if secret == "missing":
+            return None
+        value = _secret_string(secret, key_id, key_secret)
+        return str(self.secrets.create_secret(Name=name, SecretString=value)["ARN"])
+
+    # ------------------------------------------------------------------ objects and mappings
+
+    def put(
+        self,
+        target: BackendRef | str,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        checksum: bool = True,
+        multipart: bool = False,
+        part_size: int = MIN_PART_SIZE,
+        content_type: str | None = None,
+        key_prefix: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Upload ``data`` under ``{prefix}sha256:<hex>`` and return the digest.
+
+        ``target``: a backend (its bucket and, unless ``key_prefix`` is given, its prefix) or a bucket
+        name. ``checksum``: SHA-256 flexible checksum (full-object for a single PUT, COMPOSITE
+        ``...-N`` for multipart); False stores no checksum at all. ``filename`` goes to the
+        ``filename`` metadata, RFC 2047-encoded when not ASCII.
+        """
+        digest = sha256_digest(data)
+        self._put_bytes(
+            target,
+            digest,
+            data,
+            filename=filename,
+            checksum=checksum,
+            multipart=multipart,
+            part_size=part_size,
+            content_type=content_type,
+            key_prefix=key_prefix,
+            metadata=metadata,
+        )
+        return digest
+
+    def put_corrupt(
+        self,
+        target: BackendRef | str,
+        digest: str,
+        data: bytes,
+        *,
+        checksum: bool = True,
+        filename: str | None = None,
+        key_prefix: str | None = None,
+    ) -> PutResult:
+        """Store bytes that do NOT hash to ``digest`` under ``digest``'s key. With ``checksum`` S3
+        holds their (true, hence mismatching) SHA-256; without, only hashing the body finds out."""
+        if sha256_digest(data) == digest:
+            raise ValueError("put_corrupt needs bytes that differ from the digest's")
+        return self._put_bytes(
+            target, digest, data, filename=filename, checksum=checksum, key_prefix=key_prefix
+        )
+
+    def delete_object(self, target: BackendRef | str, digest: str, *, key_prefix: str | None = None) -> None:
+        bucket, key = self._locate(target, digest, key_prefix)
+        self.s3.delete_object(Bucket=bucket, Key=key)
+
+    def head(self, target: BackendRef | str, digest: str, *, key_prefix: str | None = None) -> dict[str, Any]:
+        """Admin HeadObject (ChecksumMode ENABLED) of the digest's object."""
+        bucket, key = self._locate(target, digest, key_prefix)
+        return dict(self.s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED"))
+
+    def map(
+        self,
+        digest: str,
+        org: str,
+        backend: BackendRef | str,
+        created_at: dt.datetime | str | None = None,
+        *,
+        workflow_run_id: str | None = None,
+    ) -> None:
+        """Write a mapping row ``(digest, "{org}#{backend_id}")``. ``backend`` may be a bare id (e.g.
+        of a backend that never existed). ``created_at`` orders mappings (default now)."""
+        backend_id = backend.id if isinstance(backend, BackendRef) else backend
+        row: dict[str, Any] = {
+            "digest": digest,
+            "org_backend": f"{org}#{backend_id}",
+            "org_id": org,
+            "backend_id": backend_id,
+            "created_at": _as_iso(created_at) or iso(dt.datetime.now(dt.UTC)),
+            "workflow_run_id": workflow_run_id,
+        }
+        self.dynamodb.put_item(TableName=self.tables.mappings, Item=to_dynamo(row))
+
+    def _locate(self, target: BackendRef | str, digest: str, key_prefix: str | None) -> tuple[str, str]:
+        if isinstance(target, BackendRef):
+            prefix = target.key_prefix if key_prefix is None else key_prefix
+            return target.bucket, f"{prefix}{digest}"
+        return target, f"{key_prefix or ''}{digest}"
+
+    def _put_bytes(
+        self,
+        target: BackendRef | str,
+        digest: str,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        checksum: bool = True,
+        multipart: bool = False,
+        part_size: int = MIN_PART_SIZE,
+        content_type: str | None = None,
+        key_prefix: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
+        bucket, key = self._locate(target, digest, key_prefix)
+        client = self.s3 if checksum else self.s3_plain
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        meta = dict(metadata or {})
+        if filename is not None:
+            meta["filename"] = rfc2047(filename)
+        if meta:
+            args["Metadata"] = meta
+        if content_type is not None:
+            args["ContentType"] = content_type
+        algo = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
+        if not multipart:
+            resp = client.put_object(Body=data, **args, **algo)
+        else:
+            upload_id = client.create_multipart_upload(**args, **algo)["UploadId"]
+            parts = []
+            chunks = [data[i : i + part_size] for i in range(0, len(data), part_size)] or [b""]
+            for number, chunk in enumerate(chunks, start=1):
+                part = client.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, **algo
+                )
+                entry = {"PartNumber": number, "ETag": part["ETag"]}
+                if checksum:
+                    entry["ChecksumSHA256"] = part["ChecksumSHA256"]
+                parts.append(entry)
+            resp = client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        version = resp.get("VersionId")
+        result = PutResult(
+            bucket=bucket,
+            key=key,
+            digest=digest,
+            version_id=None if version in (None, "null") else str(version),
+            etag=str(resp["ETag"]),
+            checksum_sha256=resp.get("ChecksumSHA256"),
+        )
+        self.puts[(bucket, key)] = result
+        return result
+
+    # ------------------------------------------------------------------ app settings
+
+    def settings_env(self, **overrides: object) -> dict[str, str]:
+        """Environment for the app: ``BACKENDS_TABLE``, ``MAPPINGS_TABLE`` plus ``overrides``
+        (values str()-ed; a None override removes the name)."""
+        env = {"BACKENDS_TABLE": self.tables.backends, "MAPPINGS_TABLE": self.tables.mappings}
+        for name, value in overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = str(value)
+        return env
+
+    # ------------------------------------------------------------------ presigned URLs
+
+    def fetch_presigned(self, url: str, *, now: dt.datetime | None = None) -> PresignedResponse:
+        """Fetch a SigV4 presigned GET URL the way S3 would serve it.
+
+        moto with IAM auth on cannot serve presigned URLs (it answers 500: it reads only the
+        ``Authorization`` header), so this checks the URL itself: SigV4 query signature recomputed
+        with the secret of the key it names (any key this World issued), expiry, then performs the
+        GET *with that same key*, so the storage server still enforces revocation, the key's policy,
+        the object's existence and the ``versionId``. ``response-*`` overrides come back as headers.
+        Errors come back as S3 would: 403 ``SignatureDoesNotMatch`` / ``AccessDenied`` (expired) /
+        ``InvalidAccessKeyId``, or the storage server's own answer.
+        """
+        parts = urllib.parse.urlsplit(url)
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        path = urllib.parse.unquote(parts.path).lstrip("/")
+        bucket, _, key = path.partition("/")
+        credential = query.get("X-Amz-Credential", "")
+        key_id = credential.split("/", 1)[0]
+        amz_date = query.get("X-Amz-Date", "")
+        try:
+            signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+            expires_at = signed_at + dt.timedelta(seconds=int(query.get("X-Amz-Expires", "")))
+        except ValueError:
+            signed_at = expires_at = _EPOCH
+
+        def fail(status: int, code: str) -> PresignedResponse:
+            return PresignedResponse(
+                status=status,
+                headers={},
+                body=b"",
+                error_code=code,
+                access_key_id=key_id,
+                bucket=bucket,
+                key=key,
+                version_id=query.get("versionId"),
+                expires_at=expires_at,
+                query=query,
+            )
+
+        if query.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" or signed_at == _EPOCH:
+            return fail(400, "AuthorizationQueryParametersError")
+        if key_id not in self._keys:
+            return fail(403, "InvalidAccessKeyId")
+        secret, _user = self._keys[key_id]
+        if not hmac.compare_digest(presign_signature(url, secret), query.get("X-Amz-Signature", "")):
+            return fail(403, "SignatureDoesNotMatch")
+        if int(query["X-Amz-Expires"]) > 604800:
+            return fail(400, "AuthorizationQueryParametersError")
+        if (now or dt.datetime.now(dt.UTC)) > expires_at:
+            return fail(403, "AccessDenied")
+
+        client = _client_at(f"{parts.scheme}://{parts.netloc}", key_id, secret, query)
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if "versionId" in query:
+            kwargs["VersionId"] = query["versionId"]
+        for param, arg in _RESPONSE_OVERRIDES.items():
+            if param in query:
+                kwargs[arg] = query[param]
+        try:
+            resp = client.get_object(**kwargs)
+        except ClientError as exc:
+            meta = exc.response.get("ResponseMetadata", {})
+            result = fail(int(meta.get("HTTPStatusCode", 500)), str(exc.response["Error"].get("Code")))
+            result.headers = {k.lower(): v for k, v in meta.get("HTTPHeaders", {}).items()}
+            return result
+        headers = {k.lower(): v for k, v in resp["ResponseMetadata"]["HTTPHeaders"].items()}
+        return PresignedResponse(
+            status=int(resp["ResponseMetadata"]["HTTPStatusCode"]),
+            headers=headers,
+            body=resp["Body"].read(),
+            error_code=None,
+            access_key_id=key_id,
+            bucket=bucket,
+            key=key,
+            version_id=resp.get("VersionId"),
+            expires_at=expires_at,
+            query=query,
+        )
+
+
+_RESPONSE_OVERRIDES = {
+    "response-content-disposition": "ResponseContentDisposition",
+    "response-content-type": "ResponseContentType",
+    "response-cache-control": "ResponseCacheControl",
+    "response-content-encoding": "ResponseContentEncoding",
+    "response-content-language": "ResponseContentLanguage",
+    "response-expires": "ResponseExpires",
+}
+
+
+def _client_at(endpoint: str, key_id: str, secret: str, query: Mapping[str, str]) -> Any:
+    """An S3 client signing with the presigned URL's key, at the URL's endpoint."""
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=query.get("X-Amz-Credential", "///").split("/")[2] or REGION,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        aws_session_token=query.get("X-Amz-Security-Token"),
+        config=SETUP_CONFIG.merge(Config(connect_timeout=2, read_timeout=5)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def read_policy(buckets: Iterable[str], actions: Iterable[str] | None = None) -> dict[str, Any]:
+    """IAM policy allowing reads of ``buckets`` (objects and listing)."""
+    buckets = list(buckets)
+    acts = list(actions) if actions is not None else ["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"]
+    resources = [f"arn:aws:s3:::{b}" for b in buckets] + [f"arn:aws:s3:::{b}/*" for b in buckets]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": acts, "Resource": resources}],
+    }
+
+
+def _as_iso(value: dt.datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return iso(value)
+
+
+def _secret_string(secret: SecretSpec, key_id: str, key_secret: str) -> str:
+    if secret == "valid":
+        return json.dumps({"AccessKeyID": key_id, "SecretAccessKey": key_secret})
+    if secret == "malformed":
+        return "AccessKeyID=" + key_id + " (this is not JSON)"
+    if secret == "no_secret_key":
+        return json.dumps({"AccessKeyID": key_id})
+    if isinstance(secret, str):
+        return secret
+    if callable(secret):
+        value = secret(key_id, key_secret)
+        return value if isinstance(value, str) else json.dumps(value)
+    return json.dumps(
+        {
+            k: v.format(access_key_id=key_id, secret_access_key=key_secret) if isinstance(v, str) else v
+            for k, v in secret.items()
+        }
+    )
+
+
+def to_dynamo_value(value: Any) -> dict[str, Any]:
+    """A plain Python value as a DynamoDB attribute value (str, bool, int/float, list, dict)."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, int | float):
+        return {"N": str(value)}
+    if isinstance(value, bytes):
+        return {"B": value}
+    if isinstance(value, list | tuple):
+        return {"L": [to_dynamo_value(v) for v in value]}
+    if isinstance(value, Mapping):
+        return {"M": {k: to_dynamo_value(v) for k, v in value.items()}}
+    if value is None:
+        return {"NULL": True}
+    raise TypeError(f"no DynamoDB form for {type(value).__name__}")
+
+
+def to_dynamo(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of plain values as a DynamoDB item; None values are left out."""
+    return {k: to_dynamo_value(v) for k, v in row.items() if v is not None}
+
+
+def presign_signature(url: str, secret_access_key: str, method: str = "GET") -> str:
+    """Recompute the SigV4 query-string signature of a presigned S3 URL (independently of botocore).
+
+    Canonical request per the SigV4 spec for S3: the URI path as sent (S3 does not normalize or
+    double-encode), query parameters minus ``X-Amz-Signature`` RFC 3986-encoded and sorted, the
+    signed headers (``host`` is all botocore signs for a plain presigned GET), ``UNSIGNED-PAYLOAD``.
+    """
+    parts = urllib.parse.urlsplit(url)
+    params = [
+        (k, v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if k != "X-Amz-Signature"
+    ]
+    query = dict(params)
+    enc = [(_uri_encode(k), _uri_encode(v)) for k, v in params]
+    canonical_query = "&".join(f"{k}={v}" for k, v in sorted(enc))
+    signed_headers = query.get("X-Amz-SignedHeaders", "host")
+    header_values = {"host": parts.netloc}
+    canonical_headers = "".join(f"{h}:{header_values.get(h, '')}\n" for h in signed_headers.split(";"))
+    canonical_request = "\n".join(
+        [
+            method,
+            parts.path or "/",
+            canonical_query,
+            canonical_headers,
+            signed_headers,
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+    _key_id, date, region, service, terminal = query.get("X-Amz-Credential", "////").split("/", 4)
+    scope = f"{date}/{region}/{service}/{terminal}"
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            query.get("X-Amz-Date", ""),
+            scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
+    signing_key = ("AWS4" + secret_access_key).encode()
+    for part in (date, region, service, terminal):
+        signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def _uri_encode(value: str) -> str:
+    return urllib.parse.quote(value, safe="-_.~")
+
+
+__all__ = [
+    "ACCOUNT_ID",
+    "BackendRef",
+    "PresignedResponse",
+    "PutResult",
+    "SecretSpec",
+    "Tables",
+    "World",
+    "b64_sha256",
+    "iso",
+    "read_policy",
+    "rfc2047",
+    "sha256_digest",
+    "to_dynamo",
+]
