@@ -1,0 +1,86 @@
+"""Scenario harness: the real handler, built from the world's settings, driven by events/ files.
+
+Every AWS call the app makes goes over HTTP to the moto servers; the app's boto3 session is the
+call recorder's, so tests can count Secrets Manager and S3 calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from cas_download.app import App
+from cas_download.config import Settings
+from cas_download.handlers.download import handle
+from tests.support.calls import CallRecorder
+from tests.support.events import FakeLambdaContext, load_event
+from tests.support.world import World
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    raw: dict[str, Any]
+
+    @property
+    def body(self) -> bytes:
+        text = self.raw.get("body") or ""
+        return base64.b64decode(text) if self.raw.get("isBase64Encoded") else text.encode()
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.raw["body"])
+
+    @property
+    def error_code(self) -> str:
+        return str(self.json["error"]["code"])
+
+    @property
+    def attempts(self) -> list[tuple[str, str]]:
+        return [(a["backend"], a["reason"]) for a in self.json["error"]["attempts"]]
+
+
+class Service:
+    """The download service as a test sees it: configure (env overrides), then request."""
+
+    def __init__(self, world: World, recorder: CallRecorder, context: FakeLambdaContext) -> None:
+        self._world = world
+        self._recorder = recorder
+        self._context = context
+        self._app: App | None = None
+
+    def configure(self, **env: object) -> App:
+        settings = Settings.from_env(self._world.settings_env(**env))
+        self._app = App.create(settings, session=self._recorder.session)
+        return self._app
+
+    @property
+    def app(self) -> App:
+        return self._app or self.configure()
+
+    def request(self, event_name: str = "get_redirect", **event_fields: Any) -> HttpResult:
+        event = load_event(event_name, **event_fields)
+        raw = handle(event, self._context, self.app)
+        return HttpResult(raw["statusCode"], raw["headers"], raw)
+
+    def get(self, digest: str, orgs: Any, mode: str | None = None, **fields: Any) -> HttpResult:
+        name = {None: "get_redirect", "redirect": "get_redirect", "url": "get_url", "body": "get_body"}
+        if mode in name:
+            return self.request(name[mode], digest=digest, orgs=orgs, **fields)
+        return self.request("get_redirect", digest=digest, orgs=orgs, mode=mode, **fields)
+
+
+@pytest.fixture
+def service(world: World, call_recorder: CallRecorder, lambda_context: FakeLambdaContext) -> Service:
+    return Service(world, call_recorder, lambda_context)
+
+
+def presigned_key_id(url: str) -> str:
+    credential = parse_qs(urlsplit(url).query)["X-Amz-Credential"][0]
+    return credential.split("/", 1)[0]
