@@ -13,6 +13,7 @@ from cas_download.data.catalog import Catalog
 from cas_download.data.secrets import CredentialStore
 from cas_download.data.storage import S3ClientPool
 from cas_download.data.tables import build_tables
+from cas_download.logic.health import BackendHealth
 from cas_download.logic.services import Services
 from cas_download.observability import Telemetry
 
@@ -35,14 +36,17 @@ class App:
                 connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"}
             ),
         )
+        tables = build_tables(settings)
         services = Services(
             settings=settings,
-            catalog=Catalog(build_tables(settings), settings.backend_cache_ttl_seconds),
+            catalog=Catalog(tables, settings.backend_cache_ttl_seconds),
             credentials=CredentialStore(
                 SecretsProvider(boto3_client=secrets_client), settings.secret_cache_ttl_seconds
             ),
             s3_clients=S3ClientPool(
                 session, settings.s3_connect_timeout_seconds, settings.s3_read_timeout_seconds
             ),
+            tables=tables,
+            health=BackendHealth(tables, settings.failure_memory_seconds),
         )
         return cls(settings, services, Telemetry(settings.service_name, settings.metrics_namespace), session)

@@ -24,6 +24,10 @@ ENV_VARS = (
     "S3_CONNECT_TIMEOUT_SECONDS",
     "S3_READ_TIMEOUT_SECONDS",
     "MAX_HASH_BYTES",
+    "VERIFICATIONS_TABLE",
+    "VERIFICATION_RECORD_TTL_DAYS",
+    "FAILURE_MEMORY_SECONDS",
+    "VALIDATOR_CONCURRENCY",
     "SECRET_CACHE_TTL_SECONDS",
     "BACKEND_CACHE_TTL_SECONDS",
     "POWERTOOLS_SERVICE_NAME",
@@ -48,6 +52,10 @@ class Settings:
     s3_connect_timeout_seconds: float = 2.0
     s3_read_timeout_seconds: float = 5.0
     max_hash_bytes: int = 256 * 1024 * 1024
+    verifications_table: str | None = None
+    verification_record_ttl_days: int = 30
+    failure_memory_seconds: int = 60
+    validator_concurrency: int = 8
     secret_cache_ttl_seconds: int = 300
     backend_cache_ttl_seconds: int = 30
     service_name: str = "cas-download"
@@ -70,6 +78,10 @@ class Settings:
             s3_connect_timeout_seconds=_float(env, "S3_CONNECT_TIMEOUT_SECONDS", 2.0, 0.1, 10.0),
             s3_read_timeout_seconds=_float(env, "S3_READ_TIMEOUT_SECONDS", 5.0, 0.1, 20.0),
             max_hash_bytes=_int(env, "MAX_HASH_BYTES", 256 * 1024 * 1024, 0, 5 * 1024**4),
+            verifications_table=env.get("VERIFICATIONS_TABLE", "").strip() or None,
+            verification_record_ttl_days=_int(env, "VERIFICATION_RECORD_TTL_DAYS", 30, 1, 3650),
+            failure_memory_seconds=_int(env, "FAILURE_MEMORY_SECONDS", 60, 0, 3600),
+            validator_concurrency=_int(env, "VALIDATOR_CONCURRENCY", 8, 1, 64),
             secret_cache_ttl_seconds=_int(env, "SECRET_CACHE_TTL_SECONDS", 300, 0, 3600),
             backend_cache_ttl_seconds=_int(env, "BACKEND_CACHE_TTL_SECONDS", 30, 0, 3600),
             service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "cas-download",

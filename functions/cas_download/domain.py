@@ -31,9 +31,11 @@ class Mode(StrEnum):
 class VerificationMethod(StrEnum):
     CHECKSUM = "checksum_sha256"
     STREAM_HASH = "stream_hash"
+    RECORD = "verification_record"
 
 
 SUPPORTED_PROVIDER = "AWS-S3"
+STATUS_OK = "OK"
 STATUS_INVALID = "Invalid"
 
 
@@ -109,3 +111,15 @@ class Artifact:
     expires_at: datetime | None = None
     body: bytes | None = None
     attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationRecord:
+    """Proof written after the service hashed a whole object: valid while ETag and size match."""
+
+    object_id: str  # storage endpoint, bucket, key and version: one object version
+    digest: str
+    etag: str
+    size: int
+    version_id: str | None
+    verified_at: str

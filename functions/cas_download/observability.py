@@ -83,6 +83,12 @@ class Telemetry:
         self._metrics.add_metric("Requests", MetricUnit.Count, 1)
         self._metrics.flush_metrics()
 
+    def count(self, name: str, value: int) -> None:
+        self._metrics.add_metric(name, MetricUnit.Count, value)
+
+    def flush(self) -> None:
+        self._metrics.flush_metrics()
+
     def _dimensioned(self, name: str, value: int, **dimensions: str) -> None:
         with single_metric(
             name=name, unit=MetricUnit.Count, value=value, namespace=self._namespace

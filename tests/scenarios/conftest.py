@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,8 +18,10 @@ import pytest
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import handle
+from tests.conftest import create_tables
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
+from tests.support.moto_servers import AwsServers
 from tests.support.world import World
 
 
@@ -74,6 +77,27 @@ class Service:
         if mode in name:
             return self.request(name[mode], digest=digest, orgs=orgs, **fields)
         return self.request("get_redirect", digest=digest, orgs=orgs, mode=mode, **fields)
+
+
+@pytest.fixture(scope="session")
+def verifications_table(aws_servers: AwsServers) -> str:
+    """The service's own Verifications table (template: VerificationsTable), on the control server."""
+    name = f"cas-verifications-{uuid.uuid4().hex[:12]}"
+    ddb = aws_servers.control_client("dynamodb")
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "object_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "object_id", "KeyType": "HASH"}],
+    )
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    return name
+
+
+@pytest.fixture
+def isolated_world(aws_servers: AwsServers) -> World:
+    """A world with Backends and Mappings tables of its own: for code that scans every backend."""
+    return World(aws_servers, create_tables(aws_servers, uuid.uuid4().hex[:12]))
 
 
 @pytest.fixture

@@ -41,5 +41,8 @@ class TtlCache(Generic[K, V]):
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = (self._clock() + self._ttl, value)
 
+    def forget(self, key: K) -> None:
+        self._entries.pop(key, None)
+
     def clear(self) -> None:
         self._entries.clear()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cas_download.data.cache import TtlCache
-from cas_download.data.tables import TableReader
+from cas_download.data.tables import Tables
 from cas_download.domain import Backend, Mapping
 
 
 class Catalog:
-    def __init__(self, reader: TableReader, backend_ttl_seconds: float) -> None:
+    def __init__(self, reader: Tables, backend_ttl_seconds: float) -> None:
         self._reader = reader
         # A missing row is cached too (as None) so that a deleted backend does not cost a read per request.
         self._backends: TtlCache[str, Backend | None] = TtlCache(backend_ttl_seconds)

@@ -90,6 +90,10 @@ class CredentialStore:
         self._last_forced[secret_name] = now
         return self._fetch(secret_name, force=True)
 
+    def fresh(self, secret_name: str) -> Credentials:
+        """Read the secret bypassing the cache (the validator must judge what is stored now)."""
+        return self._fetch(secret_name, force=True)
+
     def _fetch(self, secret_name: str, *, force: bool) -> Credentials:
         if not secret_name:
             raise SecretUnavailable("backend names no secret")

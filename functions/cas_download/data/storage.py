@@ -207,6 +207,29 @@ def get_object(
     )
 
 
+def probe_read_access(client: S3Client, bucket: str, prefix: str) -> AttemptReason | None:
+    """Check that the keys can read the bucket without writing anything. None means healthy.
+
+    Read-only keys are valid: a list of at most one key is enough; keys that may read objects but not
+    list them are recognised by a GET of a key that does not exist (NoSuchKey: the read was allowed).
+    """
+    try:
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except (ClientError, BotoCoreError) as error:
+        reason = classify(error)
+        if reason is not AttemptReason.ACCESS_DENIED:
+            return reason
+    else:
+        return None
+    try:
+        response = client.get_object(Bucket=bucket, Key=f"{prefix}.cas-download-probe", Range="bytes=0-0")
+    except (ClientError, BotoCoreError) as error:
+        code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+        return None if code == "NoSuchKey" else classify(error)
+    response["Body"].close()
+    return None
+
+
 def presign_get(
     client: S3Client,
     bucket: str,

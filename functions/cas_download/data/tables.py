@@ -1,4 +1,5 @@
-"""The Backends and Mappings tables (names fixed by the spec), read through PynamoDB.
+"""The Backends and Mappings tables (names fixed by the spec) and the service's own Verifications
+table, through PynamoDB.
 
 PynamoDB reads a model's ``Meta`` when the class is created, so the models are built by
 :func:`build_tables` from the validated settings instead of at import time from the environment.
@@ -8,27 +9,41 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
 from typing import Any
 
-from pynamodb.attributes import BooleanAttribute, UnicodeAttribute
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.exceptions import PynamoDBException, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from cas_download.config import Settings
-from cas_download.domain import Backend, Mapping
+from cas_download.domain import STATUS_INVALID, STATUS_OK, Backend, Mapping, VerificationRecord
 from cas_download.errors import ServiceUnavailable
 
 ORG_INDEX_NAME = "org_id-index"
 _BATCH_GET_LIMIT = 100
 
 
+class StatusGuard(Enum):
+    """Which conditional write records a backend's validation status (no lost updates)."""
+
+    # The download path only flips a status it observed: OK -> Invalid, or Invalid -> OK.
+    OK_TO_INVALID = "ok_to_invalid"
+    INVALID_TO_OK = "invalid_to_ok"
+    # The validator never overwrites a newer validation than its own.
+    NOT_NEWER = "not_newer"
+
+
 @dataclass(frozen=True, slots=True)
-class TableReader:
-    """Reads the control plane's rows and turns them into domain values."""
+class Tables:
+    """Reads the control plane's rows as domain values; writes only validation status and the
+    service's own verification records."""
 
     backend_model: Any
     mapping_model: Any
+    verification_model: Any | None = None
 
     def mappings_for_digest(self, digest: str) -> list[Mapping]:
         try:
@@ -63,6 +78,67 @@ class TableReader:
             raise ServiceUnavailable("the backends table could not be read") from error
         return [_backend(record) for record in records]
 
+    def all_backends(self) -> list[Backend]:
+        try:
+            return [_backend(record) for record in self.backend_model.scan()]
+        except PynamoDBException as error:
+            raise ServiceUnavailable("the backends table could not be read") from error
+
+    def record_status(
+        self, backend_id: str, status: str, error: str | None, at: str, guard: StatusGuard
+    ) -> bool:
+        """Write ``validation_status``/``validation_error``/``validated_at`` under ``guard``.
+
+        Returns False when the condition did not hold (someone else already wrote, or a newer
+        validation exists); raises PynamoDBException on other failures.
+        """
+        model = self.backend_model
+        actions = [model.validation_status.set(status), model.validated_at.set(at)]
+        actions.append(model.validation_error.set(error) if error else model.validation_error.remove())
+        condition = model.id.exists() & model.deleted_at.does_not_exist()
+        if guard is StatusGuard.OK_TO_INVALID:
+            condition &= model.validation_status.does_not_exist() | (model.validation_status == STATUS_OK)
+        elif guard is StatusGuard.INVALID_TO_OK:
+            condition &= model.validation_status == STATUS_INVALID
+        else:
+            condition &= model.validated_at.does_not_exist() | (model.validated_at <= at)
+        try:
+            model(backend_id).update(actions=actions, condition=condition)
+        except UpdateError as failure:
+            if failure.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def verification_record(self, object_id: str) -> VerificationRecord | None:
+        if self.verification_model is None:
+            return None
+        try:
+            record = self.verification_model.get(object_id)
+        except self.verification_model.DoesNotExist:
+            return None
+        return VerificationRecord(
+            object_id=record.object_id,
+            digest=record.digest,
+            etag=record.etag,
+            size=int(record.size),
+            version_id=record.version_id,
+            verified_at=record.verified_at,
+        )
+
+    def save_verification_record(self, record: VerificationRecord, expires_at: datetime) -> None:
+        if self.verification_model is None:
+            return
+        self.verification_model(
+            record.object_id,
+            digest=record.digest,
+            etag=record.etag,
+            size=record.size,
+            version_id=record.version_id,
+            verified_at=record.verified_at,
+            expires_at=expires_at,
+        ).save()
+
 
 def _backend(record: Any) -> Backend:
     return Backend(
@@ -82,7 +158,7 @@ def _backend(record: Any) -> Backend:
     )
 
 
-def build_tables(settings: Settings) -> TableReader:
+def build_tables(settings: Settings) -> Tables:
     """Model classes bound to the configured table names, region and timeouts."""
 
     class _Meta:
@@ -114,6 +190,8 @@ def build_tables(settings: Settings) -> TableReader:
         is_default = BooleanAttribute(null=True)
         is_fallback = BooleanAttribute(null=True)
         validation_status = UnicodeAttribute(null=True)
+        validation_error = UnicodeAttribute(null=True)
+        validated_at = UnicodeAttribute(null=True)
         created_at = UnicodeAttribute(null=True)
         deleted_at = UnicodeAttribute(null=True)
         org_index = OrgIndex()
@@ -128,4 +206,23 @@ def build_tables(settings: Settings) -> TableReader:
         backend_id = UnicodeAttribute(null=True)
         created_at = UnicodeAttribute(null=True)
 
-    return TableReader(backend_model=BackendRecord, mapping_model=MappingRecord)
+    verification_model = None
+    if settings.verifications_table:
+
+        class VerificationRecordModel(Model):
+            class Meta(_Meta):
+                table_name = settings.verifications_table
+
+            object_id = UnicodeAttribute(hash_key=True)
+            digest = UnicodeAttribute()
+            etag = UnicodeAttribute()
+            size = NumberAttribute()
+            version_id = UnicodeAttribute(null=True)
+            verified_at = UnicodeAttribute()
+            expires_at = TTLAttribute()
+
+        verification_model = VerificationRecordModel
+
+    return Tables(
+        backend_model=BackendRecord, mapping_model=MappingRecord, verification_model=verification_model
+    )

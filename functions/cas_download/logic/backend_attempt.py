@@ -29,7 +29,12 @@ from cas_download.errors import TooLargeForBody
 from cas_download.filenames import content_disposition, decode_filename
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.services import Services
-from cas_download.logic.verification import checksum_proof, collect_and_hash, hash_chunks
+from cas_download.logic.verification import (
+    VerificationRecords,
+    checksum_proof,
+    collect_and_hash,
+    hash_chunks,
+)
 
 # A presigned URL must stay usable for at least this long, or it is not worth handing out.
 _MIN_URL_LIFETIME_SECONDS = 30
@@ -113,17 +118,22 @@ def _serve(
         raise StorageFailure(AttemptReason.DIGEST_MISMATCH, "S3 checksum differs from the digest")
     method = VerificationMethod.CHECKSUM
     if proof is None:
-        if head.size > settings.max_hash_bytes:
-            raise StorageFailure(
-                AttemptReason.UNVERIFIABLE,
-                f"no full-object SHA-256 and {head.size} bytes is over the hashing limit",
-            )
-        opened = get_object(client, location.bucket, key, version_id=head.version_id, if_match=head.etag)
-        try:
-            hash_chunks(opened.chunks(), expected_hex, head.size, deadline)
-        finally:
-            opened.close()
-        method = VerificationMethod.STREAM_HASH
+        records = VerificationRecords(services, location, key)
+        if records.proves(head, digest):
+            method = VerificationMethod.RECORD
+        else:
+            if head.size > settings.max_hash_bytes:
+                raise StorageFailure(
+                    AttemptReason.UNVERIFIABLE,
+                    f"no full-object SHA-256 and {head.size} bytes is over the hashing limit",
+                )
+            opened = get_object(client, location.bucket, key, version_id=head.version_id, if_match=head.etag)
+            try:
+                hash_chunks(opened.chunks(), expected_hex, head.size, deadline)
+            finally:
+                opened.close()
+            method = VerificationMethod.STREAM_HASH
+            records.remember(head, digest)
 
     expires_in = _url_lifetime(settings.presign_ttl_seconds, credentials.expires_at)
     disposition = content_disposition(info.filename) if info.filename else None

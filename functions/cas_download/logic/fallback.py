@@ -1,7 +1,9 @@
 """Fallback: try candidate backends in the spec's order until one serves verified bytes.
 
 Phase 1 is the mapped backends; phase 2, only if phase 1 failed, each holding org's default and
-fallback backends. Any failure moves on (a digest mismatch too: another copy may be good); the
+fallback backends. Backends that this container saw fail moments ago with rejected credentials or an
+unreadable secret are deferred to the very end (phase 3), so a rotated-away backend costs no round
+trip in steady state. Any failure moves on (a digest mismatch too: another copy may be good); the
 request's deadline ends the search.
 """
 
@@ -33,23 +35,23 @@ class _Search:
     deadline: Deadline
     services: Services
     attempts: list[Attempt] = field(default_factory=list)
-    tried: set[str] = field(default_factory=set)
 
     def try_in_order(self, candidates: Sequence[Backend]) -> Artifact | None:
         for index, backend in enumerate(candidates):
             if self.deadline.expired():
                 raise DeadlineExceeded("the time budget ran out before any backend succeeded", self.attempts)
-            self.tried.add(backend.id)
             started = time.monotonic()
             try:
                 artifact = serve_through(backend, self.digest, self.mode, self.deadline, self.services)
             except StorageFailure as failure:
                 elapsed = (time.monotonic() - started) * 1000.0
                 self.attempts.append(Attempt(backend, failure.reason, elapsed))
+                self.services.health.observe_failure(backend, failure.reason)
                 continue
             except CasError as error:  # e.g. too large for body mode: final, whatever else might serve
                 error.attempts = [*self.attempts, *error.attempts]
                 raise
+            self.services.health.observe_success(backend)
             artifact.attempts = self.attempts + [
                 Attempt(skipped, AttemptReason.SKIPPED_INVALID)
                 for skipped in candidates[index + 1 :]
@@ -67,23 +69,37 @@ def serve_with_fallback(
 
     mapped = mapped_candidates(mappings, catalog.backends({m.backend_id for m in mappings}))
     primary = mapped[0] if mapped else None
-    artifact = search.try_in_order(mapped)
+    mapped_now, mapped_deferred = _defer_recent_failures(mapped, services)
+    artifact = search.try_in_order(mapped_now)
 
     if artifact is None:
         orgs = holding_orgs(mappings)
-        failed_locations = {a.backend.location for a in search.attempts}
+        failed_locations = {a.backend.location for a in search.attempts} | {
+            b.location for b in mapped_deferred
+        }
         fallbacks = org_fallback_candidates(
             orgs,
             {org: catalog.org_backends(org) for org in orgs},
-            already_tried=search.tried | {m.backend_id for m in mappings},
+            already_tried={b.id for b in mapped} | {m.backend_id for m in mappings},
             failed_locations=failed_locations,
         )
-        artifact = search.try_in_order(fallbacks)
+        fallbacks_now, fallbacks_deferred = _defer_recent_failures(fallbacks, services)
+        artifact = search.try_in_order(fallbacks_now)
+        if artifact is None:
+            artifact = search.try_in_order(mapped_deferred + fallbacks_deferred)
 
     if artifact is None:
         raise _final_error(search.attempts, deadline)
     artifact.fallback = primary is None or artifact.backend.id != primary.id
     return artifact
+
+
+def _defer_recent_failures(
+    candidates: list[Backend], services: Services
+) -> tuple[list[Backend], list[Backend]]:
+    now = [b for b in candidates if not services.health.recently_failed(b.id)]
+    deferred = [b for b in candidates if services.health.recently_failed(b.id)]
+    return now, deferred
 
 
 def _final_error(attempts: list[Attempt], deadline: Deadline) -> CasError:

@@ -8,6 +8,8 @@ from cas_download.config import Settings
 from cas_download.data.catalog import Catalog
 from cas_download.data.secrets import CredentialStore
 from cas_download.data.storage import S3ClientPool
+from cas_download.data.tables import Tables
+from cas_download.logic.health import BackendHealth
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +18,5 @@ class Services:
     catalog: Catalog
     credentials: CredentialStore
     s3_clients: S3ClientPool
+    tables: Tables
+    health: BackendHealth

@@ -1,16 +1,27 @@
-"""Proof that bytes are the digest's: S3's full-object SHA-256, or hashing the bytes ourselves."""
+"""Proof that bytes are the digest's: S3's full-object SHA-256, hashing the bytes ourselves, or a
+verification record the service wrote after an earlier full hash of the same object version."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
+import logging
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from cas_download.data.storage import HeadResult, StorageFailure
-from cas_download.domain import AttemptReason
+from pynamodb.exceptions import PynamoDBException
+
+from cas_download.data.storage import HeadResult, StorageFailure, StorageLocation
+from cas_download.domain import AttemptReason, VerificationRecord
 from cas_download.logic.deadline import Deadline
+
+if TYPE_CHECKING:
+    from cas_download.logic.services import Services
+
+_log = logging.getLogger(__name__)
 
 # A multipart upload's ETag ends in "-<parts>"; its SHA-256 checksum is then composite even where a
 # server omits ChecksumType or the "-N" suffix on HEAD.
@@ -75,3 +86,54 @@ def _check(digest: hashlib._Hash, size: int, expected_hex: str, expected_size: i
         raise StorageFailure(AttemptReason.UNREACHABLE, f"read {size} of {expected_size} bytes")
     if digest.hexdigest() != expected_hex:
         raise StorageFailure(AttemptReason.DIGEST_MISMATCH, "bytes do not hash to the digest")
+
+
+class VerificationRecords:
+    """Records of full hashes, keyed by one object version (endpoint, bucket, key, version id).
+
+    A record proves an object only while S3 still reports the same ETag and size: a rewritten object
+    changes its ETag, so its old record no longer applies.
+    """
+
+    def __init__(self, services: Services, location: StorageLocation, key: str) -> None:
+        self._services = services
+        self._enabled = services.settings.verifications_table is not None
+        self._location = location
+        self._key = key
+
+    def _object_id(self, version_id: str | None) -> str:
+        endpoint = self._location.endpoint_url or "s3"
+        return f"{endpoint}|{self._location.bucket}|{self._key}|{version_id or ''}"
+
+    def proves(self, head: HeadResult, digest: str) -> bool:
+        if not self._enabled or not head.etag:
+            return False
+        try:
+            record = self._services.tables.verification_record(self._object_id(head.version_id))
+        except PynamoDBException as failure:
+            _log.warning("verification record unreadable: %s", type(failure).__name__)
+            return False
+        return (
+            record is not None
+            and record.digest == digest
+            and record.etag == head.etag
+            and record.size == head.size
+        )
+
+    def remember(self, head: HeadResult, digest: str) -> None:
+        if not self._enabled or not head.etag:
+            return
+        now = datetime.now(UTC)
+        record = VerificationRecord(
+            object_id=self._object_id(head.version_id),
+            digest=digest,
+            etag=head.etag,
+            size=head.size,
+            version_id=head.version_id,
+            verified_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        ttl = timedelta(days=self._services.settings.verification_record_ttl_days)
+        try:
+            self._services.tables.save_verification_record(record, now + ttl)
+        except PynamoDBException as failure:
+            _log.warning("verification record not saved: %s", type(failure).__name__)

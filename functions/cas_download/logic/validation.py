@@ -1,0 +1,126 @@
+"""Scheduled validation of every live backend's credentials, with a read-only probe.
+
+Defaults and fallbacks are validated first (they are what fallback relies on); backends run
+concurrently within the invocation's deadline; each result is written with a conditional update that
+never overwrites a newer validation. A backend whose probe did not finish in time is left as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from pynamodb.exceptions import PynamoDBException
+
+from cas_download.data.secrets import SecretUnavailable
+from cas_download.data.storage import StorageFailure, parse_location, probe_read_access
+from cas_download.data.tables import StatusGuard
+from cas_download.domain import (
+    STATUS_INVALID,
+    STATUS_OK,
+    SUPPORTED_PROVIDER,
+    AttemptReason,
+    Backend,
+)
+from cas_download.logic.deadline import Deadline
+from cas_download.logic.health import utc_now_iso
+from cas_download.logic.services import Services
+
+_log = logging.getLogger(__name__)
+
+_EXPLANATIONS = {
+    AttemptReason.CREDENTIALS_INVALID: "storage rejected the credentials",
+    AttemptReason.ACCESS_DENIED: "the credentials may not read the bucket",
+    AttemptReason.NOT_FOUND: "the bucket does not exist",
+    AttemptReason.UNREACHABLE: "the storage endpoint is unreachable",
+    AttemptReason.TIMEOUT: "the storage endpoint did not answer in time",
+    AttemptReason.SECRET_UNAVAILABLE: "the secret is missing, unreadable or incomplete",
+    AttemptReason.UNSUPPORTED_PROVIDER: "unsupported provider",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    backend: Backend
+    status: str
+    error: str | None
+
+
+@dataclass(slots=True)
+class ValidationReport:
+    validated: list[Validation] = field(default_factory=list)
+    invalidated: list[Backend] = field(default_factory=list)
+    recovered: list[Backend] = field(default_factory=list)
+    not_finished: list[Backend] = field(default_factory=list)
+    write_conflicts: list[Backend] = field(default_factory=list)
+    write_errors: list[Backend] = field(default_factory=list)
+
+
+def validation_order(backends: list[Backend]) -> list[Backend]:
+    live = [b for b in backends if not b.deleted]
+    return sorted(live, key=lambda b: (not (b.is_default or b.is_fallback), b.org_id, b.created_at, b.id))
+
+
+def probe(backend: Backend, services: Services) -> Validation:
+    """Judge one backend's stored credentials against its storage."""
+    try:
+        if backend.provider != SUPPORTED_PROVIDER:
+            raise StorageFailure(AttemptReason.UNSUPPORTED_PROVIDER, backend.provider)
+        location = parse_location(backend.location)
+        try:
+            credentials = services.credentials.fresh(backend.secret_name)
+        except SecretUnavailable as error:
+            raise StorageFailure(AttemptReason.SECRET_UNAVAILABLE, str(error)) from None
+        region = backend.region or credentials.region or "us-east-1"
+        client = services.s3_clients.client(credentials, region, location.endpoint_url)
+        reason = probe_read_access(client, location.bucket, backend.key_prefix)
+    except StorageFailure as failure:
+        reason = failure.reason
+    if reason is None:
+        return Validation(backend, STATUS_OK, None)
+    return Validation(backend, STATUS_INVALID, f"{reason.value}: {_EXPLANATIONS.get(reason, reason.value)}")
+
+
+def validate_backends(services: Services, deadline: Deadline) -> ValidationReport:
+    report = ValidationReport()
+    backends = validation_order(services.tables.all_backends())
+    pool = ThreadPoolExecutor(max_workers=services.settings.validator_concurrency)
+    pending: dict[Future[Validation], Backend] = {
+        pool.submit(probe, backend, services): backend for backend in backends
+    }
+    try:
+        while pending and not deadline.expired():
+            done, _ = wait(pending, timeout=deadline.remaining(), return_when=FIRST_COMPLETED)
+            for future in done:
+                backend = pending.pop(future)
+                try:
+                    validation = future.result()
+                except Exception:  # a bug in one probe must not stop the others
+                    _log.exception("probe failed for backend %s", backend.id)
+                    report.write_errors.append(backend)
+                    continue
+                _record(validation, services, report)
+    finally:
+        report.not_finished = list(pending.values())
+        # Probes still running end on their own socket timeouts; the invocation does not wait.
+        pool.shutdown(wait=False, cancel_futures=True)
+    return report
+
+
+def _record(validation: Validation, services: Services, report: ValidationReport) -> None:
+    backend = validation.backend
+    report.validated.append(validation)
+    try:
+        written = services.tables.record_status(
+            backend.id, validation.status, validation.error, utc_now_iso(), StatusGuard.NOT_NEWER
+        )
+    except PynamoDBException:
+        report.write_errors.append(backend)
+        return
+    if not written:
+        report.write_conflicts.append(backend)
+    elif validation.status == STATUS_INVALID and not backend.is_invalid:
+        report.invalidated.append(backend)
+    elif validation.status == STATUS_OK and backend.is_invalid:
+        report.recovered.append(backend)

@@ -1,0 +1,187 @@
+"""Backend health (issue 4): status repair on the download path, in-container memory of failed
+backends, verification records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cas_download.data.tables import Tables
+from tests.scenarios.conftest import Service
+from tests.support.calls import CallRecorder
+from tests.support.moto_servers import AwsServers
+from tests.support.world import BackendRef, World
+
+DATA = b"artifact bytes for health checks\n" * 64
+
+
+def backend_row(aws_servers: AwsServers, world: World, backend: BackendRef) -> dict[str, Any]:
+    item = aws_servers.cached_client("control", "dynamodb").get_item(
+        TableName=world.tables.backends, Key={"id": {"S": backend.id}}, ConsistentRead=True
+    )["Item"]
+    return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+@pytest.fixture
+def status_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every status write the app makes (backend id, status), observed at the data-access seam."""
+    writes: list[tuple[str, str]] = []
+    original = Tables.record_status
+
+    def recording(self: Tables, backend_id: str, status: str, *args: Any, **kwargs: Any) -> bool:
+        writes.append((backend_id, status))
+        return original(self, backend_id, status, *args, **kwargs)
+
+    monkeypatch.setattr(Tables, "record_status", recording)
+    return writes
+
+
+def rotation_story(world: World) -> tuple[str, BackendRef, BackendRef, str]:
+    org = world.org()
+    bucket = world.bucket()
+    old = world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
+    new = world.backend(org, "new", bucket=bucket, is_default=True)
+    digest = world.put(old, DATA)
+    world.map(digest, org, old)
+    world.revoke(old)
+    return org, old, new, digest
+
+
+def test_rejected_credentials_mark_an_ok_backend_invalid_once_per_container(
+    world: World, service: Service, aws_servers: AwsServers, status_writes: list[tuple[str, str]]
+) -> None:
+    # Given the rotation story, and a container that does not defer failed backends
+    org, old, _new, digest = rotation_story(world)
+    service.configure(FAILURE_MEMORY_SECONDS=0)
+
+    # When three requests each try the revoked backend first
+    for _ in range(3):
+        assert service.get(digest, orgs=org).status == 307
+
+    # Then the old backend is recorded Invalid, with one write, not one per request
+    assert status_writes == [(old.id, "Invalid")]
+    row = backend_row(aws_servers, world, old)
+    assert row["validation_status"] == "Invalid"
+    assert row["validation_error"]
+    assert row["validated_at"].endswith("Z")
+
+
+def test_success_through_a_backend_recorded_invalid_marks_it_ok(
+    world: World, service: Service, aws_servers: AwsServers
+) -> None:
+    # Given a healthy backend whose recorded status is stale (Invalid)
+    org = world.org()
+    backend = world.backend(org, is_default=True, status="Invalid")
+    digest = world.put(backend, DATA)
+    world.map(digest, org, backend)
+
+    # When it serves a request
+    response = service.get(digest, orgs=org)
+
+    # Then its status is repaired
+    assert response.status == 307
+    row = backend_row(aws_servers, world, backend)
+    assert row["validation_status"] == "OK"
+    assert "validation_error" not in row
+
+
+def test_a_backend_that_just_failed_costs_no_round_trip_in_steady_state(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given the rotation story, served once (the container learns that the old keys are rejected)
+    org, _old, new, digest = rotation_story(world)
+    assert service.get(digest, orgs=org).headers["X-Cas-Backend"] == new.name
+    first_request_storage_calls = call_recorder.count("s3")
+
+    # When the same digest is asked for again
+    call_recorder.clear()
+    response = service.get(digest, orgs=org)
+
+    # Then the new default serves with a single S3 call and no secret read: the old backend is not tried
+    assert response.status == 307
+    assert response.headers["X-Cas-Fallback"] == "true"
+    assert call_recorder.count("s3") == 1
+    assert call_recorder.count("s3", "HeadObject") == 1
+    assert call_recorder.count("secretsmanager") == 0
+    assert first_request_storage_calls >= 3  # HEAD + classifying GET on the old backend, HEAD on the new
+
+
+def test_without_the_memory_every_request_pays_for_the_revoked_backend(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given the rotation story in a container with the failure memory disabled
+    org, _old, _new, digest = rotation_story(world)
+    service.configure(FAILURE_MEMORY_SECONDS=0)
+    service.get(digest, orgs=org)
+
+    # When the digest is asked for again
+    call_recorder.clear()
+    assert service.get(digest, orgs=org).status == 307
+
+    # Then the revoked backend is tried again (the wasted calls the memory removes)
+    assert call_recorder.count("s3") >= 3
+
+
+def test_a_remembered_backend_is_still_tried_last_when_nothing_else_serves(
+    world: World, service: Service
+) -> None:
+    # Given a revoked mapped backend that the container remembers, and no other backend
+    org = world.org()
+    only = world.backend(org, is_default=True)
+    digest = world.put(only, DATA)
+    world.map(digest, org, only)
+    world.revoke(only)
+    assert service.get(digest, orgs=org).status == 502
+
+    # When it is asked for again
+    response = service.get(digest, orgs=org)
+
+    # Then it is tried (deferred, never skipped) and the answer names it
+    assert response.status == 502
+    assert response.attempts == [(only.name, "credentials_invalid")]
+
+
+class TestVerificationRecords:
+    def test_a_full_hash_is_recorded_once_and_proves_the_object_afterwards(
+        self, world: World, service: Service, call_recorder: CallRecorder, verifications_table: str
+    ) -> None:
+        # Given an object stored without a SHA-256 checksum, and the verification records enabled
+        org = world.org()
+        backend = world.backend(org, is_default=True)
+        digest = world.put(backend, DATA, checksum=False)
+        world.map(digest, org, backend)
+        service.configure(VERIFICATIONS_TABLE=verifications_table)
+
+        # When it is requested twice
+        assert service.get(digest, orgs=org).status == 307
+        hashed_calls = call_recorder.count("s3", "GetObject")
+        call_recorder.clear()
+        second = service.get(digest, orgs=org)
+
+        # Then the first request hashed the object and the second is proven by the record alone
+        assert hashed_calls == 1
+        assert second.status == 307
+        assert call_recorder.count("s3", "HeadObject") == 1
+        assert call_recorder.count("s3", "GetObject") == 0
+        assert world.fetch_presigned(second.headers["Location"]).body == DATA
+
+    def test_a_record_no_longer_applies_once_the_object_changed(
+        self, world: World, service: Service, verifications_table: str
+    ) -> None:
+        # Given a recorded proof for an object
+        org = world.org()
+        backend = world.backend(org, is_default=True)
+        digest = world.put(backend, DATA, checksum=False)
+        world.map(digest, org, backend)
+        service.configure(VERIFICATIONS_TABLE=verifications_table)
+        assert service.get(digest, orgs=org).status == 307
+
+        # When the object is overwritten with other bytes (new ETag and size)
+        world.put_corrupt(backend, digest, b"tampered", checksum=False)
+        response = service.get(digest, orgs=org)
+
+        # Then the record is ignored, the bytes are hashed again and refused
+        assert response.status == 502
+        assert response.error_code == "integrity_failure"
+        assert response.attempts == [(backend.name, "digest_mismatch")]

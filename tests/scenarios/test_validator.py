@@ -1,0 +1,135 @@
+"""The scheduled validator (issue 4): read-only probes, conditional status writes, concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from cas_download.app import App
+from cas_download.config import Settings
+from cas_download.data.tables import StatusGuard, build_tables
+from cas_download.handlers.validator import run
+from tests.support.events import FakeLambdaContext
+from tests.support.moto_servers import AwsServers
+from tests.support.world import BackendRef, World
+
+
+def validator(world: World, **env: object) -> App:
+    return App.create(Settings.from_env(world.settings_env(**env)))
+
+
+def status_of(aws_servers: AwsServers, world: World, backend: BackendRef) -> dict[str, Any]:
+    item = aws_servers.cached_client("control", "dynamodb").get_item(
+        TableName=world.tables.backends, Key={"id": {"S": backend.id}}, ConsistentRead=True
+    )["Item"]
+    return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+def test_a_revoked_backend_is_marked_invalid_and_a_repaired_one_ok(
+    isolated_world: World, aws_servers: AwsServers
+) -> None:
+    # Given a revoked default backend, and a backend recorded Invalid whose keys work again
+    world = isolated_world
+    org = world.org()
+    revoked = world.backend(org, "revoked", is_default=True)
+    world.revoke(revoked)
+    repaired = world.backend(org, "repaired", status="Invalid", validation_error="old failure")
+
+    # When the validator runs
+    summary = run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+
+    # Then the revoked one is Invalid with a reason, the repaired one OK, and both changes are reported
+    assert status_of(aws_servers, world, revoked)["validation_status"] == "Invalid"
+    assert status_of(aws_servers, world, revoked)["validation_error"].startswith("credentials_invalid")
+    assert status_of(aws_servers, world, repaired)["validation_status"] == "OK"
+    assert "validation_error" not in status_of(aws_servers, world, repaired)
+    assert summary["invalidated"] == [revoked.id]
+    assert summary["recovered"] == [repaired.id]
+
+
+def test_read_only_keys_are_valid(isolated_world: World, aws_servers: AwsServers) -> None:
+    # Given keys that may only read (list + get), and keys that may only get objects
+    world = isolated_world
+    org = world.org()
+    reader = world.backend(org, "reader")
+    getter = world.backend(org, "getter", actions=["s3:GetObject"])
+
+    # When the validator runs
+    run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+
+    # Then both are OK: the probe never writes
+    assert status_of(aws_servers, world, reader)["validation_status"] == "OK"
+    assert status_of(aws_servers, world, getter)["validation_status"] == "OK"
+
+
+def test_a_missing_secret_or_bucket_is_invalid_and_deleted_backends_are_left_alone(
+    isolated_world: World, aws_servers: AwsServers
+) -> None:
+    # Given a backend without its secret, one naming a bucket that does not exist, and a deleted one
+    world = isolated_world
+    org = world.org()
+    no_secret = world.backend(org, "no-secret", secret="missing")
+    no_bucket = world.backend(org, "no-bucket", location="bucket-that-does-not-exist-x1")
+    deleted = world.backend(org, "deleted", deleted=True)
+
+    # When the validator runs
+    summary = run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+
+    # Then each failure is recorded with its reason and the deleted backend is not validated
+    assert status_of(aws_servers, world, no_secret)["validation_error"].startswith("secret_unavailable")
+    assert status_of(aws_servers, world, no_bucket)["validation_status"] == "Invalid"
+    assert "validated_at" not in status_of(aws_servers, world, deleted)
+    assert summary["validated"] == 2
+
+
+def test_one_hanging_backend_does_not_stop_the_others(isolated_world: World, aws_servers: AwsServers) -> None:
+    # Given a backend whose endpoint accepts connections and never answers, and a healthy one
+    world = isolated_world
+    org = world.org()
+    stuck = world.backend(org, "stuck", location=world.black_hole_location())
+    healthy = world.backend(org, "healthy", is_default=True)
+
+    # When the validator runs with tight storage timeouts
+    started = time.monotonic()
+    summary = run(
+        validator(world, S3_CONNECT_TIMEOUT_SECONDS=0.5, S3_READ_TIMEOUT_SECONDS=0.5),
+        FakeLambdaContext(timeout_ms=60_000),
+    )
+    elapsed = time.monotonic() - started
+
+    # Then the healthy one is validated OK and the stuck one is Invalid (timeout), well inside the budget
+    assert status_of(aws_servers, world, healthy)["validation_status"] == "OK"
+    assert status_of(aws_servers, world, stuck)["validation_error"].startswith("timeout")
+    assert summary["not_finished"] == []
+    assert elapsed < 10
+
+
+def test_concurrent_status_writes_never_let_an_older_validation_win(
+    isolated_world: World, aws_servers: AwsServers
+) -> None:
+    # Given one backend and many writers racing with different validation times
+    world = isolated_world
+    backend = world.backend(world.org())
+    tables = build_tables(Settings.from_env(world.settings_env()))
+    stamps = [f"2026-11-24T10:00:{second:02d}.000000Z" for second in range(20)]
+    results: dict[str, bool] = {}
+
+    def write(stamp: str) -> None:
+        status = "OK" if stamp.endswith("19.000000Z") else "Invalid"
+        results[stamp] = tables.record_status(backend.id, status, None, stamp, StatusGuard.NOT_NEWER)
+
+    # When they all write at once, in reverse order of time
+    threads = [threading.Thread(target=write, args=(stamp,)) for stamp in reversed(stamps)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then the newest validation is what the table holds, and older writes were refused, not applied
+    row = status_of(aws_servers, world, backend)
+    assert row["validated_at"] == stamps[-1]
+    assert row["validation_status"] == "OK"
+    assert results[stamps[-1]] is True
+    assert tables.record_status(backend.id, "Invalid", "late", stamps[0], StatusGuard.NOT_NEWER) is False
+    assert status_of(aws_servers, world, backend)["validation_status"] == "OK"
