@@ -21,6 +21,7 @@ from cas_download.errors import (
     ContentMissing,
     DeadlineExceeded,
     IntegrityFailure,
+    TooLargeForBody,
 )
 from cas_download.logic.backend_attempt import serve_through
 from cas_download.logic.candidates import holding_orgs, mapped_candidates, org_fallback_candidates
@@ -35,6 +36,7 @@ class _Search:
     deadline: Deadline
     services: Services
     attempts: list[Attempt] = field(default_factory=list)
+    too_large: TooLargeForBody | None = None
 
     def try_in_order(self, candidates: Sequence[Backend]) -> Artifact | None:
         for index, backend in enumerate(candidates):
@@ -48,9 +50,10 @@ class _Search:
                 self.attempts.append(Attempt(backend, failure.reason, elapsed))
                 self.services.health.observe_failure(backend, failure.reason)
                 continue
-            except CasError as error:  # e.g. too large for body mode: final, whatever else might serve
-                error.attempts = [*self.attempts, *error.attempts]
-                raise
+            except TooLargeForBody as error:
+                # Only final if no other copy serves: an unverified copy's size may be a corrupt one's.
+                self.too_large = self.too_large or error
+                continue
             self.services.health.observe_success(backend)
             artifact.attempts = self.attempts + [
                 Attempt(skipped, AttemptReason.SKIPPED_INVALID)
@@ -88,6 +91,9 @@ def serve_with_fallback(
         if artifact is None:
             artifact = search.try_in_order(mapped_deferred + fallbacks_deferred)
 
+    if artifact is None and search.too_large is not None:
+        search.too_large.attempts = search.attempts
+        raise search.too_large
     if artifact is None:
         raise _final_error(search.attempts, deadline)
     artifact.fallback = primary is None or artifact.backend.id != primary.id
