@@ -1,27 +1,75 @@
-"""template.yaml and the layer build agree with the code and with the spec (tables, routes, IAM)."""
+"""template.yaml and the builds agree with the code and with the spec (tables, routes, IAM, alarms)."""
 
 from __future__ import annotations
 
 import importlib
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from botocore.client import BaseClient
 
-from cas_download.config import ENV_VARS, REQUIRED_ENV_VARS
+from cas_download.config import ENV_VARS, REQUIRED_ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 LAYER_DIR = ROOT / "layers" / "dependencies"
+PACKAGE_DIR = ROOT / "functions" / "cas_download"
 
-ALLOWED_ACTIONS = {
-    "dynamodb:Query",
-    "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
-    "secretsmanager:GetSecretValue",
+FUNCTIONS = ("DownloadFunction", "ValidatorFunction")
+
+SECRETS = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretNamePrefix}*"
+BACKENDS = "${BackendsTable.Arn}"
+ORG_INDEX = "${BackendsTable.Arn}/index/org_id-index"
+MAPPINGS = "${MappingsTable.Arn}"
+VERIFICATIONS = "${VerificationsTable.Arn}"
+
+# Every action each function may perform, and on what: nothing more, nothing less.
+GRANTS = {
+    "DownloadFunction": {
+        "dynamodb:Query": {BACKENDS, ORG_INDEX, MAPPINGS},
+        "dynamodb:GetItem": {BACKENDS, ORG_INDEX, MAPPINGS, VERIFICATIONS},
+        "dynamodb:BatchGetItem": {BACKENDS, ORG_INDEX, MAPPINGS},
+        "dynamodb:UpdateItem": {BACKENDS},
+        "dynamodb:PutItem": {VERIFICATIONS},
+        "secretsmanager:GetSecretValue": {SECRETS},
+    },
+    "ValidatorFunction": {
+        "dynamodb:Scan": {BACKENDS},
+        "dynamodb:UpdateItem": {BACKENDS},
+        "secretsmanager:GetSecretValue": {SECRETS},
+    },
 }
+# The only attributes of a control-plane row the service may write (or test in a write's condition).
+STATUS_ATTRIBUTES = {"id", "validation_status", "validation_error", "validated_at"}
+# ReturnValues that read no attribute beyond those written (ALL_OLD / ALL_NEW would read the whole row).
+NARROW_RETURN_VALUES = {"NONE", "UPDATED_OLD", "UPDATED_NEW"}
+
+# Alarm -> (function whose metrics it watches, metric names, threshold: parameter name or fixed value)
+ALARMS: dict[str, tuple[str, set[str], str | int]] = {
+    "FallbackRateAlarm": ("DownloadFunction", {"Fallbacks", "Requests"}, "FallbackRateThresholdPercent"),
+    "ServerErrorRateAlarm": (
+        "DownloadFunction",
+        {"ServerErrors", "Requests"},
+        "ServerErrorRateThresholdPercent",
+    ),
+    # One integrity failure is a security incident, one crashed validator run a stale status table:
+    # their thresholds are not tunables.
+    "IntegrityFailuresAlarm": ("DownloadFunction", {"IntegrityFailures"}, 1),
+    "ValidatorErrorsAlarm": ("ValidatorFunction", {"Errors"}, 1),
+    "ValidationErrorsAlarm": ("ValidatorFunction", {"ValidationErrors"}, "ValidatorErrorThreshold"),
+}
+THRESHOLD_DEFAULTS = {
+    "FallbackRateThresholdPercent": 20,
+    "ServerErrorRateThresholdPercent": 5,
+    "ValidatorErrorThreshold": 1,
+}
+CONDITIONAL_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
 HTTP_API_INTEGRATION_LIMIT_SECONDS = 30
 PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 
@@ -61,26 +109,42 @@ def _resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[st
     return {name: res for name, res in template["Resources"].items() if res["Type"] == kind}
 
 
+def _function_props(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    props: dict[str, Any] = template["Resources"][logical_id]["Properties"]
+    return {**template.get("Globals", {}).get("Function", {}), **props}
+
+
+def _statements(props: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for policy in props.get("Policies", []):
+        assert isinstance(policy, dict), f"only inline statements are allowed, got {policy!r}"
+        assert set(policy) == {"Statement"}, f"only inline statements are allowed, got {sorted(policy)}"
+        found += policy["Statement"]
+    return found
+
+
 @pytest.fixture(scope="module")
 def function(template: dict[str, Any]) -> dict[str, Any]:
-    props: dict[str, Any] = template["Resources"]["DownloadFunction"]["Properties"]
-    return {**template.get("Globals", {}).get("Function", {}), **props}
+    """The download function's properties (Globals merged)."""
+    return _function_props(template, "DownloadFunction")
+
+
+@pytest.fixture(scope="module")
+def validator(template: dict[str, Any]) -> dict[str, Any]:
+    return _function_props(template, "ValidatorFunction")
+
+
+@pytest.fixture(scope="module", params=FUNCTIONS)
+def any_function(request: pytest.FixtureRequest, template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Each function of the stack in turn: (logical id, properties)."""
+    logical_id: str = request.param
+    return logical_id, _function_props(template, logical_id)
 
 
 @pytest.fixture(scope="module")
 def layer(template: dict[str, Any]) -> dict[str, Any]:
     layer_props: dict[str, Any] = template["Resources"]["DependenciesLayer"]["Properties"]
     return layer_props
-
-
-@pytest.fixture(scope="module")
-def statements(function: dict[str, Any]) -> list[dict[str, Any]]:
-    found = []
-    for policy in function.get("Policies", []):
-        assert isinstance(policy, dict), f"only inline statements are allowed, got {policy!r}"
-        assert set(policy) == {"Statement"}, f"only inline statements are allowed, got {sorted(policy)}"
-        found += policy["Statement"]
-    return found
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -100,6 +164,29 @@ def _text(value: Any) -> str:
         if key == "Fn::Sub":
             return inner if isinstance(inner, str) else inner[0]
     return repr(value)
+
+
+def _grants(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
+    granted: dict[str, set[str]] = {}
+    for statement in statements:
+        for action in _as_list(statement["Action"]):
+            granted.setdefault(action, set()).update(_text(r) for r in _as_list(statement["Resource"]))
+    return granted
+
+
+def _all_statements(node: Any) -> list[dict[str, Any]]:
+    """Every IAM statement anywhere in the template (function policies, roles, managed policies)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Statement" and isinstance(value, list):
+                found += [s for s in value if isinstance(s, dict)]
+            else:
+                found += _all_statements(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _all_statements(item)
+    return found
 
 
 def _parameter_default(template: dict[str, Any], value: Any) -> Any:
@@ -123,13 +210,18 @@ def _key_schema(schema: list[dict[str, str]]) -> list[tuple[str, str]]:
     return [(k["AttributeName"], k["KeyType"]) for k in schema]
 
 
+def _package_source() -> str:
+    return "\n".join(path.read_text(encoding="utf-8") for path in sorted(PACKAGE_DIR.rglob("*.py")))
+
+
 # --- handler and environment ---------------------------------------------------------------------
 
 
-def test_handler_resolves_to_an_importable_callable(function: dict[str, Any]) -> None:
+def test_handler_resolves_to_an_importable_callable(any_function: tuple[str, dict[str, Any]]) -> None:
     # given the function's Handler, relative to its CodeUri
-    module_name, _, attribute = function["Handler"].rpartition(".")
-    assert function["CodeUri"].rstrip("/") == "functions"
+    _, props = any_function
+    module_name, _, attribute = props["Handler"].rpartition(".")
+    assert props["CodeUri"].rstrip("/") == "functions"
     # when the module is imported the way the Lambda runtime does
     module = importlib.import_module(module_name)
     # then it comes from functions/ and the handler is a callable
@@ -137,24 +229,51 @@ def test_handler_resolves_to_an_importable_callable(function: dict[str, Any]) ->
     assert callable(getattr(module, attribute))
 
 
-def test_every_required_env_var_is_set(function: dict[str, Any]) -> None:
+def test_every_required_env_var_is_set(any_function: tuple[str, dict[str, Any]]) -> None:
     # given the function's environment
-    variables = function["Environment"]["Variables"]
+    variables = any_function[1]["Environment"]["Variables"]
     # then every variable the code requires is there
     assert set(REQUIRED_ENV_VARS) <= set(variables)
 
 
-def test_every_env_var_set_is_read_by_the_code(function: dict[str, Any]) -> None:
+def test_every_env_var_set_is_read_by_the_code(any_function: tuple[str, dict[str, Any]]) -> None:
     # given the function's environment
-    variables = function["Environment"]["Variables"]
+    variables = any_function[1]["Environment"]["Variables"]
     # then the code reads each of them: no dead or misspelt configuration
     assert set(variables) - set(ENV_VARS) == set()
 
 
-def test_table_env_vars_point_at_the_stack_tables(function: dict[str, Any]) -> None:
-    variables = function["Environment"]["Variables"]
+def test_table_env_vars_point_at_the_stack_tables(any_function: tuple[str, dict[str, Any]]) -> None:
+    variables = any_function[1]["Environment"]["Variables"]
     assert variables["BACKENDS_TABLE"] == {"Ref": "BackendsTable"}
     assert variables["MAPPINGS_TABLE"] == {"Ref": "MappingsTable"}
+
+
+def test_download_function_is_given_its_verification_and_health_settings(function: dict[str, Any]) -> None:
+    variables = function["Environment"]["Variables"]
+    assert variables["VERIFICATIONS_TABLE"] == {"Ref": "VerificationsTable"}
+    assert variables["VERIFICATION_RECORD_TTL_DAYS"] == {"Ref": "VerificationRecordTtlDays"}
+    assert variables["FAILURE_MEMORY_SECONDS"] == {"Ref": "FailureMemorySeconds"}
+
+
+def test_validator_is_given_its_settings(template: dict[str, Any], validator: dict[str, Any]) -> None:
+    variables = validator["Environment"]["Variables"]
+    assert variables["VALIDATOR_CONCURRENCY"] == {"Ref": "ValidatorConcurrency"}
+    assert template["Parameters"]["ValidatorConcurrency"]["Default"] == 8
+    assert variables["S3_CONNECT_TIMEOUT_SECONDS"] == {"Ref": "S3ConnectTimeoutSeconds"}
+    assert variables["S3_READ_TIMEOUT_SECONDS"] == {"Ref": "S3ReadTimeoutSeconds"}
+    assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+
+
+def test_each_function_has_its_own_metrics_service(
+    function: dict[str, Any], validator: dict[str, Any]
+) -> None:
+    download_env = function["Environment"]["Variables"]
+    validator_env = validator["Environment"]["Variables"]
+    assert download_env["POWERTOOLS_SERVICE_NAME"] == "cas-download"
+    assert validator_env["POWERTOOLS_SERVICE_NAME"] == "cas-download-validator"
+    assert download_env["POWERTOOLS_METRICS_NAMESPACE"] == "CasDownload"
+    assert validator_env["POWERTOOLS_METRICS_NAMESPACE"] == "CasDownload"
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -194,53 +313,165 @@ def test_tables_are_on_demand_with_point_in_time_recovery(template: dict[str, An
     assert props["SSESpecification"]["SSEEnabled"] is True
 
 
+def test_verifications_table_is_keyed_by_object_and_expires_by_ttl(template: dict[str, Any]) -> None:
+    # given the service's own table of proofs
+    table = template["Resources"]["VerificationsTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    # then one item per stored object, expired by DynamoDB TTL on expires_at, on demand and encrypted
+    assert _key_schema(props["KeySchema"]) == [("object_id", "HASH")]
+    assert _attribute_types(table) == {"object_id": "S"}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert "GlobalSecondaryIndexes" not in props
+    # and its name is an output (env VERIFICATIONS_TABLE of the download function)
+    assert template["Outputs"]["VerificationsTableName"]["Value"] == {"Ref": "VerificationsTable"}
+
+
+def test_verification_model_matches_the_table() -> None:
+    # given the code's model of a verification record (imported here: a rename fails this test only)
+    tables_module = importlib.import_module("cas_download.data.tables")
+    tables = tables_module.build_tables(
+        Settings(backends_table="b", mappings_table="m", verifications_table="v")
+    )
+    model = tables.verification_model
+    assert model is not None
+    attributes = model.get_attributes()
+    # then its hash key and TTL attribute are the table's
+    hash_keys = [attribute.attr_name for attribute in attributes.values() if attribute.is_hash_key]
+    assert hash_keys == ["object_id"]
+    assert type(attributes["expires_at"]).__name__ == "TTLAttribute"
+    assert attributes["expires_at"].attr_name == "expires_at"
+
+
 # --- IAM ---------------------------------------------------------------------------------------
 
 
-def test_function_role_is_built_only_from_inline_statements(function: dict[str, Any]) -> None:
+def test_function_role_is_built_only_from_inline_statements(any_function: tuple[str, dict[str, Any]]) -> None:
     # given the function's permissions
+    _, props = any_function
     # then no external role, no managed policy and no SAM policy template widens them
-    assert "Role" not in function
-    for policy in function["Policies"]:
+    assert "Role" not in props
+    for policy in props["Policies"]:
         assert isinstance(policy, dict)
         assert set(policy) == {"Statement"}
 
 
-def test_iam_statements_allow_only_the_needed_actions(statements: list[dict[str, Any]]) -> None:
+def test_each_function_is_granted_exactly_its_actions_on_exactly_its_resources(
+    any_function: tuple[str, dict[str, Any]],
+) -> None:
     # given every statement of the function's policies
-    actions = {action for statement in statements for action in _as_list(statement["Action"])}
-    # then they allow reading the tables and the secrets and nothing else
-    assert actions == ALLOWED_ACTIONS
+    logical_id, props = any_function
+    statements = _statements(props)
+    # then they allow what the code does, on the resources it does it to, and nothing else
+    assert _grants(statements) == GRANTS[logical_id]
     assert all(statement["Effect"] == "Allow" for statement in statements)
     assert all("NotAction" not in s and "NotResource" not in s for s in statements)
 
 
-def test_iam_statements_have_no_wildcard_resource(statements: list[dict[str, Any]]) -> None:
-    # given every resource the statements name
-    resources = [_text(r) for statement in statements for r in _as_list(statement["Resource"])]
+def test_validator_may_only_scan_update_status_and_read_secrets(validator: dict[str, Any]) -> None:
+    actions = {a for statement in _statements(validator) for a in _as_list(statement["Action"])}
+    assert actions == {"dynamodb:Scan", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"}
+
+
+def test_no_iam_statement_anywhere_has_a_wildcard_resource(template: dict[str, Any]) -> None:
+    # given every IAM statement in the template
+    statements = _all_statements(template["Resources"])
+    resources = [_text(r) for statement in statements for r in _as_list(statement.get("Resource", []))]
     # then none is "*" and the only wildcard is the trailing one of the secret-name prefix
     assert resources
+    assert all("NotResource" not in statement for statement in statements)
     for resource in resources:
         assert resource != "*"
         if "*" in resource:
-            assert resource.endswith(":secret:${SecretNamePrefix}*"), resource
-            assert resource.count("*") == 1, resource
+            assert resource == SECRETS, resource
 
 
-def test_dynamodb_actions_target_only_the_two_tables_and_the_org_index(
-    statements: list[dict[str, Any]],
+def test_status_writes_are_restricted_to_the_status_attributes(
+    any_function: tuple[str, dict[str, Any]],
 ) -> None:
-    resources = {
-        _text(r)
-        for statement in statements
-        if any(a.startswith("dynamodb:") for a in _as_list(statement["Action"]))
-        for r in _as_list(statement["Resource"])
-    }
-    assert resources == {
-        "${BackendsTable.Arn}",
-        "${BackendsTable.Arn}/index/org_id-index",
-        "${MappingsTable.Arn}",
-    }
+    # given every statement that allows UpdateItem (the only write to a control-plane table: GRANTS)
+    _, props = any_function
+    updates = [s for s in _statements(props) if "dynamodb:UpdateItem" in _as_list(s["Action"])]
+    assert updates, "the function records backend status"
+    for statement in updates:
+        # then it is UpdateItem alone, on the Backends table alone
+        assert _as_list(statement["Action"]) == ["dynamodb:UpdateItem"]
+        assert [_text(r) for r in _as_list(statement["Resource"])] == [BACKENDS]
+        # limited to the key and the status attributes: every attribute the request names (set,
+        # removed or tested in its condition) must be one of them, hence ForAllValues
+        condition = statement["Condition"]
+        assert set(condition) == {"ForAllValues:StringEquals", "StringEqualsIfExists"}
+        assert set(condition["ForAllValues:StringEquals"]) == {"dynamodb:Attributes"}
+        assert set(condition["ForAllValues:StringEquals"]["dynamodb:Attributes"]) == STATUS_ATTRIBUTES
+        # and it cannot read the rest of the row back through ReturnValues ALL_OLD / ALL_NEW
+        assert set(condition["StringEqualsIfExists"]) == {"dynamodb:ReturnValues"}
+        assert set(condition["StringEqualsIfExists"]["dynamodb:ReturnValues"]) == NARROW_RETURN_VALUES
+
+
+_EXPRESSION_WORDS = {
+    "SET",
+    "REMOVE",
+    "ADD",
+    "DELETE",
+    "AND",
+    "OR",
+    "NOT",
+    "BETWEEN",
+    "IN",
+    "attribute_exists",
+    "attribute_not_exists",
+    "attribute_type",
+    "begins_with",
+    "contains",
+    "size",
+    "if_not_exists",
+    "list_append",
+}
+
+
+def _attribute_names(request: dict[str, Any]) -> set[str]:
+    """Top-level attribute names an UpdateItem request touches: key, update and condition."""
+    names = set(request.get("Key", {}))
+    placeholders = request.get("ExpressionAttributeNames", {})
+    for field in ("UpdateExpression", "ConditionExpression"):
+        expression = request.get(field) or ""
+        expression = re.sub(r":[A-Za-z0-9_]+", " ", expression)  # values
+        for token in re.findall(r"#[A-Za-z0-9_]+|[A-Za-z_][A-Za-z0-9_]*", expression):
+            if token.startswith("#"):
+                names.add(placeholders[token].split(".")[0])
+            elif token not in _EXPRESSION_WORDS:
+                names.add(token)
+    assert not request.get("AttributeUpdates"), "legacy parameter: use UpdateExpression"
+    assert not request.get("Expected"), "legacy parameter: use ConditionExpression"
+    return names
+
+
+def test_the_code_s_status_writes_fit_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given the code's status write (download path and validator), caught before it leaves botocore
+    tables_module = importlib.import_module("cas_download.data.tables")
+    sent: list[dict[str, Any]] = []
+
+    def fake_call(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> dict[str, Any]:
+        assert operation_name == "UpdateItem", f"unexpected {operation_name}"
+        sent.append(api_params)
+        # enough of an answer for any ReturnValues (PynamoDB's Model.update reads Attributes back)
+        return {"Attributes": dict(api_params.get("Key", {}))}
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", fake_call)
+    tables = tables_module.build_tables(Settings(backends_table="backends", mappings_table="mappings"))
+    # when every kind of status write is made, with and without an error message
+    guards = list(tables_module.StatusGuard)
+    for guard in guards:
+        for status, error in (("Invalid", "credentials_invalid: rejected"), ("OK", None)):
+            tables.record_status("backend-1", status, error, "2025-01-01T00:00:00.000000Z", guard)
+    # then each request names only the attributes the policy allows and reads nothing back
+    assert len(sent) == 2 * len(guards)
+    for request in sent:
+        assert _attribute_names(request) <= STATUS_ATTRIBUTES, request
+        assert request.get("ReturnValues", "NONE") in NARROW_RETURN_VALUES, request
+        assert request.get("ConditionExpression"), "status writes are conditional"
 
 
 def test_secret_prefix_parameter_cannot_be_empty_or_a_wildcard(template: dict[str, Any]) -> None:
@@ -279,20 +510,166 @@ def test_api_requires_a_jwt_from_the_configured_issuer(template: dict[str, Any])
     assert authorizer["JwtConfiguration"]["audience"] == {"Ref": "JwtAudience"}
 
 
+# --- validator schedule ----------------------------------------------------------------------------
+
+
+def test_validator_runs_on_the_configured_schedule(
+    template: dict[str, Any], validator: dict[str, Any]
+) -> None:
+    # given the validator's events
+    events = list(validator["Events"].values())
+    # then one EventBridge schedule, its expression a parameter defaulting to every 30 minutes
+    assert [e["Type"] for e in events] == ["Schedule"]
+    assert events[0]["Properties"]["Schedule"] == {"Ref": "ValidationSchedule"}
+    parameter = template["Parameters"]["ValidationSchedule"]
+    assert parameter["Default"] == "rate(30 minutes)"
+    pattern = re.compile(parameter["AllowedPattern"])
+    for accepted in ("rate(30 minutes)", "rate(1 hour)", "rate(2 days)", "cron(0/30 * * * ? *)"):
+        assert pattern.fullmatch(accepted), accepted
+    for refused in ("", "30 minutes", "rate(0 minutes)", "rate(30 minutes) ", "every(1 hour)"):
+        assert not pattern.fullmatch(refused), refused
+
+
+def test_validator_timeout_and_memory(validator: dict[str, Any]) -> None:
+    assert validator["Timeout"] == 120
+    assert validator["MemorySize"] == 256
+    assert "Events" in validator
+    assert all(e["Type"] != "HttpApi" for e in validator["Events"].values())
+
+
+def test_every_function_has_a_log_group_with_retention(template: dict[str, Any]) -> None:
+    groups = _resources_of_type(template, "AWS::Logs::LogGroup")
+    names = {_text(group["Properties"].get("LogGroupName", "")) for group in groups.values()}
+    for logical_id in FUNCTIONS:
+        assert f"/aws/lambda/${{{logical_id}}}" in names, logical_id
+    assert all(g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())
+
+
+# --- alarms ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: res["Properties"]
+        for name, res in _resources_of_type(template, "AWS::CloudWatch::Alarm").items()
+    }
+
+
+def _watched(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads: its own, or those of its metric-math query."""
+    if "MetricName" in alarm:
+        return [{k: alarm.get(k) for k in ("Namespace", "MetricName", "Dimensions")}]
+    return [query["MetricStat"]["Metric"] for query in alarm["Metrics"] if "MetricStat" in query]
+
+
+def test_the_alarms_exist_with_their_thresholds(template: dict[str, Any], alarms: dict[str, Any]) -> None:
+    assert set(alarms) == set(ALARMS)
+    for name, (_, _, threshold) in ALARMS.items():
+        alarm = alarms[name]
+        if isinstance(threshold, str):
+            assert alarm["Threshold"] == {"Ref": threshold}, name
+            assert template["Parameters"][threshold]["Default"] == THRESHOLD_DEFAULTS[threshold]
+        else:
+            assert alarm["Threshold"] == threshold, name
+            assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
+
+
+def test_alarms_watch_the_metrics_the_functions_emit(
+    template: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    source = _package_source()
+    for name, (logical_id, metric_names, _) in ALARMS.items():
+        env = _function_props(template, logical_id)["Environment"]["Variables"]
+        watched = _watched(alarms[name])
+        assert {m["MetricName"] for m in watched} == metric_names, name
+        for metric in watched:
+            if metric["Namespace"] == "AWS/Lambda":
+                assert metric["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": logical_id}}]
+                continue
+            # Powertools EMF: the function's namespace, the single dimension service
+            assert metric["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"], name
+            assert metric["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+            # and the code does emit a metric of that name
+            assert f'"{metric["MetricName"]}"' in source, metric["MetricName"]
+
+
+def test_rate_alarms_divide_by_requests_over_five_minutes(alarms: dict[str, dict[str, Any]]) -> None:
+    for name in ("FallbackRateAlarm", "ServerErrorRateAlarm"):
+        queries = {q["Id"]: q for q in alarms[name]["Metrics"]}
+        (returned,) = [q for q in queries.values() if q.get("ReturnData", True)]
+        expression = _text(returned["Expression"])
+        assert "100 *" in expression, expression
+        assert "/ requests" in expression, expression
+        assert "${AlarmMinimumRequests}" in expression, expression
+        assert queries["requests"]["MetricStat"]["Metric"]["MetricName"] == "Requests"
+        assert all(q["MetricStat"]["Period"] == 300 for q in queries.values() if "MetricStat" in q)
+        assert alarms[name]["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_alarm_actions_go_to_the_topic_only_when_one_is_given(
+    template: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
+    pattern = re.compile(template["Parameters"]["AlarmTopicArn"]["AllowedPattern"])
+    assert pattern.fullmatch("")
+    assert pattern.fullmatch("arn:aws:sns:eu-west-1:123456789012:ops-alerts")
+    assert not pattern.fullmatch("ops-alerts")
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == CONDITIONAL_ACTIONS, name
+        assert alarm["OKActions"] == CONDITIONAL_ACTIONS, name
+        assert alarm["TreatMissingData"] == "notBreaching", name
+
+
 # --- runtime, packaging and timing ---------------------------------------------------------------
 
 
-def test_runtime_is_a_current_python(function: dict[str, Any]) -> None:
-    match = re.fullmatch(r"python3\.(\d+)", function["Runtime"])
-    assert match, function["Runtime"]
+def test_runtime_is_a_current_python(any_function: tuple[str, dict[str, Any]]) -> None:
+    runtime = any_function[1]["Runtime"]
+    match = re.fullmatch(r"python3\.(\d+)", runtime)
+    assert match, runtime
     assert int(match.group(1)) >= 12
 
 
+def test_functions_share_code_runtime_and_architecture(template: dict[str, Any]) -> None:
+    shapes = {
+        (
+            props["CodeUri"],
+            props["Runtime"],
+            tuple(props["Architectures"]),
+            template["Resources"][logical_id]["Metadata"]["BuildMethod"],
+        )
+        for logical_id in FUNCTIONS
+        for props in [_function_props(template, logical_id)]
+    }
+    assert len(shapes) == 1, shapes
+
+
+def test_functions_makefile_builds_every_function(template: dict[str, Any], tmp_path: Path) -> None:
+    # sam build runs `make build-<LogicalId>` in the CodeUri for each makefile-built function
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    for logical_id in FUNCTIONS:
+        assert template["Resources"][logical_id]["Metadata"]["BuildMethod"] == "makefile"
+        result = subprocess.run(
+            [make, "-n", "-C", str(ROOT / "functions"), f"build-{logical_id}", f"ARTIFACTS_DIR={tmp_path}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+
+
 def test_layer_is_built_for_the_function_runtime_and_architecture(
-    function: dict[str, Any], layer: dict[str, Any]
+    any_function: tuple[str, dict[str, Any]], layer: dict[str, Any]
 ) -> None:
     # given the function's runtime and architecture
-    runtime, (architecture,) = function["Runtime"], function["Architectures"]
+    _, props = any_function
+    runtime, (architecture,) = props["Runtime"], props["Architectures"]
     # then the layer declares them and its Makefile installs wheels for exactly them
     assert layer["CompatibleRuntimes"] == [runtime]
     assert layer["CompatibleArchitectures"] == [architecture]
@@ -301,8 +678,8 @@ def test_layer_is_built_for_the_function_runtime_and_architecture(
     assert _makefile_variable("PIP_PLATFORM").endswith(f"_{machine}")
 
 
-def test_function_uses_the_dependencies_layer(function: dict[str, Any]) -> None:
-    assert {"Ref": "DependenciesLayer"} in function["Layers"]
+def test_function_uses_the_dependencies_layer(any_function: tuple[str, dict[str, Any]]) -> None:
+    assert {"Ref": "DependenciesLayer"} in any_function[1]["Layers"]
 
 
 def test_layer_requirements_are_all_pinned_exactly() -> None:

@@ -18,8 +18,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 
 _PARAMS_KEY = "cas_recorder_params"
+
+# Loading botocore's JSON service models is most of the cost of a new session's first client; the
+# loader caches them, so sessions made for tests share one loader (the models are read-only).
+_SHARED_LOADER = botocore.loaders.create_loader()
+
+
+def fresh_session() -> boto3.session.Session:
+    """A new boto3 session (own event emitter and credentials) that shares the model loader."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _SHARED_LOADER)
+    return boto3.session.Session(botocore_session=core)
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ class CallRecorder:
     """Records every API call made through clients of ``session`` (one per call, not per retry)."""
 
     def __init__(self, session: boto3.session.Session | None = None) -> None:
-        self.session = session or boto3.session.Session()
+        self.session = session or fresh_session()
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         events = self.session.events

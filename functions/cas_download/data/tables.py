@@ -95,7 +95,9 @@ class Tables:
         model = self.backend_model
         actions = [model.validation_status.set(status), model.validated_at.set(at)]
         actions.append(model.validation_error.set(error) if error else model.validation_error.remove())
-        condition = model.id.exists() & model.deleted_at.does_not_exist()
+        # Only the status attributes (and id) may be named: the IAM policy allows no other (SPEC
+        # fields such as deleted_at stay the control plane's).
+        condition = model.id.exists()
         if guard is StatusGuard.OK_TO_INVALID:
             condition &= model.validation_status.does_not_exist() | (model.validation_status == STATUS_OK)
         elif guard is StatusGuard.INVALID_TO_OK:
@@ -103,7 +105,9 @@ class Tables:
         else:
             condition &= model.validated_at.does_not_exist() | (model.validated_at <= at)
         try:
-            model(backend_id).update(actions=actions, condition=condition)
+            # Model.update() would ask for ReturnValues=ALL_NEW, reading the whole row back; the
+            # policy refuses that, so the table connection's update_item is used (ReturnValues NONE).
+            model._get_connection().update_item(backend_id, actions=actions, condition=condition)
         except UpdateError as failure:
             if failure.cause_response_code == "ConditionalCheckFailedException":
                 return False
