@@ -32,8 +32,11 @@ class App:
         secrets_client = session.client(
             "secretsmanager",
             region_name=settings.region,
+            # No SDK retries and tight timeouts: secrets are cached, a failed read only makes that
+            # backend secret_unavailable (fallback continues), and a read started near the deadline
+            # must not outlive the invocation.
             config=Config(
-                connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"}
+                connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1, "mode": "standard"}
             ),
         )
         tables = build_tables(settings)

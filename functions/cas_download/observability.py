@@ -5,6 +5,7 @@ Only names, ids, reasons and timings are logged: never a URL, a secret or an acc
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +55,19 @@ class RequestRecord:
         }
 
 
+# The SDKs log request headers and response bodies (a GetSecretValue body is the secret itself) at
+# DEBUG. Whatever level the function runs at, their loggers stop at WARNING.
+QUIET_LIBRARY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "pynamodb")
+
+
+def quiet_library_loggers() -> None:
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class Telemetry:
     def __init__(self, service: str, namespace: str) -> None:
+        quiet_library_loggers()
         self.logger = Logger(service=service)
         self._namespace = namespace
         self._metrics = Metrics(namespace=namespace, service=service)

@@ -6,6 +6,7 @@ fallback logic never sees botocore.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,6 +35,9 @@ _CREDENTIAL_ERRORS = frozenset(
 )
 _ABSENT_ERRORS = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "404", "NotFound"})
 _DENIED_ERRORS = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"})
+
+
+_MIN_TIMEOUT_SECONDS = 0.25
 
 
 class StorageFailure(Exception):
@@ -87,16 +91,27 @@ class S3ClientPool:
         self._connect_timeout = connect_timeout_seconds
         self._read_timeout = read_timeout_seconds
         self._max_clients = max_clients
-        self._clients: OrderedDict[tuple[str | None, ...], S3Client] = OrderedDict()
+        self._clients: OrderedDict[tuple[str | float | None, ...], S3Client] = OrderedDict()
         self._lock = threading.Lock()
 
-    def client(self, credentials: Credentials, region: str, endpoint_url: str | None) -> S3Client:
+    def client(
+        self,
+        credentials: Credentials,
+        region: str,
+        endpoint_url: str | None,
+        time_left_seconds: float | None = None,
+    ) -> S3Client:
+        """A client for these credentials; near the request deadline (``time_left_seconds`` below the
+        configured timeouts) one whose timeouts are cut to the time left, so no call outlives it."""
+        connect_timeout, read_timeout = self._timeouts(time_left_seconds)
         key = (
             credentials.access_key_id,
             credentials.secret_access_key,
             credentials.session_token,
             region,
             endpoint_url,
+            connect_timeout,
+            read_timeout,
         )
         with self._lock:
             cached = self._clients.get(key)
@@ -106,8 +121,8 @@ class S3ClientPool:
         config = Config(
             signature_version="s3v4",
             region_name=region,
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             # No SDK retries: the next candidate backend is the retry, and the deadline stays predictable.
             retries={"total_max_attempts": 1, "mode": "standard"},
             # Path-style for S3-compatible endpoints; the digest's bytes are hashed by the service itself,
@@ -131,16 +146,24 @@ class S3ClientPool:
                 self._clients.popitem(last=False)
         return client
 
+    def _timeouts(self, time_left_seconds: float | None) -> tuple[float, float]:
+        if time_left_seconds is None or time_left_seconds >= self._connect_timeout + self._read_timeout:
+            return self._connect_timeout, self._read_timeout
+        # Quarter-second steps keep the number of such short-lived clients small.
+        cap = max(math.ceil(time_left_seconds * 4) / 4, _MIN_TIMEOUT_SECONDS)
+        return min(self._connect_timeout, cap), min(self._read_timeout, cap)
+
 
 def head_object(client: S3Client, bucket: str, key: str) -> HeadResult:
     try:
         response = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as error:
         reason = classify(error)
-        if reason is AttemptReason.ACCESS_DENIED:
+        if _http_status(error) in {400, 403}:
             # HEAD errors carry no body, so S3 cannot say *why* it refused (a revoked key and a missing
-            # permission are both a bare 403). One ranged GET returns the error code.
-            reason = _explain_forbidden(client, bucket, key)
+            # permission are both a bare 403; a refused session token a bare 400). One ranged GET
+            # returns the error code.
+            reason = _explain_refusal(client, bucket, key)
         raise StorageFailure(reason, _describe(error)) from None
     except BotoCoreError as error:
         raise StorageFailure(classify(error), _describe(error)) from None
@@ -155,7 +178,7 @@ def head_object(client: S3Client, bucket: str, key: str) -> HeadResult:
     )
 
 
-def _explain_forbidden(client: S3Client, bucket: str, key: str) -> AttemptReason:
+def _explain_refusal(client: S3Client, bucket: str, key: str) -> AttemptReason:
     try:
         response = client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
     except (ClientError, BotoCoreError) as error:
@@ -246,10 +269,14 @@ def presign_get(
     return client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
 
 
+def _http_status(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
 def classify(error: BaseException) -> AttemptReason:
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", ""))
-        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        status = _http_status(error)
         if code in _CREDENTIAL_ERRORS:
             return AttemptReason.CREDENTIALS_INVALID
         if code in _ABSENT_ERRORS or status == 404:

@@ -81,7 +81,7 @@ def _serve(
 ) -> Artifact:
     settings = services.settings
     region = backend.region or credentials.region or "us-east-1"
-    client = services.s3_clients.client(credentials, region, location.endpoint_url)
+    client = services.s3_clients.client(credentials, region, location.endpoint_url, deadline.remaining())
     key = f"{backend.key_prefix}{digest}"
     expected_hex = digest_hex(digest)
 

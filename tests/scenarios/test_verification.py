@@ -1,0 +1,289 @@
+"""Proof of the bytes (spec: "Resolution and fallback", step 4): S3's full-object SHA-256, or hashing
+the whole object as it streams; a composite (multipart) checksum is never proof, and body mode always
+hashes before anything is returned."""
+
+from __future__ import annotations
+
+from tests.scenarios.conftest import Service
+from tests.support.calls import CallRecorder
+from tests.support.world import MIN_PART_SIZE, BackendRef, World, sha256_digest
+
+DATA = b"build-output.bin contents\n" * 400  # 10,400 bytes
+CORRUPT = b"these are not the bytes the digest names\n" * 100
+# Two parts: moto refuses a part under 5 MiB unless it is the last one.
+MULTIPART_DATA = b"m" * MIN_PART_SIZE + b"tail of a multipart upload\n"
+
+
+def s3_operations(recorder: CallRecorder) -> list[str]:
+    """The S3 operations the app made, in order."""
+    return [call.operation for call in recorder.storage_calls()]
+
+
+def put_corrupt_multipart(world: World, backend: BackendRef, digest: str, data: bytes) -> None:
+    """A multipart upload (SHA-256 per part, so a composite checksum) of ``data`` under ``digest``'s key."""
+    key = backend.key_for(digest)
+    upload = world.s3.create_multipart_upload(Bucket=backend.bucket, Key=key, ChecksumAlgorithm="SHA256")
+    parts = []
+    for number, start in enumerate(range(0, len(data), MIN_PART_SIZE), start=1):
+        part = world.s3.upload_part(
+            Bucket=backend.bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=data[start : start + MIN_PART_SIZE],
+            ChecksumAlgorithm="SHA256",
+        )
+        parts.append({"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": part["ChecksumSHA256"]})
+    world.s3.complete_multipart_upload(
+        Bucket=backend.bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# full-object checksum
+
+
+def test_full_object_checksum_proves_the_bytes_with_one_head_and_no_get(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given an artifact stored with its full-object SHA-256 (a single PUT)
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    world.map(digest, org, backend)
+    assert world.head(backend, digest)["ChecksumSHA256"]  # the precondition: S3 holds the checksum
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then one HeadObject proved the bytes: no GetObject, no other S3 call
+    assert response.status == 307
+    assert response.headers["X-Cas-Backend"] == backend.name
+    assert call_recorder.count("s3", "HeadObject") == 1
+    assert call_recorder.count("s3", "GetObject") == 0
+    assert s3_operations(call_recorder) == ["HeadObject"]
+    # and the presigned URL serves exactly the digest's bytes
+    fetched = world.fetch_presigned(response.headers["Location"])
+    assert fetched.status == 200
+    assert fetched.body == DATA
+
+
+# ---------------------------------------------------------------------------------------------------
+# no checksum: hashing the stream
+
+
+def test_object_without_checksum_is_proven_by_hashing_its_stream(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given an artifact stored with no checksum at all
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA, checksum=False)
+    world.map(digest, org, backend)
+    assert "ChecksumSHA256" not in world.head(backend, digest)
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then the bytes were read and hashed (a GetObject after the HeadObject) before the redirect
+    assert response.status == 307
+    assert response.headers["X-Cas-Backend"] == backend.name
+    assert response.headers["ETag"] == f'"{digest}"'
+    assert s3_operations(call_recorder) == ["HeadObject", "GetObject"]
+    [get] = call_recorder.of("s3", "GetObject")
+    assert get.params["Key"] == digest
+    assert "Range" not in get.params  # the whole object, not a probe
+    # and the URL serves those bytes
+    fetched = world.fetch_presigned(response.headers["Location"])
+    assert fetched.status == 200
+    assert fetched.body == DATA
+
+
+def test_object_without_checksum_over_the_hashing_limit_is_unverifiable(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given the only copy of an artifact, stored with no checksum
+    org = world.org()
+    backend = world.backend(org, "only-copy", is_default=True)
+    digest = world.put(backend, DATA, checksum=False)
+    world.map(digest, org, backend)
+    # and a hashing limit below its size
+    service.configure(MAX_HASH_BYTES=len(DATA) - 1)
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then nothing can prove it: 502 backends_unavailable, the attempt unverifiable, no bytes read
+    assert response.status == 502
+    assert response.error_code == "backends_unavailable"
+    assert response.attempts == [("only-copy", "unverifiable")]
+    assert "Location" not in response.headers
+    assert call_recorder.count("s3", "GetObject") == 0
+
+
+def test_unverifiable_copy_falls_back_to_a_copy_with_a_full_object_checksum(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given the mapped copy without checksum and the org default's copy (another bucket) with one
+    org = world.org()
+    mapped = world.backend(org, "no-checksum")
+    default = world.backend(org, "with-checksum", is_default=True)
+    digest = world.put(mapped, DATA, checksum=False)
+    world.put(default, DATA)
+    world.map(digest, org, mapped)
+    # and a hashing limit below the size
+    service.configure(MAX_HASH_BYTES=len(DATA) - 1)
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then the default serves, as a fallback, proven by its checksum alone
+    assert response.status == 307
+    assert response.headers["X-Cas-Backend"] == "with-checksum"
+    assert response.headers["X-Cas-Fallback"] == "true"
+    assert s3_operations(call_recorder) == ["HeadObject", "HeadObject"]
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA
+
+
+def test_corrupt_object_without_checksum_is_never_redirected_to(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given the only object under the digest's key holds other bytes, with no checksum to betray them
+    org = world.org()
+    backend = world.backend(org, "corrupt", is_default=True)
+    digest = sha256_digest(DATA)
+    world.put_corrupt(backend, digest, CORRUPT, checksum=False)
+    world.map(digest, org, backend)
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then hashing the stream finds the mismatch: 502 integrity_failure, no URL
+    assert response.status == 502
+    assert response.error_code == "integrity_failure"
+    assert response.attempts == [("corrupt", "digest_mismatch")]
+    assert "Location" not in response.headers
+    assert s3_operations(call_recorder) == ["HeadObject", "GetObject"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# multipart: a composite checksum is not proof
+
+
+def test_multipart_object_is_served_only_after_a_full_hash(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given an artifact uploaded in two parts (S3 holds a composite SHA-256, never the digest)
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, MULTIPART_DATA, multipart=True)
+    world.map(digest, org, backend)
+    head = world.head(backend, digest)
+    assert head["ETag"].endswith('-2"')
+    assert head["ChecksumSHA256"]  # moto's HEAD shows it without "-2": it looks like a full-object one
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then the composite checksum was neither trusted nor taken for a mismatch: the whole object was
+    # read and hashed, and the redirect follows
+    assert response.status == 307
+    assert response.headers["X-Cas-Backend"] == backend.name
+    assert s3_operations(call_recorder) == ["HeadObject", "GetObject"]
+    fetched = world.fetch_presigned(response.headers["Location"])
+    assert fetched.status == 200
+    assert fetched.body == MULTIPART_DATA
+
+
+def test_multipart_object_over_the_hashing_limit_is_unverifiable(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given the only copy, uploaded in parts (composite checksum)
+    org = world.org()
+    backend = world.backend(org, "multipart", is_default=True)
+    digest = world.put(backend, MULTIPART_DATA, multipart=True)
+    world.map(digest, org, backend)
+    # and a hashing limit below its size
+    service.configure(MAX_HASH_BYTES=len(MULTIPART_DATA) - 1)
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then the composite checksum is not accepted as proof: unverifiable, nothing served
+    assert response.status == 502
+    assert response.error_code == "backends_unavailable"
+    assert response.attempts == [("multipart", "unverifiable")]
+    assert call_recorder.count("s3", "GetObject") == 0
+
+
+def test_corrupt_multipart_object_is_never_served(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given a multipart upload of other bytes under the digest's key (a self-consistent composite
+    # checksum, for the wrong bytes)
+    org = world.org()
+    backend = world.backend(org, "corrupt-multipart", is_default=True)
+    digest = sha256_digest(MULTIPART_DATA)
+    put_corrupt_multipart(world, backend, digest, b"x" * MIN_PART_SIZE + b"not the artifact\n")
+    world.map(digest, org, backend)
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then the full hash finds the mismatch: 502 integrity_failure, no URL
+    assert response.status == 502
+    assert response.error_code == "integrity_failure"
+    assert response.attempts == [("corrupt-multipart", "digest_mismatch")]
+    assert "Location" not in response.headers
+    assert s3_operations(call_recorder) == ["HeadObject", "GetObject"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# body mode always hashes
+
+
+def test_body_mode_never_returns_corrupt_bytes(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given the only object under the digest's key holds other bytes, with no checksum
+    org = world.org()
+    backend = world.backend(org, "corrupt", is_default=True)
+    digest = sha256_digest(DATA)
+    world.put_corrupt(backend, digest, CORRUPT, checksum=False)
+    world.map(digest, org, backend)
+
+    # When the caller asks for the body
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the bytes were hashed before anything was returned: 502 integrity_failure, no body
+    assert response.status == 502
+    assert response.error_code == "integrity_failure"
+    assert response.attempts == [("corrupt", "digest_mismatch")]
+    assert not response.raw.get("isBase64Encoded")
+    assert CORRUPT not in response.body
+    assert CORRUPT[:32] not in response.body
+    assert s3_operations(call_recorder) == ["GetObject"]
+
+
+def test_body_mode_skips_a_corrupt_copy_and_returns_a_good_one(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given the mapped copy is corrupt (no checksum) and the org default holds the right bytes
+    org = world.org()
+    mapped = world.backend(org, "corrupt")
+    default = world.backend(org, "good", is_default=True)
+    digest = world.put(default, DATA)
+    world.put_corrupt(mapped, digest, CORRUPT, checksum=False)
+    world.map(digest, org, mapped)
+
+    # When the caller asks for the body
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the good copy's bytes come back, exactly, through the default, flagged as a fallback
+    assert response.status == 200
+    assert response.body == DATA
+    assert response.headers["Content-Length"] == str(len(DATA))
+    assert response.headers["X-Cas-Backend"] == "good"
+    assert response.headers["X-Cas-Fallback"] == "true"
+    assert response.headers["ETag"] == f'"{digest}"'
+    assert s3_operations(call_recorder) == ["GetObject", "GetObject"]
