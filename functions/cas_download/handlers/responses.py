@@ -63,12 +63,14 @@ def success_response(outcome: Artifact | NotModified, mode: Mode, method: str) -
             "fallback": outcome.fallback,
         }
         return _json(200, document, headers, head_only=head_only)
-    assert outcome.body is not None
+    body = outcome.take_body()
     headers["Content-Type"] = outcome.info.content_type or "application/octet-stream"
-    headers["Content-Length"] = str(len(outcome.body))
+    headers["Content-Length"] = str(len(body))
     if head_only:
         return _response(200, headers)
-    return _response(200, headers, base64.b64encode(outcome.body).decode("ascii"), base64_encoded=True)
+    encoded = base64.b64encode(body)
+    del body  # the raw bytes are no longer needed once encoded
+    return _response(200, headers, encoded.decode("ascii"), base64_encoded=True)
 
 
 def error_response(error: CasError, method: str = "GET") -> Response:

@@ -66,19 +66,28 @@ def hash_chunks(chunks: Iterable[bytes], expected_hex: str, expected_size: int, 
 
 def collect_and_hash(
     chunks: Iterable[bytes], expected_hex: str, expected_size: int, deadline: Deadline
-) -> bytes:
-    """Like :func:`hash_chunks`, keeping the bytes (body mode); nothing is returned unless proven."""
+) -> bytearray:
+    """Like :func:`hash_chunks`, keeping the bytes (body mode); nothing is returned unless proven.
+
+    The buffer is allocated once at the announced size and filled in place: no growth, no copy.
+    """
     digest = hashlib.sha256()
-    body = bytearray()
+    body = bytearray(expected_size)
+    view = memoryview(body)
+    filled = 0
     for chunk in chunks:
         digest.update(chunk)
-        body += chunk
-        if len(body) > expected_size:
+        end = filled + len(chunk)
+        if end > expected_size:
+            filled = end
             break  # more bytes than announced: not the object that was described
+        view[filled:end] = chunk
+        filled = end
         if deadline.expired():
             raise StorageFailure(AttemptReason.TIMEOUT, "deadline reached while reading")
-    _check(digest, len(body), expected_hex, expected_size)
-    return bytes(body)
+    view.release()
+    _check(digest, filled, expected_hex, expected_size)
+    return body
 
 
 def _check(digest: hashlib._Hash, size: int, expected_hex: str, expected_size: int) -> None:
