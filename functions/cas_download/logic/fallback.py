@@ -83,7 +83,10 @@ def serve_with_fallback(
         fallbacks = org_fallback_candidates(
             orgs,
             {org: catalog.org_backends(org) for org in orgs},
-            already_tried={b.id for b in mapped} | {m.backend_id for m in mappings},
+            # Mapped candidates were tried (or deferred); deleted ones are filtered out by the org query.
+            # A backend that only an inconsistent mapping of another org names is still its own
+            # org's default or fallback.
+            already_tried={b.id for b in mapped},
             failed_locations=failed_locations,
         )
         fallbacks_now, fallbacks_deferred = _defer_recent_failures(fallbacks, services)
