@@ -7,27 +7,33 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 BOOTSTRAP_PYTHON ?= python3
-SOURCES := functions tests scripts
+SOURCES := functions tests scripts tools benchmarks
 VALIDATE_REGION ?= us-east-1
 PYTEST_ARGS ?=
 DEPLOY_ARGS ?= --guided
+PORT ?= 8080
+EVENT ?= events/get_redirect.json
 
 # sam: no telemetry calls. The layer build runs "$(PYTHON) -m pip": the venv's, unless overridden.
 export SAM_CLI_TELEMETRY ?= 0
 export PYTHON ?= $(abspath $(BIN))/python
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck template test package-check check build deploy clean
+.PHONY: help venv lint format typecheck template security test package-check check build deploy clean run invoke bench
 
 help:
+	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
+	@echo "make invoke         one event through the handler against the local stack (EVENT=$(EVENT))"
 	@echo "make venv           create $(VENV) and install -e '.[dev]' (if missing or pyproject changed)"
-	@echo "make check          lint typecheck template test package-check (the full gate, as in CI)"
+	@echo "make check          lint typecheck template security test package-check (the full gate, as in CI)"
 	@echo "make lint           ruff check + ruff format --check on $(SOURCES)"
 	@echo "make format         ruff format + ruff check --fix"
 	@echo "make typecheck      mypy (strict) on the package and scripts"
 	@echo "make template       cfn-lint + sam validate --lint"
+	@echo "make security       bandit on functions/ (medium+ fails) + cfn-lint least-privilege rule E9101"
 	@echo "make test           pytest (PYTEST_ARGS=...)"
 	@echo "make package-check  sam build into a temp dir, report sizes, check the artifacts"
+	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
 	@echo "make build          sam build into .aws-sam/build"
 	@echo "make deploy         sam build + sam deploy $(DEPLOY_ARGS)"
 	@echo "make clean          remove build output and tool caches"
@@ -51,10 +57,17 @@ format:
 typecheck:
 	"$(BIN)/mypy"
 	"$(BIN)/mypy" scripts
+	"$(BIN)/mypy" benchmarks
 
 template:
 	"$(BIN)/cfn-lint" template.yaml
 	AWS_EC2_METADATA_DISABLED=true "$(BIN)/sam" validate --lint --template-file template.yaml --region $(VALIDATE_REGION)
+
+# Static security checks: bandit (config in pyproject.toml) and the template's least privilege on tables,
+# secrets and KMS keys (cfn-lint custom rule E9101 in scripts/cfnlint_rules/).
+security:
+	"$(BIN)/bandit" -c pyproject.toml -r functions --severity-level medium --quiet
+	"$(BIN)/cfn-lint" template.yaml --append-rules scripts/cfnlint_rules
 
 test:
 	"$(BIN)/pytest" $(PYTEST_ARGS)
@@ -63,7 +76,19 @@ package-check:
 	"$(BIN)/python" scripts/check_package.py
 
 check: venv
-	$(MAKE) lint typecheck template test package-check
+	$(MAKE) lint typecheck template security test package-check
+
+# Not a test, not in CI: calls per request, latency, cold start, body mode, cost (benchmarks/run.py).
+bench: venv
+	"$(BIN)/python" -m benchmarks.run $(BENCH_ARGS)
+
+# The local stack (tools/cas_local): moto for DynamoDB + Secrets Manager and S3 + IAM (IAM auth on), a
+# storage gateway for presigned URLs, the tables of template.yaml, the demo data, the handler over HTTP.
+run: venv
+	"$(BIN)/cas-local" run --port $(PORT)
+
+invoke: venv
+	@"$(BIN)/cas-local" invoke "$(EVENT)"
 
 build:
 	"$(BIN)/sam" build

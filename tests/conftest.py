@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext
+from tests.support.hygiene import REGISTRY as SECRETS
 from tests.support.moto_servers import (
     CONTROL_ACCESS_KEY_ID,
     CONTROL_SECRET_ACCESS_KEY,
@@ -153,3 +154,21 @@ def black_hole(aws_servers: AwsServers) -> BlackHole:
 @pytest.fixture
 def lambda_context() -> Any:
     return FakeLambdaContext()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Secret hygiene, test-wide (tests/support/hygiene.py): every phase of every test has its captured
+# stdout, stderr and log records scanned for the secrets the World registered (access key ids, secret
+# keys, session tokens, URL signatures) and for presigned-URL signatures and tokens of any origin. A hit
+# fails that test, with the value redacted from the report.
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    SECRETS.enforce(report)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.write_line(SECRETS.summary())

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 import itertools
 import json
 import urllib.parse
@@ -30,6 +29,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from cas_local.presign import verify_presigned
+
+from .hygiene import register as register_secret
+from .hygiene import register_secret_string
 from .moto_servers import ACCOUNT_ID, REGION, SETUP_CONFIG, AwsServers
 
 SecretMode = Literal["valid", "missing", "malformed", "no_secret_key"]
@@ -47,7 +50,6 @@ SecretSpec = SecretMode | Mapping[str, Any] | Callable[[str, str], Any] | str
 """
 
 MIN_PART_SIZE = 5 * 1024 * 1024
-_EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 _counter = itertools.count()
 
 
@@ -326,18 +328,22 @@ class World:
             self.secrets.delete_secret(SecretId=sid, ForceDeleteWithoutRecovery=True)
             return
         value = _secret_string(secret, backend.access_key_id, backend.secret_access_key)
+        register_secret_string(value)  # secret hygiene: its credential values must never be logged
         self.secrets.put_secret_value(SecretId=sid, SecretString=value)
 
     def _new_key(self, user: str) -> tuple[str, str]:
         key = self.iam.create_access_key(UserName=user)["AccessKey"]
         key_id, key_secret = str(key["AccessKeyId"]), str(key["SecretAccessKey"])
         self._keys[key_id] = (key_secret, user)
+        register_secret(key_id, "access_key_id")  # secret hygiene (tests/support/hygiene.py)
+        register_secret(key_secret, "secret_access_key")
         return key_id, key_secret
 
     def _write_secret(self, name: str, secret: SecretSpec, key_id: str, key_secret: str) -> str | None:
         if secret == "missing":
             return None
         value = _secret_string(secret, key_id, key_secret)
+        register_secret_string(value)  # secret hygiene: its credential values must never be logged
         return str(self.secrets.create_secret(Name=name, SecretString=value)["ARN"])
 
     # ------------------------------------------------------------------ objects and mappings
@@ -513,17 +519,11 @@ class World:
         ``InvalidAccessKeyId``, or the storage server's own answer.
         """
         parts = urllib.parse.urlsplit(url)
-        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-        path = urllib.parse.unquote(parts.path).lstrip("/")
-        bucket, _, key = path.partition("/")
-        credential = query.get("X-Amz-Credential", "")
-        key_id = credential.split("/", 1)[0]
-        amz_date = query.get("X-Amz-Date", "")
-        try:
-            signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-            expires_at = signed_at + dt.timedelta(seconds=int(query.get("X-Amz-Expires", "")))
-        except ValueError:
-            signed_at = expires_at = _EPOCH
+        for name, kind in (("X-Amz-Signature", "url_signature"), ("X-Amz-Security-Token", "session_token")):
+            register_secret(urllib.parse.parse_qs(parts.query).get(name, [""])[0], kind)  # secret hygiene
+        check = verify_presigned(url, lambda key_id: self._keys.get(key_id, (None, ""))[0], now=now)
+        query, key_id, bucket, key = check.query, check.access_key_id, check.bucket, check.key
+        expires_at = check.expires_at
 
         def fail(status: int, code: str) -> PresignedResponse:
             return PresignedResponse(
@@ -539,17 +539,9 @@ class World:
                 query=query,
             )
 
-        if query.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" or signed_at == _EPOCH:
-            return fail(400, "AuthorizationQueryParametersError")
-        if key_id not in self._keys:
-            return fail(403, "InvalidAccessKeyId")
-        secret, _user = self._keys[key_id]
-        if not hmac.compare_digest(presign_signature(url, secret), query.get("X-Amz-Signature", "")):
-            return fail(403, "SignatureDoesNotMatch")
-        if int(query["X-Amz-Expires"]) > 604800:
-            return fail(400, "AuthorizationQueryParametersError")
-        if (now or dt.datetime.now(dt.UTC)) > expires_at:
-            return fail(403, "AccessDenied")
+        if not check.ok or check.secret_access_key is None:
+            return fail(check.status, check.error_code or "AccessDenied")
+        secret = check.secret_access_key
 
         client = _client_at(f"{parts.scheme}://{parts.netloc}", key_id, secret, query)
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
@@ -666,55 +658,6 @@ def to_dynamo_value(value: Any) -> dict[str, Any]:
 def to_dynamo(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row of plain values as a DynamoDB item; None values are left out."""
     return {k: to_dynamo_value(v) for k, v in row.items() if v is not None}
-
-
-def presign_signature(url: str, secret_access_key: str, method: str = "GET") -> str:
-    """Recompute the SigV4 query-string signature of a presigned S3 URL (independently of botocore).
-
-    Canonical request per the SigV4 spec for S3: the URI path as sent (S3 does not normalize or
-    double-encode), query parameters minus ``X-Amz-Signature`` RFC 3986-encoded and sorted, the
-    signed headers (``host`` is all botocore signs for a plain presigned GET), ``UNSIGNED-PAYLOAD``.
-    """
-    parts = urllib.parse.urlsplit(url)
-    params = [
-        (k, v)
-        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        if k != "X-Amz-Signature"
-    ]
-    query = dict(params)
-    enc = [(_uri_encode(k), _uri_encode(v)) for k, v in params]
-    canonical_query = "&".join(f"{k}={v}" for k, v in sorted(enc))
-    signed_headers = query.get("X-Amz-SignedHeaders", "host")
-    header_values = {"host": parts.netloc}
-    canonical_headers = "".join(f"{h}:{header_values.get(h, '')}\n" for h in signed_headers.split(";"))
-    canonical_request = "\n".join(
-        [
-            method,
-            parts.path or "/",
-            canonical_query,
-            canonical_headers,
-            signed_headers,
-            "UNSIGNED-PAYLOAD",
-        ]
-    )
-    _key_id, date, region, service, terminal = query.get("X-Amz-Credential", "////").split("/", 4)
-    scope = f"{date}/{region}/{service}/{terminal}"
-    string_to_sign = "\n".join(
-        [
-            "AWS4-HMAC-SHA256",
-            query.get("X-Amz-Date", ""),
-            scope,
-            hashlib.sha256(canonical_request.encode()).hexdigest(),
-        ]
-    )
-    signing_key = ("AWS4" + secret_access_key).encode()
-    for part in (date, region, service, terminal):
-        signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
-    return hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-
-
-def _uri_encode(value: str) -> str:
-    return urllib.parse.quote(value, safe="-_.~")
 
 
 __all__ = [

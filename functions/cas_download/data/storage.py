@@ -196,7 +196,7 @@ class OpenedObject:
     metadata: dict[str, str]
     body: Any  # botocore StreamingBody
 
-    def chunks(self, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    def chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         try:
             yield from self.body.iter_chunks(chunk_size)
         except (BotoCoreError, ClientError) as error:

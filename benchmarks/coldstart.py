@@ -1,0 +1,315 @@
+"""Cold start in fresh processes, with only what Lambda would have on ``sys.path``.
+
+The dev venv is not what Lambda runs: it holds aws-sam-cli's dependencies (awscrt, pyOpenSSL, ...),
+and botocore changes behaviour when awscrt is importable. So the child processes run this interpreter
+with ``-S`` (no site-packages at all) and ``PYTHONPATH`` = a copy of the function's package (as
+functions/Makefile ships it) + a ``pip install --target`` of ``layers/dependencies/requirements.txt``
+for this Python (every pinned package is pure Python, so these are the layer's files; the layer itself
+is built for CPython 3.13 on arm64).
+
+Byte code: the layer and the function are built with no ``.pyc`` (``--no-compile``; functions/Makefile
+deletes ``__pycache__``) and Lambda's ``/opt`` and ``/var/task`` are read-only, so in Lambda every cold
+start compiles every imported module of the layer and the package from source. That is the ``as
+shipped`` mode (``PYTHONDONTWRITEBYTECODE=1``; the standard library keeps its own .pyc, as the
+runtime's does). ``with .pyc`` is the same files with byte code cached (``PYTHONPYCACHEPREFIX``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.env import ROOT, WORK_DIR
+
+REQUIREMENTS = ROOT / "layers" / "dependencies" / "requirements.txt"
+PACKAGE = ROOT / "functions" / "cas_download"
+CHILD = Path(__file__).with_name("coldstart_child.py")
+MODES = ("as shipped (no .pyc)", "with .pyc")
+IMPORTTIME_RUNS = 3
+
+
+@dataclass
+class Run:
+    import_s: float
+    work_s: float
+    total_s: float
+    process_s: float
+    modules: int
+    warm_request_s: float | None = None
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    app: list[Run] = field(default_factory=list)
+    boto3: list[Run] = field(default_factory=list)
+
+    def median(self, kind: str, attr: str) -> float:
+        runs = self.app if kind == "app" else self.boto3
+        return float(statistics.median(float(getattr(r, attr)) for r in runs))
+
+    @property
+    def ratio(self) -> float:
+        return self.median("app", "total_s") / self.median("boto3", "total_s")
+
+
+@dataclass
+class ColdStart:
+    layer_dir: Path
+    modes: list[ModeResult]
+    imports: dict[str, list[tuple[str, float, float]]]  # mode -> [(package, self ms, share)]
+    import_total_ms: dict[str, float]
+    profile: list[tuple[str, int, float]] | None = None  # (what, calls, cumulative ms)
+    profile_total_ms: float = 0.0
+    profile_mode: str = ""
+    clients: dict[str, float] = field(default_factory=dict)  # kind -> median seconds (with .pyc)
+
+
+def layer_dir() -> Path:
+    """``pip install --target`` of the layer's pins for this interpreter, cached by content."""
+    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    target = WORK_DIR / f"layer-py{sys.version_info.major}{sys.version_info.minor}-{key}"
+    done = target / ".installed"
+    if not done.exists():
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run(  # noqa: S603 - this interpreter's pip, fixed arguments
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--no-compile",
+                "--target",
+                str(target),
+                "-r",
+                str(REQUIREMENTS),
+            ],
+            check=True,
+            stdout=sys.stderr,
+        )
+        shutil.rmtree(target / "bin", ignore_errors=True)
+        done.touch()
+    _remove_bytecode(target)
+    return target
+
+
+def task_dir(scratch: Path) -> Path:
+    """The function's package as functions/Makefile ships it (no byte code)."""
+    task = scratch / "task"
+    shutil.rmtree(task, ignore_errors=True)
+    shutil.copytree(PACKAGE, task / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]"))
+    return task
+
+
+def _remove_bytecode(tree: Path) -> None:
+    for cache in tree.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _child_env(base: dict[str, str], path: list[Path], mode: str, pycache: Path) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in path)
+    env["PYTHONHASHSEED"] = "0"
+    if mode == MODES[0]:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def _run_json(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    proc = subprocess.run(  # noqa: S603 - this interpreter, the harness's own child script
+        [sys.executable, "-S", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    process_s = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"cold-start child {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    data: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    data["process_s"] = process_s
+    return data
+
+
+def _run_child(args: list[str], env: dict[str, str], cwd: Path) -> Run:
+    data = _run_json(args, env, cwd)
+    process_s = float(data["process_s"])
+    return Run(
+        import_s=data["import_s"],
+        work_s=data["work_s"],
+        total_s=data["total_s"],
+        process_s=process_s,
+        modules=data["modules"],
+        warm_request_s=data.get("warm_request_s"),
+    )
+
+
+def measure(
+    base_env: dict[str, str], event: dict[str, Any], scratch: Path, reps: int, profile_above: float | None
+) -> ColdStart:
+    """``reps`` fresh processes per kind and mode; a cProfile of one more cold start in the worst mode
+    when its ratio is above ``profile_above``."""
+    layer = layer_dir()
+    task = task_dir(scratch)
+    child = scratch / CHILD.name  # run from scratch: the script's directory lands on sys.path
+    shutil.copy(CHILD, child)
+    event_path = scratch / "coldstart-event.json"
+    event_path.write_text(json.dumps(event))
+    pycache = scratch / "pycache"
+    envs = {mode: _child_env(base_env, [task, layer], mode, pycache) for mode in MODES}
+    app_args, boto3_args = [str(child), "app", str(event_path)], [str(child), "boto3"]
+    _run_child(app_args, envs[MODES[1]], scratch)  # fill the byte-code cache
+    _run_child(boto3_args, envs[MODES[1]], scratch)
+    results = [ModeResult(mode) for mode in MODES]
+    for _ in range(reps):  # modes and kinds alternate, so that a busy moment hits them alike
+        for result in results:
+            result.app.append(_run_child(app_args, envs[result.mode], scratch))
+            result.boto3.append(_run_child(boto3_args, envs[result.mode], scratch))
+    for result in results:
+        print(f"  cold start, {result.mode}: ratio {result.ratio:.2f}", file=sys.stderr)
+    _remove_bytecode(task)
+    _remove_bytecode(layer)
+
+    imports: dict[str, list[tuple[str, float, float]]] = {}
+    totals: dict[str, float] = {}
+    for mode in MODES:
+        env = _child_env(base_env, [task, layer], mode, pycache)
+        runs = [
+            subprocess.run(
+                [sys.executable, "-S", "-X", "importtime", "-c", "import cas_download.handlers.download"],
+                env=env,
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stderr
+            for _ in range(IMPORTTIME_RUNS)
+        ]
+        imports[mode], totals[mode] = heaviest_imports(runs)
+
+    cold = ColdStart(layer, results, imports, totals)
+    env = _child_env(base_env, [task, layer], MODES[1], pycache)
+    client_runs = [_run_json([str(child), "clients"], env, scratch) for _ in range(max(3, reps))]
+    cold.clients = {
+        k: statistics.median(float(r[k]) for r in client_runs)
+        for k in client_runs[0]
+        if k not in ("modules", "process_s")
+    }
+    worst = max(results, key=lambda r: r.ratio)
+    if profile_above is not None and worst.ratio > profile_above:
+        env = _child_env(base_env, [task, layer], worst.mode, pycache)
+        cold.profile, cold.profile_total_ms = _profile(env, child, event_path, scratch)
+        cold.profile_mode = worst.mode
+        _remove_bytecode(task)
+        _remove_bytecode(layer)
+    return cold
+
+
+def heaviest_imports(importtimes: list[str], top: int = 12) -> tuple[list[tuple[str, float, float]], float]:
+    """``-X importtime`` outputs summed by top-level package (self times, so nothing counts twice);
+    each package's median over the runs."""
+    per_run: list[dict[str, float]] = []
+    for importtime in importtimes:
+        by_root: dict[str, float] = defaultdict(float)
+        for line in importtime.splitlines():
+            if not line.startswith("import time:") or "self [us]" in line:
+                continue
+            _, self_us, _cumulative, name = (
+                part.strip() for part in line.replace("import time:", "|", 1).split("|")
+            )
+            by_root[_package_label(name.split(".")[0])] += int(self_us) / 1000.0
+        per_run.append(by_root)
+    names = {name for run in per_run for name in run}
+    by_package = {name: statistics.median(run.get(name, 0.0) for run in per_run) for name in names}
+    grand = sum(by_package.values())
+    ranked = sorted(by_package.items(), key=lambda item: -item[1])[:top]
+    return [(name, ms, ms / grand if grand else 0.0) for name, ms in ranked], grand
+
+
+_STDLIB = set(sys.stdlib_module_names)
+
+
+def _package_label(root: str) -> str:
+    if root in _STDLIB or root.startswith("_"):
+        return "(standard library)"
+    return root
+
+
+# What the cold-start profile reports: cumulative time of these functions (first match by name).
+_PROFILE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("every import (importlib _find_and_load)", "<frozen importlib._bootstrap>", "_find_and_load"),
+    ("  compiling source to byte code (builtins.compile)", "~", "<built-in method builtins.compile>"),
+    ("  loading byte code (marshal.loads)", "~", "<built-in method marshal.loads>"),
+    ("App.create (sessions, Secrets Manager client, models)", "cas_download/app.py", "create"),
+    ("first request: handle()", "cas_download/handlers/download.py", "handle"),
+    ("botocore: creating clients (Session.create_client)", "botocore/session.py", "create_client"),
+    (
+        "botocore: reading service models and data (Loader.load_data*)",
+        "botocore/loaders.py",
+        "load_data_with_path",
+    ),
+    ("botocore: JSON parsing of data files (json.loads)", "json/__init__.py", "loads"),
+    ("botocore: endpoint resolvers (regions.py constructors)", "botocore/regions.py", "__init__"),
+    ("PynamoDB: its own botocore session (get_session)", "botocore/session.py", "get_session"),
+    ("S3 HeadObject/GetObject/Query... (BaseClient._make_api_call)", "botocore/client.py", "_make_api_call"),
+    ("presigning (generate_presigned_url)", "botocore/signers.py", "generate_presigned_url"),
+    (
+        "Powertools Logger + Metrics construction (Telemetry.__init__)",
+        "cas_download/observability.py",
+        "__init__",
+    ),
+)
+
+
+def _profile(
+    env: dict[str, str], child: Path, event_path: Path, scratch: Path
+) -> tuple[list[tuple[str, int, float]], float]:
+    """cProfile of one more cold start (import + first request): where the time goes."""
+    out = scratch / "coldstart.prof"
+    subprocess.run(  # noqa: S603 - this interpreter, the harness's own child script
+        [sys.executable, "-S", "-m", "cProfile", "-o", str(out), str(child), "app", str(event_path)],
+        env=env,
+        cwd=scratch,
+        capture_output=True,
+        check=True,
+        timeout=180,
+    )
+    stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    rows = []
+    for label, file_part, func in _PROFILE_ROWS:
+        calls, cumulative = 0, 0.0
+        for (filename, _line, name), (_cc, nc, _tt, ct, _callers) in stats.items():
+            if name == func and (
+                (file_part == "~" and filename == "~") or file_part in filename.replace(os.sep, "/")
+            ):
+                calls += nc
+                cumulative += ct  # cProfile counts a recursive function's time once
+        rows.append((label, calls, cumulative * 1000.0))
+    total_ms = max(
+        (
+            ct
+            for (f, _l, n), (_cc, _nc, _tt, ct, _c) in stats.items()
+            if n == "main" and f.endswith(CHILD.name)
+        ),
+        default=0.0,
+    )
+    return rows, total_ms * 1000.0

@@ -1,0 +1,94 @@
+"""Run in a fresh interpreter by benchmarks/coldstart.py; prints one JSON line with its timings.
+
+    python -S coldstart_child.py app EVENT_JSON   import the handler module, serve the first request
+    python -S coldstart_child.py boto3            import boto3, create one S3 client
+    python -S coldstart_child.py clients          what PynamoDB's own botocore sessions cost
+
+Only the standard library is imported before the clock starts; everything else comes from PYTHONPATH
+(the layer-like install and a copy of the function's package), exactly as Lambda would find it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class _Context:
+    """The little of a LambdaContext the handler reads."""
+
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    function_name = "cas-download"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cas-download"
+
+    def __init__(self) -> None:
+        self._deadline = time.monotonic() + 25.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._deadline - time.monotonic()) * 1000)
+
+
+def _app(event_path: str) -> dict[str, Any]:
+    event = json.loads(Path(event_path).read_text())
+    started = time.perf_counter()
+    from cas_download.handlers import download  # noqa: PLC0415 - the import is what is measured
+
+    imported = time.perf_counter()
+    first = download.lambda_handler(event, _Context())
+    served = time.perf_counter()
+    second = download.lambda_handler(event, _Context())
+    warm = time.perf_counter()
+    if first["statusCode"] != 307 or second["statusCode"] != 307:
+        raise SystemExit(f"unexpected status {first['statusCode']}/{second['statusCode']}: {first['body']}")
+    return {
+        "import_s": imported - started,
+        "work_s": served - imported,
+        "total_s": served - started,
+        "warm_request_s": warm - served,
+    }
+
+
+def _boto3() -> dict[str, Any]:
+    started = time.perf_counter()
+    import boto3  # noqa: PLC0415 - the import is what is measured
+
+    imported = time.perf_counter()
+    boto3.client("s3")
+    created = time.perf_counter()
+    return {"import_s": imported - started, "work_s": created - imported, "total_s": created - started}
+
+
+def _clients() -> dict[str, Any]:
+    """After the app's S3 and Secrets Manager clients exist: a DynamoDB client from a new botocore
+    session (what each PynamoDB model's connection does) against one from the same session."""
+    import boto3  # noqa: PLC0415
+    import botocore.session  # noqa: PLC0415
+
+    session = boto3.session.Session()
+    session.client("s3")
+    session.client("secretsmanager")
+    timings = {}
+    for label in ("new_session_1_s", "new_session_2_s", "shared_session_1_s", "shared_session_2_s"):
+        started = time.perf_counter()
+        if label.startswith("new"):
+            botocore.session.get_session().create_client("dynamodb")
+        else:
+            session.client("dynamodb")
+        timings[label] = time.perf_counter() - started
+    return timings
+
+
+def main() -> None:
+    kind = sys.argv[1]
+    result = {"app": lambda: _app(sys.argv[2]), "boto3": _boto3, "clients": _clients}[kind]()
+    result["modules"] = len(sys.modules)
+    # The handler's log lines went to stdout before this: the result is the last line.
+    sys.stdout.write("\n" + json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

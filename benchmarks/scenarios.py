@@ -1,0 +1,222 @@
+"""The scenarios, built as real state in the moto servers with the tests' World, each served by its
+own App (its own container, in Lambda terms) through the real handler."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.config import Config
+from tests.support.calls import Call
+from tests.support.events import FakeLambdaContext, load_event
+from tests.support.moto_servers import REGION
+from tests.support.world import BackendRef, World
+
+from benchmarks.counting import CallCounter, Calls
+from cas_download.app import App
+from cas_download.config import Settings
+from cas_download.handlers.download import handle
+
+# The artifact of the call-count and latency scenarios: small, stored with a full-object SHA-256.
+DATA = b"cas-download benchmark artifact\n" * 64  # 2 KiB
+
+# The service's caches, all off ("the cost of no caching").
+NO_CACHE = {"SECRET_CACHE_TTL_SECONDS": 0, "BACKEND_CACHE_TTL_SECONDS": 0, "FAILURE_MEMORY_SECONDS": 0}
+
+EVENT_BY_MODE = {"redirect": "get_redirect", "url": "get_url", "body": "get_body"}
+STATUS_BY_MODE = {"redirect": 307, "url": 200, "body": 200}
+
+
+class UnexpectedResponse(RuntimeError):
+    pass
+
+
+@dataclass
+class Target:
+    """Something the latency loop can time: ``serve()`` does one request; ``prepare()`` (untimed)
+    builds what that request needs (the event, the Lambda context)."""
+
+    key: str
+    label: str
+    prepare: Callable[[], Any]
+    serve: Callable[[Any], Any]
+    notes: str = ""
+    first_calls: Calls | None = None  # calls of the first request this container served
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Scenarios:
+    def __init__(self, world: World, counter: CallCounter) -> None:
+        self.world = world
+        self.counter = counter
+
+    # ------------------------------------------------------------------ apps
+
+    def app(self, **env: object) -> App:
+        """A new container: settings from the world's tables plus ``env``; counted clients."""
+        settings = Settings.from_env(self.world.settings_env(**env))
+        return App.create(settings, session=self.counter.new_session())
+
+    def target(
+        self,
+        key: str,
+        label: str,
+        app: App,
+        digest: str,
+        org: str,
+        *,
+        mode: str = "redirect",
+        if_none_match: bool = False,
+        expect: int | None = None,
+        notes: str = "",
+    ) -> Target:
+        event_name = "get_if_none_match" if if_none_match else EVENT_BY_MODE[mode]
+        headers = {"if-none-match": f'"{digest}"'} if if_none_match else None
+        status = expect if expect is not None else (304 if if_none_match else STATUS_BY_MODE[mode])
+
+        def prepare() -> tuple[dict[str, Any], FakeLambdaContext]:
+            return load_event(event_name, digest=digest, orgs=org, headers=headers), FakeLambdaContext()
+
+        def serve(prepared: tuple[dict[str, Any], FakeLambdaContext]) -> dict[str, Any]:
+            response = handle(prepared[0], prepared[1], app)
+            if response["statusCode"] != status:
+                raise UnexpectedResponse(
+                    f"{key}: expected {status}, got {response['statusCode']}: {str(response.get('body'))[:300]}"
+                )
+            return response
+
+        return Target(key, label, prepare, serve, notes)
+
+    # ------------------------------------------------------------------ the story's pieces
+
+    def healthy_backend(self, data: bytes = DATA) -> tuple[str, BackendRef, str]:
+        """An org whose default backend holds ``data`` (full-object SHA-256) and maps it."""
+        org = self.world.org()
+        backend = self.world.backend(org, "primary", is_default=True)
+        digest = self.world.put(backend, data, filename="artifact.bin")
+        self.world.map(digest, org, backend)
+        return org, backend, digest
+
+    def rotation_story(self) -> tuple[str, BackendRef, BackendRef, str]:
+        """Mapped to an old backend whose keys are revoked; a new default on the same bucket."""
+        org = self.world.org()
+        bucket = self.world.bucket()
+        old = self.world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
+        new = self.world.backend(org, "new", bucket=bucket, is_default=True)
+        digest = self.world.put(old, DATA, filename="artifact.bin")
+        self.world.map(digest, org, old)
+        self.world.revoke(old)
+        return org, old, new, digest
+
+    # ------------------------------------------------------------------ targets
+
+    def healthy(self, mode: str = "redirect", suffix: str = "", **env: object) -> Target:
+        org, _backend, digest = self.healthy_backend()
+        label = {"redirect": "healthy redirect", "url": "url mode", "body": "body mode (2 KiB)"}[mode]
+        key = {"redirect": "healthy", "url": "url", "body": "body"}[mode]
+        return self.target(key + suffix, label, self.app(**env), digest, org, mode=mode)
+
+    def rotation(self, suffix: str = "", **env: object) -> Target:
+        org, _old, _new, digest = self.rotation_story()
+        return self.target(
+            "rotation" + suffix,
+            "rotation story (new default serves)",
+            self.app(**env),
+            digest,
+            org,
+            notes="mapped backend's keys revoked; the org's new default on the same bucket serves",
+        )
+
+    def not_modified(self, suffix: str = "", **env: object) -> Target:
+        org, _backend, digest = self.healthy_backend()
+        return self.target(
+            "not_modified" + suffix, "304 (If-None-Match)", self.app(**env), digest, org, if_none_match=True
+        )
+
+
+@dataclass
+class RotationEvent:
+    """One rotation seen by a warm container: calls and time of the first request after it, and of
+    the one after that."""
+
+    first_calls: Calls
+    first_ms: float
+    second_calls: Calls
+    first_sequence: list[Call]
+
+
+def rotate_under_a_warm_container(scenarios: Scenarios, warm_requests: int = 3) -> RotationEvent:
+    """A container serves an org's artifact through its default backend (secret, rows and S3 client
+    cached); the control plane then rotates: a new default backend on the same bucket, the old one no
+    longer default, its keys revoked. The next requests are measured."""
+    world, counter = scenarios.world, scenarios.counter
+    org = world.org()
+    bucket = world.bucket()
+    old = world.backend(org, "old", bucket=bucket, is_default=True, created_at="2025-01-01T00:00:00Z")
+    digest = world.put(old, DATA, filename="artifact.bin")
+    world.map(digest, org, old)
+    target = scenarios.target(
+        "after_rotation", "first request after a rotation", scenarios.app(), digest, org
+    )
+    for _ in range(warm_requests):
+        target.serve(target.prepare())
+
+    world.backend(org, "new", bucket=bucket, is_default=True)
+    world.update_backend(old, is_default=False)
+    world.revoke(old)
+
+    prepared = target.prepare()
+    mark = counter.mark()
+    started = time.perf_counter()
+    target.serve(prepared)
+    first_ms = (time.perf_counter() - started) * 1000.0
+    first, sequence = counter.since(mark), counter.calls[mark:]
+    mark = counter.mark()
+    target.serve(target.prepare())
+    return RotationEvent(first, first_ms, counter.since(mark), sequence)
+
+
+@dataclass
+class Baseline:
+    """The irreducible work of a verified redirect, written plainly: one DynamoDB query of the
+    mapping, one S3 HEAD (with the checksum) through the backend's own key, one presign. Clients are
+    created once, as a warm container would."""
+
+    world: World
+    counter: CallCounter
+    backend: BackendRef
+    digest: str
+
+    def __post_init__(self) -> None:
+        session = self.counter.new_session()
+        self.dynamodb = session.client("dynamodb", region_name=REGION)
+        self.s3 = session.client(
+            "s3",
+            region_name=REGION,
+            aws_access_key_id=self.backend.access_key_id,
+            aws_secret_access_key=self.backend.secret_access_key,
+            config=Config(signature_version="s3v4", retries={"total_max_attempts": 1, "mode": "standard"}),
+        )
+
+    def serve(self) -> str:
+        self.dynamodb.query(
+            TableName=self.world.tables.mappings,
+            KeyConditionExpression="digest = :digest",
+            ExpressionAttributeValues={":digest": {"S": self.digest}},
+        )
+        key = self.backend.key_for(self.digest)
+        self.s3.head_object(Bucket=self.backend.bucket, Key=key, ChecksumMode="ENABLED")
+        url: str = self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.backend.bucket, "Key": key}, ExpiresIn=300
+        )
+        return url
+
+    def target(self) -> Target:
+        return Target(
+            "baseline",
+            "baseline: 1 DynamoDB query + 1 S3 HEAD + 1 presign",
+            lambda: None,
+            lambda _prepared: self.serve(),
+        )

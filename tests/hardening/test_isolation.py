@@ -1,0 +1,240 @@
+"""Tenant isolation under generated data (issue 6, item 4), against the moto servers.
+
+Each case is a world generated from a seed: 2-3 orgs with 1-3 backends each (buckets drawn from a small
+pool, so orgs share buckets and one org's keys could read another's objects), some backends Invalid,
+deleted, revoked or with an unreadable secret; 2-3 artifacts stored in random buckets; mappings drawn at
+random (a few inconsistent: a mapping of one org naming another org's backend); callers of random sets
+of orgs (and strangers) asking in random modes.
+
+One warm app serves every world in turn, as one Lambda container serves many tenants, so its caches
+(backend rows, credentials, S3 clients, failure memory) are part of what is checked. For every request:
+
+* no mapping of the digest in the caller's orgs: ``404 not_found`` with no secret read and no storage call;
+* served: through a backend of an org that holds a mapping in the caller's orgs (``X-Cas-Backend``, the
+  presigned URL's key id and bucket), with exactly the artifact's bytes (body mode: every response; a
+  presigned URL: the first of each world is fetched, since fetching costs a client per URL);
+* whatever the outcome: every secret read, every storage call's signing key and every attempt named
+  belongs to such a backend, and never to a deleted one.
+
+Every breach is recorded (not just the first), then the case fails listing them all.
+"""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from cas_download.app import App
+from cas_download.config import Settings
+from cas_download.handlers.download import handle
+from tests.hardening.figures import count
+from tests.scenarios.conftest import HttpResult
+from tests.support.calls import CallRecorder
+from tests.support.events import FakeLambdaContext, load_event
+from tests.support.world import BackendRef, Tables, World, sha256_digest
+
+WORLDS = 32
+MODES = ("redirect", "redirect", "url", "body")
+TIMES = ("2025-01-01T00:00:00.000000Z", "2025-04-01T00:00:00.000000Z", "2025-08-01T00:00:00.000000Z")
+
+
+@dataclass
+class Warm:
+    """The container every world is served by."""
+
+    app: App
+    recorder: CallRecorder
+    context: FakeLambdaContext = field(default_factory=FakeLambdaContext)
+
+    def request(self, event: dict[str, Any]) -> HttpResult:
+        self.recorder.clear()
+        raw = handle(event, self.context, self.app)
+        return HttpResult(raw["statusCode"], raw["headers"], raw)
+
+
+@pytest.fixture(scope="module")
+def warm(tables: Tables) -> Warm:
+    recorder = CallRecorder()
+    settings = Settings(backends_table=tables.backends, mappings_table=tables.mappings)
+    return Warm(App.create(settings, session=recorder.session), recorder)
+
+
+@dataclass
+class Generated:
+    world: World
+    orgs: list[str]
+    backends: list[BackendRef] = field(default_factory=list)
+    deleted: set[str] = field(default_factory=set)
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # digest -> bytes
+    mappings: list[tuple[str, str, BackendRef]] = field(default_factory=list)  # (digest, org, backend)
+
+
+def generate(world: World, rng: random.Random) -> Generated:
+    """Draw the whole world from ``rng`` first, then build it concurrently (the draws stay in order)."""
+    orgs = [world.org() for _ in range(rng.randint(2, 3))]
+    generated = Generated(world, orgs)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        buckets = list(pool.map(lambda _: world.bucket(), range(rng.randint(2, 3))))
+
+        specs: list[dict[str, Any]] = []
+        for org in orgs:
+            for index in range(rng.randint(1, 3)):
+                specs.append(
+                    {
+                        "org": org,
+                        "name": f"{org}-b{index}",
+                        "bucket": rng.choice(buckets),
+                        "is_default": index == 0 and rng.random() < 0.8,
+                        "is_fallback": index == 1 and rng.random() < 0.6,
+                        "status": rng.choice([None, "OK", "Invalid"]),
+                        "deleted": rng.random() < 0.12,
+                        "secret": "malformed" if rng.random() < 0.1 else "valid",
+                        "created_at": rng.choice(TIMES),
+                        "revoke": rng.random() < 0.15,
+                    }
+                )
+
+        def create(spec: dict[str, Any]) -> BackendRef:
+            backend = world.backend(
+                spec["org"],
+                spec["name"],
+                bucket=spec["bucket"],
+                is_default=spec["is_default"],
+                is_fallback=spec["is_fallback"],
+                status=spec["status"],
+                deleted=spec["deleted"],
+                secret=spec["secret"],
+                created_at=spec["created_at"],
+            )
+            if spec["revoke"]:
+                world.revoke(backend)
+            return backend
+
+        generated.backends = list(pool.map(create, specs))
+        generated.deleted = {
+            b.id for b, spec in zip(generated.backends, specs, strict=True) if spec["deleted"]
+        }
+
+        puts: list[tuple[str, bytes, bool]] = []
+        maps: list[tuple[str, str, BackendRef, str]] = []
+        for index in range(rng.randint(2, 3)):
+            data = f"artifact {index} of {orgs[0]} {rng.random()}\n".encode() * rng.randint(1, 50)
+            for bucket in rng.sample(buckets, rng.randint(1, 2)):
+                puts.append((bucket, data, rng.random() < 0.8))
+            digest = sha256_digest(data)
+            generated.artifacts[digest] = data
+            for _ in range(rng.randint(1, 3)):
+                org = rng.choice(orgs)
+                own = [b for b in generated.backends if b.org == org]
+                # mostly one of the org's own backends; sometimes (bad data) another org's
+                backend = rng.choice(own if own and rng.random() < 0.85 else generated.backends)
+                maps.append((digest, org, backend, rng.choice(TIMES)))
+        list(pool.map(lambda put: world.put(put[0], put[1], checksum=put[2]), puts))
+        list(pool.map(lambda m: world.map(m[0], m[1], m[2], created_at=m[3]), maps))
+    generated.mappings = [(digest, org, backend) for digest, org, backend, _ in maps]
+    return generated
+
+
+def caller_sets(generated: Generated, rng: random.Random) -> list[list[str]]:
+    everyone = [*generated.orgs, "org-stranger"]
+    return [rng.sample(everyone, rng.randint(1, 2)) for _ in range(3)]
+
+
+@pytest.mark.parametrize("seed", range(WORLDS))
+def test_a_caller_is_served_only_its_orgs_digests_through_its_orgs_backends(
+    world: World, warm: Warm, seed: int
+) -> None:
+    # Given a generated world
+    rng = random.Random(seed)
+    generated = generate(world, rng)
+    violations: list[str] = []
+    cases = 0
+    fetch = [True]  # fetch the first presigned URL of the world
+
+    # When callers of random sets of orgs ask for every artifact, in random modes
+    for digest, data in generated.artifacts.items():
+        for callers in caller_sets(generated, rng):
+            mode = rng.choice(MODES)
+            event_name = {"redirect": "get_redirect", "url": "get_url", "body": "get_body"}[mode]
+            response = warm.request(load_event(event_name, digest=digest, orgs=callers))
+            cases += 1
+            # Then nothing crosses the tenants' boundary
+            violations += breaches(generated, digest, data, callers, mode, response, warm.recorder, fetch)
+            count(f"isolation: answered {response.status}")
+
+    count("isolation: worlds", 1)
+    count("isolation: requests checked", cases)
+    count("isolation: violations", len(violations))
+    assert not violations, f"seed {seed}:\n" + "\n".join(violations)
+
+
+def breaches(
+    generated: Generated,
+    digest: str,
+    data: bytes,
+    callers: list[str],
+    mode: str,
+    response: HttpResult,
+    recorder: CallRecorder,
+    fetch: list[bool],
+) -> list[str]:
+    world = generated.world
+    label = f"{digest[:15]} for {callers} ({mode}) -> {response.status}"
+    holding = {org for d, org, _ in generated.mappings if d == digest and org in callers}
+    allowed = [b for b in generated.backends if b.org in holding and b.id not in generated.deleted]
+    allowed_names = {b.name for b in allowed}
+    allowed_keys = {b.access_key_id for b in allowed} | {k for b in allowed for k in b.old_access_key_ids}
+    allowed_secrets = {b.secret_name for b in allowed} | {b.secret_arn for b in allowed if b.secret_arn}
+    found: list[str] = []
+
+    secrets_read = {str(c.params.get("SecretId")) for c in recorder.of("secretsmanager")}
+    signing_keys = {c.access_key_id for c in recorder.storage_calls()}
+    if secrets_read - allowed_secrets:
+        found.append(
+            f"{label}: read secrets of other orgs' or deleted backends: {secrets_read - allowed_secrets}"
+        )
+    if signing_keys - allowed_keys:
+        found.append(
+            f"{label}: storage calls signed with keys outside the holding orgs: {len(signing_keys - allowed_keys)}"
+        )
+
+    if not holding:
+        if response.status != 404 or response.error_code != "not_found" or response.attempts:
+            found.append(f"{label}: expected 404 not_found with no attempts")
+        if secrets_read or signing_keys:
+            found.append(
+                f"{label}: not_found after {len(secrets_read)} secret reads, {len(signing_keys)} storage keys"
+            )
+        return found
+
+    if response.status >= 400:
+        named = {name for name, _ in response.attempts}
+        if named - allowed_names:
+            found.append(f"{label}: attempts name backends outside the holding orgs: {named - allowed_names}")
+        return found
+
+    served_by = response.headers.get("X-Cas-Backend")
+    if served_by not in allowed_names:
+        found.append(f"{label}: served by {served_by!r}, not a backend of {sorted(holding)}")
+    if mode == "body":
+        if response.body != data:
+            found.append(f"{label}: body is not the artifact's bytes")
+        return found
+    url = response.headers["Location"] if mode == "redirect" else response.json["url"]
+    key_id = parse_qs(urlsplit(url).query)["X-Amz-Credential"][0].split("/", 1)[0]
+    if key_id not in allowed_keys:
+        found.append(f"{label}: URL signed with a key outside the holding orgs")
+    bucket = urlsplit(url).path.lstrip("/").split("/", 1)[0]
+    if bucket not in {b.bucket for b in allowed}:
+        found.append(f"{label}: URL points into bucket {bucket!r}, no holding org's backend's")
+    if fetch[0]:
+        fetch[0] = False
+        fetched = world.fetch_presigned(url)
+        if fetched.status != 200 or fetched.body != data:
+            found.append(f"{label}: the URL does not serve the artifact's bytes ({fetched.status})")
+    return found

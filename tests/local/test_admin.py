@@ -1,0 +1,291 @@
+"""cas-admin against the local stack, as a user runs it after ``eval "$(cas-local env)"``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cas_admin.artifacts import _Progress
+from cas_admin.cli import build_parser
+from cas_admin.cli import main as admin_main
+from tests.local.conftest import Admin, RunningStack, new_org, subprocess_env
+
+
+def flags(rows: list[dict[str, object]]) -> dict[str, tuple[bool, bool]]:
+    return {str(r["name"]): (bool(r.get("is_default")), bool(r.get("is_fallback"))) for r in rows}
+
+
+def test_backend_lifecycle_keeps_one_default_and_one_fallback(
+    admin: Admin, local_stack: RunningStack, identity: tuple[str, str]
+) -> None:
+    user, bucket = identity
+    org = new_org()
+    first = admin.ok(
+        "backend", "add", "b1", "--org", org, "--location", bucket, "--new-key-for-user", user, "--json"
+    )
+    assert first.json["is_default"] is True  # an org's first backend becomes its default
+    assert first.json["validation_status"] == "OK"
+    admin.ok(
+        "backend", "add", "b2", "--org", org, "--location", bucket, "--new-key-for-user", user, "--fallback"
+    )
+    # A third backend, with keys given explicitly (IAM allows two keys per user: another user's key).
+    other_user = f"{user}-x"
+    iam = local_stack.client("iam", storage=True)
+    iam.create_user(UserName=other_user)
+    policy = iam.get_user_policy(UserName=user, PolicyName="cas-backend")["PolicyDocument"]
+    iam.put_user_policy(
+        UserName=other_user,
+        PolicyName="cas-backend",
+        PolicyDocument=policy if isinstance(policy, str) else json.dumps(policy),
+    )
+    key = iam.create_access_key(UserName=other_user)["AccessKey"]
+    admin.ok(
+        "backend", "add", "b3", "--org", org, "--location", bucket,
+        "--access-key-id", key["AccessKeyId"], "--secret-access-key", key["SecretAccessKey"],
+    )  # fmt: skip
+    assert flags(admin.ok("backend", "list", "--org", org, "--json").json) == {
+        "b1": (True, False),
+        "b2": (False, True),
+        "b3": (False, False),
+    }
+
+    admin.ok("backend", "set-default", "b3", "--org", org)
+    assert flags(admin.ok("backend", "list", "--org", org, "--json").json) == {
+        "b1": (False, False),
+        "b2": (False, True),
+        "b3": (True, False),
+    }
+    moved = admin.ok("backend", "set-default", "b2", "--org", org)  # the fallback becomes the default
+    assert "no fallback now" in moved.err
+    assert flags(admin.ok("backend", "list", "--org", org, "--json").json) == {
+        "b1": (False, False),
+        "b2": (True, False),
+        "b3": (False, False),
+    }
+
+    both = admin("backend", "set-fallback", "b2", "--org", org)
+    assert both.code == 1
+    assert "never both default and fallback" in both.err
+    admin.ok("backend", "set-fallback", "b1", "--org", org)
+    admin.ok("backend", "set-fallback", "b3", "--org", org)
+    rows = admin.ok("backend", "list", "--org", org, "--json").json
+    assert [r["name"] for r in rows if r.get("is_default")] == ["b2"]
+    assert [r["name"] for r in rows if r.get("is_fallback")] == ["b3"]
+
+    table = admin.ok("backend", "list", "--org", org).out
+    assert table.splitlines()[0].split()[:5] == ["NAME", "DEFAULT", "FALLBACK", "STATUS", "VALIDATED_AT"]
+
+    admin.ok("backend", "delete", "b1", "--org", org)
+    assert [r["name"] for r in admin.ok("backend", "list", "--org", org, "--json").json] == ["b2", "b3"]
+    everything = admin.ok("backend", "list", "--org", org, "--all", "--json").json
+    assert next(r for r in everything if r["name"] == "b1")["deleted_at"]
+
+    # The rows and the secret are the spec's: the service's own table reader sees the same thing.
+    secret = local_stack.client("secretsmanager").get_secret_value(SecretId=f"cas/{org}/b3")
+    assert json.loads(secret["SecretString"]) == {
+        "AccessKeyID": key["AccessKeyId"],
+        "SecretAccessKey": key["SecretAccessKey"],
+    }
+    row = local_stack.client("dynamodb").get_item(
+        TableName=local_stack.endpoints.function_env["BACKENDS_TABLE"],
+        Key={"id": {"S": next(r["id"] for r in rows if r["name"] == "b3")}},
+    )["Item"]
+    assert row["is_fallback"] == {"BOOL": True}
+    assert row["secret_name"] == {"S": f"cas/{org}/b3"}
+    assert row["provider"] == {"S": "AWS-S3"}
+
+
+def test_bad_input_gives_a_clear_error_and_an_exit_status(
+    admin: Admin, local_stack: RunningStack, identity: tuple[str, str], tmp_path: Path
+) -> None:
+    user, bucket = identity
+    org = new_org()
+    admin.ok("backend", "add", "only", "--org", org, "--location", bucket, "--new-key-for-user", user)
+
+    duplicate = admin(
+        "backend", "add", "only", "--org", org, "--location", bucket, "--new-key-for-user", user
+    )
+    assert duplicate.code == 1
+    assert f"org {org!r} already has a backend named 'only'" in duplicate.err
+
+    unknown = admin("backend", "list", "--org", "org-nobody-knows")
+    assert unknown.code == 1
+    assert "unknown org 'org-nobody-knows'" in unknown.err
+    assert admin("backend", "set-default", "only", "--org", "org-nobody-knows").code == 1
+    assert admin("backend", "set-default", "nope", "--org", org).code == 1
+
+    bad_digest = admin("artifact", "where", "sha256:xyz")
+    assert bad_digest.code == 2
+    assert "bad digest 'sha256:xyz'" in bad_digest.err
+    assert admin("artifact", "get", "12ab", "--org", org).code == 2
+
+    missing = admin("artifact", "put", str(tmp_path / "missing.bin"), "--org", org)
+    assert missing.code == 2
+    assert "no such file" in missing.err
+
+    bad_location = admin(
+        "backend", "add", "x", "--org", org, "--location", "ftp://h/b", "--new-key-for-user", user
+    )
+    assert (bad_location.code, "invalid location" in bad_location.err) == (2, True)
+    no_keys = admin("backend", "add", "x", "--org", org, "--location", bucket)
+    assert no_keys.code == 2
+    wrong_keys = admin(
+        "backend", "add", "x", "--org", org, "--location", bucket,
+        "--access-key-id", "AKIANOBODYISSUEDTHIS", "--secret-access-key", "nope",
+    )  # fmt: skip
+    assert wrong_keys.code == 1
+    assert "credentials_invalid" in wrong_keys.err
+    assert "nothing was written" in wrong_keys.err
+
+    usage = admin("backend", "list")
+    assert usage.code == 2
+    assert "--org" in usage.err
+
+
+def test_put_get_where_and_rotate_tell_the_rotation_story(
+    admin: Admin, local_stack: RunningStack, identity: tuple[str, str], tmp_path: Path
+) -> None:
+    user, bucket = identity
+    org = new_org()
+    admin.ok("backend", "add", "old", "--org", org, "--location", bucket, "--new-key-for-user", user)
+    data = b"artifact bytes \x00\x01" * 1000
+    source = tmp_path / "r\u00e9sum\u00e9.pdf"
+    source.write_bytes(data)
+    digest = admin.ok("artifact", "put", str(source), "--org", org).out.strip()
+    assert digest == f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+    head = local_stack.client("s3", storage=True).head_object(
+        Bucket=bucket, Key=digest, ChecksumMode="ENABLED"
+    )
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert (
+        head["Metadata"]["filename"] == "=?UTF-8?B?" + base64.b64encode(source.name.encode()).decode() + "?="
+    )
+    again = admin.ok("artifact", "put", str(source), "--org", org, "--json").json
+    assert (again["uploaded"], again["mapped"]) == (False, False)
+
+    where = admin.ok("artifact", "where", digest, "--org", org, "--json").json
+    assert where["serves"]["name"] == "old"
+    assert where["fallback"] is False
+
+    out_dir = tmp_path / "downloads"
+    out_dir.mkdir()
+    got = admin.ok("artifact", "get", digest, "--org", org, "-o", str(out_dir), "--json").json
+    assert got["verified"] is True
+    assert got["fallback"] is False
+    assert Path(got["path"]).name == source.name  # from Content-Disposition
+    assert Path(got["path"]).read_bytes() == data
+
+    rotated = admin.ok(
+        "backend", "rotate", "old", "--org", org, "--new-name", "new", "--revoke-old", "--json"
+    ).json
+    assert rotated["old_key_revoked"] is True
+    assert rotated["new"]["is_default"] is True
+    rows = {r["name"]: r for r in admin.ok("backend", "list", "--org", org, "--json").json}
+    assert rows["old"].get("is_default") is not True
+    assert rows["old"]["validation_status"] == "Invalid"
+
+    target = tmp_path / "again.pdf"
+    after = admin.ok("artifact", "get", digest, "--org", org, "-o", str(target), "--json").json
+    assert (after["backend"], after["fallback"]) == ("new", True)
+    assert target.read_bytes() == data
+    assert admin("artifact", "get", digest, "--org", org, "-o", str(target)).code == 2  # exists: --force
+
+    where = admin.ok("artifact", "where", digest, "--json").json
+    assert where["serves"]["name"] == "new"
+    assert where["fallback"] is True
+    results = {line["backend"]["name"]: line["result"] for line in where["backends"]}
+    assert results["old"] == "credentials_invalid"
+    human = admin.ok("artifact", "where", digest, "--org", org).out
+    assert "credentials_invalid" in human
+    assert "X-Cas-Fallback: true" in human
+
+
+def test_get_reports_api_errors(admin: Admin, local_stack: RunningStack) -> None:
+    hello = local_stack.artifact("hello.txt")["digest"]
+    not_mine = admin("artifact", "get", hello, "--org", "org-somebody-else", "-o", "-")
+    assert not_mine.code == 1
+    assert "404 not_found" in not_mine.err
+    nobody = admin("artifact", "get", hello)
+    assert nobody.code == 2
+    assert "--org" in nobody.err
+
+    to_stdout = admin.ok("artifact", "get", hello, "--org", local_stack.demo["org"], "-o", "-")
+    assert to_stdout.out == "hello, cas\n"
+
+
+def test_where_on_the_demo_shows_the_fallback(admin: Admin, local_stack: RunningStack) -> None:
+    hello = local_stack.artifact("hello.txt")["digest"]
+    report = admin.ok("artifact", "where", hello, "--org", local_stack.demo["org"], "--json").json
+    assert [(line["order"], line["backend"]["name"]) for line in report["backends"][:2]] == [
+        (1, local_stack.demo["old_backend"]),
+        (2, local_stack.demo["new_backend"]),
+    ]
+    assert report["serves"]["name"] == local_stack.demo["new_backend"]
+    nowhere = admin("artifact", "where", "sha256:" + "0" * 64)
+    assert nowhere.code == 1
+    assert "not_found" in nowhere.err
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = [
+        [],
+        ["backend"],
+        ["artifact"],
+        *(["backend", c] for c in ("add", "list", "set-default", "set-fallback", "delete", "rotate")),
+        *(["artifact", c] for c in ("put", "get", "where")),
+    ]
+    for argv in commands:
+        assert admin_main([*argv, "--help"]) == 0
+        assert "usage: cas-admin" in capsys.readouterr().out
+    assert build_parser().prog == "cas-admin"
+
+
+def test_progress_bar_draws_on_a_stream() -> None:
+    stream = io.StringIO()
+    bar = _Progress(4 * 1024 * 1024, out=stream)
+    bar.update(1024 * 1024)
+    bar.finish()
+    assert "100%" in stream.getvalue()
+    assert "4.0/4.0 MiB" in stream.getvalue()
+
+
+def test_console_scripts_are_installed() -> None:
+    bin_dir = Path(sys.executable).parent
+    for script in ("cas-admin", "cas-local"):
+        path = shutil.which(script, path=str(bin_dir))
+        assert path, f"{script} is not installed in {bin_dir}: pip install -e '.[dev]'"
+        done = subprocess.run(
+            [path, "--help"], capture_output=True, text=True, env=subprocess_env(), check=False
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_s3_compatible_location(
+    admin: Admin, local_stack: RunningStack, identity: tuple[str, str], tmp_path: Path
+) -> None:
+    user, bucket = identity
+    org = new_org()
+    location = f"{local_stack.endpoints.gateway_url}/{bucket}"  # http(s)://host[:port]/bucket, path style
+    added = admin.ok(
+        "backend", "add", "compat", "--org", org, "--location", location, "--new-key-for-user", user,
+        "--key-prefix", "cas/", "--region", "eu-west-1", "--json",
+    ).json  # fmt: skip
+    assert (added["location"], added["key_prefix"], added["region"]) == (location, "cas/", "eu-west-1")
+    source = tmp_path / "compat.bin"
+    source.write_bytes(b"s3-compatible")
+    digest = admin.ok("artifact", "put", str(source), "--org", org).out.strip()
+    assert local_stack.client("s3", storage=True).get_object(Bucket=bucket, Key=f"cas/{digest}")[
+        "Body"
+    ].read() == (b"s3-compatible")
+    got = admin.ok("artifact", "get", digest, "--org", org, "-o", str(tmp_path / "out.bin"), "--json").json
+    assert (got["backend"], got["fallback"]) == ("compat", False)
+    assert (tmp_path / "out.bin").read_bytes() == b"s3-compatible"

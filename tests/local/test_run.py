@@ -1,0 +1,210 @@
+"""`make run` end to end: the real handler over HTTP, the rotation story, the redirect followed
+through the storage gateway, the printed curl commands, and Ctrl-C."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from cas_local.template import Template
+from tests.local.conftest import (
+    RunningStack,
+    http,
+    start_run,
+    stop_run,
+    subprocess_env,
+    wait_for_state,
+)
+
+
+def bearer(org: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer local:{org}"}
+
+
+def test_redirect_falls_back_and_following_it_gives_the_verified_bytes(local_stack: RunningStack) -> None:
+    hello = local_stack.artifact("hello.txt")
+    url = f"{local_stack.api_url}/v1/artifacts/{hello['digest']}"
+
+    redirect = http(url, headers=bearer(local_stack.demo["org"]))
+    assert redirect.status == 307
+    assert redirect.headers["x-cas-fallback"] == "true"
+    assert redirect.headers["x-cas-backend"] == local_stack.demo["new_backend"]
+    assert redirect.headers["etag"] == f'"{hello["digest"]}"'
+    assert redirect.headers["location"].startswith(local_stack.endpoints.gateway_url + "/")
+
+    followed = http(url, headers=bearer(local_stack.demo["org"]), follow=True)
+    assert followed.status == 200
+    assert f"sha256:{hashlib.sha256(followed.body).hexdigest()}" == hello["digest"]
+    assert followed.body == b"hello, cas\n"
+    assert followed.headers["content-disposition"] == 'attachment; filename="hello.txt"'
+
+
+def test_large_artifact_is_too_large_for_body_but_streams_through_the_redirect(
+    local_stack: RunningStack,
+) -> None:
+    large = local_stack.artifact("large.bin")
+    max_body = int(local_stack.endpoints.function_env["MAX_BODY_BYTES"])
+    assert large["size"] > max_body
+    url = f"{local_stack.api_url}/v1/artifacts/{large['digest']}"
+
+    body = http(url + "?mode=body", headers=bearer(local_stack.demo["org"]))
+    assert body.status == 413
+    assert body.json["error"]["code"] == "too_large_for_body"
+
+    followed = http(url, headers=bearer(local_stack.demo["org"]), follow=True)
+    assert followed.status == 200
+    assert len(followed.body) == large["size"]
+    assert f"sha256:{hashlib.sha256(followed.body).hexdigest()}" == large["digest"]
+
+
+def test_url_mode_and_non_ascii_filename(local_stack: RunningStack) -> None:
+    resume = local_stack.artifact("résumé.txt")
+    got = http(
+        f"{local_stack.api_url}/v1/artifacts/{resume['digest']}?mode=url",
+        headers=bearer(local_stack.demo["org"]),
+    )
+    assert got.status == 200
+    document = got.json
+    assert document["fallback"] is True
+    assert document["filename"] == "résumé.txt"
+    assert document["backend"]["name"] == local_stack.demo["new_backend"]
+
+    fetched = http(document["url"])
+    assert fetched.status == 200
+    assert f"sha256:{hashlib.sha256(fetched.body).hexdigest()}" == resume["digest"]
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9.txt" in fetched.headers["content-disposition"]
+
+
+def test_head_body_and_no_fallback_for_the_new_backend(local_stack: RunningStack) -> None:
+    notes = local_stack.artifact("notes-2025.txt")
+    url = f"{local_stack.api_url}/v1/artifacts/{notes['digest']}"
+    head = http(url, method="HEAD", headers=bearer(local_stack.demo["org"]))
+    assert (head.status, head.body) == (307, b"")
+    assert head.headers["x-cas-fallback"] == "false"
+
+    body = http(url + "?mode=body", headers=bearer(local_stack.demo["org"]))
+    assert body.status == 200
+    assert f"sha256:{hashlib.sha256(body.body).hexdigest()}" == notes["digest"]
+    assert body.headers["content-length"] == str(notes["size"])
+
+    colon_encoded = http(url.replace("sha256:", "sha256%3A"), headers=bearer(local_stack.demo["org"]))
+    assert colon_encoded.status == 307
+
+
+def test_authentication_and_routes_like_api_gateway(local_stack: RunningStack) -> None:
+    hello = local_stack.artifact("hello.txt")
+    url = f"{local_stack.api_url}/v1/artifacts/{hello['digest']}"
+
+    anonymous = http(url)
+    assert (anonymous.status, anonymous.json) == (401, {"message": "Unauthorized"})
+    assert http(url, headers={"Authorization": "Bearer eyJhbGciOi.jwt.sig"}).status == 401
+
+    other = http(url, headers=bearer(local_stack.demo["other_org"]))
+    assert other.status == 404
+    assert other.json["error"]["code"] == "not_found"
+
+    both = http(url, headers=bearer(f"{local_stack.demo['other_org']},{local_stack.demo['org']}"))
+    assert both.status == 307
+
+    assert http(f"{local_stack.api_url}/v1/other").json == {"message": "Not Found"}
+    assert http(url, method="POST", headers=bearer(local_stack.demo["org"])).status == 404
+    invalid = http(f"{local_stack.api_url}/v1/artifacts/sha256:nope", headers=bearer(local_stack.demo["org"]))
+    assert (invalid.status, invalid.json["error"]["code"]) == (400, "invalid_digest")
+
+
+def test_tampered_and_revoked_presigned_urls_are_refused_like_s3(local_stack: RunningStack) -> None:
+    hello = local_stack.artifact("hello.txt")
+    location = http(
+        f"{local_stack.api_url}/v1/artifacts/{hello['digest']}", headers=bearer(local_stack.demo["org"])
+    ).headers["location"]
+
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+    signature = query["X-Amz-Signature"]
+    tampered = location.replace(signature, ("0" if signature[0] != "0" else "1") + signature[1:])
+    refused = http(tampered)
+    assert refused.status == 403
+    assert b"<Code>SignatureDoesNotMatch</Code>" in refused.body
+
+    # The old backend's key: its secret is still stored, its access key is deleted in IAM.
+    secrets = local_stack.client("secretsmanager")
+    old = json.loads(
+        secrets.get_secret_value(SecretId=f"cas/{local_stack.demo['org']}/{local_stack.demo['old_backend']}")[
+            "SecretString"
+        ]
+    )
+    s3_old = boto3.session.Session().client(
+        "s3",
+        endpoint_url=local_stack.endpoints.gateway_url,
+        region_name="us-east-1",
+        aws_access_key_id=old["AccessKeyID"],
+        aws_secret_access_key=old["SecretAccessKey"],
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    revoked_url = s3_old.generate_presigned_url(
+        "get_object", Params={"Bucket": local_stack.demo["bucket"], "Key": hello["digest"]}, ExpiresIn=60
+    )
+    revoked = http(revoked_url)
+    assert revoked.status == 403
+    assert b"<Code>InvalidAccessKeyId</Code>" in revoked.body
+
+
+def test_tables_come_from_the_template(local_stack: RunningStack) -> None:
+    ddb = local_stack.client("dynamodb")
+    for table in Template.load().tables():
+        described = ddb.describe_table(TableName=table.name)["Table"]
+        assert described["KeySchema"] == table.create_request["KeySchema"]
+        assert sorted(described["AttributeDefinitions"], key=str) == sorted(
+            table.create_request["AttributeDefinitions"], key=str
+        )
+        wanted_indexes = {i["IndexName"] for i in table.create_request.get("GlobalSecondaryIndexes", [])}
+        assert {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])} == wanted_indexes
+    env = local_stack.endpoints.function_env
+    assert env["BACKENDS_TABLE"] == "cas-local-backends"
+    assert env["MAPPINGS_TABLE"] == "cas-local-mappings"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_printed_curl_commands_work(local_stack: RunningStack) -> None:
+    banner = local_stack.banner()
+    commands = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
+    assert len(commands) >= 6
+    outputs = []
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=subprocess_env(),
+            check=True,
+        )
+        outputs.append(done.stdout)
+    text = "\n".join(outputs)
+    assert "X-Cas-Fallback: true" in text
+    assert "X-Cas-Fallback: false" in text
+    assert "hello, cas" in text
+    assert "too_large_for_body" in text
+    assert "not_found" in text
+    assert local_stack.artifact("large.bin")["digest"].removeprefix("sha256:") in text
+
+
+def test_ctrl_c_stops_the_stack_and_its_moto_servers(tmp_path: Path) -> None:
+    proc, state, _out, err = start_run(tmp_path, "--no-seed")
+    endpoints = wait_for_state(proc, state, err)
+    assert endpoints.moto_pids
+
+    assert stop_run(proc) == 0
+    for pid in endpoints.moto_pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not state.exists()
+    assert "stopped" in err.read_text()

@@ -1,0 +1,357 @@
+"""``cas-admin backend ...``: register, list, flag, delete and rotate storage backends."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from cas_admin.errors import AdminError, UsageError
+from cas_admin.output import note, print_json, print_table
+from cas_admin.store import SUPPORTED_PROVIDER, AdminStore, BackendRow, parse_location_or_fail, utc_now
+from cas_download.data.storage import probe_read_access
+from cas_download.domain import Credentials
+
+SECRET_ENV = "CAS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
+DEFAULT_SECRET_PREFIX = "cas/"  # noqa: S105 - template.yaml SecretNamePrefix: the function may read only these
+# A key IAM just created takes a few seconds to work everywhere (AWS is eventually consistent).
+_NEW_KEY_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass
+class NewCredentials:
+    credentials: Credentials
+    secret_name: str | None = None  # an existing secret to reuse instead of writing one
+    iam_user: str | None = None  # set when the key was created here, for this IAM user
+
+
+def add_credential_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    group = parser.add_argument_group(
+        "credentials" + ("" if required else " (default: a new key for the IAM user of the old one)"),
+        "one of --access-key-id, --new-key-for-user, --secret-name" + (" is required" if required else ""),
+    )
+    group.add_argument("--access-key-id", help="access key id of the backend's credentials")
+    group.add_argument(
+        "--secret-access-key",
+        help=f"its secret (better: env {SECRET_ENV}, or leave both out to be prompted on a terminal)",
+    )
+    group.add_argument("--session-token", help="session token, for temporary credentials")
+    group.add_argument(
+        "--new-key-for-user",
+        metavar="IAM_USER",
+        help="create a new access key for this existing IAM user (IAM CreateAccessKey)",
+    )
+    if required:
+        group.add_argument(
+            "--secret-name", help="use credentials already stored in this secret (name or ARN) as they are"
+        )
+    group.add_argument(
+        "--secret-prefix",
+        default=DEFAULT_SECRET_PREFIX,
+        help="name prefix of the secret written, {prefix}{org}/{backend} (default %(default)s: the "
+        "template's SecretNamePrefix, the only secrets the function may read)",
+    )
+
+
+def _credentials_from_args(args: argparse.Namespace, store: AdminStore) -> NewCredentials | None:
+    chosen = [
+        name for name in ("access_key_id", "new_key_for_user", "secret_name") if getattr(args, name, None)
+    ]
+    if len(chosen) > 1:
+        raise UsageError("give only one of --access-key-id, --new-key-for-user, --secret-name")
+    if args.secret_access_key and not args.access_key_id:
+        raise UsageError("--secret-access-key needs --access-key-id")
+    if not chosen:
+        return None
+    if args.access_key_id:
+        secret = args.secret_access_key or os.environ.get(SECRET_ENV)
+        if not secret and sys.stdin.isatty():
+            secret = getpass.getpass(f"secret access key for {args.access_key_id}: ")
+        if not secret:
+            raise UsageError(f"no secret access key: pass --secret-access-key or set {SECRET_ENV}")
+        return NewCredentials(Credentials(args.access_key_id, secret, args.session_token or None))
+    if args.new_key_for_user:
+        return _create_key(store, args.new_key_for_user)
+    return NewCredentials(store.read_credentials(args.secret_name), secret_name=args.secret_name)
+
+
+def _create_key(store: AdminStore, user: str) -> NewCredentials:
+    try:
+        key = store.client("iam").create_access_key(UserName=user)["AccessKey"]
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchEntity":
+            raise AdminError(f"IAM user {user!r} does not exist") from None
+        if code == "LimitExceeded":
+            raise AdminError(
+                f"IAM user {user!r} already has two access keys",
+                hint="delete a key nothing uses any more in IAM, or pass the new keys with --access-key-id",
+            ) from None
+        raise
+    return NewCredentials(Credentials(str(key["AccessKeyId"]), str(key["SecretAccessKey"])), iam_user=user)
+
+
+def _validate(
+    store: AdminStore,
+    credentials: Credentials,
+    location: str,
+    region: str | None,
+    prefix: str,
+    *,
+    fresh: bool,
+) -> str | None:
+    """None when the keys can read the location; else the failure reason."""
+    client, bucket = store.s3_for(credentials, location, region)
+    delays = _NEW_KEY_RETRY_DELAYS_S if fresh else ()
+    reason = probe_read_access(client, bucket, prefix)
+    for delay in delays:
+        if reason is None or reason.value not in {"credentials_invalid", "access_denied"}:
+            break
+        time.sleep(delay)
+        reason = probe_read_access(client, bucket, prefix)
+    return None if reason is None else reason.value
+
+
+def _describe(row: BackendRow) -> str:
+    role = "default" if row.is_default else "fallback" if row.is_fallback else "neither default nor fallback"
+    return f"{row.name} ({row.id}) in org {row.org_id}: {row.location}, {role}, status {row.status}"
+
+
+# ---------------------------------------------------------------------------------------------- add
+
+
+def cmd_add(args: argparse.Namespace, store: AdminStore) -> int:
+    if args.default and args.fallback:
+        raise UsageError("a backend is never both default and fallback: pass one of --default, --fallback")
+    if args.provider != SUPPORTED_PROVIDER:
+        note(f"warning: the service skips provider {args.provider!r} (unsupported_provider)")
+    parse_location_or_fail(args.location)
+    existing = store.backends_of_org(args.org)
+    if any(r.name == args.name and not r.deleted for r in existing):
+        raise AdminError(f"org {args.org!r} already has a backend named {args.name!r}")
+    new = _credentials_from_args(args, store)
+    if new is None:
+        raise UsageError("give the credentials: --access-key-id, --new-key-for-user or --secret-name")
+    live = [r for r in existing if not r.deleted]
+    make_default = args.default or (not args.fallback and not any(r.is_default for r in live))
+    row = _new_row(args.org, args.name, args.location, args.backend_region, args.key_prefix, args.provider)
+    row.is_default, row.is_fallback = make_default, bool(args.fallback)
+    _register(
+        args,
+        store,
+        row,
+        new,
+        unset=[(r, "is_default") for r in live if r.is_default and make_default]
+        + [(r, "is_fallback") for r in live if r.is_fallback and args.fallback],
+    )
+    if make_default and not args.default:
+        note(f"{args.name} is the org's first default backend")
+    _print_row(args, row, "added")
+    return 0
+
+
+def _new_row(
+    org: str, name: str, location: str, region: str | None, key_prefix: str | None, provider: str
+) -> BackendRow:
+    return BackendRow(
+        id=str(uuid.uuid4()),
+        org_id=org,
+        name=name,
+        provider=provider,
+        location=location,
+        secret_name="",
+        created_at=utc_now(),
+        region=region or None,
+        key_prefix=key_prefix or None,
+    )
+
+
+def _register(
+    args: argparse.Namespace,
+    store: AdminStore,
+    row: BackendRow,
+    new: NewCredentials,
+    unset: list[tuple[BackendRow, str]],
+) -> None:
+    """Validate the keys (unless --no-validate), store them, write the row (and flag changes)."""
+    if not args.no_validate and row.provider == SUPPORTED_PROVIDER:
+        reason = _validate(
+            store,
+            new.credentials,
+            row.location,
+            row.region,
+            row.key_prefix or "",
+            fresh=new.iam_user is not None,
+        )
+        if reason is not None:
+            raise AdminError(
+                f"the credentials cannot read {row.location}: {reason}; nothing was written",
+                hint="check the keys and their policy (s3:GetObject, s3:ListBucket), or pass --no-validate",
+            )
+        row.validation_status, row.validated_at = "OK", utc_now()
+    if new.secret_name:
+        row.secret_name = new.secret_name
+    else:
+        row.secret_name = f"{args.secret_prefix}{row.org_id}/{row.name}"
+        store.create_secret(row.secret_name, new.credentials, row.region)
+    store.write_backend(row, unset_flags_of=unset)
+
+
+def _print_row(args: argparse.Namespace, row: BackendRow, verb: str) -> None:
+    if args.json:
+        print_json(row.public())
+    else:
+        print(f"{verb} {_describe(row)}")
+
+
+# --------------------------------------------------------------------------------------------- list
+
+
+def cmd_list(args: argparse.Namespace, store: AdminStore) -> int:
+    rows = store.known_org(args.org)
+    if not args.all:
+        rows = [r for r in rows if not r.deleted]
+    if args.json:
+        print_json([r.public() for r in rows])
+        return 0
+    headers = ["NAME", "DEFAULT", "FALLBACK", "STATUS", "VALIDATED_AT", "LOCATION", "ID"]
+    if args.all:
+        headers.append("DELETED_AT")
+    table = []
+    for r in rows:
+        status = r.status + (f" ({r.validation_error})" if r.validation_error and r.status != "OK" else "")
+        cells: list[object] = [r.name, r.is_default, r.is_fallback, status, r.validated_at, r.location, r.id]
+        if args.all:
+            cells.append(r.deleted_at)
+        table.append(cells)
+    print_table(headers, table)
+    return 0
+
+
+# ---------------------------------------------------------------------------- default and fallback
+
+
+def cmd_set_default(args: argparse.Namespace, store: AdminStore) -> int:
+    row = store.find_backend(args.org, args.backend)
+    others = [r for r in store.backends_of_org(args.org, include_deleted=False) if r.id != row.id]
+    if row.is_default and not any(r.is_default for r in others):
+        _print_flags(args, store, row, f"{row.name} already is the default backend of {args.org}")
+        return 0
+    store.set_flag(row, "is_default", clear=[(r, "is_default") for r in others if r.is_default])
+    if row.is_fallback:
+        note(f"{row.name} was the fallback backend: {args.org} has no fallback now")
+    _print_flags(args, store, row, f"{row.name} is the default backend of {args.org}")
+    return 0
+
+
+def cmd_set_fallback(args: argparse.Namespace, store: AdminStore) -> int:
+    live = store.backends_of_org(args.org, include_deleted=False)
+    if args.clear:
+        if args.backend:
+            raise UsageError("pass a backend or --clear, not both")
+        store.known_org(args.org)
+        store.clear_flags([(r, "is_fallback") for r in live if r.is_fallback])
+        if args.json:
+            print_json({"org_id": args.org, "fallback": None})
+        else:
+            print(f"{args.org} has no fallback backend")
+        return 0
+    if not args.backend:
+        raise UsageError("name the backend to make the fallback (or pass --clear)")
+    row = store.find_backend(args.org, args.backend)
+    if row.is_default:
+        raise AdminError(
+            f"{row.name} is the default backend of {args.org}; a backend is never both default and fallback",
+            hint="make another backend the default first (backend set-default)",
+        )
+    store.set_flag(
+        row, "is_fallback", clear=[(r, "is_fallback") for r in live if r.is_fallback and r.id != row.id]
+    )
+    _print_flags(args, store, row, f"{row.name} is the fallback backend of {args.org}")
+    return 0
+
+
+def _print_flags(args: argparse.Namespace, store: AdminStore, row: BackendRow, message: str) -> None:
+    if args.json:
+        fresh = store.get_backend(row.id)
+        print_json((fresh or row).public())
+    else:
+        print(message)
+
+
+# ------------------------------------------------------------------------------------------- delete
+
+
+def cmd_delete(args: argparse.Namespace, store: AdminStore) -> int:
+    row = store.find_backend(args.org, args.backend)
+    at = store.soft_delete(row)
+    if row.is_default:
+        note(f"warning: {row.name} was the default backend: {args.org} has no default now")
+    if args.json:
+        print_json({**row.public(), "deleted_at": at, "is_default": False, "is_fallback": False})
+    else:
+        print(
+            f"deleted {row.name} ({row.id}) at {at}: the service never uses it again; "
+            f"its secret {row.secret_name} is kept"
+        )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- rotate
+
+
+def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
+    """New backend on the same location with new keys, made the default; optionally revoke the old key."""
+    old = store.find_backend(args.org, args.backend)
+    live = store.backends_of_org(args.org, include_deleted=False)
+    name = args.new_name or f"{old.name}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+    if any(r.name == name for r in live):
+        raise AdminError(f"org {args.org!r} already has a backend named {name!r}", hint="pass --new-name")
+    old_credentials = store.read_credentials(old.secret_name)
+    old_user = _iam_user_of(store, old_credentials.access_key_id)
+    new = _credentials_from_args(args, store)
+    if new is None:
+        if old_user is None:
+            raise AdminError(
+                f"cannot find the IAM user of {old.name}'s key (deleted already, or not an IAM key)",
+                hint="pass the new keys: --access-key-id (and its secret) or --new-key-for-user",
+            )
+        new = _create_key(store, old_user)
+    if args.revoke_old and old_user is None:
+        raise AdminError(f"cannot revoke {old.name}'s key: its IAM user is unknown (already deleted?)")
+    row = _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider)
+    row.is_default = True
+    _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])
+    revoked = False
+    if args.revoke_old and old_user is not None:
+        store.client("iam").delete_access_key(UserName=old_user, AccessKeyId=old_credentials.access_key_id)
+        store.record_validation(old, "Invalid", "access key revoked by cas-admin backend rotate")
+        revoked = True
+    if args.json:
+        print_json({"old": old.public(), "new": row.public(), "old_key_revoked": revoked})
+    else:
+        print(f"rotated {old.name} -> {_describe(row)}")
+        if revoked:
+            print(
+                f"revoked {old.name}'s access key: artifacts mapped to it are now served through "
+                f"{row.name} (X-Cas-Fallback: true)"
+            )
+        else:
+            print(f"{old.name} keeps its key until you revoke it (--revoke-old, or in IAM)")
+    return 0
+
+
+def _iam_user_of(store: AdminStore, access_key_id: str) -> str | None:
+    try:
+        response = store.client("iam").get_access_key_last_used(AccessKeyId=access_key_id)
+    except ClientError:
+        return None
+    user = response.get("UserName")
+    return str(user) if user else None

@@ -1,0 +1,368 @@
+"""The control plane's data as cas-admin reads and writes it: Backends and Mappings rows (SPEC.md
+names), backend secrets in Secrets Manager, and S3 clients made from a backend's own credentials.
+
+Every AWS client comes from one boto3 session: the standard credential chain, and the standard
+endpoint variables (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ...) to reach a local stack.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from cas_admin.errors import AdminError, UsageError
+from cas_download.data.secrets import SecretUnavailable, credentials_from_secret
+from cas_download.data.storage import S3ClientPool, StorageFailure, parse_location
+from cas_download.domain import Backend, Credentials
+
+ORG_INDEX = "org_id-index"
+SUPPORTED_PROVIDER = "AWS-S3"
+_CONFIG = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC, the form the service and the control plane write."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def to_item(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain values -> a DynamoDB item; None values are left out."""
+    return {k: _serializer.serialize(v) for k, v in row.items() if v is not None}
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+@dataclass
+class BackendRow:
+    """A Backends row (SPEC.md "Backends table")."""
+
+    id: str
+    org_id: str
+    name: str
+    provider: str
+    location: str
+    secret_name: str
+    created_at: str
+    region: str | None = None
+    key_prefix: str | None = None
+    is_default: bool = False
+    is_fallback: bool = False
+    validation_status: str | None = None
+    validation_error: str | None = None
+    validated_at: str | None = None
+    deleted_at: str | None = None
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> BackendRow:
+        raw = from_item(item)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["name"] = values.get("name") or raw.get("id", "")
+        for name in ("id", "org_id", "provider", "location", "secret_name", "created_at"):
+            values.setdefault(name, "")
+        values["is_default"] = bool(values.get("is_default"))
+        values["is_fallback"] = bool(values.get("is_fallback"))
+        return cls(**values)
+
+    def to_item(self) -> dict[str, Any]:
+        row = asdict(self)
+        # Only true flags are written: a missing flag means false, as the spec reads it.
+        row["is_default"] = True if self.is_default else None
+        row["is_fallback"] = True if self.is_fallback else None
+        return to_item(row)
+
+    @property
+    def deleted(self) -> bool:
+        return bool(self.deleted_at)
+
+    @property
+    def status(self) -> str:
+        return self.validation_status or "OK"
+
+    def public(self) -> dict[str, Any]:
+        """The row for --json output (no secret values: ``secret_name`` only names the secret)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def to_domain(self) -> Backend:
+        """The service's own view of the row (cas_download.domain.Backend)."""
+        return Backend(
+            id=self.id,
+            org_id=self.org_id,
+            name=self.name or self.id,
+            provider=self.provider,
+            location=self.location,
+            secret_name=self.secret_name,
+            region=self.region or None,
+            key_prefix=self.key_prefix or "",
+            is_default=self.is_default,
+            is_fallback=self.is_fallback,
+            validation_status=self.status,
+            created_at=self.created_at,
+            deleted=self.deleted,
+        )
+
+
+class AdminStore:
+    def __init__(
+        self,
+        backends_table: str,
+        mappings_table: str,
+        session: boto3.session.Session | None = None,
+        region: str | None = None,
+    ) -> None:
+        self.session = session or boto3.session.Session()
+        self.region = region or self.session.region_name or "us-east-1"
+        self.backends_table = backends_table
+        self.mappings_table = mappings_table
+        self._clients: dict[str, Any] = {}
+        self._s3_pool = S3ClientPool(self.session, 5.0, 60.0)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self.session.client(
+                service,  # type: ignore[call-overload]
+                region_name=self.region,
+                config=_CONFIG,
+            )
+        return self._clients[service]
+
+    # ------------------------------------------------------------------ backends
+
+    def backends_of_org(self, org: str, *, include_deleted: bool = True) -> list[BackendRow]:
+        paginator = self.client("dynamodb").get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.backends_table,
+            IndexName=ORG_INDEX,
+            KeyConditionExpression="org_id = :org",
+            ExpressionAttributeValues={":org": {"S": org}},
+        )
+        rows = [BackendRow.from_item(item) for page in pages for item in page.get("Items", [])]
+        rows = [r for r in rows if r.org_id == org and (include_deleted or not r.deleted)]
+        return sorted(rows, key=lambda r: (r.created_at, r.name))
+
+    def known_org(self, org: str) -> list[BackendRow]:
+        """The org's backends (deleted included); an org with none is unknown."""
+        rows = self.backends_of_org(org)
+        if not rows:
+            raise AdminError(
+                f"unknown org {org!r}: it has no backends",
+                hint="cas-admin backend add NAME --org ORG --location BUCKET ... registers its first one",
+            )
+        return rows
+
+    def find_backend(self, org: str, name_or_id: str, *, live: bool = True) -> BackendRow:
+        rows = self.known_org(org)
+        matches = [r for r in rows if name_or_id in (r.name, r.id)]
+        live_matches = [r for r in matches if not r.deleted]
+        if live_matches:
+            return live_matches[0]
+        if matches and not live:
+            return matches[0]
+        if matches:
+            raise AdminError(
+                f"backend {name_or_id!r} of org {org!r} is deleted (since {matches[0].deleted_at})"
+            )
+        names = ", ".join(r.name for r in rows if not r.deleted) or "none"
+        raise AdminError(f"org {org!r} has no backend {name_or_id!r} (live backends: {names})")
+
+    def get_backend(self, backend_id: str) -> BackendRow | None:
+        item = (
+            self.client("dynamodb")
+            .get_item(TableName=self.backends_table, Key={"id": {"S": backend_id}}, ConsistentRead=True)
+            .get("Item")
+        )
+        return BackendRow.from_item(item) if item else None
+
+    def write_backend(
+        self, row: BackendRow, *, unset_flags_of: Iterable[tuple[BackendRow, str]] = ()
+    ) -> None:
+        """Put a new row (it must not exist) and, in the same transaction, clear ``is_default`` or
+        ``is_fallback`` (the str) on other rows that still have it."""
+        items: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.backends_table,
+                    "Item": row.to_item(),
+                    "ConditionExpression": "attribute_not_exists(id)",
+                }
+            }
+        ]
+        items += [self._unset(other, flag) for other, flag in unset_flags_of]
+        self._transact(items)
+
+    def set_flag(self, row: BackendRow, flag: str, *, clear: Iterable[tuple[BackendRow, str]] = ()) -> None:
+        """Set ``flag`` on ``row`` (live, same org), clearing it (or others) elsewhere, atomically."""
+        condition = "attribute_exists(id) AND org_id = :org AND attribute_not_exists(deleted_at)"
+        values: dict[str, Any] = {":true": {"BOOL": True}, ":org": {"S": row.org_id}}
+        if flag == "is_default":
+            expression = "SET is_default = :true REMOVE is_fallback"  # never both on one backend
+        else:
+            expression = "SET is_fallback = :true"
+            condition += " AND (attribute_not_exists(is_default) OR is_default = :false)"
+            values[":false"] = {"BOOL": False}
+        update: dict[str, Any] = {
+            "TableName": self.backends_table,
+            "Key": {"id": {"S": row.id}},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        self._transact([{"Update": update}, *(self._unset(o, f) for o, f in clear)])
+
+    def clear_flags(self, rows: Iterable[tuple[BackendRow, str]]) -> None:
+        items = [self._unset(row, flag) for row, flag in rows]
+        if items:
+            self._transact(items)
+
+    def soft_delete(self, row: BackendRow) -> str:
+        at = utc_now()
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self.backends_table,
+                        "Key": {"id": {"S": row.id}},
+                        "UpdateExpression": "SET deleted_at = :at REMOVE is_default, is_fallback",
+                        "ConditionExpression": "attribute_exists(id) AND attribute_not_exists(deleted_at)",
+                        "ExpressionAttributeValues": {":at": {"S": at}},
+                    }
+                }
+            ]
+        )
+        return at
+
+    def record_validation(self, row: BackendRow, status: str, error: str | None) -> None:
+        values: dict[str, Any] = {":s": {"S": status}, ":at": {"S": utc_now()}}
+        expression = "SET validation_status = :s, validated_at = :at"
+        if error:
+            expression += ", validation_error = :e"
+            values[":e"] = {"S": error}
+        else:
+            expression += " REMOVE validation_error"
+        self.client("dynamodb").update_item(
+            TableName=self.backends_table,
+            Key={"id": {"S": row.id}},
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(id)",
+            ExpressionAttributeValues=values,
+        )
+
+    def _unset(self, row: BackendRow, flag: str) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.backends_table,
+                "Key": {"id": {"S": row.id}},
+                "UpdateExpression": f"REMOVE {flag}",
+                "ConditionExpression": "attribute_exists(id)",
+            }
+        }
+
+    def _transact(self, items: list[dict[str, Any]]) -> None:
+        try:
+            self.client("dynamodb").transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                raise AdminError(
+                    "the backends changed meanwhile (or the backend was deleted): nothing was written; "
+                    "look with `cas-admin backend list` and try again"
+                ) from None
+            raise
+
+    # ------------------------------------------------------------------ mappings
+
+    def mappings_of(self, digest: str) -> list[dict[str, Any]]:
+        paginator = self.client("dynamodb").get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.mappings_table,
+            KeyConditionExpression="digest = :d",
+            ExpressionAttributeValues={":d": {"S": digest}},
+            ConsistentRead=True,
+        )
+        return [from_item(item) for page in pages for item in page.get("Items", [])]
+
+    def put_mapping(self, digest: str, org: str, backend_id: str, workflow_run_id: str | None) -> bool:
+        """Write the mapping unless it exists; True when written."""
+        row = {
+            "digest": digest,
+            "org_backend": f"{org}#{backend_id}",
+            "org_id": org,
+            "backend_id": backend_id,
+            "created_at": utc_now(),
+            "workflow_run_id": workflow_run_id,
+        }
+        try:
+            self.client("dynamodb").put_item(
+                TableName=self.mappings_table,
+                Item=to_item(row),
+                ConditionExpression="attribute_not_exists(digest)",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ secrets and storage
+
+    def create_secret(self, name: str, credentials: Credentials, region: str | None) -> str:
+        """Store credentials in the spec's JSON form; returns the secret's ARN."""
+        value: dict[str, str] = {
+            "AccessKeyID": credentials.access_key_id,
+            "SecretAccessKey": credentials.secret_access_key,
+        }
+        if credentials.session_token:
+            value["SessionToken"] = credentials.session_token
+        if region:
+            value["Region"] = region
+        try:
+            response = self.client("secretsmanager").create_secret(
+                Name=name,
+                SecretString=json.dumps(value),
+                Description="cas-download backend credentials (written by cas-admin)",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ResourceExistsException":
+                raise AdminError(
+                    f"secret {name!r} already exists", hint="pass another --secret-prefix or backend name"
+                ) from None
+            raise
+        return str(response["ARN"])
+
+    def read_credentials(self, secret_name: str) -> Credentials:
+        try:
+            value = self.client("secretsmanager").get_secret_value(SecretId=secret_name)
+            return credentials_from_secret(json.loads(value.get("SecretString") or ""))
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "error")
+            raise AdminError(f"secret {secret_name!r} could not be read ({code})") from None
+        except (ValueError, SecretUnavailable) as error:
+            raise AdminError(f"secret {secret_name!r} is not usable: {error}") from None
+
+    def s3_for(self, credentials: Credentials, location: str, region: str | None) -> tuple[Any, str]:
+        """An S3 client signing with ``credentials`` for a backend ``location``, and its bucket."""
+        parsed = parse_location_or_fail(location)
+        client = self._s3_pool.client(
+            credentials, region or credentials.region or self.region, parsed.endpoint_url
+        )
+        return client, parsed.bucket
+
+
+def parse_location_or_fail(location: str) -> Any:
+    try:
+        return parse_location(location)
+    except StorageFailure:
+        raise UsageError(
+            f"invalid location {location!r}: use a bucket name or http(s)://host[:port]/bucket"
+        ) from None

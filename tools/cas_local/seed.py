@@ -1,0 +1,202 @@
+"""The demonstration data of the local stack: the rotation story of SPEC.md, for real.
+
+``org-example`` (the org of the ``events/`` files) kept its artifacts in bucket ``cas-demo`` through
+backend ``primary-2024``. Its keys were rotated: a new access key for the same IAM user went into a
+new backend ``primary-2025`` on the same bucket, made the default, and the old key was deleted in IAM.
+Every artifact uploaded before the rotation is mapped to ``primary-2024``, whose key storage now
+refuses (``InvalidAccessKeyId``): the service serves them through ``primary-2025``
+(``X-Cas-Fallback: true``). One artifact uploaded after the rotation is served without fallback.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.config import Config
+
+from cas_admin.artifacts import rfc2047
+from cas_admin.store import BackendRow, to_item
+from cas_local.events import EXAMPLE_DATA
+from cas_local.stack import LocalStack
+
+DEMO_ORG = "org-example"
+OTHER_ORG = "org-other"  # holds nothing: shows that another org gets 404 not_found
+BUCKET = "cas-demo"
+IAM_USER = "cas-org-example"
+OLD_BACKEND = "primary-2024"
+NEW_BACKEND = "primary-2025"
+SECRET_PREFIX = "cas/"  # noqa: S105 - template.yaml's SecretNamePrefix default
+LARGE_EXTRA_BYTES = 1024 * 1024  # the large artifact is this much over MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class DemoArtifact:
+    name: str
+    digest: str
+    size: int
+    backend: str  # the backend it is mapped to
+    checksum: bool  # stored with S3's full-object SHA-256 (else the service hashes it)
+    note: str
+
+
+@dataclass(frozen=True)
+class Demo:
+    org: str
+    other_org: str
+    bucket: str
+    iam_user: str
+    old_backend: str
+    new_backend: str
+    artifacts: list[DemoArtifact]
+
+    def artifact(self, name: str) -> DemoArtifact:
+        return next(a for a in self.artifacts if a.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def large_payload(size: int) -> bytes:
+    """Deterministic bytes: the same digest on every run."""
+    return hashlib.shake_256(b"cas-download local demo").digest(size)
+
+
+def seed(stack: LocalStack) -> Demo:
+    iam = stack.storage_client("iam")
+    s3 = stack.storage_client("s3")
+    s3_plain = stack.storage_client(
+        "s3",
+        Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+    )
+    ddb = stack.control_client("dynamodb")
+    secrets = stack.control_client("secretsmanager")
+    env = stack.function_env
+    max_body = int(env.get("MAX_BODY_BYTES", 4 * 1024 * 1024))
+
+    s3.create_bucket(Bucket=BUCKET)
+    iam.create_user(UserName=IAM_USER)
+    iam.put_user_policy(
+        UserName=IAM_USER,
+        PolicyName="cas-backend",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListBucket"],
+                        "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+                    }
+                ],
+            }
+        ),
+    )
+
+    def new_backend(name: str, created_at: str, *, is_default: bool) -> tuple[BackendRow, str]:
+        key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
+        key_id, key_secret = str(key["AccessKeyId"]), str(key["SecretAccessKey"])
+        stack.keys.add(key_id, key_secret)
+        secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
+        secrets.create_secret(
+            Name=secret_name, SecretString=json.dumps({"AccessKeyID": key_id, "SecretAccessKey": key_secret})
+        )
+        row = BackendRow(
+            id=_backend_id(name),
+            org_id=DEMO_ORG,
+            name=name,
+            provider="AWS-S3",
+            location=BUCKET,
+            secret_name=secret_name,
+            created_at=created_at,
+            is_default=is_default,
+        )
+        ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=row.to_item())
+        return row, key_id
+
+    def put(
+        name: str, data: bytes, backend: BackendRow, mapped_at: str, *, checksum: bool, note: str
+    ) -> DemoArtifact:
+        sha = hashlib.sha256(data)
+        digest = f"sha256:{sha.hexdigest()}"
+        args: dict[str, Any] = {
+            "Bucket": BUCKET,
+            "Key": digest,
+            "Body": data,
+            "Metadata": {"filename": rfc2047(name)},
+            "ContentType": "text/plain; charset=utf-8"
+            if name.endswith(".txt")
+            else "application/octet-stream",
+        }
+        if checksum:
+            s3.put_object(
+                **args, ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(sha.digest()).decode()
+            )
+        else:
+            s3_plain.put_object(**args)
+        mapping = {
+            "digest": digest,
+            "org_backend": f"{DEMO_ORG}#{backend.id}",
+            "org_id": DEMO_ORG,
+            "backend_id": backend.id,
+            "created_at": mapped_at,
+        }
+        ddb.put_item(TableName=env["MAPPINGS_TABLE"], Item=to_item(mapping))
+        return DemoArtifact(name, digest, len(data), backend.name, checksum, note)
+
+    # Before the rotation: everything goes through primary-2024.
+    old, old_key_id = new_backend(OLD_BACKEND, "2024-03-01T09:00:00.000000Z", is_default=True)
+    artifacts = [
+        put(
+            "hello.txt",
+            EXAMPLE_DATA,
+            old,
+            "2024-06-01T10:00:00.000000Z",
+            checksum=True,
+            note="the events/ files' digest",
+        ),
+        put(
+            "résumé.txt",
+            "Résumé: a non-ASCII filename, RFC 2047 in S3 metadata, RFC 6266 in Content-Disposition.\n".encode(),
+            old,
+            "2024-07-01T10:00:00.000000Z",
+            checksum=True,
+            note="non-ASCII filename",
+        ),
+        put(
+            "large.bin",
+            large_payload(max_body + LARGE_EXTRA_BYTES),
+            old,
+            "2024-08-01T10:00:00.000000Z",
+            checksum=False,
+            note="over MAX_BODY_BYTES, no S3 checksum: the service hashes the stream",
+        ),
+    ]
+    # The rotation: a new key for the same user in a new default backend; the old key is deleted.
+    new, _ = new_backend(NEW_BACKEND, "2025-01-15T09:00:00.000000Z", is_default=True)
+    ddb.update_item(
+        TableName=env["BACKENDS_TABLE"],
+        Key={"id": {"S": old.id}},
+        UpdateExpression="REMOVE is_default",
+    )
+    iam.delete_access_key(UserName=IAM_USER, AccessKeyId=old_key_id)
+    artifacts.append(
+        put(
+            "notes-2025.txt",
+            b"Uploaded after the rotation, through primary-2025: no fallback needed.\n",
+            new,
+            "2025-02-01T10:00:00.000000Z",
+            checksum=True,
+            note="mapped to the new default",
+        )
+    )
+    return Demo(DEMO_ORG, OTHER_ORG, BUCKET, IAM_USER, OLD_BACKEND, NEW_BACKEND, artifacts)
+
+
+def _backend_id(name: str) -> str:
+    """Stable ids, so that the demo reads the same on every run."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cas-local:{DEMO_ORG}:{name}"))

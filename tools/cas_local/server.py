@@ -1,0 +1,196 @@
+"""The local HTTP front end: what API Gateway's HTTP API does in front of the function, on 127.0.0.1.
+
+Each request on ``GET|HEAD /v1/artifacts/{digest}`` becomes a payload 2.0 event for the real handler
+(``cas_download.handlers.download.handle`` with an ``App`` built from the function's environment); the
+handler's response becomes the HTTP response (a base64 body is decoded). Like API Gateway, any other
+route answers ``404 {"message":"Not Found"}`` and a request without valid credentials answers
+``401 {"message":"Unauthorized"}`` without reaching the function.
+
+Local authentication stands in for the JWT authorizer: ``Authorization: Bearer local:<org>[,<org>]``
+names the caller's orgs, delivered as the org claim in ``requestContext.authorizer.jwt.claims``.
+It exists only here; the deployed API accepts only JWTs from its issuer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TextIO
+
+from cas_download.app import App
+from cas_download.handlers.download import handle
+from cas_local.events import ROUTE_METHODS, LocalLambdaContext, http_event, local_orgs, route_digest
+
+
+class ApiServer:
+    """``serve_forever()`` in the foreground (``make run``) or ``start()`` on a thread (tests)."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        timeout_seconds: int = 25,
+        access_log: TextIO | None = sys.stderr,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.org_claim = app.settings.org_claim
+        self.timeout_ms = timeout_seconds * 1000
+        self.access_log = access_log
+        # One Lambda container runs one request at a time: so does the local one.
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            return handle(event, LocalLambdaContext(timeout_ms=self.timeout_ms), self.app)
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.2)
+
+    def start(self) -> ApiServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="api-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+    def log(self, line: str) -> None:
+        if self.access_log is not None:
+            print(line, file=self.access_log, flush=True)
+
+
+def _handler_class(api: ApiServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(_ApiHandler):
+        pass
+
+    Handler.api = api
+    return Handler
+
+
+class _ApiHandler(BaseHTTPRequestHandler):
+    api: ApiServer
+    protocol_version = "HTTP/1.1"
+    server_version = "cas-local-api"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Replaced by one access line per request (``ApiServer.log``)."""
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        started = time.monotonic()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)  # a body is never used; read it to keep the connection sane
+        raw_path, _, raw_query = self.path.partition("?")
+        if self.command not in ROUTE_METHODS or route_digest(raw_path) is None:
+            self._send(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
+            self._log(started, 404, "no such route")
+            return
+        orgs = local_orgs(self.headers.get("Authorization"))
+        if orgs is None:
+            self._send(
+                401,
+                {"Content-Type": "application/json", "WWW-Authenticate": 'Bearer realm="cas-local"'},
+                b'{"message":"Unauthorized"}',
+            )
+            self._log(started, 401, "expected Authorization: Bearer local:<org>[,<org>]")
+            return
+        event = http_event(
+            self.command,
+            raw_path,
+            raw_query,
+            self.headers.items(),
+            orgs=orgs,
+            org_claim=self.api.org_claim,
+            source_ip=self.client_address[0],
+            host=self.headers.get("Host", self.api.host).split(":")[0],
+        )
+        response = self.api.invoke(event)
+        status = int(response.get("statusCode", 500))
+        headers = {str(k): str(v) for k, v in (response.get("headers") or {}).items()}
+        body_text = response.get("body") or ""
+        body = base64.b64decode(body_text) if response.get("isBase64Encoded") else str(body_text).encode()
+        self._send(status, headers, body, cookies=response.get("cookies") or [])
+        self._log(started, status, _summary(status, headers, body))
+
+    def _send(
+        self, status: int, headers: dict[str, str], body: bytes, cookies: list[str] | None = None
+    ) -> None:
+        self.send_response_only(status)
+        head = self.command == "HEAD"
+        sent_length = False
+        for name, value in headers.items():
+            if name.lower() == "content-length":
+                if not head:
+                    continue  # the body's real length is sent below
+                sent_length = True
+            self.send_header(name, value)
+        for cookie in cookies or []:
+            self.send_header("Set-Cookie", cookie)
+        if not sent_length:
+            self.send_header("Content-Length", str(len(body)))
+        self.send_header("Date", format_datetime(datetime.now(UTC), usegmt=True))
+        self.send_header("apigw-requestid", uuid.uuid4().hex[:16])
+        self.end_headers()
+        if not head and body:
+            self.wfile.write(body)
+
+    def _log(self, started: float, status: int, detail: str) -> None:
+        elapsed = (time.monotonic() - started) * 1000
+        self.api.log(f"{self.command} {self.path} -> {status} {detail} ({elapsed:.0f} ms)")
+
+
+def _summary(status: int, headers: dict[str, str], body: bytes) -> str:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "x-cas-backend" in lowered:
+        return f"via {lowered['x-cas-backend']} (fallback: {lowered.get('x-cas-fallback', '?')})"
+    if status >= 400 and body:
+        try:
+            return str(json.loads(body)["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            return ""
+    return ""

@@ -1,0 +1,236 @@
+"""The local stack: moto (control + storage with IAM auth), the tables of template.yaml, the storage
+gateway, and the environment that points the real handler (and cas-admin) at them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from cas_local.gateway import KeyDirectory, StorageGateway
+from cas_local.moto import HOST, REGION, SETUP_CONFIG, MotoPair, start_moto_pair
+from cas_local.template import REPO_ROOT, Template
+
+ADMIN_USER = "cas-local-admin"
+ENV_JSON_PATH = REPO_ROOT / "events" / "env.json"
+DEFAULT_STATE_FILE = REPO_ROOT / ".local" / "stack.json"
+
+# What the local stack changes in the template's defaults (events/env.json carries them, so that
+# `sam local invoke --env-vars events/env.json` and `cas-local invoke` agree): no caching of backend
+# rows and secrets, so that a change made with cas-admin shows on the very next request.
+LOCAL_OVERRIDES = {"BACKEND_CACHE_TTL_SECONDS": "0", "SECRET_CACHE_TTL_SECONDS": "0"}
+
+# Variables that would give a client other credentials, or send it elsewhere than the stack.
+FOREIGN_AWS_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
+
+
+def env_json_document(template: Template) -> dict[str, dict[str, str]]:
+    """The content of events/env.json: the download function's table variables at their local names
+    plus ``LOCAL_OVERRIDES``, in SAM's ``{"<LogicalId>": {...}}`` form."""
+    logical_id, _props = template.download_function()
+    table_names = {t.name for t in template.tables()}
+    env = template.function_environment()
+    chosen = {k: v for k, v in env.items() if v in table_names}
+    chosen.update({k: v for k, v in LOCAL_OVERRIDES.items() if k in env})
+    return {logical_id: dict(sorted(chosen.items()))}
+
+
+def function_environment(template: Template, env_json: Path | None = ENV_JSON_PATH) -> dict[str, str]:
+    """The handler's variables: the template's (defaults), overridden by the env-vars file the way
+    ``sam local invoke --env-vars`` does it (only variables the template declares)."""
+    env = template.function_environment()
+    if env_json is not None and env_json.exists():
+        logical_id, _props = template.download_function()
+        document = json.loads(env_json.read_text())
+        overrides = {**document.get("Parameters", {}), **document.get(logical_id, {})}
+        env.update({k: str(v) for k, v in overrides.items() if k in env})
+    return env
+
+
+@dataclass
+class StackEndpoints:
+    """Where the stack listens and how to reach it: what the state file records."""
+
+    control_url: str
+    storage_url: str
+    gateway_url: str
+    admin_access_key_id: str
+    admin_secret_access_key: str
+    function_env: dict[str, str]
+    region: str = REGION
+    api_url: str | None = None
+    pid: int | None = None
+    moto_pids: list[int] = field(default_factory=list)
+    demo: dict[str, Any] = field(default_factory=dict)
+
+    def aws_env(self) -> dict[str, str]:
+        """AWS variables for a client of the stack: the handler, cas-admin, the AWS CLI."""
+        return {
+            "AWS_ENDPOINT_URL": self.control_url,
+            "AWS_ENDPOINT_URL_S3": self.gateway_url,
+            "AWS_ENDPOINT_URL_IAM": self.storage_url,
+            "AWS_ACCESS_KEY_ID": self.admin_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.admin_secret_access_key,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def admin_env(self) -> dict[str, str]:
+        """``aws_env`` plus what cas-admin reads: the table names and the API's URL."""
+        env = self.aws_env()
+        for name in ("BACKENDS_TABLE", "MAPPINGS_TABLE"):
+            if name in self.function_env:
+                env[name] = self.function_env[name]
+        if self.api_url:
+            env["CAS_API_URL"] = self.api_url
+        return env
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StackEndpoints:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.chmod(0o600)  # it holds the (local, throwaway) admin key
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> StackEndpoints:
+        return cls.from_json(json.loads(path.read_text()))
+
+
+@dataclass
+class LocalStack:
+    moto: MotoPair
+    gateway: StorageGateway
+    keys: KeyDirectory
+    template: Template
+    function_env: dict[str, str]
+    log_dir: Path
+
+    @property
+    def endpoints(self) -> StackEndpoints:
+        return StackEndpoints(
+            control_url=self.moto.control.url,
+            storage_url=self.moto.storage.url,
+            gateway_url=self.gateway.url,
+            admin_access_key_id=self.moto.admin_access_key_id,
+            admin_secret_access_key=self.moto.admin_secret_access_key,
+            function_env=dict(self.function_env),
+            moto_pids=[self.moto.control.pid, self.moto.storage.pid],
+        )
+
+    def control_client(self, service: str) -> Any:
+        return _client(
+            service, self.moto.control.url, self.moto.admin_access_key_id, self.moto.admin_secret_access_key
+        )
+
+    def storage_client(self, service: str, config: Config | None = None) -> Any:
+        """An admin client straight to the storage server (not through the gateway)."""
+        return _client(
+            service,
+            self.moto.storage.url,
+            self.moto.admin_access_key_id,
+            self.moto.admin_secret_access_key,
+            config,
+        )
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.gateway.stop()
+        self.moto.stop()
+
+
+def _client(service: str, endpoint: str, key_id: str, secret: str, config: Config | None = None) -> Any:
+    return boto3.session.Session().client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=SETUP_CONFIG.merge(config) if config else SETUP_CONFIG,
+    )
+
+
+def create_tables(stack: LocalStack) -> None:
+    """The template's tables, created from its own definitions."""
+    ddb = stack.control_client("dynamodb")
+    definitions = stack.template.tables()
+    for table in definitions:
+        ddb.create_table(**table.create_request)
+    waiter = ddb.get_waiter("table_exists")
+    for table in definitions:
+        waiter.wait(TableName=table.name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+        if table.ttl:
+            ddb.update_time_to_live(TableName=table.name, TimeToLiveSpecification=table.ttl)
+
+
+def start_stack(
+    log_dir: Path | None = None,
+    *,
+    template: Template | None = None,
+    env_json: Path | None = ENV_JSON_PATH,
+    gateway_port: int = 0,
+) -> LocalStack:
+    """Start moto, the gateway, and create the tables; on failure stop whatever started."""
+    template = template or Template.load()
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cas-local-"))
+    function_env = function_environment(template, env_json)
+    moto = start_moto_pair(log_dir, ADMIN_USER)
+    try:
+        secrets = _client(
+            "secretsmanager", moto.control.url, moto.admin_access_key_id, moto.admin_secret_access_key
+        )
+        keys = KeyDirectory(secrets)
+        keys.add(moto.admin_access_key_id, moto.admin_secret_access_key)
+        gateway = StorageGateway(moto.storage.url, keys, host=HOST, port=gateway_port).start()
+    except BaseException:
+        moto.stop()
+        raise
+    stack = LocalStack(moto, gateway, keys, template, function_env, log_dir)
+    try:
+        create_tables(stack)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@contextlib.contextmanager
+def process_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Point this process's AWS clients at the stack (``values``), dropping variables that would
+    send them elsewhere; restored on exit."""
+    saved = dict(os.environ)
+    try:
+        for name in list(os.environ):
+            if name.startswith("AWS_ENDPOINT_URL") or name in FOREIGN_AWS_VARIABLES:
+                del os.environ[name]
+        os.environ.update(values)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

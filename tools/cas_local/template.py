@@ -1,0 +1,177 @@
+"""What the local stack takes from ``template.yaml`` rather than restating it.
+
+* the DynamoDB tables (``AWS::DynamoDB::Table`` resources): key schema, attribute definitions,
+  indexes, billing mode and TTL become ``CreateTable``/``UpdateTimeToLive`` requests;
+* the download function (the ``AWS::Serverless::Function`` whose ``Handler`` is
+  ``cas_download.handlers.download.lambda_handler``): its environment variables, with each parameter
+  at its default and each table at its local name, and its timeout.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+DOWNLOAD_HANDLER = "cas_download.handlers.download.lambda_handler"
+TABLE_TYPE = "AWS::DynamoDB::Table"
+FUNCTION_TYPE = "AWS::Serverless::Function"
+LOCAL_TABLE_PREFIX = "cas-local-"
+
+# CreateTable takes these CloudFormation properties in the very same shape.
+_CREATE_TABLE_PROPERTIES = (
+    "AttributeDefinitions",
+    "KeySchema",
+    "BillingMode",
+    "ProvisionedThroughput",
+    "LocalSecondaryIndexes",
+)
+_INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
+
+
+class TemplateError(ValueError):
+    """template.yaml does not say what the local stack needs."""
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that reads CloudFormation short-form tags (``!Ref``, ``!GetAtt``...) as plain data."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        return {"Fn::GetAtt": value.split(".", 1)}
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+@cache
+def _load(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        loaded = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("Resources"), dict):
+        raise TemplateError(f"{path} is not a CloudFormation template with Resources")
+    return loaded
+
+
+def local_table_name(logical_id: str) -> str:
+    """``BackendsTable`` -> ``cas-local-backends``: fixed names, so events/env.json can name them."""
+    stem = logical_id.removesuffix("Table") or logical_id
+    return LOCAL_TABLE_PREFIX + re.sub(r"(?<!^)(?=[A-Z])", "-", stem).lower()
+
+
+@dataclass(frozen=True)
+class TableDefinition:
+    logical_id: str
+    name: str
+    create_request: dict[str, Any]
+    ttl: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Template:
+    path: Path
+    document: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Template:
+        resolved = (path or TEMPLATE_PATH).resolve()
+        return cls(resolved, _load(resolved))
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return dict(self.document["Resources"])
+
+    def tables(self) -> list[TableDefinition]:
+        """Every DynamoDB table of the template, with its local name."""
+        found = []
+        for logical_id, resource in self.resources.items():
+            if resource.get("Type") != TABLE_TYPE:
+                continue
+            props = resource.get("Properties") or {}
+            name = local_table_name(logical_id)
+            request: dict[str, Any] = {"TableName": name}
+            for key in _CREATE_TABLE_PROPERTIES:
+                if key in props:
+                    request[key] = _literal(props[key], f"{logical_id}.{key}")
+            if "GlobalSecondaryIndexes" in props:
+                indexes = _literal(props["GlobalSecondaryIndexes"], f"{logical_id}.GlobalSecondaryIndexes")
+                request["GlobalSecondaryIndexes"] = [
+                    {k: v for k, v in index.items() if k in _INDEX_KEYS} for index in indexes
+                ]
+            if "KeySchema" not in request or "AttributeDefinitions" not in request:
+                raise TemplateError(f"table {logical_id} has no KeySchema/AttributeDefinitions")
+            ttl = props.get("TimeToLiveSpecification")
+            found.append(
+                TableDefinition(
+                    logical_id, name, request, _literal(ttl, f"{logical_id}.TimeToLiveSpecification")
+                )
+            )
+        if not found:
+            raise TemplateError(f"{self.path} defines no {TABLE_TYPE}")
+        return found
+
+    def download_function(self) -> tuple[str, dict[str, Any]]:
+        """(logical id, properties merged over ``Globals.Function``) of the download function."""
+        globals_ = (self.document.get("Globals") or {}).get("Function") or {}
+        for logical_id, resource in self.resources.items():
+            props = resource.get("Properties") or {}
+            if resource.get("Type") == FUNCTION_TYPE and props.get("Handler") == DOWNLOAD_HANDLER:
+                return logical_id, {**globals_, **props}
+        raise TemplateError(f"{self.path} has no function with Handler {DOWNLOAD_HANDLER}")
+
+    def function_timeout_seconds(self) -> int:
+        return int(self.download_function()[1].get("Timeout", 3))
+
+    def function_environment(self) -> dict[str, str]:
+        """The download function's variables as the local stack runs it: a ``!Ref`` to a parameter
+        is that parameter's default, a ``!Ref`` to a table is the table's local name."""
+        logical_id, props = self.download_function()
+        variables = ((props.get("Environment") or {}).get("Variables")) or {}
+        parameters = self.document.get("Parameters") or {}
+        tables = {t.logical_id: t.name for t in self.tables()}
+        env: dict[str, str] = {}
+        for name, value in variables.items():
+            if isinstance(value, dict) and set(value) == {"Ref"}:
+                target = value["Ref"]
+                if target in tables:
+                    env[name] = tables[target]
+                elif target in parameters and "Default" in parameters[target]:
+                    env[name] = str(parameters[target]["Default"])
+                else:
+                    raise TemplateError(
+                        f"{logical_id} variable {name}: !Ref {target} has no local value "
+                        "(neither a table nor a parameter with a default)"
+                    )
+            elif isinstance(value, str | int | float | bool):
+                env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+            else:
+                raise TemplateError(f"{logical_id} variable {name}: {value!r} has no local value")
+        return env
+
+
+def _literal(value: Any, where: str) -> Any:
+    """A property value without intrinsic functions (the local stack does not evaluate them)."""
+    if isinstance(value, dict):
+        if any(key == "Ref" or key.startswith("Fn::") for key in value):
+            raise TemplateError(f"{where} uses an intrinsic function; the local stack needs a literal")
+        return {k: _literal(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v, where) for v in value]
+    return value
