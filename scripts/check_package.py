@@ -34,7 +34,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-import yaml
+from cas_local.template import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -55,38 +55,6 @@ FORBIDDEN_IN_FUNCTION = re.compile(
 EXTENSION_NAME = re.compile(r"\.cpython-(?P<version>\d+)-(?P<platform>[^.]+)\.so$")
 SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
 PYC_NAME = re.compile(r"\.cpython-(?P<version>\d+)(?:\.opt-\d)?\.pyc$")
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that reads CloudFormation short-form tags (!Ref, !GetAtt, !Sub...) as plain data."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        return {"Fn::GetAtt": value.split(".", 1)}
-    if suffix == "Condition":
-        return {"Condition": value}
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        data = yaml.load(handle, Loader=_CfnLoader)  # a SafeLoader subclass
-    if not isinstance(data, dict):
-        raise SystemExit(f"{path}: not a template")
-    return data
 
 
 @dataclass

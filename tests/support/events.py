@@ -14,10 +14,11 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from cas_local.events import LocalLambdaContext
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 EXAMPLE_DATA = b"hello, cas\n"
@@ -137,25 +138,8 @@ def load_event(
     return event
 
 
-@dataclass
-class FakeLambdaContext:
-    """Enough of ``LambdaContext`` for the handler and Powertools (``inject_lambda_context``)."""
-
-    timeout_ms: int = 29_000
-    function_name: str = "cas-download"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/cas-download"
-    log_stream_name: str = "2025/11/24/[$LATEST]0123456789abcdef"
-    _started: float = field(default_factory=time.monotonic)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int(self.timeout_ms - (time.monotonic() - self._started) * 1000))
+# The local stack's Lambda context (the template's timeout) serves the tests too.
+FakeLambdaContext = LocalLambdaContext
 
 
 __all__ = [

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -39,8 +40,11 @@ class TemplateError(ValueError):
     """template.yaml does not say what the local stack needs."""
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that reads CloudFormation short-form tags (``!Ref``, ``!GetAtt``...) as plain data."""
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that reads CloudFormation short-form tags (``!Ref``, ``!GetAtt``...) as plain data.
+
+    The one CloudFormation YAML reader of the repository: the local stack, the template tests and the
+    package check all load template.yaml through :func:`load_template`."""
 
 
 def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
@@ -55,16 +59,23 @@ def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
         return {"Ref": value}
     if suffix == "GetAtt" and isinstance(value, str):
         return {"Fn::GetAtt": value.split(".", 1)}
+    if suffix == "Condition":
+        return {"Condition": value}
     return {f"Fn::{suffix}": value}
 
 
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """template.yaml as plain data (a fresh copy each call: callers may modify it)."""
+    return copy.deepcopy(_load(path.resolve()))
 
 
 @cache
 def _load(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as handle:
-        loaded = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+        loaded = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
     if not isinstance(loaded, dict) or not isinstance(loaded.get("Resources"), dict):
         raise TemplateError(f"{path} is not a CloudFormation template with Resources")
     return loaded
