@@ -19,7 +19,7 @@ export SAM_CLI_TELEMETRY ?= 0
 export PYTHON ?= $(abspath $(BIN))/python
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck template security test package-check check build deploy clean run invoke bench
+.PHONY: help venv lint format typecheck template security test package-check check build deploy clean run invoke bench load
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
@@ -34,6 +34,7 @@ help:
 	@echo "make test           pytest (PYTEST_ARGS=...)"
 	@echo "make package-check  sam build into a temp dir, report sizes, check the artifacts"
 	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
+	@echo "make load           the local HTTP server under a bounded concurrent load (~45 s): errors, p50/p99, memory (LOAD_ARGS=...)"
 	@echo "make build          sam build into .aws-sam/build"
 	@echo "make deploy         sam build + sam deploy $(DEPLOY_ARGS)"
 	@echo "make clean          remove build output and tool caches"
@@ -81,6 +82,12 @@ check: venv
 # Not a test, not in CI: calls per request, latency, cold start, body mode, cost (benchmarks/run.py).
 bench: venv
 	"$(BIN)/python" -m benchmarks.run $(BENCH_ARGS)
+
+# Not in CI (tests/local/test_load.py runs it small): cas-local run on 127.0.0.1 under 8 clients, 2,000
+# requests or 30 s; exit 1 on an error, a lost request or RSS growth (benchmarks/load.py).
+# LOAD_ARGS=--write-readme also writes the figures into README.md's Reliability section.
+load: venv
+	"$(BIN)/python" -m benchmarks.load $(LOAD_ARGS)
 
 # The local stack (tools/cas_local): moto for DynamoDB + Secrets Manager and S3 + IAM (IAM auth on), a
 # storage gateway for presigned URLs, the tables of template.yaml, the demo data, the handler over HTTP.

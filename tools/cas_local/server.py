@@ -48,6 +48,7 @@ class ApiServer:
         self.access_log = access_log
         # One Lambda container runs one request at a time: so does the local one.
         self._lock = threading.Lock()
+        self._log_lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -80,7 +81,10 @@ class ApiServer:
 
     def log(self, line: str) -> None:
         if self.access_log is not None:
-            print(line, file=self.access_log, flush=True)
+            # One write per line under a lock: concurrent requests must not interleave their lines.
+            with self._log_lock:
+                self.access_log.write(line + "\n")
+                self.access_log.flush()
 
 
 def _handler_class(api: ApiServer) -> type[BaseHTTPRequestHandler]:
