@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -27,6 +28,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         try:
             _app = App.create(Settings.from_env())
         except ConfigError as error:
+            # No App, so no Powertools logger yet: the runtime's own logging still reaches CloudWatch.
+            logging.getLogger(__name__).error("service misconfigured: %s", error)
             return error_response(CasError(f"service misconfigured: {error}"))
     return handle(event, context, _app)
 

@@ -1,0 +1,61 @@
+"""The Lambda entry point itself: configuration read once from the environment, one App per container."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cas_download.handlers import download as entrypoint
+from tests.support.events import FakeLambdaContext, load_event
+from tests.support.world import World
+
+
+@pytest.fixture
+def cold_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container that has not built its App yet."""
+    monkeypatch.setattr(entrypoint, "_app", None)
+
+
+@pytest.mark.usefixtures("cold_container")
+def test_a_misconfigured_function_answers_a_json_500_naming_the_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a function deployed without its table names
+    monkeypatch.delenv("BACKENDS_TABLE", raising=False)
+    monkeypatch.delenv("MAPPINGS_TABLE", raising=False)
+
+    # When it is invoked
+    response = entrypoint.lambda_handler(load_event("get_redirect"), FakeLambdaContext())
+
+    # Then the caller gets the spec's error shape, and the operator the missing variables
+    assert response["statusCode"] == 500
+    error = json.loads(response["body"])["error"]
+    assert error["code"] == "internal_error"
+    assert "BACKENDS_TABLE" in error["message"]
+    assert entrypoint._app is None
+
+
+@pytest.mark.usefixtures("cold_container")
+def test_the_entry_point_builds_one_app_from_the_environment_and_reuses_it(
+    world: World, app_env: dict[str, str]
+) -> None:
+    # Given an artifact and a function configured through its environment
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, b"served through the real entry point\n")
+    world.map(digest, org, backend)
+
+    # When two requests arrive in the same container
+    first = entrypoint.lambda_handler(
+        load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext()
+    )
+    app = entrypoint._app
+    second = entrypoint.lambda_handler(load_event("get_url", digest=digest, orgs=org), FakeLambdaContext())
+
+    # Then both are served, by one App built once
+    assert first["statusCode"] == 307
+    assert second["statusCode"] == 200
+    assert app is not None
+    assert entrypoint._app is app
+    assert app.settings.backends_table == app_env["BACKENDS_TABLE"]
