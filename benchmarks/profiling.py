@@ -75,7 +75,7 @@ def body_memory_steps(size: int) -> list[MemoryStep]:
     from cas_download.domain import Backend, Mode, ObjectInfo, VerificationMethod  # noqa: PLC0415
     from cas_download.handlers.responses import success_response  # noqa: PLC0415
     from cas_download.logic.deadline import Deadline  # noqa: PLC0415
-    from cas_download.logic.verification import collect_and_hash  # noqa: PLC0415
+    from cas_download.logic.verification import hash_and_encode  # noqa: PLC0415
 
     data = os.urandom(size)
     expected = hashlib.sha256(data).hexdigest()
@@ -85,10 +85,10 @@ def body_memory_steps(size: int) -> list[MemoryStep]:
 
     def collect() -> Any:
         nonlocal body
-        body = collect_and_hash(iter(chunks), expected, size, Deadline(60))
+        body = hash_and_encode(iter(chunks), expected, size, Deadline(60))
         return body
 
-    steps.append(MemoryStep("collect_and_hash: hash + keep the bytes", _peak(collect)))
+    steps.append(MemoryStep("hash_and_encode: hash + keep the base64 text", _peak(collect)))
     backend = Backend(
         id="b",
         org_id="o",
@@ -103,11 +103,11 @@ def body_memory_steps(size: int) -> list[MemoryStep]:
         False,
         ObjectInfo(size=size),
         VerificationMethod.STREAM_HASH,
-        body=body,
+        body_base64=body,
     )
     steps.append(
         MemoryStep(
-            "success_response: base64 text of the kept bytes",
+            "success_response: the response around the kept text",
             _peak(lambda: success_response(artifact, Mode.BODY, "GET")),
         )
     )
@@ -139,7 +139,7 @@ def body_encoding_prototype(size: int, reps: int = PROTOTYPE_REPS) -> list[Encod
     no I/O): hash and base64-encode each chunk as it arrives (chunks a multiple of 3 bytes long) and
     keep only the text, instead of keeping the bytes, copying them, then encoding all of them."""
     from cas_download.logic.deadline import Deadline  # noqa: PLC0415
-    from cas_download.logic.verification import collect_and_hash  # noqa: PLC0415
+    from cas_download.logic.verification import hash_and_encode  # noqa: PLC0415
 
     data = os.urandom(size)
     expected = hashlib.sha256(data).hexdigest()
@@ -148,8 +148,7 @@ def body_encoding_prototype(size: int, reps: int = PROTOTYPE_REPS) -> list[Encod
     new_chunks = [data[i : i + step] for i in range(0, size, step)]
 
     def current() -> str:
-        body = collect_and_hash(iter(now_chunks), expected, size, Deadline(60))
-        return base64.b64encode(body).decode("ascii")
+        return hash_and_encode(iter(now_chunks), expected, size, Deadline(60))
 
     def proposed() -> str:
         digest, pieces, seen = hashlib.sha256(), [], 0
@@ -169,7 +168,7 @@ def body_encoding_prototype(size: int, reps: int = PROTOTYPE_REPS) -> list[Encod
         raise AssertionError("prototype changed the response")
     rows = []
     for name, fn in (
-        ("now: collect_and_hash (1 MiB chunks) + b64encode().decode()", current),
+        ("now: hash_and_encode (1 MiB chunks)", current),
         ("proposed: sha256 + b2a_base64 per 768 KiB chunk, join the text", proposed),
         ("floor: sha256 + base64 of the bytes in memory", floor),
     ):

@@ -109,16 +109,10 @@ class Artifact:
     verification: VerificationMethod | None
     url: str | None = None
     expires_at: datetime | None = None
-    body: bytearray | None = None
+    # Body mode: the verified bytes, already base64 as the Lambda response carries them (see
+    # logic.verification.hash_and_encode: the raw bytes are never held whole).
+    body_base64: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
-
-    def take_body(self) -> bytearray:
-        """Hand the verified bytes over to the response, keeping no reference: body mode's peak memory
-        is then the bytes or their base64, not both plus a second copy."""
-        body, self.body = self.body, None
-        if body is None:
-            raise ValueError("no body: not a body-mode artifact")
-        return body
 
 
 @dataclass(frozen=True, slots=True)

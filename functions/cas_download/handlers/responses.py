@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 from urllib.parse import quote
@@ -63,14 +62,12 @@ def success_response(outcome: Artifact | NotModified, mode: Mode, method: str) -
             "fallback": outcome.fallback,
         }
         return _json(200, document, headers, head_only=head_only)
-    body = outcome.take_body()
+    assert outcome.body_base64 is not None
     headers["Content-Type"] = outcome.info.content_type or "application/octet-stream"
-    headers["Content-Length"] = str(len(body))
+    headers["Content-Length"] = str(outcome.info.size)
     if head_only:
         return _response(200, headers)
-    encoded = base64.b64encode(body)
-    del body  # the raw bytes are no longer needed once encoded
-    return _response(200, headers, encoded.decode("ascii"), base64_encoded=True)
+    return _response(200, headers, outcome.body_base64, base64_encoded=True)
 
 
 def error_response(error: CasError, method: str = "GET") -> Response:

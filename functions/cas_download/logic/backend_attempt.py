@@ -32,7 +32,7 @@ from cas_download.logic.services import Services
 from cas_download.logic.verification import (
     VerificationRecords,
     checksum_proof,
-    collect_and_hash,
+    hash_and_encode,
     hash_chunks,
 )
 
@@ -93,7 +93,7 @@ def _serve(
                     f"the artifact is {opened.size} bytes, over the body limit of "
                     f"{settings.max_body_bytes}: use mode=redirect or mode=url"
                 )
-            body = collect_and_hash(opened.chunks(), expected_hex, opened.size, deadline)
+            body_base64 = hash_and_encode(opened.chunks(), expected_hex, opened.size, deadline)
         finally:
             opened.close()
         info = ObjectInfo(
@@ -103,7 +103,7 @@ def _serve(
             content_type=opened.content_type,
             filename=decode_filename(opened.metadata.get("filename")),
         )
-        return Artifact(digest, backend, False, info, VerificationMethod.STREAM_HASH, body=body)
+        return Artifact(digest, backend, False, info, VerificationMethod.STREAM_HASH, body_base64=body_base64)
 
     head = head_object(client, location.bucket, key)
     info = ObjectInfo(
