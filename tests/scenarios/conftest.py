@@ -22,7 +22,7 @@ from tests.conftest import create_tables
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
 from tests.support.moto_servers import AwsServers
-from tests.support.world import World
+from tests.support.world import BackendRef, World
 
 
 @dataclass
@@ -108,3 +108,21 @@ def service(world: World, call_recorder: CallRecorder, lambda_context: FakeLambd
 def presigned_key_id(url: str) -> str:
     credential = parse_qs(urlsplit(url).query)["X-Amz-Credential"][0]
     return credential.split("/", 1)[0]
+
+
+def assert_redirected_by(response: HttpResult, backend: BackendRef, *, fallback: bool) -> None:
+    """A 307 from ``backend`` (named in X-Cas-Backend), flagged a fallback or not, whose URL is signed
+    with that backend's key."""
+    assert response.status == 307
+    assert response.headers["X-Cas-Backend"] == backend.name
+    assert response.headers["X-Cas-Fallback"] == ("true" if fallback else "false")
+    assert presigned_key_id(response.headers["Location"]) == backend.access_key_id
+
+
+def assert_failed(
+    response: HttpResult, status: int, error_code: str, attempts: list[tuple[str, str]]
+) -> None:
+    """An error response: its status, error code and the attempts, in order."""
+    assert response.status == status
+    assert response.error_code == error_code
+    assert response.attempts == attempts

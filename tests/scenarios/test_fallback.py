@@ -6,9 +6,15 @@ import hashlib
 
 import pytest
 
-from tests.scenarios.conftest import HttpResult, Service, presigned_key_id
+from tests.scenarios.conftest import (
+    HttpResult,
+    Service,
+    assert_failed,
+    assert_redirected_by,
+    presigned_key_id,
+)
 from tests.support.calls import CallRecorder
-from tests.support.world import World, sha256_digest
+from tests.support.world import BackendRef, World, sha256_digest
 
 DATA = b"artifact-2.0.0.tar.gz contents\n" * 100
 CORRUPT = b"tampered, not the artifact\n" * 100
@@ -23,6 +29,15 @@ def served_bytes(world: World, response: HttpResult, mode: str) -> bytes:
     fetched = world.fetch_presigned(url)
     assert fetched.status == 200
     return fetched.body
+
+
+def mapped_and_default(world: World, mapped_bucket: str | None = None) -> tuple[str, BackendRef, BackendRef]:
+    """A new org with a backend "mapped" (on ``mapped_bucket``, or a new bucket) and the org default
+    "default" (on a new bucket)."""
+    org = world.org()
+    mapped = world.backend(org, "mapped", bucket=mapped_bucket)
+    default = world.backend(org, "default", is_default=True)
+    return org, mapped, default
 
 
 def s3_key_ids(recorder: CallRecorder) -> list[str | None]:
@@ -59,10 +74,7 @@ def test_unusable_mapped_secrets_fall_back_to_the_org_default(
 
     # Then the org's default serves it, flagged as a fallback, with a URL signed by the default's key,
     # and no storage call was made without credentials
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "default"
-    assert response.headers["X-Cas-Fallback"] == "true"
-    assert presigned_key_id(response.headers["Location"]) == default.access_key_id
+    assert_redirected_by(response, default, fallback=True)
     assert s3_key_ids(call_recorder) == [default.access_key_id]
 
 
@@ -89,15 +101,18 @@ def test_each_unusable_mapped_secret_is_reported_as_secret_unavailable(
     response = service.get(digest, orgs=org)
 
     # Then nothing serves, and each mapped backend's attempt says its secret was unavailable
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [
-        ("missing", "secret_unavailable"),
-        ("malformed", "secret_unavailable"),
-        ("no-secret-key", "secret_unavailable"),
-        ("deleted-later", "secret_unavailable"),
-        ("default", "credentials_invalid"),
-    ]
+    assert_failed(
+        response,
+        502,
+        "backends_unavailable",
+        [
+            ("missing", "secret_unavailable"),
+            ("malformed", "secret_unavailable"),
+            ("no-secret-key", "secret_unavailable"),
+            ("deleted-later", "secret_unavailable"),
+            ("default", "credentials_invalid"),
+        ],
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,10 +136,7 @@ def test_secret_key_names_match_case_insensitively(
     response = service.get(digest, orgs=org)
 
     # Then that backend serves it with its own key, not as a fallback
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "only"
-    assert response.headers["X-Cas-Fallback"] == "false"
-    assert presigned_key_id(response.headers["Location"]) == backend.access_key_id
+    assert_redirected_by(response, backend, fallback=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -137,9 +149,7 @@ def test_object_absent_from_the_healthy_mapped_backend_is_served_by_the_default(
 ) -> None:
     # Given a healthy mapped backend whose bucket lacks the object, and the org default (another
     # bucket) holding it
-    org = world.org()
-    mapped = world.backend(org, "mapped")
-    default = world.backend(org, "default", is_default=True)
+    org, mapped, default = mapped_and_default(world)
     digest = world.put(default, DATA)
     world.map(digest, org, mapped)
 
@@ -169,9 +179,7 @@ def test_corrupt_mapped_copy_is_never_served_the_default_good_copy_is(
 ) -> None:
     # Given the mapped backend's copy corrupted (bytes that do not hash to the digest) and a good copy
     # in the org default's bucket
-    org = world.org()
-    mapped = world.backend(org, "mapped")
-    default = world.backend(org, "default", is_default=True)
+    org, mapped, default = mapped_and_default(world)
     digest = sha256_digest(DATA)
     world.put_corrupt(mapped, digest, CORRUPT, checksum=checksum)
     world.put(default, DATA)
@@ -195,9 +203,7 @@ def test_oversized_corrupt_mapped_copy_does_not_block_body_mode_from_the_good_co
     # Given a body limit of 4 KiB, the mapped copy corrupted with 16 KB of wrong bytes, and a good
     # 3.1 KB copy in the org default's bucket
     service.configure(MAX_BODY_BYTES=4096)
-    org = world.org()
-    mapped = world.backend(org, "mapped")
-    default = world.backend(org, "default", is_default=True)
+    org, mapped, default = mapped_and_default(world)
     digest = world.put(default, DATA)
     world.put_corrupt(mapped, digest, CORRUPT * 6, checksum=False)
     world.map(digest, org, mapped)
@@ -223,9 +229,7 @@ def test_corrupt_copy_with_no_good_copy_anywhere_is_an_integrity_failure(
     world: World, service: Service, mode: str, checksum: bool
 ) -> None:
     # Given the mapped backend's copy corrupted and the org default (another bucket) without a copy
-    org = world.org()
-    mapped = world.backend(org, "mapped")
-    world.backend(org, "default", is_default=True)
+    org, mapped, _ = mapped_and_default(world)
     digest = sha256_digest(DATA)
     world.put_corrupt(mapped, digest, CORRUPT, checksum=checksum)
     world.map(digest, org, mapped)
@@ -234,9 +238,9 @@ def test_corrupt_copy_with_no_good_copy_anywhere_is_an_integrity_failure(
     response = service.get(digest, orgs=org, mode=mode)
 
     # Then it is an integrity failure: no URL, no corrupt bytes, the mismatch in the attempts
-    assert response.status == 502
-    assert response.error_code == "integrity_failure"
-    assert response.attempts == [("mapped", "digest_mismatch"), ("default", "not_found")]
+    assert_failed(
+        response, 502, "integrity_failure", [("mapped", "digest_mismatch"), ("default", "not_found")]
+    )
     assert "Location" not in response.headers
     assert response.raw.get("isBase64Encoded") is not True
     assert CORRUPT[:32] not in response.body
@@ -252,9 +256,7 @@ def test_with_mapped_and_default_revoked_the_org_fallback_serves(
 ) -> None:
     # Given the mapped backend and the org default revoked (three buckets), and the org's fallback
     # backend holding a copy
-    org = world.org()
-    mapped = world.backend(org, "mapped")
-    default = world.backend(org, "default", is_default=True)
+    org, mapped, default = mapped_and_default(world)
     fallback = world.backend(org, "fallback", is_fallback=True)
     digest = world.put(mapped, DATA)
     world.put(fallback, DATA)
@@ -266,10 +268,7 @@ def test_with_mapped_and_default_revoked_the_org_fallback_serves(
     response = service.get(digest, orgs=org)
 
     # Then the fallback backend serves it, after the mapped backend and then the default were tried
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "fallback"
-    assert response.headers["X-Cas-Fallback"] == "true"
-    assert presigned_key_id(response.headers["Location"]) == fallback.access_key_id
+    assert_redirected_by(response, fallback, fallback=True)
     assert s3_key_ids(call_recorder) == [
         mapped.access_key_id,
         default.access_key_id,
@@ -281,9 +280,7 @@ def test_everything_revoked_is_backends_unavailable_with_every_attempt_in_order(
     world: World, service: Service
 ) -> None:
     # Given the mapped backend, the org default and the org fallback all revoked, each with a copy
-    org = world.org()
-    mapped = world.backend(org, "mapped")
-    default = world.backend(org, "default", is_default=True)
+    org, mapped, default = mapped_and_default(world)
     fallback = world.backend(org, "fallback", is_fallback=True)
     digest = world.put(mapped, DATA)
     world.put(default, DATA)
@@ -296,13 +293,16 @@ def test_everything_revoked_is_backends_unavailable_with_every_attempt_in_order(
     response = service.get(digest, orgs=org)
 
     # Then nothing serves and the attempts list mapped, default, fallback, in that order
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [
-        ("mapped", "credentials_invalid"),
-        ("default", "credentials_invalid"),
-        ("fallback", "credentials_invalid"),
-    ]
+    assert_failed(
+        response,
+        502,
+        "backends_unavailable",
+        [
+            ("mapped", "credentials_invalid"),
+            ("default", "credentials_invalid"),
+            ("fallback", "credentials_invalid"),
+        ],
+    )
     assert "Location" not in response.headers
 
 
@@ -310,9 +310,7 @@ def test_everything_absent_is_content_missing_with_every_attempt_not_found(
     world: World, service: Service
 ) -> None:
     # Given a mapping, and the object in none of the org's healthy backends
-    org = world.org()
-    mapped = world.backend(org, "mapped")
-    world.backend(org, "default", is_default=True)
+    org, mapped, _ = mapped_and_default(world)
     world.backend(org, "fallback", is_fallback=True)
     digest = sha256_digest(DATA)
     world.map(digest, org, mapped)
@@ -321,13 +319,16 @@ def test_everything_absent_is_content_missing_with_every_attempt_not_found(
     response = service.get(digest, orgs=org)
 
     # Then it is content_missing, every backend having answered absent
-    assert response.status == 404
-    assert response.error_code == "content_missing"
-    assert response.attempts == [
-        ("mapped", "not_found"),
-        ("default", "not_found"),
-        ("fallback", "not_found"),
-    ]
+    assert_failed(
+        response,
+        404,
+        "content_missing",
+        [
+            ("mapped", "not_found"),
+            ("default", "not_found"),
+            ("fallback", "not_found"),
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -350,10 +351,7 @@ def test_ok_mapped_backend_serves_before_an_older_invalid_one(
     response = service.get(digest, orgs=org)
 
     # Then the OK backend serves, as the first candidate, and the Invalid one is never called
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "ok"
-    assert response.headers["X-Cas-Fallback"] == "false"
-    assert presigned_key_id(response.headers["Location"]) == ok.access_key_id
+    assert_redirected_by(response, ok, fallback=False)
     assert invalid.access_key_id not in s3_key_ids(call_recorder)
 
 
@@ -372,10 +370,7 @@ def test_invalid_mapped_backend_is_still_tried_when_the_ok_one_fails(world: Worl
     response = service.get(digest, orgs=org)
 
     # Then the Invalid backend (its status was stale) serves, as a fallback from the OK one
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "invalid"
-    assert response.headers["X-Cas-Fallback"] == "true"
-    assert presigned_key_id(response.headers["Location"]) == invalid.access_key_id
+    assert_redirected_by(response, invalid, fallback=True)
 
 
 def test_invalid_mapped_backend_comes_after_ok_mapped_and_before_the_org_default(
@@ -398,13 +393,16 @@ def test_invalid_mapped_backend_comes_after_ok_mapped_and_before_the_org_default
     response = service.get(digest, orgs=org)
 
     # Then the attempts are: the OK mapped backend, the Invalid mapped one, then the org default
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [
-        ("ok", "credentials_invalid"),
-        ("invalid", "credentials_invalid"),
-        ("default", "credentials_invalid"),
-    ]
+    assert_failed(
+        response,
+        502,
+        "backends_unavailable",
+        [
+            ("ok", "credentials_invalid"),
+            ("invalid", "credentials_invalid"),
+            ("default", "credentials_invalid"),
+        ],
+    )
 
 
 @pytest.mark.parametrize("gone", ["deleted", "row_missing"])
@@ -426,10 +424,7 @@ def test_deleted_or_missing_mapped_backend_is_never_tried_but_the_org_default_se
     response = service.get(digest, orgs=org)
 
     # Then the default serves (a fallback), and nothing was read or signed through the mapped backend
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "default"
-    assert response.headers["X-Cas-Fallback"] == "true"
-    assert presigned_key_id(response.headers["Location"]) == default.access_key_id
+    assert_redirected_by(response, default, fallback=True)
     assert s3_key_ids(call_recorder) == [default.access_key_id]
     secret_ids = [c.params.get("SecretId") for c in call_recorder.of("secretsmanager")]
     assert mapped.secret_name not in secret_ids
@@ -449,9 +444,7 @@ def test_deleted_mapped_backend_never_appears_in_the_attempts(world: World, serv
     response = service.get(digest, orgs=org)
 
     # Then only the default was tried
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [("default", "credentials_invalid")]
+    assert_failed(response, 502, "backends_unavailable", [("default", "credentials_invalid")])
 
 
 def test_unsupported_provider_is_skipped_and_the_org_default_serves(
@@ -470,10 +463,7 @@ def test_unsupported_provider_is_skipped_and_the_org_default_serves(
     response = service.get(digest, orgs=org)
 
     # Then the default serves it, and no storage call went through the unsupported backend
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "default"
-    assert response.headers["X-Cas-Fallback"] == "true"
-    assert presigned_key_id(response.headers["Location"]) == default.access_key_id
+    assert_redirected_by(response, default, fallback=True)
     assert s3_key_ids(call_recorder) == [default.access_key_id]
 
 
@@ -491,9 +481,12 @@ def test_unsupported_provider_is_listed_as_unsupported_provider(world: World, se
     response = service.get(digest, orgs=org)
 
     # Then nothing serves, and the attempts name the skipped backend with its reason, first
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [("gcs", "unsupported_provider"), ("default", "credentials_invalid")]
+    assert_failed(
+        response,
+        502,
+        "backends_unavailable",
+        [("gcs", "unsupported_provider"), ("default", "credentials_invalid")],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -548,10 +541,8 @@ def test_candidate_sharing_the_failed_mapped_location_is_tried_before_the_defaul
 ) -> None:
     # Given the mapped backend revoked in bucket A, the org default healthy in bucket B (with a copy),
     # and the org fallback healthy in bucket A
-    org = world.org()
     shared = world.bucket()
-    mapped = world.backend(org, "mapped", bucket=shared)
-    default = world.backend(org, "default", is_default=True)
+    org, mapped, default = mapped_and_default(world, mapped_bucket=shared)
     fallback = world.backend(org, "fallback", bucket=shared, is_fallback=True)
     digest = world.put(mapped, DATA)
     world.put(default, DATA)
@@ -562,20 +553,15 @@ def test_candidate_sharing_the_failed_mapped_location_is_tried_before_the_defaul
     response = service.get(digest, orgs=org)
 
     # Then the fallback on the same bucket serves, and the default is never called
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "fallback"
-    assert response.headers["X-Cas-Fallback"] == "true"
-    assert presigned_key_id(response.headers["Location"]) == fallback.access_key_id
+    assert_redirected_by(response, fallback, fallback=True)
     assert s3_key_ids(call_recorder) == [mapped.access_key_id, fallback.access_key_id]
     assert default.access_key_id not in s3_key_ids(call_recorder)
 
 
 def test_attempts_put_the_same_location_candidate_before_the_default(world: World, service: Service) -> None:
     # Given the mapped backend and the org fallback in bucket A, the org default in bucket B, all revoked
-    org = world.org()
     shared = world.bucket()
-    mapped = world.backend(org, "mapped", bucket=shared)
-    default = world.backend(org, "default", is_default=True)
+    org, mapped, default = mapped_and_default(world, mapped_bucket=shared)
     fallback = world.backend(org, "fallback", bucket=shared, is_fallback=True)
     digest = world.put(mapped, DATA)
     world.put(default, DATA)
@@ -587,10 +573,13 @@ def test_attempts_put_the_same_location_candidate_before_the_default(world: Worl
     response = service.get(digest, orgs=org)
 
     # Then the attempts are mapped, the same-location fallback, then the default
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [
-        ("mapped", "credentials_invalid"),
-        ("fallback", "credentials_invalid"),
-        ("default", "credentials_invalid"),
-    ]
+    assert_failed(
+        response,
+        502,
+        "backends_unavailable",
+        [
+            ("mapped", "credentials_invalid"),
+            ("fallback", "credentials_invalid"),
+            ("default", "credentials_invalid"),
+        ],
+    )
