@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.scenarios.conftest import HttpResult, Service, presigned_key_id
+from tests.scenarios.conftest import HttpResult, Service, assert_failed, assert_redirected_by
 from tests.support.calls import CallRecorder
 from tests.support.world import BackendRef, World, sha256_digest
 
@@ -41,12 +41,8 @@ def never_touched(recorder: CallRecorder, *backends: BackendRef) -> None:
 
 
 def assert_served_by(world: World, response: HttpResult, backend: BackendRef, *, fallback: bool) -> None:
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == backend.name
-    assert response.headers["X-Cas-Fallback"] == ("true" if fallback else "false")
-    location = response.headers["Location"]
-    assert presigned_key_id(location) == backend.access_key_id
-    fetched = world.fetch_presigned(location)
+    assert_redirected_by(response, backend, fallback=fallback)
+    fetched = world.fetch_presigned(response.headers["Location"])
     assert fetched.status == 200
     assert fetched.body == DATA
 
@@ -143,6 +139,16 @@ def _revoked_in_x_healthy_in_y(world: World) -> tuple[str, str, str, BackendRef,
     return digest, org_x, org_y, x_mapped, [y_default, y_fallback]
 
 
+def assert_only_x_mapped_was_tried(
+    response: HttpResult, recorder: CallRecorder, x_mapped: BackendRef, y_backends: list[BackendRef]
+) -> None:
+    """The request failed with X's mapped backend as the only attempt; Y's keys and secrets never used."""
+    assert_failed(response, 502, "backends_unavailable", [("x-mapped", "credentials_invalid")])
+    assert set(s3_key_ids(recorder)) == {x_mapped.access_key_id}
+    assert secret_ids_read(recorder) == {x_mapped.secret_name}
+    never_touched(recorder, *y_backends)
+
+
 def test_fallback_never_uses_another_orgs_backends(
     world: World, service: Service, call_recorder: CallRecorder
 ) -> None:
@@ -154,12 +160,7 @@ def test_fallback_never_uses_another_orgs_backends(
     response = service.get(digest, orgs=org_x)
 
     # Then it fails with X's mapped backend as the only attempt, and Y's keys and secrets never used
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [("x-mapped", "credentials_invalid")]
-    assert set(s3_key_ids(call_recorder)) == {x_mapped.access_key_id}
-    assert secret_ids_read(call_recorder) == {x_mapped.secret_name}
-    never_touched(call_recorder, *y_backends)
+    assert_only_x_mapped_was_tried(response, call_recorder, x_mapped, y_backends)
 
 
 def test_fallback_never_uses_a_caller_org_that_holds_no_mapping(
@@ -172,12 +173,7 @@ def test_fallback_never_uses_a_caller_org_that_holds_no_mapping(
     response = service.get(digest, orgs=f"{org_y},{org_x}")
 
     # Then Y's backends are still not candidates: the request fails, Y's keys never signed anything
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [("x-mapped", "credentials_invalid")]
-    assert set(s3_key_ids(call_recorder)) == {x_mapped.access_key_id}
-    assert secret_ids_read(call_recorder) == {x_mapped.secret_name}
-    never_touched(call_recorder, *y_backends)
+    assert_only_x_mapped_was_tried(response, call_recorder, x_mapped, y_backends)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,15 +257,22 @@ def test_with_a_custom_org_claim_the_default_claim_name_is_ignored(world: World,
 # a digest mapped in two orgs, caller in both
 
 
+def put_and_map_old_in_x_new_in_y(world: World, x_backend: BackendRef, y_backend: BackendRef) -> str:
+    """``DATA`` stored in both backends' buckets and mapped in their orgs, X's mapping the older; the
+    digest."""
+    digest = world.put(x_backend, DATA)
+    world.put(y_backend, DATA)
+    world.map(digest, x_backend.org, x_backend, OLD)
+    world.map(digest, y_backend.org, y_backend, NEW)
+    return digest
+
+
 def test_digest_mapped_in_two_orgs_is_served_to_a_caller_in_both(world: World, service: Service) -> None:
     # Given a digest mapped in org X and in org Y, each through its own default backend and bucket
     org_x, org_y = world.org(), world.org()
     x_default = world.backend(org_x, "x-default", is_default=True)
     y_default = world.backend(org_y, "y-default", is_default=True)
-    digest = world.put(x_default, DATA)
-    world.put(y_default, DATA)
-    world.map(digest, org_x, x_default, OLD)
-    world.map(digest, org_y, y_default, NEW)
+    digest = put_and_map_old_in_x_new_in_y(world, x_default, y_default)
 
     # When a caller in both orgs asks for it
     response = service.get(digest, orgs=[org_x, org_y])
@@ -307,10 +310,7 @@ def test_first_mapped_candidate_is_an_orgs_default_before_an_older_mapping(
     x_mapped = world.backend(org_x, "x-mapped")
     world.backend(org_x, "x-default", is_default=True)
     y_default = world.backend(org_y, "y-default", is_default=True)
-    digest = world.put(x_mapped, DATA)
-    world.put(y_default, DATA)
-    world.map(digest, org_x, x_mapped, OLD)
-    world.map(digest, org_y, y_default, NEW)
+    digest = put_and_map_old_in_x_new_in_y(world, x_mapped, y_default)
 
     # When a caller in both asks
     response = service.get(digest, orgs=[org_x, org_y])
@@ -326,10 +326,7 @@ def test_first_mapped_candidate_is_an_ok_backend_before_an_older_invalid_one(
     org_x, org_y = world.org(), world.org()
     x_mapped = world.backend(org_x, "x-invalid-default", is_default=True, status="Invalid")
     y_mapped = world.backend(org_y, "y-mapped", status="OK")
-    digest = world.put(x_mapped, DATA)
-    world.put(y_mapped, DATA)
-    world.map(digest, org_x, x_mapped, OLD)
-    world.map(digest, org_y, y_mapped, NEW)
+    digest = put_and_map_old_in_x_new_in_y(world, x_mapped, y_mapped)
 
     # When a caller in both asks
     response = service.get(digest, orgs=[org_x, org_y])

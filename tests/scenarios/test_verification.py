@@ -4,7 +4,9 @@ hashes before anything is returned."""
 
 from __future__ import annotations
 
-from tests.scenarios.conftest import Service
+import pytest
+
+from tests.scenarios.conftest import Service, assert_failed
 from tests.support.calls import CallRecorder
 from tests.support.world import MIN_PART_SIZE, BackendRef, World, sha256_digest
 
@@ -99,24 +101,35 @@ def test_object_without_checksum_is_proven_by_hashing_its_stream(
     assert fetched.body == DATA
 
 
-def test_object_without_checksum_over_the_hashing_limit_is_unverifiable(
-    world: World, service: Service, call_recorder: CallRecorder
+@pytest.mark.parametrize(
+    ("name", "data", "checksum", "multipart"),
+    [("only-copy", DATA, False, False), ("multipart", MULTIPART_DATA, True, True)],
+    ids=["no-checksum", "multipart-composite-checksum"],
+)
+def test_only_copy_without_a_full_object_checksum_over_the_hashing_limit_is_unverifiable(
+    world: World,
+    service: Service,
+    call_recorder: CallRecorder,
+    name: str,
+    data: bytes,
+    checksum: bool,
+    multipart: bool,
 ) -> None:
-    # Given the only copy of an artifact, stored with no checksum
+    # Given the only copy of an artifact, stored with no checksum, or uploaded in parts (a composite
+    # checksum)
     org = world.org()
-    backend = world.backend(org, "only-copy", is_default=True)
-    digest = world.put(backend, DATA, checksum=False)
+    backend = world.backend(org, name, is_default=True)
+    digest = world.put(backend, data, checksum=checksum, multipart=multipart)
     world.map(digest, org, backend)
     # and a hashing limit below its size
-    service.configure(MAX_HASH_BYTES=len(DATA) - 1)
+    service.configure(MAX_HASH_BYTES=len(data) - 1)
 
     # When the caller asks for a redirect
     response = service.get(digest, orgs=org)
 
-    # Then nothing can prove it: 502 backends_unavailable, the attempt unverifiable, no bytes read
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [("only-copy", "unverifiable")]
+    # Then nothing can prove it (a composite checksum is not accepted as proof): 502
+    # backends_unavailable, the attempt unverifiable, nothing served, no bytes read
+    assert_failed(response, 502, "backends_unavailable", [(name, "unverifiable")])
     assert "Location" not in response.headers
     assert call_recorder.count("s3", "GetObject") == 0
 
@@ -159,9 +172,7 @@ def test_corrupt_object_without_checksum_is_never_redirected_to(
     response = service.get(digest, orgs=org)
 
     # Then hashing the stream finds the mismatch: 502 integrity_failure, no URL
-    assert response.status == 502
-    assert response.error_code == "integrity_failure"
-    assert response.attempts == [("corrupt", "digest_mismatch")]
+    assert_failed(response, 502, "integrity_failure", [("corrupt", "digest_mismatch")])
     assert "Location" not in response.headers
     assert s3_operations(call_recorder) == ["HeadObject", "GetObject"]
 
@@ -195,25 +206,8 @@ def test_multipart_object_is_served_only_after_a_full_hash(
     assert fetched.body == MULTIPART_DATA
 
 
-def test_multipart_object_over_the_hashing_limit_is_unverifiable(
-    world: World, service: Service, call_recorder: CallRecorder
-) -> None:
-    # Given the only copy, uploaded in parts (composite checksum)
-    org = world.org()
-    backend = world.backend(org, "multipart", is_default=True)
-    digest = world.put(backend, MULTIPART_DATA, multipart=True)
-    world.map(digest, org, backend)
-    # and a hashing limit below its size
-    service.configure(MAX_HASH_BYTES=len(MULTIPART_DATA) - 1)
-
-    # When the caller asks for a redirect
-    response = service.get(digest, orgs=org)
-
-    # Then the composite checksum is not accepted as proof: unverifiable, nothing served
-    assert response.status == 502
-    assert response.error_code == "backends_unavailable"
-    assert response.attempts == [("multipart", "unverifiable")]
-    assert call_recorder.count("s3", "GetObject") == 0
+# (a multipart copy over the hashing limit is unverifiable: the "multipart-composite-checksum" case
+# of test_only_copy_without_a_full_object_checksum_over_the_hashing_limit_is_unverifiable)
 
 
 def test_corrupt_multipart_object_is_never_served(
@@ -231,9 +225,7 @@ def test_corrupt_multipart_object_is_never_served(
     response = service.get(digest, orgs=org)
 
     # Then the full hash finds the mismatch: 502 integrity_failure, no URL
-    assert response.status == 502
-    assert response.error_code == "integrity_failure"
-    assert response.attempts == [("corrupt-multipart", "digest_mismatch")]
+    assert_failed(response, 502, "integrity_failure", [("corrupt-multipart", "digest_mismatch")])
     assert "Location" not in response.headers
     assert s3_operations(call_recorder) == ["HeadObject", "GetObject"]
 
@@ -256,9 +248,7 @@ def test_body_mode_never_returns_corrupt_bytes(
     response = service.get(digest, orgs=org, mode="body")
 
     # Then the bytes were hashed before anything was returned: 502 integrity_failure, no body
-    assert response.status == 502
-    assert response.error_code == "integrity_failure"
-    assert response.attempts == [("corrupt", "digest_mismatch")]
+    assert_failed(response, 502, "integrity_failure", [("corrupt", "digest_mismatch")])
     assert not response.raw.get("isBase64Encoded")
     assert CORRUPT not in response.body
     assert CORRUPT[:32] not in response.body
