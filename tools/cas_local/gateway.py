@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -38,6 +38,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cas_download.data.secrets import SecretUnavailable, credentials_from_secret
+from cas_local.httpbase import DispatchingHandler, bound_handler
 from cas_local.presign import PresignCheck, is_presigned, verify_presigned
 
 HOP_BY_HOP = frozenset(
@@ -141,7 +142,7 @@ class StorageGateway:
         self.keys = keys
         self.clock = clock or (lambda: datetime.now(UTC))
         self.host = host
-        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server = ThreadingHTTPServer((host, port), bound_handler(_GatewayHandler, gateway=self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -197,42 +198,11 @@ class StorageGateway:
         return target, signed
 
 
-def _handler_class(gateway: StorageGateway) -> type[BaseHTTPRequestHandler]:
-    class Handler(_GatewayHandler):
-        pass
+class _GatewayHandler(DispatchingHandler):
+    """Quiet: the gateway is plumbing (requests show up in the handler's log line instead)."""
 
-    Handler.gateway = gateway
-    return Handler
-
-
-class _GatewayHandler(BaseHTTPRequestHandler):
     gateway: StorageGateway
-    protocol_version = "HTTP/1.1"
     server_version = "cas-local-storage-gateway"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the gateway is plumbing (requests show up in the handler's log line instead)."""
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
 
     # ------------------------------------------------------------------ dispatch
 

@@ -21,12 +21,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, TextIO
 
 from cas_download.app import App
 from cas_download.handlers.download import handle
 from cas_local.events import ROUTE_METHODS, LocalLambdaContext, http_event, local_orgs, route_digest
+from cas_local.httpbase import DispatchingHandler, bound_handler
 
 
 class ApiServer:
@@ -49,7 +50,7 @@ class ApiServer:
         # One Lambda container runs one request at a time: so does the local one.
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server = ThreadingHTTPServer((host, port), bound_handler(_ApiHandler, api=self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -87,42 +88,11 @@ class ApiServer:
                 self.access_log.flush()
 
 
-def _handler_class(api: ApiServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(_ApiHandler):
-        pass
+class _ApiHandler(DispatchingHandler):
+    """One access line per request (``ApiServer.log``) instead of the standard request log."""
 
-    Handler.api = api
-    return Handler
-
-
-class _ApiHandler(BaseHTTPRequestHandler):
     api: ApiServer
-    protocol_version = "HTTP/1.1"
     server_version = "cas-local-api"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Replaced by one access line per request (``ApiServer.log``)."""
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
 
     def _dispatch(self) -> None:
         started = time.monotonic()
