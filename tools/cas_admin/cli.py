@@ -114,16 +114,14 @@ def _backend_commands(groups: Any) -> None:
     _json(listing)
     listing.set_defaults(func=backends.cmd_list)
 
-    default = commands.add_parser(
+    _one_backend_command(
+        commands,
         "set-default",
+        backends.cmd_set_default,
         help="make a backend the org's default",
         description="Make a backend the org's only default (any other loses the flag, in one transaction). "
         "A fallback made default stops being the fallback.",
     )
-    default.add_argument("backend", help="backend name or id")
-    _org(default)
-    _json(default)
-    default.set_defaults(func=backends.cmd_set_default)
 
     fallback = commands.add_parser(
         "set-fallback",
@@ -136,16 +134,14 @@ def _backend_commands(groups: Any) -> None:
     _json(fallback)
     fallback.set_defaults(func=backends.cmd_set_fallback)
 
-    delete = commands.add_parser(
+    _one_backend_command(
+        commands,
         "delete",
+        backends.cmd_delete,
         help="soft-delete a backend (deleted_at)",
         description="Soft delete: sets deleted_at; the service never uses a deleted backend. "
         "Its secret and the objects stay.",
     )
-    delete.add_argument("backend", help="backend name or id")
-    _org(delete)
-    _json(delete)
-    delete.set_defaults(func=backends.cmd_delete)
 
     rotate = commands.add_parser(
         "rotate",
@@ -162,6 +158,15 @@ def _backend_commands(groups: Any) -> None:
     backends.add_credential_arguments(rotate, required=False)
     _json(rotate)
     rotate.set_defaults(func=backends.cmd_rotate)
+
+
+def _one_backend_command(commands: Any, name: str, func: Command, *, help: str, description: str) -> None:
+    """A command that takes one backend of an org and nothing else: BACKEND, --org, --json."""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.add_argument("backend", help="backend name or id")
+    _org(parser)
+    _json(parser)
+    parser.set_defaults(func=func)
 
 
 def _artifact_commands(groups: Any) -> None:
