@@ -276,12 +276,19 @@ def test_with_mapped_and_default_revoked_the_org_fallback_serves(
     ]
 
 
+@pytest.mark.parametrize(
+    ("fallback_on_mapped_bucket", "order"),
+    [(False, ["mapped", "default", "fallback"]), (True, ["mapped", "fallback", "default"])],
+    ids=["three-buckets", "fallback-on-the-mapped-bucket"],
+)
 def test_everything_revoked_is_backends_unavailable_with_every_attempt_in_order(
-    world: World, service: Service
+    world: World, service: Service, fallback_on_mapped_bucket: bool, order: list[str]
 ) -> None:
-    # Given the mapped backend, the org default and the org fallback all revoked, each with a copy
-    org, mapped, default = mapped_and_default(world)
-    fallback = world.backend(org, "fallback", is_fallback=True)
+    # Given the mapped backend, the org default and the org fallback all revoked, each with a copy,
+    # each in its own bucket, or the fallback in the mapped backend's bucket (the default in another)
+    shared = world.bucket() if fallback_on_mapped_bucket else None
+    org, mapped, default = mapped_and_default(world, mapped_bucket=shared)
+    fallback = world.backend(org, "fallback", bucket=shared, is_fallback=True)
     digest = world.put(mapped, DATA)
     world.put(default, DATA)
     world.put(fallback, DATA)
@@ -292,17 +299,9 @@ def test_everything_revoked_is_backends_unavailable_with_every_attempt_in_order(
     # When the caller asks for it
     response = service.get(digest, orgs=org)
 
-    # Then nothing serves and the attempts list mapped, default, fallback, in that order
-    assert_failed(
-        response,
-        502,
-        "backends_unavailable",
-        [
-            ("mapped", "credentials_invalid"),
-            ("default", "credentials_invalid"),
-            ("fallback", "credentials_invalid"),
-        ],
-    )
+    # Then nothing serves and the attempts list mapped, default, fallback, in that order; or, with the
+    # fallback on the mapped location, the same-location fallback before the default
+    assert_failed(response, 502, "backends_unavailable", [(name, "credentials_invalid") for name in order])
     assert "Location" not in response.headers
 
 
@@ -558,28 +557,6 @@ def test_candidate_sharing_the_failed_mapped_location_is_tried_before_the_defaul
     assert default.access_key_id not in s3_key_ids(call_recorder)
 
 
-def test_attempts_put_the_same_location_candidate_before_the_default(world: World, service: Service) -> None:
-    # Given the mapped backend and the org fallback in bucket A, the org default in bucket B, all revoked
-    shared = world.bucket()
-    org, mapped, default = mapped_and_default(world, mapped_bucket=shared)
-    fallback = world.backend(org, "fallback", bucket=shared, is_fallback=True)
-    digest = world.put(mapped, DATA)
-    world.put(default, DATA)
-    world.map(digest, org, mapped)
-    for backend in (mapped, default, fallback):
-        world.revoke(backend)
-
-    # When the caller asks for it
-    response = service.get(digest, orgs=org)
-
-    # Then the attempts are mapped, the same-location fallback, then the default
-    assert_failed(
-        response,
-        502,
-        "backends_unavailable",
-        [
-            ("mapped", "credentials_invalid"),
-            ("fallback", "credentials_invalid"),
-            ("default", "credentials_invalid"),
-        ],
-    )
+# (with every candidate revoked, the attempts put the same-location fallback before the default: see
+# test_everything_revoked_is_backends_unavailable_with_every_attempt_in_order,
+# case "fallback-on-the-mapped-bucket")
