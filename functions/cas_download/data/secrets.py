@@ -33,9 +33,9 @@ def credentials_from_secret(value: object) -> Credentials:
     fields: dict[str, Any] = {_normalize(str(key)): item for key, item in value.items()}
     access_key_id = fields.get("accesskeyid")
     secret_access_key = fields.get("secretaccesskey")
-    if not (isinstance(access_key_id, str) and access_key_id and isinstance(secret_access_key, str)):
+    if not (isinstance(access_key_id, str) and access_key_id):
         raise SecretUnavailable("secret lacks AccessKeyID or SecretAccessKey")
-    if not secret_access_key:
+    if not (isinstance(secret_access_key, str) and secret_access_key):
         raise SecretUnavailable("secret lacks AccessKeyID or SecretAccessKey")
     return Credentials(
         access_key_id=access_key_id,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlsplit
 
 import boto3
@@ -23,7 +23,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from cas_download.domain import AttemptReason, Credentials
+from cas_download.domain import AttemptReason, Credentials, ObjectInfo
+from cas_download.filenames import decode_filename
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -66,13 +67,46 @@ def parse_location(location: str) -> StorageLocation:
     return StorageLocation(bucket=bucket, endpoint_url=f"{parts.scheme}://{parts.netloc}")
 
 
-@dataclass(frozen=True, slots=True)
-class HeadResult:
+@dataclass(slots=True)
+class StoredObject:
+    """What S3 says of an object in the headers of both HEAD and GET."""
+
     size: int
     etag: str | None
     version_id: str | None
     content_type: str | None
     metadata: dict[str, str]
+
+    def info(self) -> ObjectInfo:
+        return ObjectInfo(
+            size=self.size,
+            etag=self.etag,
+            version_id=self.version_id,
+            content_type=self.content_type,
+            filename=decode_filename(self.metadata.get("filename")),
+        )
+
+
+class _StoredObjectFields(TypedDict):
+    size: int
+    etag: str | None
+    version_id: str | None
+    content_type: str | None
+    metadata: dict[str, str]
+
+
+def _stored_object_fields(response: Mapping[str, Any]) -> _StoredObjectFields:
+    return {
+        "size": int(response.get("ContentLength", 0)),
+        "etag": response.get("ETag"),
+        "version_id": response.get("VersionId"),
+        "content_type": response.get("ContentType"),
+        "metadata": {k.lower(): v for k, v in (response.get("Metadata") or {}).items()},
+    }
+
+
+@dataclass(slots=True)
+class HeadResult(StoredObject):
     checksum_sha256: str | None
     checksum_type: str | None
 
@@ -168,11 +202,7 @@ def head_object(client: S3Client, bucket: str, key: str) -> HeadResult:
     except BotoCoreError as error:
         raise StorageFailure(classify(error), _describe(error)) from None
     return HeadResult(
-        size=int(response.get("ContentLength", 0)),
-        etag=response.get("ETag"),
-        version_id=response.get("VersionId"),
-        content_type=response.get("ContentType"),
-        metadata={k.lower(): v for k, v in (response.get("Metadata") or {}).items()},
+        **_stored_object_fields(response),
         checksum_sha256=response.get("ChecksumSHA256"),
         checksum_type=response.get("ChecksumType"),
     )
@@ -188,12 +218,7 @@ def _explain_refusal(client: S3Client, bucket: str, key: str) -> AttemptReason:
 
 
 @dataclass(slots=True)
-class OpenedObject:
-    size: int
-    etag: str | None
-    version_id: str | None
-    content_type: str | None
-    metadata: dict[str, str]
+class OpenedObject(StoredObject):
     body: Any  # botocore StreamingBody
 
     def chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
@@ -220,14 +245,7 @@ def get_object(
         response = client.get_object(**params)
     except (ClientError, BotoCoreError) as error:
         raise StorageFailure(classify(error), _describe(error)) from None
-    return OpenedObject(
-        size=int(response.get("ContentLength", 0)),
-        etag=response.get("ETag"),
-        version_id=response.get("VersionId"),
-        content_type=response.get("ContentType"),
-        metadata={k.lower(): v for k, v in (response.get("Metadata") or {}).items()},
-        body=response["Body"],
-    )
+    return OpenedObject(**_stored_object_fields(response), body=response["Body"])
 
 
 def probe_read_access(client: S3Client, bucket: str, prefix: str) -> AttemptReason | None:

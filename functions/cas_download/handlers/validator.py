@@ -6,8 +6,9 @@ from typing import Any
 
 from cas_download.app import App
 from cas_download.config import Settings
+from cas_download.domain import STATUS_INVALID
 from cas_download.logic.deadline import Deadline
-from cas_download.logic.validation import ValidationReport, validate_backends
+from cas_download.logic.validation import Validation, ValidationReport, validate_backends
 
 # Time kept back from Lambda's own timeout to write the results and the log line.
 _RESERVE_SECONDS = 5.0
@@ -29,10 +30,10 @@ def run(app: App, context: Any) -> dict[str, Any]:
     report = validate_backends(app.services, Deadline(budget))
     summary = _summary(report)
     telemetry = app.telemetry
-    for backend in report.invalidated:
-        telemetry.logger.warning("backend invalidated", extra=_describe(backend, report))
-    for backend in report.recovered:
-        telemetry.logger.info("backend recovered", extra=_describe(backend, report))
+    for validation in report.invalidated:
+        telemetry.logger.warning("backend invalidated", extra=_describe(validation))
+    for validation in report.recovered:
+        telemetry.logger.info("backend recovered", extra=_describe(validation))
     telemetry.logger.info("backends validated", extra=summary)
     telemetry.count("BackendsValidated", len(report.validated))
     telemetry.count("BackendInvalidated", len(report.invalidated))
@@ -42,17 +43,22 @@ def run(app: App, context: Any) -> dict[str, Any]:
     return summary
 
 
-def _describe(backend: Any, report: ValidationReport) -> dict[str, Any]:
-    error = next((v.error for v in report.validated if v.backend.id == backend.id), None)
-    return {"backend_id": backend.id, "backend_name": backend.name, "org_id": backend.org_id, "error": error}
+def _describe(validation: Validation) -> dict[str, Any]:
+    backend = validation.backend
+    return {
+        "backend_id": backend.id,
+        "backend_name": backend.name,
+        "org_id": backend.org_id,
+        "error": validation.error,
+    }
 
 
 def _summary(report: ValidationReport) -> dict[str, Any]:
     return {
         "validated": len(report.validated),
-        "invalid": sorted(v.backend.id for v in report.validated if v.status == "Invalid"),
-        "invalidated": sorted(b.id for b in report.invalidated),
-        "recovered": sorted(b.id for b in report.recovered),
+        "invalid": sorted(v.backend.id for v in report.validated if v.status == STATUS_INVALID),
+        "invalidated": sorted(v.backend.id for v in report.invalidated),
+        "recovered": sorted(v.backend.id for v in report.recovered),
         "not_finished": sorted(b.id for b in report.not_finished),
         "write_conflicts": sorted(b.id for b in report.write_conflicts),
         "write_errors": sorted(b.id for b in report.write_errors),

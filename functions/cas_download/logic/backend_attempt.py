@@ -22,11 +22,10 @@ from cas_download.domain import (
     Backend,
     Credentials,
     Mode,
-    ObjectInfo,
     VerificationMethod,
 )
 from cas_download.errors import TooLargeForBody
-from cas_download.filenames import content_disposition, decode_filename
+from cas_download.filenames import content_disposition
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.services import Services
 from cas_download.logic.verification import (
@@ -96,23 +95,12 @@ def _serve(
             body_base64 = hash_and_encode(opened.chunks(), expected_hex, opened.size, deadline)
         finally:
             opened.close()
-        info = ObjectInfo(
-            size=opened.size,
-            etag=opened.etag,
-            version_id=opened.version_id,
-            content_type=opened.content_type,
-            filename=decode_filename(opened.metadata.get("filename")),
+        return Artifact(
+            digest, backend, False, opened.info(), VerificationMethod.STREAM_HASH, body_base64=body_base64
         )
-        return Artifact(digest, backend, False, info, VerificationMethod.STREAM_HASH, body_base64=body_base64)
 
     head = head_object(client, location.bucket, key)
-    info = ObjectInfo(
-        size=head.size,
-        etag=head.etag,
-        version_id=head.version_id,
-        content_type=head.content_type,
-        filename=decode_filename(head.metadata.get("filename")),
-    )
+    info = head.info()
     proof = checksum_proof(head, expected_hex)
     if proof is False:
         raise StorageFailure(AttemptReason.DIGEST_MISMATCH, "S3 checksum differs from the digest")

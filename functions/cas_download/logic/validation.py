@@ -50,8 +50,8 @@ class Validation:
 @dataclass(slots=True)
 class ValidationReport:
     validated: list[Validation] = field(default_factory=list)
-    invalidated: list[Backend] = field(default_factory=list)
-    recovered: list[Backend] = field(default_factory=list)
+    invalidated: list[Validation] = field(default_factory=list)
+    recovered: list[Validation] = field(default_factory=list)
     not_finished: list[Backend] = field(default_factory=list)
     write_conflicts: list[Backend] = field(default_factory=list)
     write_errors: list[Backend] = field(default_factory=list)
@@ -121,6 +121,6 @@ def _record(validation: Validation, services: Services, report: ValidationReport
     if not written:
         report.write_conflicts.append(backend)
     elif validation.status == STATUS_INVALID and not backend.is_invalid:
-        report.invalidated.append(backend)
+        report.invalidated.append(validation)
     elif validation.status == STATUS_OK and backend.is_invalid:
-        report.recovered.append(backend)
+        report.recovered.append(validation)
