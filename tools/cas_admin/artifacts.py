@@ -25,9 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cas_admin.errors import AdminError, IntegrityError, UsageError
 from cas_admin.output import note, print_json, print_table
 from cas_admin.store import SUPPORTED_PROVIDER, AdminStore, BackendRow
-from cas_download.config import Settings
 from cas_download.data.storage import StorageFailure, head_object, parse_location
-from cas_download.data.tables import build_tables
 from cas_download.digests import digest_hex, parse_digest
 from cas_download.domain import Backend, Mapping
 from cas_download.errors import InvalidDigest
@@ -381,11 +379,7 @@ def cmd_where(args: argparse.Namespace, store: AdminStore) -> int:
 
 def where_report(store: AdminStore, digest: str, wanted: set[str]) -> dict[str, Any]:
     """The ``where`` document: candidates in the service's order, each probed, and the others."""
-    reader = build_tables(
-        Settings(
-            backends_table=store.backends_table, mappings_table=store.mappings_table, region=store.region
-        )
-    )
+    reader = store.tables
     all_mappings: list[Mapping] = reader.mappings_for_digest(digest)
     for org in sorted(wanted):
         store.known_org(org)

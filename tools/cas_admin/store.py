@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any
 
 import boto3
@@ -19,9 +20,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cas_admin.errors import AdminError, UsageError
+from cas_download.config import Settings
 from cas_download.data.secrets import SecretUnavailable, credentials_from_secret
 from cas_download.data.storage import S3ClientPool, StorageFailure, parse_location
+from cas_download.data.tables import StatusGuard, Tables, build_tables
 from cas_download.domain import Backend, Credentials
+from cas_download.logic.health import utc_now_iso
 
 ORG_INDEX = "org_id-index"
 SUPPORTED_PROVIDER = "AWS-S3"
@@ -243,21 +247,18 @@ class AdminStore:
         )
         return at
 
-    def record_validation(self, row: BackendRow, status: str, error: str | None) -> None:
-        values: dict[str, Any] = {":s": {"S": status}, ":at": {"S": utc_now()}}
-        expression = "SET validation_status = :s, validated_at = :at"
-        if error:
-            expression += ", validation_error = :e"
-            values[":e"] = {"S": error}
-        else:
-            expression += " REMOVE validation_error"
-        self.client("dynamodb").update_item(
-            TableName=self.backends_table,
-            Key={"id": {"S": row.id}},
-            UpdateExpression=expression,
-            ConditionExpression="attribute_exists(id)",
-            ExpressionAttributeValues=values,
+    @cached_property
+    def tables(self) -> Tables:
+        """The service's own table access (PynamoDB, as the Lambda reads and writes them)."""
+        return build_tables(
+            Settings(
+                backends_table=self.backends_table, mappings_table=self.mappings_table, region=self.region
+            )
         )
+
+    def record_validation(self, row: BackendRow, status: str, error: str | None) -> None:
+        """The same conditional status write as the service's (never over a newer validation)."""
+        self.tables.record_status(row.id, status, error, utc_now_iso(), StatusGuard.NOT_NEWER)
 
     def _unset(self, row: BackendRow, flag: str) -> dict[str, Any]:
         return {
