@@ -1,11 +1,12 @@
-"""Count every AWS call the app makes, including the ones PynamoDB makes through its own sessions.
+"""Count every AWS call the app makes, DynamoDB calls made through PynamoDB included.
 
 The tests' :class:`~tests.support.calls.CallRecorder` hooks botocore's ``before-call`` event on the
-boto3 session given to ``App.create``: that covers Secrets Manager and S3. PynamoDB does not use that
-session: each ``pynamodb.connection.base.Connection`` creates a botocore session per thread with
-``botocore.session.get_session()`` (imported by name into that module) and a DynamoDB client from it.
-:meth:`CallCounter.pynamodb_sessions` wraps that one function, so every session PynamoDB creates
-while it is active gets the same hooks before its client exists (botocore copies a session's event
+boto3 session given to ``App.create``. The app hands that session to its PynamoDB models
+(``data/tables.py: _share_session``) for the thread that builds it, so Secrets Manager, S3 and
+DynamoDB calls are all seen there. Any other thread's PynamoDB connection still creates its own
+botocore session with ``botocore.session.get_session()`` (imported by name into
+``pynamodb.connection.base``): :meth:`CallCounter.pynamodb_sessions` wraps that one function, so
+such sessions get the same hooks before their client exists (botocore copies a session's event
 handlers into a client when the client is created). Nothing in the app is patched.
 """
 

@@ -63,7 +63,8 @@ Written by `make bench` (`python -m benchmarks.run`): do not edit by hand, re-ru
   absolute times are this machine's, which is why every result is a ratio to work measured in the same run.
 - **Method**: the real handler (`cas_download.handlers.download.handle`) with one `App` per scenario (a
   warm container each); AWS calls counted with botocore `before-call` hooks on the app's boto3 session
-  and on every botocore session PynamoDB creates (`benchmarks/counting.py`). Latency scenarios are timed
+  (which the app also hands to its PynamoDB models) and on any botocore session PynamoDB still creates
+  (`benchmarks/counting.py`). Latency scenarios are timed
   in the same rounds, shuffled each round ({args.requests} timed requests each after {args.warmup} warm-up
   rounds); the handler's stdout (its log line and EMF metrics) goes to a file, as Lambda's goes to CloudWatch."""
 
@@ -243,8 +244,10 @@ def _cold(results: Results) -> str:
         c = {k: v * 1000 for k, v in cold.clients.items()}
         text += (
             "\n\nDynamoDB client creation, with .pyc, after an S3 and a Secrets Manager client exist (medians, "
-            "ms): PynamoDB gives each model's connection its own `botocore.session.get_session()`, so each "
-            "reloads what the app's boto3 session already holds (endpoints, partitions, the service model).\n\n"
+            "ms). By default PynamoDB gives each model's connection its own `botocore.session.get_session()`, "
+            "which reloads what the app's boto3 session already holds (endpoints, partitions, the service "
+            "model): the first row. The app hands its own session to the models instead "
+            "(`data/tables.py: _share_session`): the second row.\n\n"
             + table(
                 ("client", "1st", "2nd"),
                 (

@@ -39,7 +39,9 @@ class App:
                 connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1, "mode": "standard"}
             ),
         )
-        tables = build_tables(settings)
+        # boto3 offers no public accessor for its botocore session; sharing it saves each PynamoDB
+        # model a new botocore session at cold start (data/tables.py: _share_session).
+        tables = build_tables(settings, botocore_session=session._session)
         services = Services(
             settings=settings,
             catalog=Catalog(tables, settings.backend_cache_ttl_seconds),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pynamodb.connection.base as pynamodb_connection
 import pytest
 
 from cas_download.handlers import download as entrypoint
+from tests.scenarios.conftest import Service
+from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
 from tests.support.world import World
 
@@ -59,3 +63,49 @@ def test_the_entry_point_builds_one_app_from_the_environment_and_reuses_it(
     assert app is not None
     assert entrypoint._app is app
     assert app.settings.backends_table == app_env["BACKENDS_TABLE"]
+
+
+def test_the_tables_use_the_app_session_instead_of_a_botocore_session_per_model(
+    world: World,
+    service: Service,
+    call_recorder: CallRecorder,
+    verifications_table: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a container whose three tables are configured, and a watch on the botocore session
+    # PynamoDB would otherwise create for each model (each re-reads botocore's data files: slow cold starts)
+    new_sessions: list[object] = []
+    original = pynamodb_connection.get_session  # type: ignore[attr-defined]
+
+    def watched_get_session(*args: Any, **kwargs: Any) -> Any:
+        new_sessions.append(object())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pynamodb_connection, "get_session", watched_get_session)
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    # (no stored checksum, so a redirect proves the bytes by hashing them and records that)
+    digest = world.put(backend, b"first request of a container\n", checksum=False)
+    world.map(digest, org, backend)
+    service.configure(VERIFICATIONS_TABLE=verifications_table)
+
+    # When the container serves its first redirect
+    response = service.get(digest, org)
+
+    # Then it is served, all three tables were used through the app's own session (the recorder
+    # watches only that session), and PynamoDB created no botocore session of its own
+    assert response.status == 307
+    dynamodb_calls = {
+        (call.operation, table)
+        for call in call_recorder.calls
+        if call.service == "dynamodb"
+        for table in (call.params.get("TableName"), *call.params.get("RequestItems", {}))
+        if table
+    }
+    assert dynamodb_calls >= {
+        ("Query", world.tables.mappings),
+        ("BatchGetItem", world.tables.backends),
+        ("GetItem", verifications_table),
+        ("PutItem", verifications_table),
+    }
+    assert new_sessions == []

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.attributes import BooleanAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute
 from pynamodb.exceptions import PynamoDBException, UpdateError
@@ -21,6 +21,9 @@ from pynamodb.models import Model
 from cas_download.config import Settings
 from cas_download.domain import STATUS_INVALID, STATUS_OK, Backend, Mapping, VerificationRecord
 from cas_download.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from botocore.session import Session as BotocoreSession
 
 ORG_INDEX_NAME = "org_id-index"
 _BATCH_GET_LIMIT = 100
@@ -162,8 +165,12 @@ def _backend(record: Any) -> Backend:
     )
 
 
-def build_tables(settings: Settings) -> Tables:
-    """Model classes bound to the configured table names, region and timeouts."""
+def build_tables(settings: Settings, botocore_session: BotocoreSession | None = None) -> Tables:
+    """Model classes bound to the configured table names, region and timeouts.
+
+    With ``botocore_session``, the models' DynamoDB clients are created from it (see
+    :func:`_share_session`) instead of from a new botocore session per model.
+    """
 
     class _Meta:
         region = settings.region
@@ -227,6 +234,25 @@ def build_tables(settings: Settings) -> Tables:
 
         verification_model = VerificationRecordModel
 
+    if botocore_session is not None:
+        for model in (BackendRecord, MappingRecord, verification_model):
+            if model is not None:
+                _share_session(model, botocore_session)
     return Tables(
         backend_model=BackendRecord, mapping_model=MappingRecord, verification_model=verification_model
     )
+
+
+def _share_session(model: Any, botocore_session: BotocoreSession) -> None:
+    """Make ``model``'s PynamoDB connection create its client from ``botocore_session``.
+
+    Why: PynamoDB 6 has no option for this. Each model's connection calls
+    ``botocore.session.get_session()`` and a new session re-reads botocore's data files (endpoints,
+    the DynamoDB model) before its first client: about 48 ms per model at cold start, against 2 to
+    10 ms from the app's session, which has read them already (BENCHMARKS.md, cold start).
+    How: the connection keeps that session in a thread-local (botocore client creation is not
+    thread safe), so this sets it for the calling thread only, the one building the app; any other
+    thread keeps PynamoDB's default. ``pynamodb`` is pinned exactly in the layer, and a test fails if
+    the models stop using the session they are given.
+    """
+    model._get_connection().connection._local.session = botocore_session
