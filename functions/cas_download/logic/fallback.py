@@ -106,8 +106,12 @@ def serve_with_fallback(
 def _defer_recent_failures(
     candidates: list[Backend], services: Services
 ) -> tuple[list[Backend], list[Backend]]:
-    now = [b for b in candidates if not services.health.recently_failed(b.id)]
-    deferred = [b for b in candidates if services.health.recently_failed(b.id)]
+    # One look per backend: the memory expires with time, and two looks could disagree and put a
+    # backend in neither list (never tried).
+    now: list[Backend] = []
+    deferred: list[Backend] = []
+    for backend in candidates:
+        (deferred if services.health.recently_failed(backend.id) else now).append(backend)
     return now, deferred
 
 
