@@ -209,12 +209,18 @@ def head_object(client: S3Client, bucket: str, key: str) -> HeadResult:
 
 
 def _explain_refusal(client: S3Client, bucket: str, key: str) -> AttemptReason:
+    error = _first_byte_error(client, bucket, key)
+    return AttemptReason.ACCESS_DENIED if error is None else classify(error)
+
+
+def _first_byte_error(client: S3Client, bucket: str, key: str) -> ClientError | BotoCoreError | None:
+    """GET one byte: the error S3 answers with (a GET error names its code), or None if it was read."""
     try:
         response = client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
     except (ClientError, BotoCoreError) as error:
-        return classify(error)
+        return error
     response["Body"].close()
-    return AttemptReason.ACCESS_DENIED
+    return None
 
 
 @dataclass(slots=True)
@@ -262,13 +268,11 @@ def probe_read_access(client: S3Client, bucket: str, prefix: str) -> AttemptReas
             return reason
     else:
         return None
-    try:
-        response = client.get_object(Bucket=bucket, Key=f"{prefix}.cas-download-probe", Range="bytes=0-0")
-    except (ClientError, BotoCoreError) as error:
-        code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
-        return None if code == "NoSuchKey" else classify(error)
-    response["Body"].close()
-    return None
+    refusal = _first_byte_error(client, bucket, f"{prefix}.cas-download-probe")
+    if refusal is None:
+        return None
+    code = refusal.response.get("Error", {}).get("Code") if isinstance(refusal, ClientError) else None
+    return None if code == "NoSuchKey" else classify(refusal)
 
 
 def presign_get(
