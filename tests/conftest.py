@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from cas_local.stack import is_foreign_aws_variable
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext
 from tests.support.hygiene import REGISTRY as SECRETS
@@ -34,19 +35,6 @@ from tests.support.moto_servers import (
     start_aws_servers,
 )
 from tests.support.world import Tables, World
-
-# Variables that would give a client other credentials or send it elsewhere.
-_AWS_VARS_TO_CLEAR = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-)
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +90,7 @@ def aws_env(aws_servers: AwsServers, tmp_path_factory: pytest.TempPathFactory) -
     empty = tmp_path_factory.mktemp("aws-config") / "none"
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
-            if name.startswith("AWS_ENDPOINT_URL") or name in _AWS_VARS_TO_CLEAR:
+            if is_foreign_aws_variable(name):
                 mp.delenv(name)
         env = {
             "AWS_ENDPOINT_URL": aws_servers.control_url,

@@ -30,7 +30,8 @@ import pytest
 
 from cas_admin.cli import main as admin_main
 from cas_local.moto import PREEXEC, SETUP_CONFIG
-from cas_local.stack import FOREIGN_AWS_VARIABLES, StackEndpoints
+from cas_local.seed import grant_bucket_access
+from cas_local.stack import StackEndpoints, is_foreign_aws_variable
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -176,7 +177,7 @@ def admin(
     local_stack: RunningStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Admin:
     for name in list(os.environ):
-        if name.startswith("AWS_ENDPOINT_URL") or name in FOREIGN_AWS_VARIABLES:
+        if is_foreign_aws_variable(name):
             monkeypatch.delenv(name)
     for name, value in {**local_stack.endpoints.admin_env(), **NO_PROXY}.items():
         monkeypatch.setenv(name, value)
@@ -191,22 +192,7 @@ def identity(local_stack: RunningStack) -> tuple[str, str]:
     local_stack.client("s3", storage=True).create_bucket(Bucket=bucket)
     iam = local_stack.client("iam", storage=True)
     iam.create_user(UserName=user)
-    iam.put_user_policy(
-        UserName=user,
-        PolicyName="cas-backend",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListBucket"],
-                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-                    }
-                ],
-            }
-        ),
-    )
+    grant_bucket_access(iam, user, bucket)
     return user, bucket
 
 

@@ -16,6 +16,7 @@ import pytest
 from cas_admin.artifacts import _Progress
 from cas_admin.cli import build_parser
 from cas_admin.cli import main as admin_main
+from cas_local.seed import BACKEND_POLICY_NAME
 from tests.local.conftest import Admin, RunningStack, new_org, subprocess_env
 
 
@@ -40,10 +41,10 @@ def test_backend_lifecycle_keeps_one_default_and_one_fallback(
     other_user = f"{user}-x"
     iam = local_stack.client("iam", storage=True)
     iam.create_user(UserName=other_user)
-    policy = iam.get_user_policy(UserName=user, PolicyName="cas-backend")["PolicyDocument"]
+    policy = iam.get_user_policy(UserName=user, PolicyName=BACKEND_POLICY_NAME)["PolicyDocument"]
     iam.put_user_policy(
         UserName=other_user,
-        PolicyName="cas-backend",
+        PolicyName=BACKEND_POLICY_NAME,
         PolicyDocument=policy if isinstance(policy, str) else json.dumps(policy),
     )
     key = iam.create_access_key(UserName=other_user)["AccessKey"]

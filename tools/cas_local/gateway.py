@@ -28,7 +28,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -38,7 +37,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cas_download.data.secrets import SecretUnavailable, credentials_from_secret
-from cas_local.httpbase import DispatchingHandler, bound_handler
+from cas_local.httpbase import DispatchingHandler, LoopbackServer, bound_handler
 from cas_local.presign import PresignCheck, is_presigned, verify_presigned
 
 HOP_BY_HOP = frozenset(
@@ -124,8 +123,10 @@ class KeyDirectory:
             self._keys[credentials.access_key_id] = credentials.secret_access_key
 
 
-class StorageGateway:
+class StorageGateway(LoopbackServer):
     """The gateway server, run on a daemon thread: ``start()``, ``url``, ``stop()``."""
+
+    thread_name = "storage-gateway"
 
     def __init__(
         self,
@@ -141,34 +142,7 @@ class StorageGateway:
         self.upstream_url = f"http://{parts.netloc}"
         self.keys = keys
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.host = host
-        self._server = ThreadingHTTPServer((host, port), bound_handler(_GatewayHandler, gateway=self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> StorageGateway:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="storage-gateway",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        super().__init__(bound_handler(_GatewayHandler, gateway=self), host, port)
 
     def upstream(self) -> http.client.HTTPConnection:
         parts = urllib.parse.urlsplit(self.upstream_url)

@@ -1,9 +1,11 @@
-"""The request handler both local HTTP servers (the API front end and the storage gateway) build on."""
+"""What both local HTTP servers (the API front end and the storage gateway) build on: the request
+handler and the server's lifecycle."""
 
 from __future__ import annotations
 
-from http.server import BaseHTTPRequestHandler
-from typing import Any, TypeVar, cast
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self, TypeVar, cast
 
 _Handler = TypeVar("_Handler", bound="DispatchingHandler")
 
@@ -46,3 +48,39 @@ def bound_handler(base: type[_Handler], **attributes: object) -> type[_Handler]:
     """A subclass of ``base`` carrying ``attributes`` as class attributes (the server object its
     requests need), for ``ThreadingHTTPServer``, which builds one handler per request from a class."""
     return cast("type[_Handler]", type("Handler", (base,), dict(attributes)))
+
+
+class LoopbackServer:
+    """A threading HTTP server for one handler class: ``serve_forever()`` in the foreground, or
+    ``start()`` on a daemon thread; ``url``; ``stop()``."""
+
+    thread_name = "http-server"
+
+    def __init__(self, handler: type[DispatchingHandler], host: str, port: int) -> None:
+        self.host = host
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.2)
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self.serve_forever, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        # shutdown() waits for a serve_forever loop: only ask when one was started on a thread here.
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()

@@ -28,6 +28,7 @@ DEMO_ORG = "org-example"
 OTHER_ORG = "org-other"  # holds nothing: shows that another org gets 404 not_found
 BUCKET = "cas-demo"
 IAM_USER = "cas-org-example"
+BACKEND_POLICY_NAME = "cas-backend"
 OLD_BACKEND = "primary-2024"
 NEW_BACKEND = "primary-2025"
 SECRET_PREFIX = "cas/"  # noqa: S105 - template.yaml's SecretNamePrefix default
@@ -66,6 +67,27 @@ def large_payload(size: int) -> bytes:
     return hashlib.shake_256(b"cas-download local demo").digest(size)
 
 
+def grant_bucket_access(iam: Any, user: str, bucket: str) -> None:
+    """Let ``user`` (an IAM user of the storage side) read and write ``bucket``: what an org's
+    backend keys are allowed in the local stack."""
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName=BACKEND_POLICY_NAME,
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListBucket"],
+                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                    }
+                ],
+            }
+        ),
+    )
+
+
 def seed(stack: LocalStack) -> Demo:
     iam = stack.storage_client("iam")
     s3 = stack.storage_client("s3")
@@ -80,22 +102,7 @@ def seed(stack: LocalStack) -> Demo:
 
     s3.create_bucket(Bucket=BUCKET)
     iam.create_user(UserName=IAM_USER)
-    iam.put_user_policy(
-        UserName=IAM_USER,
-        PolicyName="cas-backend",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListBucket"],
-                        "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
-                    }
-                ],
-            }
-        ),
-    )
+    grant_bucket_access(iam, IAM_USER, BUCKET)
 
     def new_backend(name: str, created_at: str, *, is_default: bool) -> tuple[BackendRow, str]:
         key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]

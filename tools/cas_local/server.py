@@ -21,17 +21,18 @@ import time
 import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import ThreadingHTTPServer
 from typing import Any, TextIO
 
 from cas_download.app import App
 from cas_download.handlers.download import handle
 from cas_local.events import ROUTE_METHODS, LocalLambdaContext, http_event, local_orgs, route_digest
-from cas_local.httpbase import DispatchingHandler, bound_handler
+from cas_local.httpbase import DispatchingHandler, LoopbackServer, bound_handler
 
 
-class ApiServer:
+class ApiServer(LoopbackServer):
     """``serve_forever()`` in the foreground (``make run``) or ``start()`` on a thread (tests)."""
+
+    thread_name = "api-server"
 
     def __init__(
         self,
@@ -43,42 +44,17 @@ class ApiServer:
         access_log: TextIO | None = sys.stderr,
     ) -> None:
         self.app = app
-        self.host = host
         self.org_claim = app.settings.org_claim
         self.timeout_ms = timeout_seconds * 1000
         self.access_log = access_log
         # One Lambda container runs one request at a time: so does the local one.
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), bound_handler(_ApiHandler, api=self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(bound_handler(_ApiHandler, api=self), host, port)
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             return handle(event, LocalLambdaContext(timeout_ms=self.timeout_ms), self.app)
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.2)
-
-    def start(self) -> ApiServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="api-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
 
     def log(self, line: str) -> None:
         if self.access_log is not None:

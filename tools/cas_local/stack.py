@@ -42,6 +42,11 @@ FOREIGN_AWS_VARIABLES = (
 )
 
 
+def is_foreign_aws_variable(name: str) -> bool:
+    """A variable to drop before pointing clients at a stack: other credentials or endpoints."""
+    return name.startswith("AWS_ENDPOINT_URL") or name in FOREIGN_AWS_VARIABLES
+
+
 def env_json_document(template: Template) -> dict[str, dict[str, str]]:
     """The content of events/env.json: the download function's table variables at their local names
     plus ``LOCAL_OVERRIDES``, in SAM's ``{"<LogicalId>": {...}}`` form."""
@@ -227,7 +232,7 @@ def process_environment(values: Mapping[str, str]) -> Iterator[None]:
     saved = dict(os.environ)
     try:
         for name in list(os.environ):
-            if name.startswith("AWS_ENDPOINT_URL") or name in FOREIGN_AWS_VARIABLES:
+            if is_foreign_aws_variable(name):
                 del os.environ[name]
         os.environ.update(values)
         yield
