@@ -11,9 +11,6 @@ from importlib import metadata
 from pathlib import Path
 
 from tests.support.moto_servers import (
-    CONTROL_ACCESS_KEY_ID,
-    CONTROL_SECRET_ACCESS_KEY,
-    REGION,
     AwsServers,
 )
 
@@ -25,22 +22,10 @@ PACKAGES = ("boto3", "botocore", "pynamodb", "aws-lambda-powertools", "moto", "p
 
 def aws_env(servers: AwsServers, scratch: Path) -> dict[str, str]:
     """What every AWS client of the benchmark (and of its child processes) needs: the moto servers,
-    test credentials, no config files, no instance metadata. Same values as tests/conftest.py."""
+    test credentials, no config files, no instance metadata (the tests' values)."""
     empty = scratch / "no-aws-config"
     empty.touch()
-    return {
-        "AWS_ENDPOINT_URL": servers.control_url,
-        "AWS_ENDPOINT_URL_S3": servers.storage_url,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": CONTROL_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": CONTROL_SECRET_ACCESS_KEY,
-        "AWS_CONFIG_FILE": str(empty),
-        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "cas-download",
-        "POWERTOOLS_METRICS_NAMESPACE": "CasDownloadBench",
-    }
+    return servers.client_env(empty, metrics_namespace="CasDownloadBench")
 
 
 def apply_env(values: dict[str, str]) -> None:

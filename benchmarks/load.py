@@ -378,23 +378,9 @@ def local_stack(work_dir: Path) -> Iterator[Stack]:
             preexec_fn=PREEXEC,  # noqa: PLW1509 - only prctl, no locks taken
         )
     try:
-        yield Stack(process, _wait_for_state(process, state, err), out, err)
+        yield Stack(process, StackEndpoints.wait_for(process, state, err, START_TIMEOUT_S), out, err)
     finally:
         _stop(process)
-
-
-def _wait_for_state(process: subprocess.Popen[bytes], state: Path, err: Path) -> StackEndpoints:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"cas-local run exited with {process.returncode}:\n{err.read_text()[-4000:]}")
-        if state.exists():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                endpoints = StackEndpoints.read(state)
-                if endpoints.api_url:
-                    return endpoints
-        time.sleep(0.1)
-    raise TimeoutError(f"cas-local run not ready in {START_TIMEOUT_S:.0f} s:\n{err.read_text()[-4000:]}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

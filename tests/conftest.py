@@ -27,9 +27,6 @@ from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext
 from tests.support.hygiene import REGISTRY as SECRETS
 from tests.support.moto_servers import (
-    CONTROL_ACCESS_KEY_ID,
-    CONTROL_SECRET_ACCESS_KEY,
-    REGION,
     AwsServers,
     BlackHole,
     start_aws_servers,
@@ -92,19 +89,7 @@ def aws_env(aws_servers: AwsServers, tmp_path_factory: pytest.TempPathFactory) -
         for name in list(os.environ):
             if is_foreign_aws_variable(name):
                 mp.delenv(name)
-        env = {
-            "AWS_ENDPOINT_URL": aws_servers.control_url,
-            "AWS_ENDPOINT_URL_S3": aws_servers.storage_url,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": CONTROL_ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": CONTROL_SECRET_ACCESS_KEY,
-            "AWS_CONFIG_FILE": str(empty),
-            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "POWERTOOLS_SERVICE_NAME": "cas-download",
-            "POWERTOOLS_METRICS_NAMESPACE": "CasDownloadTest",
-        }
+        env = aws_servers.client_env(empty, metrics_namespace="CasDownloadTest")
         for name, value in env.items():
             mp.setenv(name, value)
         yield create_tables(aws_servers, uuid.uuid4().hex[:12])

@@ -10,7 +10,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -104,18 +103,7 @@ def start_run(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path, Pa
 
 
 def wait_for_state(proc: subprocess.Popen[bytes], state: Path, err: Path) -> StackEndpoints:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"cas-local run exited with {proc.returncode}:\n{err.read_text()[-4000:]}")
-        if state.exists():
-            with contextlib.suppress(ValueError, OSError):
-                endpoints = StackEndpoints.read(state)
-                if endpoints.api_url:
-                    return endpoints
-        time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError(f"cas-local run not ready in {START_TIMEOUT_S}s:\n{err.read_text()[-4000:]}")
+    return StackEndpoints.wait_for(proc, state, err, START_TIMEOUT_S)
 
 
 def stop_run(proc: subprocess.Popen[bytes]) -> int:

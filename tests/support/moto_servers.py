@@ -123,6 +123,24 @@ class AwsServers:
     _clients: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def client_env(self, no_config_file: Path, metrics_namespace: str) -> dict[str, str]:
+        """What every AWS client of a process needs to use these servers: their endpoints, the
+        control credentials, ``no_config_file`` for AWS config and credentials files, no instance
+        metadata; Powertools names for the app's telemetry."""
+        return {
+            "AWS_ENDPOINT_URL": self.control_url,
+            "AWS_ENDPOINT_URL_S3": self.storage_url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": CONTROL_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": CONTROL_SECRET_ACCESS_KEY,
+            "AWS_CONFIG_FILE": str(no_config_file),
+            "AWS_SHARED_CREDENTIALS_FILE": str(no_config_file),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": "cas-download",
+            "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace,
+        }
+
     def cached_client(self, server: Literal["control", "storage"], service: str, variant: str = "") -> Any:
         """A shared setup client (creating a boto3 client costs ~0.1 s; clients are thread-safe).
         ``variant="plain"``: S3 without flexible checksums on requests or responses."""

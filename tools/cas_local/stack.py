@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,31 @@ class StackEndpoints:
     @classmethod
     def read(cls, path: Path) -> StackEndpoints:
         return cls.from_json(json.loads(path.read_text()))
+
+    @classmethod
+    def wait_for(
+        cls, process: subprocess.Popen[bytes], path: Path, stderr_path: Path, timeout_s: float
+    ) -> StackEndpoints:
+        """What a ``cas-local run --state-file path`` subprocess publishes once its API is up.
+
+        Raises with the tail of its stderr if it exits first, or (after killing it) if it is not
+        ready within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = stderr_path.read_text()[-4000:]
+                raise RuntimeError(f"cas-local run exited with {process.returncode}:\n{tail}")
+            if path.exists():
+                with contextlib.suppress(ValueError, OSError, TypeError):
+                    endpoints = cls.read(path)
+                    if endpoints.api_url:
+                        return endpoints
+            time.sleep(0.1)
+        process.kill()
+        raise TimeoutError(
+            f"cas-local run not ready in {timeout_s:.0f} s:\n{stderr_path.read_text()[-4000:]}"
+        )
 
 
 @dataclass
