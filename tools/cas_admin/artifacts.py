@@ -24,10 +24,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cas_admin.errors import AdminError, IntegrityError, UsageError
 from cas_admin.output import note, print_json, print_table
-from cas_admin.store import SUPPORTED_PROVIDER, AdminStore, BackendRow
+from cas_admin.store import AdminStore, BackendRow
 from cas_download.data.storage import StorageFailure, head_object, parse_location
 from cas_download.digests import digest_hex, parse_digest
-from cas_download.domain import Backend, Mapping
+from cas_download.domain import SUPPORTED_PROVIDER, Backend, Mapping
 from cas_download.errors import InvalidDigest
 from cas_download.filenames import decode_filename
 from cas_download.logic.candidates import holding_orgs, mapped_candidates, org_fallback_candidates

@@ -15,9 +15,10 @@ from botocore.exceptions import ClientError
 
 from cas_admin.errors import AdminError, UsageError
 from cas_admin.output import note, print_json, print_table
-from cas_admin.store import SUPPORTED_PROVIDER, AdminStore, BackendRow, parse_location_or_fail, utc_now
+from cas_admin.store import AdminStore, BackendRow, parse_location_or_fail
 from cas_download.data.storage import probe_read_access
-from cas_download.domain import Credentials
+from cas_download.domain import STATUS_INVALID, STATUS_OK, SUPPORTED_PROVIDER, Credentials
+from cas_download.logic.health import utc_now_iso
 
 SECRET_ENV = "CAS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
 DEFAULT_SECRET_PREFIX = "cas/"  # noqa: S105 - template.yaml SecretNamePrefix: the function may read only these
@@ -167,7 +168,7 @@ def _new_row(
         provider=provider,
         location=location,
         secret_name="",
-        created_at=utc_now(),
+        created_at=utc_now_iso(),
         region=region or None,
         key_prefix=key_prefix or None,
     )
@@ -195,7 +196,7 @@ def _register(
                 f"the credentials cannot read {row.location}: {reason}; nothing was written",
                 hint="check the keys and their policy (s3:GetObject, s3:ListBucket), or pass --no-validate",
             )
-        row.validation_status, row.validated_at = "OK", utc_now()
+        row.validation_status, row.validated_at = STATUS_OK, utc_now_iso()
     if new.secret_name:
         row.secret_name = new.secret_name
     else:
@@ -226,7 +227,9 @@ def cmd_list(args: argparse.Namespace, store: AdminStore) -> int:
         headers.append("DELETED_AT")
     table = []
     for r in rows:
-        status = r.status + (f" ({r.validation_error})" if r.validation_error and r.status != "OK" else "")
+        status = r.status + (
+            f" ({r.validation_error})" if r.validation_error and r.status != STATUS_OK else ""
+        )
         cells: list[object] = [r.name, r.is_default, r.is_fallback, status, r.validated_at, r.location, r.id]
         if args.all:
             cells.append(r.deleted_at)
@@ -332,7 +335,7 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
     revoked = False
     if args.revoke_old and old_user is not None:
         store.client("iam").delete_access_key(UserName=old_user, AccessKeyId=old_credentials.access_key_id)
-        store.record_validation(old, "Invalid", "access key revoked by cas-admin backend rotate")
+        store.record_validation(old, STATUS_INVALID, "access key revoked by cas-admin backend rotate")
         revoked = True
     if args.json:
         print_json({"old": old.public(), "new": row.public(), "old_key_revoked": revoked})

@@ -7,7 +7,6 @@ endpoint variables (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ...) to reach
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -23,20 +22,13 @@ from cas_admin.errors import AdminError, UsageError
 from cas_download.config import Settings
 from cas_download.data.secrets import SecretUnavailable, credentials_from_secret
 from cas_download.data.storage import S3ClientPool, StorageFailure, parse_location
-from cas_download.data.tables import StatusGuard, Tables, build_tables
-from cas_download.domain import Backend, Credentials
+from cas_download.data.tables import ORG_INDEX_NAME, StatusGuard, Tables, build_tables
+from cas_download.domain import STATUS_OK, Backend, Credentials
 from cas_download.logic.health import utc_now_iso
 
-ORG_INDEX = "org_id-index"
-SUPPORTED_PROVIDER = "AWS-S3"
 _CONFIG = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
-
-
-def utc_now() -> str:
-    """ISO 8601 UTC, the form the service and the control plane write."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def to_item(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,7 +85,7 @@ class BackendRow:
 
     @property
     def status(self) -> str:
-        return self.validation_status or "OK"
+        return self.validation_status or STATUS_OK
 
     def public(self) -> dict[str, Any]:
         """The row for --json output (no secret values: ``secret_name`` only names the secret)."""
@@ -148,7 +140,7 @@ class AdminStore:
         paginator = self.client("dynamodb").get_paginator("query")
         pages = paginator.paginate(
             TableName=self.backends_table,
-            IndexName=ORG_INDEX,
+            IndexName=ORG_INDEX_NAME,
             KeyConditionExpression="org_id = :org",
             ExpressionAttributeValues={":org": {"S": org}},
         )
@@ -231,7 +223,7 @@ class AdminStore:
             self._transact(items)
 
     def soft_delete(self, row: BackendRow) -> str:
-        at = utc_now()
+        at = utc_now_iso()
         self._transact(
             [
                 {
@@ -300,7 +292,7 @@ class AdminStore:
             "org_backend": f"{org}#{backend_id}",
             "org_id": org,
             "backend_id": backend_id,
-            "created_at": utc_now(),
+            "created_at": utc_now_iso(),
             "workflow_run_id": workflow_run_id,
         }
         try:
