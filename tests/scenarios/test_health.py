@@ -185,3 +185,36 @@ class TestVerificationRecords:
         assert response.status == 502
         assert response.error_code == "integrity_failure"
         assert response.attempts == [(backend.name, "digest_mismatch")]
+
+
+def test_a_right_key_id_with_a_wrong_secret_key_is_credentials_invalid_until_the_secret_is_fixed(
+    world: World, service: Service, aws_servers: AwsServers, status_writes: list[tuple[str, str]]
+) -> None:
+    # Given a backend whose secret holds its real key id with a wrong secret key (S3 answers
+    # SignatureDoesNotMatch), and a container that does not defer failed backends
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    world.map(digest, org, backend)
+    world.set_secret(backend, {"AccessKeyID": "{access_key_id}", "SecretAccessKey": "wrong" * 8})
+    service.configure(FAILURE_MEMORY_SECONDS=0)
+
+    # When it is asked for
+    refused = service.get(digest, orgs=org)
+
+    # Then the attempt is credentials_invalid and the backend is marked Invalid
+    assert refused.status == 502
+    assert refused.attempts == [(backend.name, "credentials_invalid")]
+    assert backend_row(aws_servers, world, backend)["validation_status"] == "Invalid"
+
+    # When the control plane writes the right secret key into the same secret, and a new container
+    # (whose secret cache is empty) asks
+    world.set_secret(backend, "valid")
+    service.configure(FAILURE_MEMORY_SECONDS=0)
+    served = service.get(digest, orgs=org)
+
+    # Then it serves through that backend and repairs the status
+    assert served.status == 307
+    assert served.headers["X-Cas-Backend"] == backend.name
+    assert backend_row(aws_servers, world, backend)["validation_status"] == "OK"
+    assert status_writes == [(backend.id, "Invalid"), (backend.id, "OK")]

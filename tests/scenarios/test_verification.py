@@ -277,3 +277,37 @@ def test_body_mode_skips_a_corrupt_copy_and_returns_a_good_one(
     assert response.headers["X-Cas-Fallback"] == "true"
     assert response.headers["ETag"] == f'"{digest}"'
     assert s3_operations(call_recorder) == ["GetObject", "GetObject"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# near misses: the whole digest is compared, not a prefix or a suffix
+
+
+def near_miss(digest: str, position: int) -> str:
+    """``digest`` with one hex character changed: the first (position 0) or the last (-1)."""
+    hex_part = list(digest.removeprefix("sha256:"))
+    hex_part[position] = "0" if hex_part[position] != "0" else "1"
+    return "sha256:" + "".join(hex_part)
+
+
+@pytest.mark.parametrize("position", [0, -1], ids=["first-hex", "last-hex"])
+@pytest.mark.parametrize(
+    ("mode", "checksum"),
+    [("redirect", True), ("redirect", False), ("body", True)],
+    ids=["s3-checksum", "stream-hash", "body-base64-stream"],
+)
+def test_bytes_whose_hash_differs_from_the_digest_in_one_hex_character_are_refused(
+    world: World, service: Service, position: int, mode: str, checksum: bool
+) -> None:
+    # Given bytes stored under a digest that differs from their hash in one hex character only
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = near_miss(sha256_digest(DATA), position)
+    world.put_corrupt(backend, digest, DATA, checksum=checksum)
+    world.map(digest, org, backend)
+
+    # When the caller asks for that digest
+    response = service.get(digest, orgs=org, mode=mode)
+
+    # Then the bytes are refused as not the digest's
+    assert_failed(response, 502, "integrity_failure", [(backend.name, "digest_mismatch")])

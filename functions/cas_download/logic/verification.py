@@ -19,6 +19,7 @@ from cas_download.domain import AttemptReason, VerificationRecord
 from cas_download.logic.deadline import Deadline
 
 if TYPE_CHECKING:
+    from cas_download.data.tables import Tables
     from cas_download.logic.services import Services
 
 _log = logging.getLogger(__name__)
@@ -101,6 +102,16 @@ def _check(digest: hashlib._Hash, size: int, expected_hex: str, expected_size: i
         raise StorageFailure(AttemptReason.DIGEST_MISMATCH, "bytes do not hash to the digest")
 
 
+def record_proves(tables: Tables, object_id: str, etag: str, size: int, digest: str) -> bool:
+    """True when a record of an earlier full hash of ``object_id`` names this digest, ETag and size."""
+    try:
+        record = tables.verification_record(object_id)
+    except PynamoDBException as failure:
+        _log.warning("verification record unreadable: %s", type(failure).__name__)
+        return False
+    return record is not None and record.digest == digest and record.etag == etag and record.size == size
+
+
 class VerificationRecords:
     """Records of full hashes, keyed by one object version (endpoint, bucket, key, version id).
 
@@ -121,16 +132,8 @@ class VerificationRecords:
     def proves(self, head: HeadResult, digest: str) -> bool:
         if not self._enabled or not head.etag:
             return False
-        try:
-            record = self._services.tables.verification_record(self._object_id(head.version_id))
-        except PynamoDBException as failure:
-            _log.warning("verification record unreadable: %s", type(failure).__name__)
-            return False
-        return (
-            record is not None
-            and record.digest == digest
-            and record.etag == head.etag
-            and record.size == head.size
+        return record_proves(
+            self._services.tables, self._object_id(head.version_id), head.etag, head.size, digest
         )
 
     def remember(self, head: HeadResult, digest: str) -> None:

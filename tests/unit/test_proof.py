@@ -1,0 +1,95 @@
+"""Every proof path compares the whole digest: a hash that differs in its first or its last hex
+character only is refused (stream hash, base64 stream, S3 checksum, verification record)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pytest
+
+from cas_download.data.storage import HeadResult, StorageFailure
+from cas_download.domain import AttemptReason, VerificationRecord
+from cas_download.logic.deadline import Deadline
+from cas_download.logic.verification import checksum_proof, hash_and_encode, hash_chunks, record_proves
+
+DATA = b"content-addressed bytes\n" * 300
+TRUE_HEX = hashlib.sha256(DATA).hexdigest()
+
+
+def one_hex_off(hex_digest: str, position: int) -> str:
+    chars = list(hex_digest)
+    chars[position] = "0" if chars[position] != "0" else "1"
+    return "".join(chars)
+
+
+NEAR_MISSES = pytest.mark.parametrize(
+    "expected_hex", [one_hex_off(TRUE_HEX, 0), one_hex_off(TRUE_HEX, -1)], ids=["first-hex", "last-hex"]
+)
+
+
+def head_with_checksum(data: bytes) -> HeadResult:
+    return HeadResult(
+        size=len(data),
+        etag='"etag"',
+        version_id=None,
+        content_type=None,
+        metadata={},
+        checksum_sha256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+        checksum_type="FULL_OBJECT",
+    )
+
+
+def test_the_true_digest_is_proven_by_every_path() -> None:
+    # Given the bytes' own digest, When each proof path checks it, Then each accepts it
+    hash_chunks([DATA], TRUE_HEX, len(DATA), Deadline(10))
+    assert hash_and_encode([DATA], TRUE_HEX, len(DATA), Deadline(10)) == base64.b64encode(DATA).decode()
+    assert checksum_proof(head_with_checksum(DATA), TRUE_HEX) is True
+
+
+@NEAR_MISSES
+def test_stream_hash_refuses_a_digest_one_hex_character_off(expected_hex: str) -> None:
+    with pytest.raises(StorageFailure) as failure:
+        hash_chunks([DATA], expected_hex, len(DATA), Deadline(10))
+    assert failure.value.reason is AttemptReason.DIGEST_MISMATCH
+
+
+@NEAR_MISSES
+def test_base64_stream_refuses_a_digest_one_hex_character_off(expected_hex: str) -> None:
+    with pytest.raises(StorageFailure) as failure:
+        hash_and_encode([DATA], expected_hex, len(DATA), Deadline(10))
+    assert failure.value.reason is AttemptReason.DIGEST_MISMATCH
+
+
+@NEAR_MISSES
+def test_s3_checksum_refuses_a_digest_one_hex_character_off(expected_hex: str) -> None:
+    assert checksum_proof(head_with_checksum(DATA), expected_hex) is False
+
+
+class _RecordTables:
+    """The Verifications table as the record check reads it: one record for one object."""
+
+    def __init__(self, record: VerificationRecord) -> None:
+        self.record = record
+
+    def verification_record(self, object_id: str) -> VerificationRecord | None:
+        return self.record if object_id == self.record.object_id else None
+
+
+@NEAR_MISSES
+def test_a_verification_record_of_a_digest_one_hex_character_off_proves_nothing(
+    expected_hex: str,
+) -> None:
+    head = head_with_checksum(DATA)
+    record = VerificationRecord(
+        object_id="endpoint|bucket|key|",
+        digest=f"sha256:{TRUE_HEX}",
+        etag=str(head.etag),
+        size=head.size,
+        version_id=None,
+        verified_at="2026-01-01T00:00:00Z",
+    )
+    tables: Any = _RecordTables(record)
+    assert record_proves(tables, record.object_id, head.etag, head.size, f"sha256:{TRUE_HEX}") is True
+    assert record_proves(tables, record.object_id, head.etag, head.size, f"sha256:{expected_hex}") is False
