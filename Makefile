@@ -19,11 +19,17 @@ export SAM_CLI_TELEMETRY ?= 0
 export PYTHON ?= $(abspath $(BIN))/python
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format typecheck template security test package-check check build deploy clean run invoke bench load
+# CNCF distribution (Debian's docker-registry), unpacked without root into .local/registry: the real
+# OCI registry of the tests and of `make run`'s OCI demo. Needs apt-get (Debian/Ubuntu).
+REGISTRY_DIR ?= .local/registry
+REGISTRY_BIN := $(REGISTRY_DIR)/usr/bin/docker-registry
+
+.PHONY: help venv registry lint format typecheck template security test package-check check build deploy clean run invoke bench load
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
 	@echo "make invoke         one event through the handler against the local stack (EVENT=$(EVENT))"
+	@echo "make registry       unpack CNCF distribution (Debian docker-registry) into $(REGISTRY_DIR), no root"
 	@echo "make venv           create $(VENV) and install -e '.[dev]' (if missing or pyproject changed)"
 	@echo "make check          lint typecheck template security test package-check (the full gate, as in CI)"
 	@echo "make lint           ruff check + ruff format --check on $(SOURCES)"
@@ -76,7 +82,18 @@ test:
 package-check:
 	"$(BIN)/python" scripts/check_package.py
 
-check: venv
+registry: $(REGISTRY_BIN)
+
+$(REGISTRY_BIN):
+	mkdir -p "$(REGISTRY_DIR)/deb"
+	@# apt-get download needs a package list; refresh it once if it does not know the package
+	cd "$(REGISTRY_DIR)/deb" && { apt-get download docker-registry 2>/dev/null \
+		|| { apt-get update -qq && apt-get download docker-registry; }; }
+	dpkg-deb -x "$$(ls "$(REGISTRY_DIR)"/deb/docker-registry_*.deb | head -n 1)" "$(REGISTRY_DIR)"
+	test -x "$@"
+	"$@" --version
+
+check: venv registry
 	$(MAKE) lint typecheck template security test package-check
 
 # Not a test, not in CI: calls per request, latency, cold start, body mode, cost (benchmarks/run.py).

@@ -11,10 +11,11 @@ from botocore.config import Config
 from cas_download.config import Settings
 from cas_download.data.catalog import Catalog
 from cas_download.data.secrets import CredentialStore
-from cas_download.data.storage import S3ClientPool
+from cas_download.data.storage.providers import StorageProviders
 from cas_download.data.tables import build_tables
 from cas_download.logic.health import BackendHealth
 from cas_download.logic.services import Services
+from cas_download.logic.verification import VerificationRecords
 from cas_download.observability import Telemetry
 
 
@@ -48,10 +49,11 @@ class App:
             credentials=CredentialStore(
                 SecretsProvider(boto3_client=secrets_client), settings.secret_cache_ttl_seconds
             ),
-            s3_clients=S3ClientPool(
+            storage=StorageProviders(
                 session, settings.s3_connect_timeout_seconds, settings.s3_read_timeout_seconds
             ),
             tables=tables,
             health=BackendHealth(tables, settings.failure_memory_seconds),
+            verification_records=VerificationRecords(settings, tables),
         )
         return cls(settings, services, Telemetry(settings.service_name, settings.metrics_namespace), session)

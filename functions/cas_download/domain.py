@@ -1,4 +1,5 @@
-"""Plain domain values shared by the data access layer and the download logic."""
+"""The service's vocabulary: plain values shared by handlers, logic and data access, and the one
+failure type an attempt through a backend ends with."""
 
 from __future__ import annotations
 
@@ -19,7 +20,31 @@ class AttemptReason(StrEnum):
     TIMEOUT = "timeout"
     UNVERIFIABLE = "unverifiable"
     UNSUPPORTED_PROVIDER = "unsupported_provider"
+    NO_DIRECT_URL = "no_direct_url"
     SKIPPED_INVALID = "skipped_invalid"
+
+
+class AttemptFailed(Exception):
+    """One backend could not serve: the spec's reason, and a log-safe detail (never a secret)."""
+
+    def __init__(self, reason: AttemptReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class ValidationStatus(StrEnum):
+    """A backend's recorded health (Backends table ``validation_status``; missing means OK)."""
+
+    OK = "OK"
+    INVALID = "Invalid"
+
+
+class Provider(StrEnum):
+    """The providers the service serves; any other value is skipped as ``unsupported_provider``."""
+
+    S3 = "AWS-S3"
+    OCI = "OCI"
 
 
 class Mode(StrEnum):
@@ -34,9 +59,23 @@ class VerificationMethod(StrEnum):
     RECORD = "verification_record"
 
 
-SUPPORTED_PROVIDER = "AWS-S3"
-STATUS_OK = "OK"
-STATUS_INVALID = "Invalid"
+@dataclass(frozen=True, slots=True)
+class DownloadRequest:
+    digest: str  # canonical sha256:<hex>
+    orgs: tuple[str, ...]
+    mode: Mode
+    if_none_match: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    """The caller's ``If-None-Match`` names the artifact: 304, no storage call."""
+
+    digest: str
+
+
+def etag_for(digest: str) -> str:
+    return f'"{digest}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +90,13 @@ class Backend:
     key_prefix: str = ""
     is_default: bool = False
     is_fallback: bool = False
-    validation_status: str = "OK"
+    validation_status: ValidationStatus = ValidationStatus.OK
     created_at: str = ""
     deleted: bool = False
 
     @property
     def is_invalid(self) -> bool:
-        return self.validation_status == STATUS_INVALID
+        return self.validation_status == ValidationStatus.INVALID
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,18 +105,6 @@ class Mapping:
     org_id: str
     backend_id: str
     created_at: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None = None
-    region: str | None = None
-    expires_at: datetime | None = None
-
-    def __repr__(self) -> str:  # never let a key reach a log through repr()
-        return "Credentials(<redacted>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +146,7 @@ class Artifact:
 class VerificationRecord:
     """Proof written after the service hashed a whole object: valid while ETag and size match."""
 
-    object_id: str  # storage endpoint, bucket, key and version: one object version
+    object_id: str  # one stored object as its provider names it (ObjectDescription.record_key)
     digest: str
     etag: str
     size: int

@@ -1,5 +1,5 @@
-"""Domain errors. Each carries the spec's error code; the HTTP status is decided in one place
-(:mod:`cas_download.handlers.responses`)."""
+"""Domain errors: each class carries the spec's error code and its HTTP status, so the response
+layer (:mod:`cas_download.handlers.responses`) maps any of them without a table of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from cas_download.domain import Attempt
 
 class CasError(Exception):
     code = "internal_error"
+    http_status = 500
 
     def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
         super().__init__(message)
@@ -19,47 +20,59 @@ class CasError(Exception):
 
 class InvalidRequest(CasError):
     code = "invalid_request"
+    http_status = 400
 
 
 class InvalidDigest(CasError):
     code = "invalid_digest"
+    http_status = 400
 
 
 class InvalidMode(CasError):
     code = "invalid_mode"
+    http_status = 400
 
 
 class Unauthenticated(CasError):
     code = "unauthenticated"
+    http_status = 401
 
 
 class NotFound(CasError):
     code = "not_found"
+    http_status = 404
 
 
 class ContentMissing(CasError):
     code = "content_missing"
+    http_status = 404
 
 
 class TooLargeForBody(CasError):
     code = "too_large_for_body"
+    http_status = 413
 
 
 class BackendsUnavailable(CasError):
     code = "backends_unavailable"
+    http_status = 502
 
 
 class IntegrityFailure(CasError):
     code = "integrity_failure"
+    http_status = 502
 
 
 class DeadlineExceeded(CasError):
     code = "deadline_exceeded"
+    http_status = 504
 
 
 class ServiceUnavailable(CasError):
     code = "service_unavailable"
+    http_status = 503
 
 
 class MethodNotAllowed(CasError):
     code = "method_not_allowed"
+    http_status = 405

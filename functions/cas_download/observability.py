@@ -13,8 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
-from cas_download.domain import Artifact, Attempt, AttemptReason
-from cas_download.logic.download import NotModified
+from cas_download.domain import Artifact, Attempt, AttemptReason, NotModified
 
 
 @dataclass(slots=True)

@@ -24,14 +24,23 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import cas_download.logic.fallback as fallback_module
-from cas_download.data.storage import StorageFailure
+from cas_download.data.storage.s3 import url_lifetime
 from cas_download.digests import digest_hex, parse_digest
-from cas_download.domain import Artifact, AttemptReason, Backend, Mapping, Mode, ObjectInfo
+from cas_download.domain import (
+    Artifact,
+    AttemptFailed,
+    AttemptReason,
+    Backend,
+    DownloadRequest,
+    Mapping,
+    Mode,
+    ObjectInfo,
+    ValidationStatus,
+)
 from cas_download.errors import CasError, InvalidDigest, NotFound, Unauthenticated
 from cas_download.identity import parse_orgs
-from cas_download.logic.backend_attempt import _url_lifetime
 from cas_download.logic.deadline import Deadline
-from cas_download.logic.download import DownloadRequest, download
+from cas_download.logic.download import download
 from tests.hardening.figures import count
 
 # ---------------------------------------------------------------------------------------------------
@@ -264,7 +273,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                 secret_name=f"cas/{org}/b{index}",
                 is_default=draw(st.booleans()),
                 is_fallback=draw(st.booleans()),
-                validation_status=draw(st.sampled_from(["OK", "OK", "Invalid"])),
+                validation_status=draw(
+                    st.sampled_from([ValidationStatus.OK, ValidationStatus.OK, ValidationStatus.INVALID])
+                ),
                 created_at=draw(st.sampled_from(TIMES)),
                 deleted=draw(st.sampled_from([False, False, False, True])),
             )
@@ -301,10 +312,8 @@ class Walk:
 
 def walk(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Walk:
     """Run ``download`` over the scenario; every backend the service tries is recorded."""
-    by_id = scenario.by_id
     catalog = SimpleNamespace(
         mappings_for_digest=lambda digest: list(scenario.mappings),
-        backends=lambda ids: {i: by_id[i] for i in ids if i in by_id},
         org_backends=lambda org: tuple(b for b in scenario.backends if b.org_id == org),
     )
     health = SimpleNamespace(
@@ -320,7 +329,7 @@ def walk(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Walk:
         tried.append(backend)
         if backend.id == scenario.serving:
             return Artifact(digest, backend, False, ObjectInfo(size=1), None, url="https://example.invalid/x")
-        raise StorageFailure(scenario.reasons.get(backend.id, AttemptReason.NOT_FOUND), "generated")
+        raise AttemptFailed(scenario.reasons.get(backend.id, AttemptReason.NOT_FOUND), "generated")
 
     monkeypatch.setattr(fallback_module, "serve_through", serve_through)
     request = DownloadRequest(digest=DIGEST, orgs=scenario.callers, mode=Mode.REDIRECT)
@@ -340,10 +349,14 @@ def patcher() -> Iterator[pytest.MonkeyPatch]:
 
 
 def segment(scenario: Scenario, backend: Backend) -> int:
-    """0: a mapped candidate; 1: an org default/fallback; 2: deferred (failed moments ago)."""
+    """0: not marked Invalid; 1: marked Invalid; 2: deferred (failed moments ago)."""
     if backend.id in scenario.recently_failed:
         return 2
-    return 0 if backend.id in scenario.mapped_ids() else 1
+    return 1 if backend.is_invalid else 0
+
+
+def is_mapped(scenario: Scenario, backend: Backend) -> bool:
+    return backend.id in scenario.mapped_ids()
 
 
 @given(scenario=scenarios())
@@ -372,15 +385,17 @@ def test_each_backend_is_tried_at_most_once_and_a_deleted_one_never(
 
 
 @given(scenario=scenarios())
-def test_invalid_backends_are_tried_after_every_ok_candidate_of_the_same_list(
+def test_invalid_backends_are_tried_after_every_ok_candidate_mapped_or_not(
     scenario: Scenario, patcher: pytest.MonkeyPatch
 ) -> None:
     result = walk(scenario, patcher)
     segments = [segment(scenario, b) for b in result.tried]
-    assert segments == sorted(segments), "mapped, then org defaults/fallbacks, then deferred"
-    for part in (0, 1):
-        statuses = [b.is_invalid for b, s in zip(result.tried, segments, strict=True) if s == part]
-        assert statuses == sorted(statuses), f"an Invalid backend came before an OK one in list {part}"
+    assert segments == sorted(segments), "not Invalid, then Invalid, then deferred"
+    for part in (0, 1, 2):
+        mapped_first = [
+            not is_mapped(scenario, b) for b, s in zip(result.tried, segments, strict=True) if s == part
+        ]
+        assert mapped_first == sorted(mapped_first), f"an org candidate came before a mapped one in {part}"
     count("property examples: candidate order")
 
 
@@ -392,7 +407,7 @@ def test_mapped_candidates_go_default_first_then_oldest_mapping(
     oldest = {}
     for m in sorted(scenario.visible, key=lambda m: m.created_at):
         oldest.setdefault(m.backend_id, m.created_at)
-    mapped = [b for b in result.tried if segment(scenario, b) == 0]
+    mapped = [b for b in result.tried if is_mapped(scenario, b) and segment(scenario, b) < 2]
     keys = [(b.is_invalid, not b.is_default, oldest[b.id]) for b in mapped]
     assert keys == sorted(keys)
     count("property examples: candidate order")
@@ -402,13 +417,6 @@ def test_mapped_candidates_go_default_first_then_oldest_mapping(
 def test_every_eligible_candidate_is_tried_before_giving_up(
     scenario: Scenario, patcher: pytest.MonkeyPatch
 ) -> None:
-    # A mapping whose backend belongs to another org hides that backend from its own org's fallbacks
-    # (a known bug, test_an_orgs_default_is_tried_even_when_another_orgs_mapping_names_it below): leave
-    # those scenarios to that test.
-    by_id = scenario.by_id
-    assume(
-        not any(m.backend_id in by_id and by_id[m.backend_id].org_id != m.org_id for m in scenario.visible)
-    )
     scenario.serving = None
     result = walk(scenario, patcher)
     tried = {b.id for b in result.tried}
@@ -470,7 +478,7 @@ def test_an_orgs_default_is_tried_even_when_another_orgs_mapping_names_it(
     # When the mapped backend does not have the object
     result = walk(scenario, patcher)
 
-    # Then o1's default is tried (and serves); today the answer is 404 content_missing without trying it
+    # Then o1's default is tried, and serves
     assert [b.id for b in result.tried] == ["b-mapped", "b-default"]
     assert isinstance(result.outcome, Artifact)
 
@@ -487,12 +495,12 @@ def test_url_lifetime_never_exceeds_the_setting_nor_outlives_the_credentials(
     assume(credentials_left is None or not 28 <= credentials_left <= 31)  # the clock ticks during the call
     if credentials_left is not None and credentials_left < 30:
         # Credentials about to expire are not used at all.
-        with pytest.raises(StorageFailure) as refused:
-            _url_lifetime(configured, expires_at)
+        with pytest.raises(AttemptFailed) as refused:
+            url_lifetime(configured, expires_at)
         assert refused.value.reason is AttemptReason.CREDENTIALS_INVALID
         count("property examples: URL lifetime")
         return
-    lifetime = _url_lifetime(configured, expires_at)
+    lifetime = url_lifetime(configured, expires_at)
     assert 1 <= lifetime <= configured
     if credentials_left is None:
         assert lifetime == configured

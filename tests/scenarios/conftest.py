@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,6 +23,8 @@ from tests.conftest import create_tables
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
 from tests.support.moto_servers import AwsServers
+from tests.support.registry import Registry, start_registry
+from tests.support.token_issuer import TokenIssuer
 from tests.support.world import BackendRef, World
 
 
@@ -126,3 +129,52 @@ def assert_failed(
     assert response.status == status
     assert response.error_code == error_code
     assert response.attempts == attempts
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A self-hosted registry (filesystem storage): it serves blob bytes itself."""
+    server = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def hosted_registry(tmp_path_factory: pytest.TempPathFactory, aws_servers: AwsServers) -> Iterator[Registry]:
+    """A hosted registry: its storage is S3 (moto's control server, no auth), so blob GETs redirect
+    to presigned URLs."""
+    bucket = f"registry-{uuid.uuid4().hex[:10]}"
+    aws_servers.control_client("s3").create_bucket(Bucket=bucket)
+    server = start_registry(
+        tmp_path_factory.mktemp("hosted-registry"), s3_endpoint=aws_servers.control_url, s3_bucket=bucket
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def token_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenIssuer]:
+    issuer = TokenIssuer(tmp_path_factory.mktemp("token-issuer") / "issuer.pem")
+    issuer.start()
+    try:
+        yield issuer
+    finally:
+        issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory, token_issuer: TokenIssuer) -> Iterator[Registry]:
+    """A self-hosted registry with ``auth: token``: every bearer token's signature is verified."""
+    server = start_registry(
+        tmp_path_factory.mktemp("token-registry"),
+        token_realm=token_issuer.realm,
+        token_cert=token_issuer.cert_path,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -104,7 +104,7 @@ def test_the_tables_use_the_app_session_instead_of_a_botocore_session_per_model(
     }
     assert dynamodb_calls >= {
         ("Query", world.tables.mappings),
-        ("BatchGetItem", world.tables.backends),
+        ("Query", world.tables.backends),
         ("GetItem", verifications_table),
         ("PutItem", verifications_table),
     }

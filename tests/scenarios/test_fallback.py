@@ -372,7 +372,7 @@ def test_invalid_mapped_backend_is_still_tried_when_the_ok_one_fails(world: Worl
     assert_redirected_by(response, invalid, fallback=True)
 
 
-def test_invalid_mapped_backend_comes_after_ok_mapped_and_before_the_org_default(
+def test_invalid_mapped_backend_comes_after_every_ok_candidate_the_org_default_included(
     world: World, service: Service
 ) -> None:
     # Given the digest mapped to an Invalid backend (older) and an OK backend, and an org default,
@@ -391,15 +391,15 @@ def test_invalid_mapped_backend_comes_after_ok_mapped_and_before_the_org_default
     # When the caller asks for it
     response = service.get(digest, orgs=org)
 
-    # Then the attempts are: the OK mapped backend, the Invalid mapped one, then the org default
+    # Then the attempts are: the OK mapped backend, the org's OK default, then the Invalid mapped one
     assert_failed(
         response,
         502,
         "backends_unavailable",
         [
             ("ok", "credentials_invalid"),
-            ("invalid", "credentials_invalid"),
             ("default", "credentials_invalid"),
+            ("invalid", "credentials_invalid"),
         ],
     )
 

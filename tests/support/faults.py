@@ -146,7 +146,8 @@ class FaultServer:
         operations: Iterable[str] | None = None,
     ) -> None:
         """Throttle the next ``times`` DynamoDB requests (None: all of them), cycling through ``codes``;
-        only ``operations`` (e.g. ``{"BatchGetItem"}``) when given. Others are forwarded upstream."""
+        only ``operations`` when given: an operation (``"BatchGetItem"``) or an operation on one index
+        (``"Query:org_id-index"``). Others are forwarded upstream."""
         cycle = itertools.cycle(list(codes))
         with self._lock:
             self._dynamodb_faults = cycle if times is None else iter([next(cycle) for _ in range(times)])
@@ -203,11 +204,12 @@ class FaultServer:
         with self._lock:
             return self._buckets.get(name)
 
-    def _next_dynamodb_fault(self, operation: str) -> str | None:
+    def _next_dynamodb_fault(self, operation: str, index: str | None) -> str | None:
         with self._lock:
             if self._dynamodb_faults is None:
                 return None
-            if self._dynamodb_operations is not None and operation not in self._dynamodb_operations:
+            chosen = self._dynamodb_operations
+            if chosen is not None and operation not in chosen and f"{operation}:{index}" not in chosen:
                 return None
             return next(iter(self._dynamodb_faults), None)
 
@@ -344,7 +346,11 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ DynamoDB
 
     def _dynamodb(self, operation: str, body: bytes) -> None:
-        code = self.owner._next_dynamodb_fault(operation)
+        try:
+            index = json.loads(body or b"{}").get("IndexName")
+        except ValueError:
+            index = None
+        code = self.owner._next_dynamodb_fault(operation, index)
         self.owner._record(Seen("dynamodb", operation, self.path, fault=code, at=time.monotonic()))
         if code is None:
             self._forward(body)

@@ -270,6 +270,59 @@ class World:
         self.backends[backend_id] = ref
         return ref
 
+    def oci_backend(
+        self,
+        org: str,
+        name: str,
+        location: str,
+        user: Any | None,
+        *,
+        is_default: bool = False,
+        is_fallback: bool = False,
+        status: str | None = None,
+        secret: Mapping[str, Any] | None = None,
+        created_at: str | None = None,
+    ) -> BackendRef:
+        """An ``OCI`` backend row and its secret (Chainloop's form: ``Username``, ``Password``,
+        ``Repo``); ``user`` None writes ``{}`` (anonymous pull); ``secret`` overrides the value."""
+        backend_id = str(uuid.uuid4())
+        if secret is None:
+            secret = {"Username": user.name, "Password": user.password, "Repo": location} if user else {}
+        secret_name = _unique("cas/oci")
+        value = json.dumps(secret)
+        register_secret_string(value)
+        arn = str(self.secrets.create_secret(Name=secret_name, SecretString=value)["ARN"])
+        ref = BackendRef(
+            id=backend_id,
+            name=name,
+            org=org,
+            bucket="",
+            location=location,
+            secret_name=secret_name,
+            secret_arn=arn,
+            access_key_id="",
+            secret_access_key="",
+            user_name=user.name if user else "",
+            provider="OCI",
+        )
+        row: dict[str, Any] = {
+            "id": backend_id,
+            "org_id": org,
+            "name": name,
+            "provider": "OCI",
+            "location": location,
+            "secret_name": secret_name,
+            "is_default": is_default,
+            "is_fallback": is_fallback,
+            "created_at": created_at or iso(dt.datetime.now(dt.UTC)),
+        }
+        if status is not None:
+            row["validation_status"] = status
+            row["validated_at"] = iso(dt.datetime.now(dt.UTC))
+        self.put_backend_row(row)
+        self.backends[backend_id] = ref
+        return ref
+
     def put_backend_row(self, row: Mapping[str, Any]) -> None:
         """Write a raw Backends row (plain Python values; None values are left out)."""
         self.dynamodb.put_item(TableName=self.tables.backends, Item=to_dynamo(row))

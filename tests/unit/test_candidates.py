@@ -1,7 +1,11 @@
-"""Candidate order (spec: Resolution and fallback, step 2), as pure functions."""
+"""The candidate planner (spec: Resolution and fallback, step 2), as pure functions."""
 
-from cas_download.domain import Backend, Mapping
-from cas_download.logic.candidates import holding_orgs, mapped_candidates, org_fallback_candidates
+from collections.abc import Iterable
+
+from cas_download.domain import Backend, Mapping, ValidationStatus
+from cas_download.logic.candidates import CandidatePlan, holding_orgs, plan_candidates
+
+INVALID = ValidationStatus.INVALID
 
 
 def backend(bid: str, org: str = "o1", **kw: object) -> Backend:
@@ -14,26 +18,62 @@ def mapping(bid: str, org: str = "o1", created: str = "2026-01-01") -> Mapping:
     return Mapping(digest="sha256:x", org_id=org, backend_id=bid, created_at=created)
 
 
-def test_ok_mapped_backends_come_before_invalid_ones() -> None:
-    backends = {"a": backend("a", validation_status="Invalid"), "b": backend("b")}
-    order = mapped_candidates([mapping("a", created="2020"), mapping("b", created="2025")], backends)
-    assert [b.id for b in order] == ["b", "a"]
+def plan(mappings: list[Mapping], backends: Iterable[Backend]) -> CandidatePlan:
+    rows = list(backends)
+    return plan_candidates(
+        mappings, {org: [b for b in rows if b.org_id == org] for org in holding_orgs(mappings)}
+    )
 
 
-def test_among_equals_the_default_first_then_the_oldest_mapping() -> None:
-    backends = {"a": backend("a"), "b": backend("b"), "c": backend("c", is_default=True)}
+def order(mappings: list[Mapping], backends: Iterable[Backend]) -> list[str]:
+    return [b.id for b in plan(mappings, backends).order]
+
+
+def test_among_mapped_backends_the_default_first_then_the_oldest_mapping() -> None:
+    backends = [backend("a"), backend("b"), backend("c", is_default=True)]
     maps = [mapping("a", created="2024"), mapping("b", created="2023"), mapping("c", created="2025")]
-    assert [b.id for b in mapped_candidates(maps, backends)] == ["c", "b", "a"]
+    assert order(maps, backends) == ["c", "b", "a"]
+
+
+def test_an_invalid_mapped_backend_goes_after_the_orgs_ok_default() -> None:
+    # Given the rotation story: the mapped backend is marked Invalid, the org's new default is OK
+    backends = [backend("old", validation_status=INVALID), backend("new", is_default=True)]
+    # Then the default is tried first and the mapped one last; the mapped one stays the primary
+    result = plan([mapping("old")], backends)
+    assert [b.id for b in result.order] == ["new", "old"]
+    assert result.primary is not None
+    assert result.primary.id == "old"
+
+
+def test_invalid_backends_keep_their_order_among_themselves_after_every_ok_one() -> None:
+    backends = [
+        backend("m1", validation_status=INVALID, created_at="1"),
+        backend("m2", created_at="2"),
+        backend("d", is_default=True, validation_status=INVALID),
+        backend("f", is_fallback=True),
+    ]
+    maps = [mapping("m1", created="2020"), mapping("m2", created="2021")]
+    assert order(maps, backends) == ["m2", "f", "m1", "d"]
+
+
+def test_an_ok_mapped_backend_is_the_primary_even_when_an_invalid_one_is_older() -> None:
+    backends = [backend("a", validation_status=INVALID), backend("b")]
+    result = plan([mapping("a", created="2020"), mapping("b", created="2025")], backends)
+    assert [b.id for b in result.order] == ["b", "a"]
+    assert result.primary is not None
+    assert result.primary.id == "b"
 
 
 def test_deleted_missing_and_foreign_mapped_backends_are_never_candidates() -> None:
-    backends = {"a": backend("a", deleted=True), "b": backend("b", org="other")}
-    assert mapped_candidates([mapping("a"), mapping("b"), mapping("gone")], backends) == []
+    backends = [backend("a", deleted=True), backend("b", org="other")]
+    result = plan([mapping("a"), mapping("b"), mapping("gone")], backends)
+    assert result.order == ()
+    assert result.primary is None
 
 
-def test_each_mapped_backend_appears_once() -> None:
-    backends = {"a": backend("a")}
-    assert len(mapped_candidates([mapping("a", created="1"), mapping("a", created="2")], backends)) == 1
+def test_each_backend_appears_once() -> None:
+    backends = [backend("a", is_default=True)]
+    assert order([mapping("a", created="1"), mapping("a", created="2")], backends) == ["a"]
 
 
 def test_orgs_are_ordered_by_their_oldest_mapping() -> None:
@@ -41,36 +81,40 @@ def test_orgs_are_ordered_by_their_oldest_mapping() -> None:
     assert holding_orgs(maps) == ["o1", "o2"]
 
 
-def test_fallback_is_default_then_fallback_per_org_never_repeating_a_tried_backend() -> None:
-    org_backends = {
-        "o1": [backend("d1", is_default=True), backend("f1", is_fallback=True), backend("x1")],
-        "o2": [backend("d2", org="o2", is_default=True)],
-    }
-    order = org_fallback_candidates(["o1", "o2"], org_backends, already_tried={"d1"}, failed_locations=set())
-    assert [b.id for b in order] == ["f1", "d2"]
+def test_each_holding_org_gives_its_default_then_its_fallback() -> None:
+    backends = [
+        backend("m"),
+        backend("d1", is_default=True),
+        backend("f1", is_fallback=True),
+        backend("d2", org="o2", is_default=True),
+        backend("other", org="o3", is_default=True),
+    ]
+    maps = [mapping("m", created="1"), mapping("x", org="o2", created="2")]
+    assert order(maps, backends) == ["m", "d1", "f1", "d2"]
 
 
-def test_fallback_never_leaves_the_holding_orgs() -> None:
-    org_backends = {"o1": [backend("d1", is_default=True)], "o2": [backend("d2", org="o2", is_default=True)]}
-    order = org_fallback_candidates(["o1"], org_backends, already_tried=set(), failed_locations=set())
-    assert [b.id for b in order] == ["d1"]
+def test_an_org_candidate_on_a_mapped_backends_location_comes_first() -> None:
+    backends = [
+        backend("m", location="shared"),
+        backend("d1", is_default=True),
+        backend("f1", is_fallback=True, location="shared"),
+    ]
+    assert order([mapping("m")], backends) == ["m", "f1", "d1"]
 
 
-def test_same_location_as_a_failed_mapped_backend_comes_first_and_invalid_last() -> None:
-    org_backends = {
-        "o1": [
-            backend("d1", is_default=True, validation_status="Invalid", location="shared"),
-            backend("f1", is_fallback=True, location="elsewhere"),
-        ],
-        "o2": [backend("d2", org="o2", is_default=True, location="shared")],
-    }
-    order = org_fallback_candidates(
-        ["o1", "o2"], org_backends, already_tried=set(), failed_locations={"shared"}
-    )
-    assert [b.id for b in order] == ["d2", "f1", "d1"]
+def test_an_orgs_default_named_by_another_orgs_mapping_is_still_its_default() -> None:
+    # Given o0's inconsistent mapping to o1's default, and o1's own mapping
+    backends = [backend("m"), backend("d", is_default=True)]
+    maps = [mapping("d", org="o0", created="1"), mapping("m", org="o1", created="2")]
+    # Then o1's default is a candidate (as o1's default, not as o0's mapped backend)
+    assert order(maps, backends) == ["m", "d"]
 
 
-def test_deleted_defaults_are_skipped() -> None:
-    org_backends = {"o1": [backend("d1", is_default=True, deleted=True), backend("f1", is_fallback=True)]}
-    order = org_fallback_candidates(["o1"], org_backends, already_tried=set(), failed_locations=set())
-    assert [b.id for b in order] == ["f1"]
+def test_the_oldest_of_two_defaults_wins_and_a_deleted_one_never_counts() -> None:
+    backends = [
+        backend("m"),
+        backend("d-old", is_default=True, created_at="1", deleted=True),
+        backend("d-new", is_default=True, created_at="3"),
+        backend("d-mid", is_default=True, created_at="2"),
+    ]
+    assert order([mapping("m")], backends) == ["m", "d-mid"]

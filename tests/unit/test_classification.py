@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
-from cas_download.data.storage import classify
+from cas_download.data.storage.s3 import classify
 from cas_download.domain import AttemptReason
 
 

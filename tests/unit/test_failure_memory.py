@@ -40,7 +40,6 @@ def test_a_backend_whose_failure_memory_expires_during_the_search_is_still_tried
 
     monkeypatch.setattr(fallback_module, "serve_through", serve_through)
     catalog = SimpleNamespace(
-        backends=lambda ids: {backend.id: backend},
         org_backends=lambda org: (backend,),
     )
     services: Any = SimpleNamespace(catalog=catalog, health=health)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from cas_download.data.storage import HeadResult, StorageFailure
-from cas_download.domain import AttemptReason, VerificationRecord
+from cas_download.data.storage.s3 import HeadResult, checksum_proof
+from cas_download.domain import AttemptFailed, AttemptReason, VerificationRecord
 from cas_download.logic.deadline import Deadline
-from cas_download.logic.verification import checksum_proof, hash_and_encode, hash_chunks, record_proves
+from cas_download.logic.verification import hash_and_encode, hash_chunks, record_proves
 
 DATA = b"content-addressed bytes\n" * 300
 TRUE_HEX = hashlib.sha256(DATA).hexdigest()
@@ -50,14 +50,14 @@ def test_the_true_digest_is_proven_by_every_path() -> None:
 
 @NEAR_MISSES
 def test_stream_hash_refuses_a_digest_one_hex_character_off(expected_hex: str) -> None:
-    with pytest.raises(StorageFailure) as failure:
+    with pytest.raises(AttemptFailed) as failure:
         hash_chunks([DATA], expected_hex, len(DATA), Deadline(10))
     assert failure.value.reason is AttemptReason.DIGEST_MISMATCH
 
 
 @NEAR_MISSES
 def test_base64_stream_refuses_a_digest_one_hex_character_off(expected_hex: str) -> None:
-    with pytest.raises(StorageFailure) as failure:
+    with pytest.raises(AttemptFailed) as failure:
         hash_and_encode([DATA], expected_hex, len(DATA), Deadline(10))
     assert failure.value.reason is AttemptReason.DIGEST_MISMATCH
 

@@ -5,8 +5,7 @@ import hashlib
 
 import pytest
 
-from cas_download.data.storage import StorageFailure
-from cas_download.domain import AttemptReason
+from cas_download.domain import AttemptFailed, AttemptReason
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.verification import hash_and_encode
 
@@ -40,6 +39,6 @@ def test_an_empty_object_is_empty_text() -> None:
 def test_bytes_that_are_not_the_digests_are_never_returned(
     chunks: list[bytes], reason: AttemptReason
 ) -> None:
-    with pytest.raises(StorageFailure) as failure:
+    with pytest.raises(AttemptFailed) as failure:
         hash_and_encode(chunks, hashlib.sha256(DATA).hexdigest(), len(DATA), Deadline(10))
     assert failure.value.reason is reason

@@ -25,13 +25,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cas_admin.errors import AdminError, IntegrityError, UsageError
 from cas_admin.output import note, print_json, print_table
 from cas_admin.store import AdminStore, BackendRow
-from cas_download.data.storage import StorageFailure, head_object, parse_location
 from cas_download.digests import digest_hex, parse_digest
-from cas_download.domain import SUPPORTED_PROVIDER, Backend, Mapping
+from cas_download.domain import AttemptFailed, Backend, Mapping
 from cas_download.errors import InvalidDigest
 from cas_download.filenames import decode_filename
-from cas_download.logic.candidates import holding_orgs, mapped_candidates, org_fallback_candidates
-from cas_download.logic.verification import checksum_proof
+from cas_download.logic.candidates import holding_orgs, plan_candidates
 
 _CHUNK = 1024 * 1024
 MAX_SINGLE_PUT_BYTES = 5 * 1024**3  # S3's PutObject limit
@@ -388,24 +386,14 @@ def where_report(store: AdminStore, digest: str, wanted: set[str]) -> dict[str, 
         scope = f" in {', '.join(sorted(wanted))}" if wanted else ""
         raise AdminError(f"not_found: no mapping of {digest}{scope} (the API answers 404 not_found)")
 
-    mapped_rows = reader.backends_by_id({m.backend_id for m in mappings})
     orgs = holding_orgs(mappings)
     org_rows: dict[str, Sequence[Backend]] = {org: list(reader.backends_of_org(org)) for org in orgs}
-    mapped = mapped_candidates(mappings, mapped_rows)
-    probes: dict[str, _Probe] = {}
-    for backend in mapped:
-        probes[backend.id] = _probe(store, backend, digest)
-    failed_locations = {b.location for b in mapped if not probes[b.id].ok}
-    fallbacks = org_fallback_candidates(
-        orgs,
-        org_rows,
-        already_tried={b.id for b in mapped} | {m.backend_id for m in mappings},
-        failed_locations=failed_locations,
-    )
-    for backend in fallbacks:
-        probes[backend.id] = _probe(store, backend, digest)
-    order = mapped + fallbacks
+    # The service's own planner: the same candidates in the same order.
+    plan = plan_candidates(mappings, org_rows)
+    order = list(plan.order)
+    probes = {backend.id: _probe(store, backend, digest) for backend in order}
     serving = next((b for b in order if probes[b.id].ok), None)
+    known_ids = {b.id for rows in org_rows.values() for b in rows}
 
     mapped_ids = {m.backend_id for m in mappings}
     lines: list[dict[str, Any]] = []
@@ -425,7 +413,7 @@ def where_report(store: AdminStore, digest: str, wanted: set[str]) -> dict[str, 
                 why = "not a candidate: neither mapped nor the org's default or fallback"
             lines.append(_line(backend, None, roles, None, serving, why=why))
     for mapping in mappings:
-        if mapping.backend_id not in mapped_rows:
+        if mapping.backend_id not in known_ids:
             lines.append(
                 {
                     "order": None,
@@ -438,7 +426,7 @@ def where_report(store: AdminStore, digest: str, wanted: set[str]) -> dict[str, 
                 }
             )
 
-    primary = mapped[0] if mapped else None
+    primary = plan.primary
     verdict: dict[str, Any] = {
         "digest": digest,
         "orgs": orgs,
@@ -522,24 +510,19 @@ def _line(
 
 
 def _probe(store: AdminStore, backend: Backend, digest: str) -> _Probe:
-    """What one backend answers for the digest, through its own credentials; read-only."""
-    if backend.provider != SUPPORTED_PROVIDER:
-        return _Probe(False, "unsupported_provider")
+    """What one backend answers for the digest, through its own credentials and the service's
+    provider adapter; read-only."""
     try:
-        location = parse_location(backend.location)
-    except StorageFailure as failure:
+        store.providers.check_supported(backend)
+        try:
+            secret = store.read_secret(backend.secret_name)
+        except AdminError:
+            return _Probe(False, "secret_unavailable")
+        description = store.providers.open(backend, secret).describe(digest)
+    except AttemptFailed as failure:
         return _Probe(False, failure.reason.value)
-    try:
-        credentials = store.read_credentials(backend.secret_name)
-    except AdminError:
-        return _Probe(False, "secret_unavailable")
-    client, _bucket = store.s3_for(credentials, backend.location, backend.region)
-    try:
-        head = head_object(client, location.bucket, f"{backend.key_prefix}{digest}")
-    except StorageFailure as failure:
-        return _Probe(False, failure.reason.value)
-    proof = checksum_proof(head, digest_hex(digest))
-    filename = decode_filename(head.metadata.get("filename"))
-    if proof is False:
-        return _Probe(False, "digest_mismatch", head.size, filename)
-    return _Probe(True, "checksum_sha256" if proof else "hash_needed", head.size, filename)
+    info = description.info
+    if description.provider_proof is False:
+        return _Probe(False, "digest_mismatch", info.size, info.filename)
+    result = "checksum_sha256" if description.provider_proof else "hash_needed"
+    return _Probe(True, result, info.size, info.filename)

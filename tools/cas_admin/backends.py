@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError
 from cas_admin.errors import AdminError, UsageError
 from cas_admin.output import note, print_json, print_table
 from cas_admin.store import AdminStore, BackendRow, parse_location_or_fail
-from cas_download.data.storage import probe_read_access
-from cas_download.domain import STATUS_INVALID, STATUS_OK, SUPPORTED_PROVIDER, Credentials
+from cas_download.data.storage.s3 import Credentials, probe_read_access
+from cas_download.domain import Provider, ValidationStatus
 from cas_download.logic.health import utc_now_iso
 
 SECRET_ENV = "CAS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
@@ -131,7 +131,7 @@ def _describe(row: BackendRow) -> str:
 def cmd_add(args: argparse.Namespace, store: AdminStore) -> int:
     if args.default and args.fallback:
         raise UsageError("a backend is never both default and fallback: pass one of --default, --fallback")
-    if args.provider != SUPPORTED_PROVIDER:
+    if args.provider not in {p.value for p in Provider}:
         note(f"warning: the service skips provider {args.provider!r} (unsupported_provider)")
     parse_location_or_fail(args.location)
     existing = store.backends_of_org(args.org)
@@ -182,7 +182,7 @@ def _register(
     unset: list[tuple[BackendRow, str]],
 ) -> None:
     """Validate the keys (unless --no-validate), store them, write the row (and flag changes)."""
-    if not args.no_validate and row.provider == SUPPORTED_PROVIDER:
+    if not args.no_validate and row.provider == Provider.S3:
         reason = _validate(
             store,
             new.credentials,
@@ -196,7 +196,7 @@ def _register(
                 f"the credentials cannot read {row.location}: {reason}; nothing was written",
                 hint="check the keys and their policy (s3:GetObject, s3:ListBucket), or pass --no-validate",
             )
-        row.validation_status, row.validated_at = STATUS_OK, utc_now_iso()
+        row.validation_status, row.validated_at = ValidationStatus.OK.value, utc_now_iso()
     if new.secret_name:
         row.secret_name = new.secret_name
     else:
@@ -228,7 +228,7 @@ def cmd_list(args: argparse.Namespace, store: AdminStore) -> int:
     table = []
     for r in rows:
         status = r.status + (
-            f" ({r.validation_error})" if r.validation_error and r.status != STATUS_OK else ""
+            f" ({r.validation_error})" if r.validation_error and r.status != ValidationStatus.OK else ""
         )
         cells: list[object] = [r.name, r.is_default, r.is_fallback, status, r.validated_at, r.location, r.id]
         if args.all:
@@ -335,7 +335,9 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
     revoked = False
     if args.revoke_old and old_user is not None:
         store.client("iam").delete_access_key(UserName=old_user, AccessKeyId=old_credentials.access_key_id)
-        store.record_validation(old, STATUS_INVALID, "access key revoked by cas-admin backend rotate")
+        store.record_validation(
+            old, ValidationStatus.INVALID, "access key revoked by cas-admin backend rotate"
+        )
         revoked = True
     if args.json:
         print_json({"old": old.public(), "new": row.public(), "old_key_revoked": revoked})

@@ -20,10 +20,12 @@ from botocore.exceptions import ClientError
 
 from cas_admin.errors import AdminError, UsageError
 from cas_download.config import Settings
-from cas_download.data.secrets import SecretUnavailable, credentials_from_secret
-from cas_download.data.storage import S3ClientPool, StorageFailure, parse_location
+from cas_download.data.secrets import secret_fields
+from cas_download.data.storage.port import SecretFields
+from cas_download.data.storage.providers import StorageProviders
+from cas_download.data.storage.s3 import Credentials, credentials_from_secret, parse_location
 from cas_download.data.tables import ORG_INDEX_NAME, StatusGuard, Tables, build_tables
-from cas_download.domain import STATUS_OK, Backend, Credentials
+from cas_download.domain import AttemptFailed, Backend, ValidationStatus
 from cas_download.logic.health import utc_now_iso
 
 _CONFIG = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
@@ -85,7 +87,7 @@ class BackendRow:
 
     @property
     def status(self) -> str:
-        return self.validation_status or STATUS_OK
+        return self.validation_status or ValidationStatus.OK.value
 
     def public(self) -> dict[str, Any]:
         """The row for --json output (no secret values: ``secret_name`` only names the secret)."""
@@ -104,7 +106,9 @@ class BackendRow:
             key_prefix=self.key_prefix or "",
             is_default=self.is_default,
             is_fallback=self.is_fallback,
-            validation_status=self.status,
+            validation_status=ValidationStatus(self.status)
+            if self.status in {s.value for s in ValidationStatus}
+            else ValidationStatus.OK,
             created_at=self.created_at,
             deleted=self.deleted,
         )
@@ -123,7 +127,8 @@ class AdminStore:
         self.backends_table = backends_table
         self.mappings_table = mappings_table
         self._clients: dict[str, Any] = {}
-        self._s3_pool = S3ClientPool(self.session, 5.0, 60.0)
+        # The service's own provider adapters, with an operator's patience (longer timeouts).
+        self.providers = StorageProviders(self.session, 5.0, 60.0)
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
@@ -248,7 +253,7 @@ class AdminStore:
             )
         )
 
-    def record_validation(self, row: BackendRow, status: str, error: str | None) -> None:
+    def record_validation(self, row: BackendRow, status: ValidationStatus, error: str | None) -> None:
         """The same conditional status write as the service's (never over a newer validation)."""
         self.tables.record_status(row.id, status, error, utc_now_iso(), StatusGuard.NOT_NEWER)
 
@@ -333,20 +338,27 @@ class AdminStore:
             raise
         return str(response["ARN"])
 
-    def read_credentials(self, secret_name: str) -> Credentials:
+    def read_secret(self, secret_name: str) -> SecretFields:
         try:
             value = self.client("secretsmanager").get_secret_value(SecretId=secret_name)
-            return credentials_from_secret(json.loads(value.get("SecretString") or ""))
+            return secret_fields(json.loads(value.get("SecretString") or ""))
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "error")
             raise AdminError(f"secret {secret_name!r} could not be read ({code})") from None
-        except (ValueError, SecretUnavailable) as error:
+        except (ValueError, AttemptFailed) as error:
+            raise AdminError(f"secret {secret_name!r} is not usable: {error}") from None
+
+    def read_credentials(self, secret_name: str) -> Credentials:
+        """An S3 backend's keys from its secret."""
+        try:
+            return credentials_from_secret(self.read_secret(secret_name))
+        except AttemptFailed as error:
             raise AdminError(f"secret {secret_name!r} is not usable: {error}") from None
 
     def s3_for(self, credentials: Credentials, location: str, region: str | None) -> tuple[Any, str]:
         """An S3 client signing with ``credentials`` for a backend ``location``, and its bucket."""
         parsed = parse_location_or_fail(location)
-        client = self._s3_pool.client(
+        client = self.providers.s3_clients.client(
             credentials, region or credentials.region or self.region, parsed.endpoint_url
         )
         return client, parsed.bucket
@@ -355,7 +367,7 @@ class AdminStore:
 def parse_location_or_fail(location: str) -> Any:
     try:
         return parse_location(location)
-    except StorageFailure:
+    except AttemptFailed:
         raise UsageError(
             f"invalid location {location!r}: use a bucket name or http(s)://host[:port]/bucket"
         ) from None

@@ -36,7 +36,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cas_download.data.secrets import SecretUnavailable, credentials_from_secret
+from cas_download.data.storage.s3 import credentials_from_secret
+from cas_download.domain import AttemptFailed
 from cas_local.httpbase import DispatchingHandler, LoopbackServer, bound_handler
 from cas_local.presign import PresignCheck, is_presigned, verify_presigned
 
@@ -116,7 +117,7 @@ class KeyDirectory:
             try:
                 value = self._secrets.get_secret_value(SecretId=arn)  # type: ignore[union-attr]
                 credentials = credentials_from_secret(json.loads(value.get("SecretString") or ""))
-            except (ClientError, BotoCoreError, ValueError, SecretUnavailable):
+            except (ClientError, BotoCoreError, ValueError, AttemptFailed):
                 self._seen_versions[arn] = fingerprint
                 continue
             self._seen_versions[arn] = fingerprint

@@ -19,7 +19,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from cas_download.config import Settings
-from cas_download.domain import STATUS_INVALID, STATUS_OK, Backend, Mapping, VerificationRecord
+from cas_download.domain import Backend, Mapping, ValidationStatus, VerificationRecord
 from cas_download.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 ORG_INDEX_NAME = "org_id-index"
 _BATCH_GET_LIMIT = 100
+
+
+class TableError(Exception):
+    """A write, or a read the request can do without, failed after PynamoDB's retries. Its message
+    names only the failure's kind, so callers above the data layer never handle PynamoDB's types."""
 
 
 class StatusGuard(Enum):
@@ -88,23 +93,25 @@ class Tables:
             raise ServiceUnavailable("the backends table could not be read") from error
 
     def record_status(
-        self, backend_id: str, status: str, error: str | None, at: str, guard: StatusGuard
+        self, backend_id: str, status: ValidationStatus, error: str | None, at: str, guard: StatusGuard
     ) -> bool:
         """Write ``validation_status``/``validation_error``/``validated_at`` under ``guard``.
 
         Returns False when the condition did not hold (someone else already wrote, or a newer
-        validation exists); raises PynamoDBException on other failures.
+        validation exists); raises :class:`TableError` on other failures.
         """
         model = self.backend_model
-        actions = [model.validation_status.set(status), model.validated_at.set(at)]
+        actions = [model.validation_status.set(str(status)), model.validated_at.set(at)]
         actions.append(model.validation_error.set(error) if error else model.validation_error.remove())
         # Only the status attributes (and id) may be named: the IAM policy allows no other (SPEC
         # fields such as deleted_at stay the control plane's).
         condition = model.id.exists()
         if guard is StatusGuard.OK_TO_INVALID:
-            condition &= model.validation_status.does_not_exist() | (model.validation_status == STATUS_OK)
+            condition &= model.validation_status.does_not_exist() | (
+                model.validation_status == ValidationStatus.OK.value
+            )
         elif guard is StatusGuard.INVALID_TO_OK:
-            condition &= model.validation_status == STATUS_INVALID
+            condition &= model.validation_status == ValidationStatus.INVALID.value
         else:
             condition &= model.validated_at.does_not_exist() | (model.validated_at <= at)
         try:
@@ -114,7 +121,9 @@ class Tables:
         except UpdateError as failure:
             if failure.cause_response_code == "ConditionalCheckFailedException":
                 return False
-            raise
+            raise TableError(f"status not written ({failure.cause_response_code or 'error'})") from None
+        except PynamoDBException as failure:
+            raise TableError(f"status not written ({type(failure).__name__})") from None
         return True
 
     def verification_record(self, object_id: str) -> VerificationRecord | None:
@@ -124,6 +133,8 @@ class Tables:
             record = self.verification_model.get(object_id)
         except self.verification_model.DoesNotExist:
             return None
+        except PynamoDBException as failure:
+            raise TableError(type(failure).__name__) from None
         return VerificationRecord(
             object_id=record.object_id,
             digest=record.digest,
@@ -136,7 +147,7 @@ class Tables:
     def save_verification_record(self, record: VerificationRecord, expires_at: datetime) -> None:
         if self.verification_model is None:
             return
-        self.verification_model(
+        record_item = self.verification_model(
             record.object_id,
             digest=record.digest,
             etag=record.etag,
@@ -144,7 +155,11 @@ class Tables:
             version_id=record.version_id,
             verified_at=record.verified_at,
             expires_at=expires_at,
-        ).save()
+        )
+        try:
+            record_item.save()
+        except PynamoDBException as failure:
+            raise TableError(type(failure).__name__) from None
 
 
 def _backend(record: Any) -> Backend:
@@ -159,10 +174,15 @@ def _backend(record: Any) -> Backend:
         key_prefix=record.key_prefix or "",
         is_default=bool(record.is_default),
         is_fallback=bool(record.is_fallback),
-        validation_status=record.validation_status or "OK",
+        validation_status=_status(record.validation_status),
         created_at=record.created_at or "",
         deleted=bool(record.deleted_at),
     )
+
+
+def _status(value: str | None) -> ValidationStatus:
+    # Only "Invalid" defers a backend; a missing or unknown value reads as OK, as the spec says.
+    return ValidationStatus.INVALID if value == ValidationStatus.INVALID else ValidationStatus.OK
 
 
 def build_tables(settings: Settings, botocore_session: BotocoreSession | None = None) -> Tables:

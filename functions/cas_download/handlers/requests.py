@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from cas_download.digests import parse_digest
-from cas_download.domain import Mode
+from cas_download.domain import DownloadRequest, Mode
 from cas_download.errors import InvalidMode, InvalidRequest, MethodNotAllowed
 from cas_download.identity import parse_orgs
-from cas_download.logic.download import DownloadRequest
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD"})
 _ROUTE_PREFIX = "/v1/artifacts/"

@@ -6,26 +6,10 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from cas_download.domain import Artifact, Attempt, Mode
+from cas_download.domain import Artifact, Attempt, Mode, NotModified, etag_for
 from cas_download.errors import CasError
 from cas_download.filenames import content_disposition
-from cas_download.logic.download import NotModified, etag_for
 
-STATUS_BY_CODE = {
-    "invalid_request": 400,
-    "invalid_digest": 400,
-    "invalid_mode": 400,
-    "unauthenticated": 401,
-    "not_found": 404,
-    "content_missing": 404,
-    "method_not_allowed": 405,
-    "too_large_for_body": 413,
-    "backends_unavailable": 502,
-    "integrity_failure": 502,
-    "service_unavailable": 503,
-    "deadline_exceeded": 504,
-    "internal_error": 500,
-}
 RETRY_AFTER_SECONDS = "1"
 _NO_STORE = "private, no-store"
 
@@ -71,7 +55,7 @@ def success_response(outcome: Artifact | NotModified, mode: Mode, method: str) -
 
 
 def error_response(error: CasError, method: str = "GET") -> Response:
-    status = STATUS_BY_CODE.get(error.code, 500)
+    status = error.http_status
     headers = {"Cache-Control": "no-store"}
     if status == 503:
         headers["Retry-After"] = RETRY_AFTER_SECONDS

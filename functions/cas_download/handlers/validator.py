@@ -6,7 +6,7 @@ from typing import Any
 
 from cas_download.app import App
 from cas_download.config import Settings
-from cas_download.domain import STATUS_INVALID
+from cas_download.domain import ValidationStatus
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.validation import Validation, ValidationReport, validate_backends
 
@@ -56,7 +56,7 @@ def _describe(validation: Validation) -> dict[str, Any]:
 def _summary(report: ValidationReport) -> dict[str, Any]:
     return {
         "validated": len(report.validated),
-        "invalid": sorted(v.backend.id for v in report.validated if v.status == STATUS_INVALID),
+        "invalid": sorted(v.backend.id for v in report.validated if v.status is ValidationStatus.INVALID),
         "invalidated": sorted(v.backend.id for v in report.invalidated),
         "recovered": sorted(v.backend.id for v in report.recovered),
         "not_finished": sorted(b.id for b in report.not_finished),

@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from cas_download.domain import Artifact, Mode
+from cas_download.domain import Artifact, DownloadRequest, NotModified, etag_for
 from cas_download.errors import NotFound
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.fallback import serve_with_fallback
 from cas_download.logic.services import Services
-
-
-@dataclass(frozen=True, slots=True)
-class DownloadRequest:
-    digest: str  # canonical sha256:<hex>
-    orgs: tuple[str, ...]
-    mode: Mode
-    if_none_match: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NotModified:
-    digest: str
-
-
-def etag_for(digest: str) -> str:
-    return f'"{digest}"'
 
 
 def download(request: DownloadRequest, services: Services, deadline: Deadline) -> Artifact | NotModified:

@@ -1,10 +1,10 @@
-"""Fallback: try candidate backends in the spec's order until one serves verified bytes.
+"""Fallback: try the planned candidates (:mod:`cas_download.logic.candidates`) until one serves
+verified bytes.
 
-Phase 1 is the mapped backends; phase 2, only if phase 1 failed, each holding org's default and
-fallback backends. Backends that this container saw fail moments ago with rejected credentials or an
-unreadable secret are deferred to the very end (phase 3), so a rotated-away backend costs no round
-trip in steady state. Any failure moves on (a digest mismatch too: another copy may be good); the
-request's deadline ends the search.
+Backends that this container saw fail moments ago with rejected credentials or an unreadable secret
+are deferred to the very end, so a rotated-away backend costs no round trip in steady state. Any
+failure moves on (a digest mismatch too: another copy may be good); the request's deadline ends the
+search.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cas_download.data.storage import StorageFailure
-from cas_download.domain import Artifact, Attempt, AttemptReason, Backend, Mapping, Mode
+from cas_download.domain import Artifact, Attempt, AttemptFailed, AttemptReason, Backend, Mapping, Mode
 from cas_download.errors import (
     BackendsUnavailable,
     CasError,
@@ -24,7 +23,7 @@ from cas_download.errors import (
     TooLargeForBody,
 )
 from cas_download.logic.backend_attempt import serve_through
-from cas_download.logic.candidates import holding_orgs, mapped_candidates, org_fallback_candidates
+from cas_download.logic.candidates import holding_orgs, plan_candidates
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.services import Services
 
@@ -45,7 +44,7 @@ class _Search:
             started = time.monotonic()
             try:
                 artifact = serve_through(backend, self.digest, self.mode, self.deadline, self.services)
-            except StorageFailure as failure:
+            except AttemptFailed as failure:
                 elapsed = (time.monotonic() - started) * 1000.0
                 self.attempts.append(Attempt(backend, failure.reason, elapsed))
                 self.services.health.observe_failure(backend, failure.reason)
@@ -68,51 +67,28 @@ def serve_with_fallback(
     digest: str, mode: Mode, mappings: Sequence[Mapping], deadline: Deadline, services: Services
 ) -> Artifact:
     catalog = services.catalog
+    # One org-index query per holding org (cached per container) gives the mapped rows and the orgs'
+    # defaults and fallbacks together: no separate read of the mapped rows.
+    plan = plan_candidates(mappings, {org: catalog.org_backends(org) for org in holding_orgs(mappings)})
     search = _Search(digest, mode, deadline, services)
-
-    mapped = mapped_candidates(mappings, catalog.backends({m.backend_id for m in mappings}))
-    primary = mapped[0] if mapped else None
-    mapped_now, mapped_deferred = _defer_recent_failures(mapped, services)
-    artifact = search.try_in_order(mapped_now)
-
-    if artifact is None:
-        orgs = holding_orgs(mappings)
-        failed_locations = {a.backend.location for a in search.attempts} | {
-            b.location for b in mapped_deferred
-        }
-        fallbacks = org_fallback_candidates(
-            orgs,
-            {org: catalog.org_backends(org) for org in orgs},
-            # Mapped candidates were tried (or deferred); deleted ones are filtered out by the org query.
-            # A backend that only an inconsistent mapping of another org names is still its own
-            # org's default or fallback.
-            already_tried={b.id for b in mapped},
-            failed_locations=failed_locations,
-        )
-        fallbacks_now, fallbacks_deferred = _defer_recent_failures(fallbacks, services)
-        artifact = search.try_in_order(fallbacks_now)
-        if artifact is None:
-            artifact = search.try_in_order(mapped_deferred + fallbacks_deferred)
-
+    artifact = search.try_in_order(_defer_recent_failures(plan.order, services))
     if artifact is None and search.too_large is not None:
         search.too_large.attempts = search.attempts
         raise search.too_large
     if artifact is None:
         raise _final_error(search.attempts, deadline)
-    artifact.fallback = primary is None or artifact.backend.id != primary.id
+    artifact.fallback = plan.primary is None or artifact.backend.id != plan.primary.id
     return artifact
 
 
-def _defer_recent_failures(
-    candidates: list[Backend], services: Services
-) -> tuple[list[Backend], list[Backend]]:
+def _defer_recent_failures(candidates: Sequence[Backend], services: Services) -> list[Backend]:
     # One look per backend: the memory expires with time, and two looks could disagree and put a
     # backend in neither list (never tried).
     now: list[Backend] = []
     deferred: list[Backend] = []
     for backend in candidates:
         (deferred if services.health.recently_failed(backend.id) else now).append(backend)
-    return now, deferred
+    return now + deferred
 
 
 def _final_error(attempts: list[Attempt], deadline: Deadline) -> CasError:

@@ -15,11 +15,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pynamodb.exceptions import PynamoDBException
-
 from cas_download.data.cache import TtlCache
-from cas_download.data.tables import StatusGuard, Tables
-from cas_download.domain import STATUS_INVALID, STATUS_OK, AttemptReason, Backend
+from cas_download.data.tables import StatusGuard, TableError, Tables
+from cas_download.domain import AttemptReason, Backend, ValidationStatus
 
 _log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ class BackendHealth:
     ) -> None:
         self._tables = tables
         self._recent_failures: TtlCache[str, AttemptReason] = TtlCache(memory_seconds, clock=clock)
-        self._status_written: set[tuple[str, str]] = set()
+        self._status_written: set[tuple[str, ValidationStatus]] = set()
 
     def recently_failed(self, backend_id: str) -> bool:
         return self._recent_failures.get(backend_id) is not None
@@ -46,25 +44,29 @@ class BackendHealth:
             self._recent_failures.put(backend.id, reason)
         if reason is AttemptReason.CREDENTIALS_INVALID and not backend.is_invalid:
             self._record(
-                backend, STATUS_INVALID, "credentials rejected by storage", StatusGuard.OK_TO_INVALID
+                backend,
+                ValidationStatus.INVALID,
+                "credentials rejected by storage",
+                StatusGuard.OK_TO_INVALID,
             )
 
     def observe_success(self, backend: Backend) -> None:
         self._recent_failures.forget(backend.id)
         if backend.is_invalid:
-            self._record(backend, STATUS_OK, None, StatusGuard.INVALID_TO_OK)
+            self._record(backend, ValidationStatus.OK, None, StatusGuard.INVALID_TO_OK)
 
-    def _record(self, backend: Backend, status: str, error: str | None, guard: StatusGuard) -> None:
+    def _record(
+        self, backend: Backend, status: ValidationStatus, error: str | None, guard: StatusGuard
+    ) -> None:
         marker = (backend.id, status)
         if marker in self._status_written:
             return
         self._status_written.add(marker)
         # A later opposite transition may be written again.
-        self._status_written.discard((backend.id, STATUS_OK if status == STATUS_INVALID else STATUS_INVALID))
+        opposite = ValidationStatus.OK if status is ValidationStatus.INVALID else ValidationStatus.INVALID
+        self._status_written.discard((backend.id, opposite))
         try:
             self._tables.record_status(backend.id, status, error, utc_now_iso(), guard)
-        except PynamoDBException as failure:
+        except TableError as failure:
             # Repair is best effort: the request itself must not fail because of it.
-            _log.warning(
-                "could not record status %s for backend %s: %s", status, backend.id, type(failure).__name__
-            )
+            _log.warning("could not record status %s for backend %s: %s", status, backend.id, failure)

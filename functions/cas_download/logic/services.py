@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from cas_download.config import Settings
 from cas_download.data.catalog import Catalog
 from cas_download.data.secrets import CredentialStore
-from cas_download.data.storage import S3ClientPool
+from cas_download.data.storage.providers import StorageProviders
 from cas_download.data.tables import Tables
 from cas_download.logic.health import BackendHealth
+from cas_download.logic.verification import VerificationRecords
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,7 @@ class Services:
     settings: Settings
     catalog: Catalog
     credentials: CredentialStore
-    s3_clients: S3ClientPool
+    storage: StorageProviders
     tables: Tables
     health: BackendHealth
+    verification_records: VerificationRecords

@@ -11,18 +11,9 @@ import logging
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from pynamodb.exceptions import PynamoDBException
-
-from cas_download.data.secrets import SecretUnavailable
-from cas_download.data.storage import StorageFailure, parse_location, probe_read_access
-from cas_download.data.tables import StatusGuard
-from cas_download.domain import (
-    STATUS_INVALID,
-    STATUS_OK,
-    SUPPORTED_PROVIDER,
-    AttemptReason,
-    Backend,
-)
+from cas_download.data.tables import StatusGuard, TableError
+from cas_download.domain import AttemptFailed, AttemptReason, Backend, ValidationStatus
+from cas_download.logic.candidates import validation_order
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.health import utc_now_iso
 from cas_download.logic.services import Services
@@ -31,8 +22,8 @@ _log = logging.getLogger(__name__)
 
 _EXPLANATIONS = {
     AttemptReason.CREDENTIALS_INVALID: "storage rejected the credentials",
-    AttemptReason.ACCESS_DENIED: "the credentials may not read the bucket",
-    AttemptReason.NOT_FOUND: "the bucket does not exist",
+    AttemptReason.ACCESS_DENIED: "the credentials may not read the bucket or repository",
+    AttemptReason.NOT_FOUND: "the bucket or repository does not exist",
     AttemptReason.UNREACHABLE: "the storage endpoint is unreachable",
     AttemptReason.TIMEOUT: "the storage endpoint did not answer in time",
     AttemptReason.SECRET_UNAVAILABLE: "the secret is missing, unreadable or incomplete",
@@ -43,7 +34,7 @@ _EXPLANATIONS = {
 @dataclass(frozen=True, slots=True)
 class Validation:
     backend: Backend
-    status: str
+    status: ValidationStatus
     error: str | None
 
 
@@ -57,29 +48,18 @@ class ValidationReport:
     write_errors: list[Backend] = field(default_factory=list)
 
 
-def validation_order(backends: list[Backend]) -> list[Backend]:
-    live = [b for b in backends if not b.deleted]
-    return sorted(live, key=lambda b: (not (b.is_default or b.is_fallback), b.org_id, b.created_at, b.id))
-
-
 def probe(backend: Backend, services: Services) -> Validation:
     """Judge one backend's stored credentials against its storage."""
     try:
-        if backend.provider != SUPPORTED_PROVIDER:
-            raise StorageFailure(AttemptReason.UNSUPPORTED_PROVIDER, backend.provider)
-        location = parse_location(backend.location)
-        try:
-            credentials = services.credentials.fresh(backend.secret_name)
-        except SecretUnavailable as error:
-            raise StorageFailure(AttemptReason.SECRET_UNAVAILABLE, str(error)) from None
-        region = backend.region or credentials.region or "us-east-1"
-        client = services.s3_clients.client(credentials, region, location.endpoint_url)
-        reason = probe_read_access(client, location.bucket, backend.key_prefix)
-    except StorageFailure as failure:
+        services.storage.check_supported(backend)
+        secret = services.credentials.fresh(backend.secret_name)
+        reason = services.storage.open(backend, secret).probe(backend.key_prefix)
+    except AttemptFailed as failure:
         reason = failure.reason
     if reason is None:
-        return Validation(backend, STATUS_OK, None)
-    return Validation(backend, STATUS_INVALID, f"{reason.value}: {_EXPLANATIONS.get(reason, reason.value)}")
+        return Validation(backend, ValidationStatus.OK, None)
+    explanation = _EXPLANATIONS.get(reason, reason.value)
+    return Validation(backend, ValidationStatus.INVALID, f"{reason.value}: {explanation}")
 
 
 def validate_backends(services: Services, deadline: Deadline) -> ValidationReport:
@@ -115,12 +95,12 @@ def _record(validation: Validation, services: Services, report: ValidationReport
         written = services.tables.record_status(
             backend.id, validation.status, validation.error, utc_now_iso(), StatusGuard.NOT_NEWER
         )
-    except PynamoDBException:
+    except TableError:
         report.write_errors.append(backend)
         return
     if not written:
         report.write_conflicts.append(backend)
-    elif validation.status == STATUS_INVALID and not backend.is_invalid:
+    elif validation.status is ValidationStatus.INVALID and not backend.is_invalid:
         report.invalidated.append(validation)
-    elif validation.status == STATUS_OK and backend.is_invalid:
+    elif validation.status is ValidationStatus.OK and backend.is_invalid:
         report.recovered.append(validation)

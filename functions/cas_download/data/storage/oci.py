@@ -1,0 +1,529 @@
+"""``OCI``: an OCI distribution registry (GHCR, Docker Hub, ECR, Harbor, CNCF distribution, ...).
+
+Chainloop's layout: the artifact is the image ``{location}/chainloop-<hex>:latest``, an OCI image
+manifest with exactly one layer whose digest is the artifact's, titled with the filename; the bytes
+are that blob. A registry proves nothing about what it returns, so the bytes are hashed (or proven by
+a verification record). Its URL is the Location its blob GET redirects to (presigned storage); a
+registry that serves the bytes itself has none (``no_direct_url``).
+
+Written on urllib3 (already in the layer, under botocore) rather than an OCI client library: the
+service needs three GETs and the token flow, and must see every redirect and status itself.
+This module is imported only when an OCI backend is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import urllib3
+from urllib3.exceptions import HTTPError, ProtocolError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from cas_download.data.storage.port import DirectUrl, ObjectDescription, SecretFields, call_timeouts
+from cas_download.domain import AttemptFailed, AttemptReason, Backend, ObjectInfo
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+TITLE_ANNOTATION = "org.opencontainers.image.title"
+# A manifest of one layer is a few hundred bytes; anything far larger is not Chainloop's.
+MAX_MANIFEST_BYTES = 256 * 1024
+MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+MAX_REDIRECTS = 3
+# An error or redirect body up to this size is read off so the connection can be reused; past it,
+# the connection is closed instead.
+_DRAIN_LIMIT = 16 * 1024
+# A registry's Location that states no expiry is assumed good for this long.
+DEFAULT_URL_LIFETIME_SECONDS = 60
+# A token is not used in its last seconds: it could expire in flight.
+_TOKEN_EXPIRY_MARGIN_SECONDS = 5
+_DEFAULT_TOKEN_LIFETIME_SECONDS = 60
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_LINK_LOCAL = (
+    ipaddress.ip_network("169.254.0.0/16"),
+    ipaddress.ip_network("fe80::/10"),
+    ipaddress.ip_network("fd00:ec2::/32"),
+)
+_DOCKER_HUB = "registry-1.docker.io"
+_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryLocation:
+    base_url: str  # scheme://host[:port]
+    repository: str  # the location's path: artifacts live at {repository}/chainloop-<hex>
+
+
+def parse_location(location: str) -> RegistryLocation:
+    """``host[:port]/path``; plain HTTP for localhost and loopback, HTTPS otherwise; an explicit
+    ``http://``/``https://`` prefix overrides. ``docker.io`` is Docker Hub."""
+    scheme = None
+    rest = location.strip()
+    for prefix in ("http://", "https://"):
+        if rest.startswith(prefix):
+            scheme, rest = prefix[:-3], rest[len(prefix) :]
+    host, _, path = rest.partition("/")
+    path = path.strip("/")
+    if not host or not path or "@" in path or ":" in path.rsplit("/", 1)[-1] or not location.isprintable():
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid registry location")
+    if host == "docker.io":
+        host = _DOCKER_HUB
+    if scheme is None:
+        scheme = "http" if _is_loopback(host) else "https"
+    return RegistryLocation(f"{scheme}://{host}", path)
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryCredentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never let a password reach a log through repr()
+        return "RegistryCredentials(<redacted>)"
+
+    def basic(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()
+
+
+def credentials_from_secret(secret: SecretFields) -> RegistryCredentials | None:
+    """``Username`` and ``Password``; neither (``{}``) is anonymous pull; ``Repo`` is ignored."""
+    username, password = secret.text("Username"), secret.text("Password")
+    if username is None and password is None:
+        return None
+    if username is None or password is None:
+        raise AttemptFailed(AttemptReason.SECRET_UNAVAILABLE, "secret has only one of Username and Password")
+    return RegistryCredentials(username, password)
+
+
+# ---------------------------------------------------------------------------------- the HTTP client
+
+
+@dataclass(frozen=True, slots=True)
+class _Challenge:
+    scheme: str  # "basic" or "bearer"
+    params: dict[str, str]
+
+
+def parse_challenge(header: str | None) -> _Challenge | None:
+    if not header:
+        return None
+    scheme, _, rest = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme not in {"basic", "bearer"}:
+        return None
+    params = {
+        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+        for m in _CHALLENGE_PARAM.finditer(rest)
+    }
+    return _Challenge(scheme, params)
+
+
+class RegistryClient:
+    """One per container: a connection pool, and bearer tokens by registry, scope and credentials,
+    each reused until it expires."""
+
+    def __init__(self, connect_timeout_seconds: float, read_timeout_seconds: float) -> None:
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self.read_timeout_seconds = read_timeout_seconds
+        self._http = urllib3.PoolManager(retries=False, maxsize=4)
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        # Registries that asked for HTTP Basic: later requests send it without waiting for the 401.
+        self._basic_registries: set[str] = set()
+        self._lock = threading.Lock()
+
+    def request(
+        self, method: str, url: str, timeout: urllib3.Timeout, headers: dict[str, str] | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        """One request, redirects not followed, the body left to stream (bounded by the caller)."""
+        try:
+            return self._http.request(
+                method,
+                url,
+                headers=headers or {},
+                timeout=timeout,
+                redirect=False,
+                preload_content=False,
+            )
+        except Urllib3Timeout:
+            raise AttemptFailed(AttemptReason.TIMEOUT, "registry did not answer in time") from None
+        except HTTPError as error:
+            raise AttemptFailed(AttemptReason.UNREACHABLE, type(error).__name__) from None
+
+    def cached_token(self, key: tuple[str, str, str]) -> str | None:
+        with self._lock:
+            entry = self._tokens.get(key)
+            if entry is None:
+                return None
+            token, expires = entry
+            if time.monotonic() >= expires:
+                del self._tokens[key]
+                return None
+            return token
+
+    def remember_token(self, key: tuple[str, str, str], token: str, lifetime_seconds: float) -> None:
+        with self._lock:
+            self._tokens[key] = (token, time.monotonic() + lifetime_seconds - _TOKEN_EXPIRY_MARGIN_SECONDS)
+
+    def wants_basic(self, base_url: str) -> bool:
+        with self._lock:
+            return base_url in self._basic_registries
+
+    def remember_basic(self, base_url: str) -> None:
+        with self._lock:
+            self._basic_registries.add(base_url)
+
+    def forget_token(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._tokens.pop(key, None)
+
+
+# ----------------------------------------------------------------------------------- the adapter
+
+
+class OciStore:
+    """The storage port for one ``OCI`` backend."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        location: RegistryLocation,
+        credentials: RegistryCredentials | None,
+        timeout: urllib3.Timeout,
+    ) -> None:
+        self._client = client
+        self._location = location
+        self._credentials = credentials
+        self._timeout = timeout
+
+    @classmethod
+    def open_backend(
+        cls, backend: Backend, secret: SecretFields, client: RegistryClient, time_left: float | None
+    ) -> OciStore:
+        location = parse_location(backend.location)
+        credentials = credentials_from_secret(secret)
+        connect, read = call_timeouts(client.connect_timeout_seconds, client.read_timeout_seconds, time_left)
+        return cls(client, location, credentials, urllib3.Timeout(connect=connect, read=read))
+
+    # -------------------------------------------------------------- the port
+
+    def describe(self, digest: str) -> ObjectDescription:
+        repository = self._repository(digest)
+        response = self._registry_get(
+            repository, f"/v2/{repository}/manifests/latest", {"Accept": MANIFEST_MEDIA_TYPE}
+        )
+        try:
+            body = _read_bounded(response, MAX_MANIFEST_BYTES)
+        finally:
+            response.release_conn()
+        layer = _single_layer(body, response.headers.get("Content-Type"), digest)
+        annotations = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
+        title = annotations.get(TITLE_ANNOTATION) if annotations else None
+        info = ObjectInfo(
+            size=int(layer["size"]),
+            # A blob is named by its digest: the record of a full hash stays valid while the registry
+            # names the same blob (the bytes it serves are hashed whenever no record exists).
+            etag=digest,
+            filename=title if isinstance(title, str) and title else None,
+        )
+        return ObjectDescription(
+            info=info, provider_proof=None, record_key=f"oci|{self._location.base_url}|{repository}|{digest}"
+        )
+
+    def open(
+        self, digest: str, description: ObjectDescription | None = None, via: DirectUrl | None = None
+    ) -> BlobStream:
+        description = description or self.describe(digest)
+        if via is not None:
+            response = self._storage_get(via.url)
+        else:
+            repository = self._repository(digest)
+            response = self._registry_get(repository, f"/v2/{repository}/blobs/{digest}", allow_redirect=True)
+            if response.status in _REDIRECTS:
+                location = _redirect_target(response, self._blob_url(digest))
+                discard(response)
+                response = self._storage_get(location)
+        return BlobStream(description.info, response)
+
+    def direct_url(
+        self, digest: str, description: ObjectDescription, ttl_seconds: int, disposition: str | None
+    ) -> DirectUrl:
+        # The registry decides the lifetime and the response headers of its storage's URL.
+        repository = self._repository(digest)
+        response = self._registry_get(repository, f"/v2/{repository}/blobs/{digest}", allow_redirect=True)
+        try:
+            if response.status in _REDIRECTS:
+                target = _redirect_target(response, self._blob_url(digest))
+                return DirectUrl(target, url_expiry(target, datetime.now(UTC)))
+        finally:
+            discard(response)  # a 200 is the blob itself: a few KiB at most are read off
+        raise AttemptFailed(AttemptReason.NO_DIRECT_URL, "the registry serves the blob itself")
+
+    def probe(self, key_prefix: str) -> AttemptReason | None:
+        """Authenticate for pull on the location, reading nothing."""
+        try:
+            response = self._authorized_get(self._location.repository, "/v2/")
+            discard(response)
+        except AttemptFailed as failure:
+            return failure.reason
+        return None
+
+    # -------------------------------------------------------------- requests
+
+    def _repository(self, digest: str) -> str:
+        return f"{self._location.repository}/chainloop-{digest.removeprefix('sha256:')}"
+
+    def _blob_url(self, digest: str) -> str:
+        repository = self._repository(digest)
+        return f"{self._location.base_url}/v2/{repository}/blobs/{digest}"
+
+    def _registry_get(
+        self,
+        repository: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        *,
+        allow_redirect: bool = False,
+    ) -> urllib3.BaseHTTPResponse:
+        """An authorized GET whose body is left to stream: 200 (or a redirect, when allowed)."""
+        response = self._authorized_get(repository, path, headers)
+        if response.status == 200 or (allow_redirect and response.status in _REDIRECTS):
+            return response
+        discard(response)
+        raise AttemptFailed(
+            _classify(response.status, self._credentials is not None), f"registry {response.status}"
+        )
+
+    def _authorized_get(
+        self, repository: str, path: str, headers: dict[str, str] | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        """GET with what the registry asks for: a cached token first, else the challenge's scheme."""
+        url = f"{self._location.base_url}{path}"
+        token_key = (self._location.base_url, repository, self._credentials_fingerprint())
+        sent = dict(headers or {})
+        token = self._client.cached_token(token_key)
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        elif self._credentials is not None and self._client.wants_basic(self._location.base_url):
+            sent["Authorization"] = self._credentials.basic()
+        response = self._client.request("GET", url, self._timeout, sent)
+        if response.status != 401:
+            return response
+        challenge = parse_challenge(response.headers.get("WWW-Authenticate"))
+        discard(response)
+        if token is not None:
+            self._client.forget_token(token_key)  # expired or revoked early: ask for a new one
+        if challenge is None:
+            raise AttemptFailed(self._refused(), "registry 401 without a usable challenge")
+        if challenge.scheme == "basic":
+            if self._credentials is None:
+                raise AttemptFailed(AttemptReason.ACCESS_DENIED, "registry wants credentials, none given")
+            sent["Authorization"] = self._credentials.basic()
+            self._client.remember_basic(self._location.base_url)
+        else:
+            token = self._fetch_token(challenge, repository, token_key)
+            sent["Authorization"] = f"Bearer {token}"
+        response = self._client.request("GET", url, self._timeout, sent)
+        if response.status == 401:
+            discard(response)
+            raise AttemptFailed(self._refused(), "registry 401 with the credentials given")
+        return response
+
+    def _fetch_token(self, challenge: _Challenge, repository: str, key: tuple[str, str, str]) -> str:
+        realm = challenge.params.get("realm", "")
+        if urlsplit(realm).scheme not in {"http", "https"} or _is_link_local(urlsplit(realm).hostname):
+            raise AttemptFailed(AttemptReason.UNREACHABLE, "token realm is not an http(s) URL")
+        query = {"scope": f"repository:{repository}:pull"}
+        if "service" in challenge.params:
+            query["service"] = challenge.params["service"]
+        headers = {"Authorization": self._credentials.basic()} if self._credentials else {}
+        separator = "&" if urlsplit(realm).query else "?"
+        response = self._client.request(
+            "GET", f"{realm}{separator}{urlencode(query)}", self._timeout, headers
+        )
+        try:
+            if response.status != 200:
+                raise AttemptFailed(
+                    _classify(response.status, self._credentials is not None), f"token {response.status}"
+                )
+            document = _json_object(_read_bounded(response, MAX_TOKEN_RESPONSE_BYTES))
+        finally:
+            response.release_conn()
+        token = document.get("token") or document.get("access_token") if document else None
+        if not isinstance(token, str) or not token:
+            raise AttemptFailed(AttemptReason.UNREACHABLE, "token endpoint answered no token")
+        lifetime = document.get("expires_in") if document else None
+        seconds = lifetime if isinstance(lifetime, int) and lifetime > 0 else _DEFAULT_TOKEN_LIFETIME_SECONDS
+        self._client.remember_token(key, token, seconds)
+        return token
+
+    def _storage_get(self, url: str) -> urllib3.BaseHTTPResponse:
+        """GET a storage URL the registry redirected to: never with the registry's credentials."""
+        for _ in range(MAX_REDIRECTS):
+            response = self._client.request("GET", url, self._timeout)
+            if response.status == 200:
+                return response
+            if response.status in _REDIRECTS:
+                target = _redirect_target(response, url)
+                discard(response)
+                url = target
+                continue
+            discard(response)
+            raise AttemptFailed(
+                _classify(response.status, credentials_given=False), f"storage {response.status}"
+            )
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "too many redirects")
+
+    def _credentials_fingerprint(self) -> str:
+        return self._credentials.fingerprint() if self._credentials else "anonymous"
+
+    def _refused(self) -> AttemptReason:
+        return AttemptReason.CREDENTIALS_INVALID if self._credentials else AttemptReason.ACCESS_DENIED
+
+
+class BlobStream:
+    """A blob's bytes as they arrive."""
+
+    def __init__(self, info: ObjectInfo, response: urllib3.BaseHTTPResponse) -> None:
+        self.info = info
+        self._response = response
+        self._complete = False
+
+    def chunks(self, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        try:
+            yield from self._response.stream(chunk_size)
+            self._complete = True
+        except Urllib3Timeout:
+            raise AttemptFailed(AttemptReason.TIMEOUT, "blob read timed out") from None
+        except (HTTPError, ProtocolError, OSError) as error:
+            raise AttemptFailed(AttemptReason.UNREACHABLE, type(error).__name__) from None
+
+    def close(self) -> None:
+        if not self._complete:
+            self._response.close()  # unread bytes would corrupt the next request on this connection
+        self._response.release_conn()
+
+
+def discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Give a response's connection back: a small body is read off (keep-alive), a large or unknown
+    one closes the connection, so no unread bytes precede the next request on it."""
+    try:
+        if len(response.read(_DRAIN_LIMIT + 1, decode_content=False)) > _DRAIN_LIMIT:
+            response.close()
+    except (HTTPError, OSError):
+        response.close()
+    response.release_conn()
+
+
+# ------------------------------------------------------------------------------------- answers
+
+
+def _classify(status: int, credentials_given: bool) -> AttemptReason:
+    if status == 401:
+        return AttemptReason.CREDENTIALS_INVALID if credentials_given else AttemptReason.ACCESS_DENIED
+    if status == 403:
+        return AttemptReason.ACCESS_DENIED
+    if status == 404:
+        return AttemptReason.NOT_FOUND
+    return AttemptReason.UNREACHABLE
+
+
+def _read_bounded(response: urllib3.BaseHTTPResponse, limit: int) -> bytes:
+    try:
+        data = response.read(limit + 1, decode_content=True)
+    except Urllib3Timeout:
+        raise AttemptFailed(AttemptReason.TIMEOUT, "registry answer timed out") from None
+    except (HTTPError, OSError) as error:
+        raise AttemptFailed(AttemptReason.UNREACHABLE, type(error).__name__) from None
+    if len(data) > limit:
+        raise AttemptFailed(AttemptReason.UNREACHABLE, f"registry answer over {limit} bytes")
+    return data
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _single_layer(body: bytes, content_type: str | None, digest: str) -> dict[str, Any]:
+    """The manifest's one layer, if this is the artifact's image as Chainloop writes it."""
+    manifest = _json_object(body)
+    if manifest is None:
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "manifest is not a JSON object")
+    media_type = manifest.get("mediaType") or (content_type or "").split(";")[0].strip()
+    layers = manifest.get("layers")
+    if media_type != MANIFEST_MEDIA_TYPE or not isinstance(layers, list) or len(layers) != 1:
+        raise AttemptFailed(AttemptReason.NOT_FOUND, "not a single-layer OCI image manifest")
+    layer = layers[0]
+    if not isinstance(layer, dict) or layer.get("digest") != digest:
+        raise AttemptFailed(AttemptReason.NOT_FOUND, "the image's layer is another digest")
+    size = layer.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "the layer has no valid size")
+    return layer
+
+
+def _redirect_target(response: urllib3.BaseHTTPResponse, base: str) -> str:
+    """The Location of a redirect, resolved against ``base``: only http(s), never link-local."""
+    location = response.headers.get("Location")
+    if not location:
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "redirect without a Location")
+    target = urljoin(base, location)
+    parts = urlsplit(target)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "redirect to a non-http(s) URL refused")
+    if _is_link_local(parts.hostname):
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "redirect to a link-local address refused")
+    return target
+
+
+def _is_link_local(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return any(address in network for network in _LINK_LOCAL) or address.is_link_local
+
+
+def url_expiry(url: str, now: datetime) -> datetime:
+    """When a storage URL stops working, as it says: SigV4 ``X-Amz-Date`` + ``X-Amz-Expires``, an
+    Azure SAS ``se``, a CloudFront or SigV2 ``Expires`` (epoch seconds); else a short default."""
+    query = {key.lower(): values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+    try:
+        if "x-amz-date" in query and "x-amz-expires" in query:
+            signed = datetime.strptime(query["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            return signed + timedelta(seconds=int(query["x-amz-expires"]))
+        if "se" in query:
+            return datetime.fromisoformat(query["se"].replace("Z", "+00:00")).astimezone(UTC)
+        if "expires" in query:
+            return datetime.fromtimestamp(int(query["expires"]), tz=UTC)
+    except (ValueError, OverflowError):
+        pass
+    return now.replace(microsecond=0) + timedelta(seconds=DEFAULT_URL_LIFETIME_SECONDS)

@@ -1,0 +1,290 @@
+"""OCI registry backends (spec: Providers, ``OCI``) against a real CNCF distribution registry:
+Chainloop's layout, proof by hashing, the registry's redirect as the URL, fallback across providers."""
+
+from __future__ import annotations
+
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from cas_admin.oci_push import push_artifact
+from cas_download.data.storage.oci import url_expiry
+from tests.scenarios.conftest import Service, assert_failed
+from tests.support.calls import CallRecorder
+from tests.support.registry import Registry, RegistryUser
+from tests.support.world import BackendRef, World, sha256_digest
+
+DATA = b"an artifact kept in an OCI registry\n" * 300
+OTHER = b"some other bytes entirely\n" * 50
+
+
+def push(registry: Registry, location: str, user: RegistryUser, data: bytes = DATA, **kw: object) -> str:
+    return push_artifact(location, data, "release.tgz", user.name, user.password, **kw).digest  # type: ignore[arg-type]
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return bytes(answer.read())
+
+
+def unique_data() -> bytes:
+    """Bytes no other test pushes: a registry stores a blob once for all repositories, so a test that
+    tampers with one must not share it."""
+    return DATA + uuid.uuid4().bytes
+
+
+def oci_world(
+    world: World, registry: Registry, data: bytes = DATA, **backend: object
+) -> tuple[str, BackendRef, RegistryUser, str]:
+    """An org whose artifact was pushed through, and is mapped to, one OCI backend."""
+    org = world.org()
+    user = registry.new_user()
+    location = registry.location()
+    oci = world.oci_backend(org, "registry", location, user, **backend)  # type: ignore[arg-type]
+    digest = push(registry, location, user, data)
+    world.map(digest, org, oci)
+    return org, oci, user, digest
+
+
+def test_body_mode_serves_the_hashed_bytes_of_the_layer_with_its_title_as_filename(
+    world: World, service: Service, registry: Registry
+) -> None:
+    # Given an artifact in Chainloop's layout on a self-hosted registry
+    org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+
+    # When the caller asks for the body
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the bytes are served through that backend, with the layer's title as the filename
+    assert response.status == 200
+    assert response.body == DATA
+    assert response.headers["X-Cas-Backend"] == "registry"
+    assert response.headers["X-Cas-Fallback"] == "false"
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="release.tgz"')
+
+
+def test_a_self_hosted_registry_has_no_direct_url_and_the_next_candidate_serves(
+    world: World, service: Service, registry: Registry
+) -> None:
+    # Given the artifact mapped to a self-hosted registry, and the org's S3 default holding the same bytes
+    org, _oci, _user, digest = oci_world(world, registry)
+    default = world.backend(org, "s3-default", is_default=True)
+    world.put(default, DATA)
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then the S3 default serves, as a fallback
+    assert response.status == 307
+    assert response.headers["X-Cas-Backend"] == "s3-default"
+    assert response.headers["X-Cas-Fallback"] == "true"
+
+
+def test_a_self_hosted_registry_alone_answers_no_direct_url_in_url_mode(
+    world: World, service: Service, registry: Registry
+) -> None:
+    org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+    response = service.get(digest, orgs=org, mode="url")
+    assert_failed(response, 502, "backends_unavailable", [("registry", "no_direct_url")])
+
+
+def test_a_hosted_registry_redirects_to_its_storage_url_once_the_bytes_are_proven(
+    world: World, service: Service, hosted_registry: Registry, call_recorder: CallRecorder
+) -> None:
+    # Given an artifact on a registry whose blobs live in S3 (blob GETs redirect to presigned URLs)
+    org, _oci, _user, digest = oci_world(world, hosted_registry, is_default=True)
+
+    # When the caller asks for a redirect
+    response = service.get(digest, orgs=org)
+
+    # Then the Location is the registry's presigned storage URL, and it serves the digest's bytes
+    assert response.status == 307
+    assert response.headers["X-Cas-Backend"] == "registry"
+    location = response.headers["Location"]
+    assert "X-Amz-Signature=" in location
+    assert urlsplit(location).netloc != urlsplit(hosted_registry.url).netloc
+    assert fetch(location) == DATA
+
+
+def test_url_mode_reports_the_expiry_the_storage_url_states(
+    world: World, service: Service, hosted_registry: Registry
+) -> None:
+    org, _oci, _user, digest = oci_world(world, hosted_registry, is_default=True)
+
+    response = service.get(digest, orgs=org, mode="url")
+
+    assert response.status == 200
+    document = response.json
+    query = {k.lower(): v[0] for k, v in parse_qs(urlsplit(document["url"]).query).items()}
+    signed = datetime.strptime(query["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    stated = signed + timedelta(seconds=int(query["x-amz-expires"]))
+    assert document["expires_at"] == stated.isoformat().replace("+00:00", "Z")
+    assert document["size"] == len(DATA)
+    assert document["filename"] == "release.tgz"
+    assert fetch(document["url"]) == DATA
+
+
+def test_a_changed_registry_password_falls_back_to_the_orgs_s3_default(
+    world: World, service: Service, registry: Registry
+) -> None:
+    # Given the artifact mapped to an OCI backend whose password was changed since, and the org's S3
+    # default holding the same bytes
+    org, _oci, user, digest = oci_world(world, registry)
+    default = world.backend(org, "s3-default", is_default=True)
+    world.put(default, DATA)
+    registry.set_password(user, "changed-" + user.password)
+
+    # When the caller asks for the body
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the S3 default serves the bytes, as a fallback
+    assert response.status == 200
+    assert response.body == DATA
+    assert response.headers["X-Cas-Backend"] == "s3-default"
+    assert response.headers["X-Cas-Fallback"] == "true"
+
+
+def test_a_changed_registry_password_is_credentials_invalid(
+    world: World, service: Service, registry: Registry
+) -> None:
+    org, _oci, user, digest = oci_world(world, registry, is_default=True)
+    registry.set_password(user, "changed-" + user.password)
+    response = service.get(digest, orgs=org, mode="body")
+    assert_failed(response, 502, "backends_unavailable", [("registry", "credentials_invalid")])
+
+
+def test_a_revoked_s3_mapping_is_served_by_an_oci_default(
+    world: World, service: Service, registry: Registry
+) -> None:
+    # Given the artifact mapped to an S3 backend whose key was revoked, and the org's OCI default
+    org = world.org()
+    s3 = world.backend(org, "s3-old")
+    digest = world.put(s3, DATA)
+    world.map(digest, org, s3)
+    world.revoke(s3)
+    user = registry.new_user()
+    location = registry.location()
+    world.oci_backend(org, "registry-default", location, user, is_default=True)
+    push(registry, location, user)
+
+    # When the caller asks for the body
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the registry serves the proven bytes, as a fallback
+    assert response.status == 200
+    assert response.body == DATA
+    assert response.headers["X-Cas-Backend"] == "registry-default"
+    assert response.headers["X-Cas-Fallback"] == "true"
+
+
+def test_a_tampered_blob_is_never_served(world: World, service: Service, registry: Registry) -> None:
+    # Given an artifact whose blob file was overwritten on the registry's disk (reads are not re-checked)
+    data = unique_data()
+    org, _oci, _user, digest = oci_world(world, registry, data, is_default=True)
+    registry.blob_path(digest).write_bytes(data[:-1] + b"X")
+
+    # When the caller asks for the body
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then nothing is served
+    assert_failed(response, 502, "integrity_failure", [("registry", "digest_mismatch")])
+
+
+def test_a_tampered_blob_on_one_registry_is_served_from_the_good_copy(
+    world: World, service: Service, registry: Registry
+) -> None:
+    data = unique_data()
+    org, _oci, _user, digest = oci_world(world, registry, data)
+    registry.blob_path(digest).write_bytes(data[:-1] + b"X")
+    default = world.backend(org, "s3-default", is_default=True)
+    world.put(default, data)
+
+    response = service.get(digest, orgs=org, mode="body")
+
+    assert response.status == 200
+    assert response.body == data
+    assert response.headers["X-Cas-Backend"] == "s3-default"
+
+
+def test_a_missing_image_is_content_missing(world: World, service: Service, registry: Registry) -> None:
+    # Given a mapping to a registry backend that never received the image
+    org = world.org()
+    user = registry.new_user()
+    oci = world.oci_backend(org, "registry", registry.location(), user, is_default=True)
+    digest = sha256_digest(DATA)
+    world.map(digest, org, oci)
+
+    response = service.get(digest, orgs=org, mode="body")
+
+    assert_failed(response, 404, "content_missing", [("registry", "not_found")])
+
+
+def test_an_image_at_the_artifacts_name_whose_layer_is_another_digest_is_not_the_artifact(
+    world: World, service: Service, registry: Registry
+) -> None:
+    # Given an image named after the digest whose single layer holds other bytes (and their digest)
+    org = world.org()
+    user = registry.new_user()
+    location = registry.location()
+    oci = world.oci_backend(org, "registry", location, user, is_default=True)
+    digest = sha256_digest(DATA)
+    pushed = push_artifact(location, OTHER, "other.bin", user.name, user.password, image_digest=digest)
+    world.map(digest, org, oci)
+    assert pushed.digest != digest
+
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the image is not the artifact: its layer is never read
+    assert_failed(response, 404, "content_missing", [("registry", "not_found")])
+
+
+def test_anonymous_pull_on_a_registry_that_wants_credentials_is_access_denied(
+    world: World, service: Service, registry: Registry
+) -> None:
+    # Given an OCI backend whose secret is {} (anonymous pull) on a registry that requires a login
+    org = world.org()
+    user = registry.new_user()
+    location = registry.location()
+    oci = world.oci_backend(org, "anonymous", location, None, is_default=True)
+    digest = push(registry, location, user)
+    world.map(digest, org, oci)
+
+    response = service.get(digest, orgs=org, mode="body")
+
+    assert_failed(response, 502, "backends_unavailable", [("anonymous", "access_denied")])
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [{"username": "{user}", "PASSWORD": "{password}"}, {"user_name": "{user}", "pass-word": "{password}"}],
+    ids=["any-case", "separators"],
+)
+def test_secret_keys_match_in_any_case(
+    world: World, service: Service, registry: Registry, secret: dict[str, str]
+) -> None:
+    org = world.org()
+    user = registry.new_user()
+    location = registry.location()
+    value = {k: v.format(user=user.name, password=user.password) for k, v in secret.items()}
+    oci = world.oci_backend(org, "registry", location, user, is_default=True, secret=value)
+    digest = push(registry, location, user)
+    world.map(digest, org, oci)
+
+    response = service.get(digest, orgs=org, mode="body")
+
+    assert response.status == 200
+    assert response.body == DATA
+
+
+def test_url_expiry_reads_what_the_url_states() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    sigv4 = "https://s/x?X-Amz-Date=20260101T000000Z&X-Amz-Expires=900&X-Amz-Signature=s"
+    assert url_expiry(sigv4, now) == now + timedelta(seconds=900)
+    assert url_expiry("https://a/b?se=2026-01-01T00:10:00Z&sig=s", now) == now + timedelta(minutes=10)
+    assert url_expiry("https://cdn/b?Expires=1767225720&Signature=s", now) == datetime.fromtimestamp(
+        1767225720, tz=UTC
+    )
+    assert url_expiry("https://cdn/b", now) == now + timedelta(seconds=60)
