@@ -3,6 +3,7 @@ Chainloop's layout, proof by hashing, the registry's redirect as the URL, fallba
 
 from __future__ import annotations
 
+import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from cas_download.data.storage.oci import url_expiry
 from tests.scenarios.conftest import Service, assert_failed
 from tests.support.calls import CallRecorder
 from tests.support.registry import Registry, RegistryUser
+from tests.support.token_issuer import TokenIssuer
 from tests.support.world import BackendRef, World, sha256_digest
 
 DATA = b"an artifact kept in an OCI registry\n" * 300
@@ -288,3 +290,103 @@ def test_url_expiry_reads_what_the_url_states() -> None:
         1767225720, tz=UTC
     )
     assert url_expiry("https://cdn/b", now) == now + timedelta(seconds=60)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the Bearer token flow, against a registry that verifies every token's signature
+
+
+def token_world(
+    world: World, registry: Registry, issuer: TokenIssuer, data: bytes = DATA
+) -> tuple[str, RegistryUser, str]:
+    org = world.org()
+    user = RegistryUser(f"user-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
+    issuer.add_user(user.name, user.password)
+    location = registry.location()
+    world.oci_backend(org, "token-registry", location, user, is_default=True)
+    digest = push(registry, location, user, data)
+    return org, user, digest
+
+
+def test_a_bearer_token_is_fetched_for_the_pull_scope_and_reused_until_it_expires(
+    world: World, service: Service, token_registry: Registry, token_issuer: TokenIssuer
+) -> None:
+    # Given an artifact on a registry that wants bearer tokens
+    org, _user, digest = token_world(world, token_registry, token_issuer)
+    world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
+    issued_before = len(token_issuer.issued)
+
+    # When the caller asks for the body twice
+    first = service.get(digest, orgs=org, mode="body")
+    second = service.get(digest, orgs=org, mode="body")
+
+    # Then both are served, and one token with the pull scope of the artifact's image served both
+    assert (first.status, second.status) == (200, 200)
+    assert second.body == DATA
+    assert token_issuer.issued[issued_before:] == [
+        f"repository:{_repository_of(world, org)}/chainloop-{digest.removeprefix('sha256:')}:pull"
+    ]
+
+
+def test_a_token_refused_for_the_credentials_given_is_credentials_invalid(
+    world: World, service: Service, token_registry: Registry, token_issuer: TokenIssuer
+) -> None:
+    # Given a backend whose password the token issuer no longer accepts
+    org, user, digest = token_world(world, token_registry, token_issuer)
+    world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
+    token_issuer.add_user(user.name, "rotated-" + user.password)
+
+    response = service.get(digest, orgs=org, mode="body")
+
+    assert_failed(response, 502, "backends_unavailable", [("token-registry", "credentials_invalid")])
+
+
+def test_a_token_the_registry_stops_accepting_is_replaced_and_the_request_served(
+    world: World, service: Service, token_registry: Registry, token_issuer: TokenIssuer
+) -> None:
+    # Given a request that cached a token the registry accepts for about 2 s more (its JWT expired
+    # 58 s ago; distribution allows 60 s of clock skew) though the issuer advertised 300 s
+    org, _user, digest = token_world(world, token_registry, token_issuer)
+    world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
+    token_issuer.token_lifetime_s = -58
+    try:
+        assert service.get(digest, orgs=org, mode="body").status == 200
+    finally:
+        token_issuer.token_lifetime_s = 300
+    issued = len(token_issuer.issued)
+    time.sleep(3)
+
+    # When the caller asks again, the registry refusing the cached token
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the registry's 401 makes the service fetch a new token (once), and the request is served
+    assert response.status == 200
+    assert response.body == DATA
+    assert len(token_issuer.issued) == issued + 1
+
+
+def _repository_of(world: World, org: str) -> str:
+    backend = next(b for b in world.backends.values() if b.org == org)
+    return backend.location.split("/", 1)[1]
+
+
+def test_a_token_is_not_used_past_the_lifetime_the_issuer_advertised(
+    world: World, service: Service, token_registry: Registry, token_issuer: TokenIssuer
+) -> None:
+    # Given tokens advertised for 6 s (the service stops using one 5 s before it expires)
+    org, _user, digest = token_world(world, token_registry, token_issuer)
+    world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
+    token_issuer.advertised_lifetime_s = 6
+    try:
+        assert service.get(digest, orgs=org, mode="body").status == 200
+        issued = len(token_issuer.issued)
+        time.sleep(1.5)
+
+        # When the caller asks again after the token's usable life
+        response = service.get(digest, orgs=org, mode="body")
+    finally:
+        token_issuer.advertised_lifetime_s = 300
+
+    # Then a new token was fetched up front and the request served
+    assert response.status == 200
+    assert len(token_issuer.issued) == issued + 1

@@ -83,8 +83,10 @@ def parse_location(location: str) -> RegistryLocation:
 
 
 def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]")
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
     if name == "localhost":
         return True
     try:

@@ -1,0 +1,135 @@
+"""The OCI adapter's rules as the spec states them: location forms, secrets, challenges, answers,
+redirect targets."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cas_download.data.storage import oci
+from cas_download.data.storage.port import SecretFields
+from cas_download.domain import AttemptFailed, AttemptReason
+
+
+@pytest.mark.parametrize(
+    ("location", "base_url", "repository"),
+    [
+        ("ghcr.io/acme/cas", "https://ghcr.io", "acme/cas"),
+        ("127.0.0.1:5000/cas", "http://127.0.0.1:5000", "cas"),
+        ("localhost:5000/a/b", "http://localhost:5000", "a/b"),
+        ("[::1]:5000/cas", "http://[::1]:5000", "cas"),
+        ("docker.io/acme/cas", "https://registry-1.docker.io", "acme/cas"),
+        ("http://registry.internal:8080/cas", "http://registry.internal:8080", "cas"),
+        ("https://127.0.0.1:5000/cas", "https://127.0.0.1:5000", "cas"),
+        ("harbor.example.com/project/cas/", "https://harbor.example.com", "project/cas"),
+    ],
+)
+def test_a_location_names_the_registry_and_the_repository(
+    location: str, base_url: str, repository: str
+) -> None:
+    assert oci.parse_location(location) == oci.RegistryLocation(base_url, repository)
+
+
+@pytest.mark.parametrize(
+    "location", ["", "ghcr.io", "ghcr.io/", "ghcr.io/acme/cas:latest", "ghcr.io/a@sha256:00"]
+)
+def test_a_location_with_no_repository_or_with_a_tag_or_digest_is_refused(location: str) -> None:
+    with pytest.raises(AttemptFailed) as refused:
+        oci.parse_location(location)
+    assert refused.value.reason is AttemptReason.UNREACHABLE
+
+
+def test_secret_keys_match_in_any_case_and_repo_is_ignored() -> None:
+    credentials = oci.credentials_from_secret(SecretFields({"USERNAME": "u", "password": "p", "Repo": "x/y"}))
+    assert credentials == oci.RegistryCredentials("u", "p")
+    assert "p" not in repr(credentials)
+
+
+def test_an_empty_secret_is_anonymous_pull() -> None:
+    assert oci.credentials_from_secret(SecretFields({})) is None
+    assert oci.credentials_from_secret(SecretFields({"Repo": "ghcr.io/acme/cas"})) is None
+
+
+@pytest.mark.parametrize("secret", [{"Username": "u"}, {"Password": "p"}, {"Username": "u", "Password": ""}])
+def test_half_a_login_is_secret_unavailable(secret: dict[str, str]) -> None:
+    with pytest.raises(AttemptFailed) as refused:
+        oci.credentials_from_secret(SecretFields(secret))
+    assert refused.value.reason is AttemptReason.SECRET_UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("status", "credentials_given", "reason"),
+    [
+        (401, True, AttemptReason.CREDENTIALS_INVALID),
+        (401, False, AttemptReason.ACCESS_DENIED),
+        (403, True, AttemptReason.ACCESS_DENIED),
+        (403, False, AttemptReason.ACCESS_DENIED),
+        (404, True, AttemptReason.NOT_FOUND),
+        (429, True, AttemptReason.UNREACHABLE),
+        (500, True, AttemptReason.UNREACHABLE),
+        (503, True, AttemptReason.UNREACHABLE),
+        (400, True, AttemptReason.UNREACHABLE),
+    ],
+)
+def test_a_registry_answer_has_one_reason(
+    status: int, credentials_given: bool, reason: AttemptReason
+) -> None:
+    assert oci._classify(status, credentials_given) is reason
+
+
+@pytest.mark.parametrize(
+    ("header", "scheme", "params"),
+    [
+        (
+            'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull"',
+            "bearer",
+            {
+                "realm": "https://auth.example/token",
+                "service": "registry.example",
+                "scope": "repository:a:pull",
+            },
+        ),
+        ('Basic realm="Registry Realm"', "basic", {"realm": "Registry Realm"}),
+        ("bearer realm=https://auth/token", "bearer", {"realm": "https://auth/token"}),
+    ],
+)
+def test_a_challenge_names_its_scheme_and_parameters(
+    header: str, scheme: str, params: dict[str, str]
+) -> None:
+    challenge = oci.parse_challenge(header)
+    assert challenge is not None
+    assert (challenge.scheme, challenge.params) == (scheme, params)
+
+
+@pytest.mark.parametrize("header", [None, "", "Negotiate abc", "Digest realm=x"])
+def test_an_unusable_challenge_is_none(header: str | None) -> None:
+    assert oci.parse_challenge(header) is None
+
+
+def redirect(location: str | None) -> Any:
+    return SimpleNamespace(headers={"Location": location} if location is not None else {})
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/x",
+        "http://[fd00:ec2::254]/latest",
+        "file:///etc/passwd",
+        "ftp://storage.example/blob",
+        "gopher://x/",
+        None,
+    ],
+)
+def test_a_redirect_to_a_link_local_address_or_a_non_http_scheme_is_refused(location: str | None) -> None:
+    with pytest.raises(AttemptFailed) as refused:
+        oci._redirect_target(redirect(location), "https://registry.example/v2/a/blobs/sha256:00")
+    assert refused.value.reason is AttemptReason.UNREACHABLE
+
+
+def test_a_relative_redirect_is_resolved_against_the_registry() -> None:
+    target = oci._redirect_target(redirect("/storage/blob?sig=1"), "https://registry.example/v2/a/blobs/x")
+    assert target == "https://registry.example/storage/blob?sig=1"
