@@ -7,12 +7,13 @@ import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from cas_admin.oci_push import push_artifact
-from cas_download.data.storage.oci import url_expiry
+from cas_download.data.storage.oci import RegistryClient, url_expiry
 from tests.scenarios.conftest import Service, assert_failed
 from tests.support.calls import CallRecorder
 from tests.support.registry import Registry, RegistryUser
@@ -390,3 +391,43 @@ def test_a_token_is_not_used_past_the_lifetime_the_issuer_advertised(
     # Then a new token was fetched up front and the request served
     assert response.status == 200
     assert len(token_issuer.issued) == issued + 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# steady state: a verification record and a cached login
+
+
+def test_with_a_record_a_redirect_costs_two_registry_calls_and_no_hash(
+    world: World,
+    service: Service,
+    hosted_registry: Registry,
+    verifications_table: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an artifact on a hosted registry, verification records on, and every HTTP call the
+    # registry client makes recorded
+    org, _oci, _user, digest = oci_world(world, hosted_registry, is_default=True)
+    service.configure(VERIFICATIONS_TABLE=verifications_table)
+    calls: list[str] = []
+    original = RegistryClient.request
+
+    def recording(self: RegistryClient, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(urlsplit(url).path.rsplit("/", 2)[-2])
+        return original(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(RegistryClient, "request", recording)
+    first = service.get(digest, orgs=org)
+    hashed = list(calls)
+    calls.clear()
+
+    # When the same artifact is asked for again
+    second = service.get(digest, orgs=org)
+
+    # Then the first request read the bytes once to hash them, and the second made two registry
+    # calls (manifest, blob redirect) and read no bytes: the record proved them
+    assert first.status == 307
+    assert hashed.count("blobs") == 1
+    assert len([c for c in hashed if c not in {"manifests", "blobs"}]) == 1  # the storage GET hashed
+    assert second.status == 307
+    assert calls == ["manifests", "blobs"]
+    assert fetch(second.headers["Location"]) == DATA

@@ -12,6 +12,7 @@ from cas_download.data.tables import StatusGuard, build_tables
 from cas_download.handlers.validator import run
 from tests.support.events import FakeLambdaContext
 from tests.support.moto_servers import AwsServers
+from tests.support.registry import Registry
 from tests.support.world import BackendRef, World
 
 
@@ -133,3 +134,25 @@ def test_concurrent_status_writes_never_let_an_older_validation_win(
     assert results[stamps[-1]] is True
     assert tables.record_status(backend.id, "Invalid", "late", stamps[0], StatusGuard.NOT_NEWER) is False
     assert status_of(aws_servers, world, backend)["validation_status"] == "OK"
+
+
+def test_an_oci_backend_is_probed_by_authenticating_for_pull(
+    isolated_world: World, aws_servers: AwsServers, registry: Registry
+) -> None:
+    # Given a registry backend with a working login, and one whose password was changed since
+    world = isolated_world
+    org = world.org()
+    good_user, stale_user = registry.new_user(), registry.new_user()
+    good = world.oci_backend(org, "registry-ok", registry.location(), good_user, status="Invalid")
+    stale = world.oci_backend(org, "registry-stale", registry.location(), stale_user, is_default=True)
+    registry.set_password(stale_user, "changed-" + stale_user.password)
+
+    # When the validator runs
+    summary = run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+
+    # Then the working one is OK again and the stale one Invalid, with the reason
+    assert status_of(aws_servers, world, good)["validation_status"] == "OK"
+    assert status_of(aws_servers, world, stale)["validation_status"] == "Invalid"
+    assert status_of(aws_servers, world, stale)["validation_error"].startswith("credentials_invalid")
+    assert summary["invalidated"] == [stale.id]
+    assert summary["recovered"] == [good.id]
