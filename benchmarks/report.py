@@ -7,12 +7,15 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from benchmarks import body, coldstart, cost, profiling
+from benchmarks import body, coldstart, cost, profiling, providers
 from benchmarks.counting import describe, total
 from benchmarks.env import ROOT
 
 if TYPE_CHECKING:
     from benchmarks.run import Results
+
+
+S3_TARGET = providers.S3_FIRST_AFTER_MARKED_ROTATION_TARGET
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -39,6 +42,7 @@ def render(results: Results) -> str:
         _cold(results),
         _body(results),
         _cost(results),
+        _providers(results),
         _profiles(results),
         CAVEATS,
     ]
@@ -367,6 +371,56 @@ def _cost(results: Results) -> str:
         "(one more S3 GET and the data transfer, billed to the bucket's owner), Secrets Manager's $0.40 per "
         "secret-month, Lambda's START/END/REPORT log lines.\n\n" + "\n\n".join(blocks)
     )
+
+
+def _providers(results: Results) -> str:
+    p = results.providers
+    if p is None:
+        return ""
+    lines = [
+        "## 7. The new candidate order, and OCI backends on a real registry",
+        "",
+        "**S3, a new container's first request after a rotation, the old backend marked Invalid** "
+        f"(the org's OK default is tried first): {p.s3_marked_rotation_calls} AWS calls "
+        f"(target {S3_TARGET}): {', '.join(p.s3_marked_rotation_sequence)}.",
+        "",
+    ]
+    if p.oci_skipped is not None:
+        return "\n".join([*lines, f"OCI rows not measured: {p.oci_skipped}."])
+    ratio, ratio99 = p.oci_median_ms / p.plain_median_ms, p.oci_p99_ms / p.plain_p99_ms
+    lines += [
+        "**OCI** (CNCF distribution, blobs in S3 on moto: blob GETs redirect to presigned URLs; htpasswd "
+        "login; verification records on):",
+        "",
+        table(
+            ("measure", "value"),
+            [
+                ("first request's registry client calls", ", ".join(p.oci_first_calls)),
+                ("registry calls per redirect, steady state", f"{p.oci_steady_registry_calls:.2f}"),
+                ("bytes read per redirect, steady state (storage GETs)", f"{p.oci_steady_storage_reads:.2f}"),
+                ("AWS calls per redirect, steady state", f"{p.oci_steady_aws_calls:.2f}"),
+                (
+                    f"warm latency, service median / p99 ({p.requests} requests)",
+                    f"{_ms(p.oci_median_ms)} / {_ms(p.oci_p99_ms)}",
+                ),
+                (
+                    "warm latency, plain registry client median / p99",
+                    f"{_ms(p.plain_median_ms)} / {_ms(p.plain_p99_ms)}",
+                ),
+                ("ratio median / p99", f"{_x(ratio)} / {_x(ratio99)}"),
+                (
+                    "first request after a password rotation: registry client calls",
+                    ", ".join(p.oci_rotation_registry_calls),
+                ),
+                ("first request after a password rotation: AWS calls", str(p.oci_rotation_aws_calls)),
+            ],
+        ),
+        "",
+        "The plain client sends Basic up front and makes the two registry calls a verified redirect needs "
+        "(the manifest for the filename, the blob GET for the storage URL). The service adds the mapping "
+        "query and the verification record read (DynamoDB).",
+    ]
+    return "\n".join(lines)
 
 
 def _profiles(results: Results) -> str:

@@ -24,7 +24,7 @@ from tests.support.events import load_event
 from tests.support.moto_servers import start_aws_servers
 from tests.support.world import World
 
-from benchmarks import body, coldstart, cost, latency, profiling
+from benchmarks import body, coldstart, cost, latency, profiling, providers
 from benchmarks.counting import CallCounter, Calls, total
 from benchmarks.env import ROOT, WORK_DIR, Machine, apply_env, aws_env
 from benchmarks.output import CapturedStdout
@@ -90,6 +90,7 @@ class Results:
     body_prototype: dict[int, list[profiling.EncodingRow]] = field(default_factory=dict)
     cold: coldstart.ColdStart | None = None
     costs: list[cost.CostEstimate] = field(default_factory=list)
+    providers: providers.ProviderResults | None = None
     profiles: list[profiling.Profile] = field(default_factory=list)
     goals: list[Goal] = field(default_factory=list)
     seconds: float = 0.0
@@ -209,6 +210,11 @@ def measure(results: Results, scenarios: Scenarios, captured: CapturedStdout, sc
         child_env, event, scratch, args.cold_reps, None if args.no_profile else COLD_START_TARGET
     )
 
+    progress("7. the new candidate order (S3) and OCI on a real registry")
+    results.providers = providers.measure(
+        scenarios, scratch, create_verifications_table(scenarios.world), min(args.requests, 200)
+    )
+
     progress("6. cost")
     for key in ("healthy", "rotation"):
         samples = results.samples[key]
@@ -246,6 +252,59 @@ def call_label(call: Call, world: World) -> str:
     return f"{call.service}:{call.operation} ({', '.join(detail)})"
 
 
+def create_verifications_table(world: World) -> str:
+    """The service's Verifications table (template: VerificationsTable), for the OCI rows."""
+    name = f"bench-verifications-{uuid.uuid4().hex[:8]}"
+    ddb = world.servers.control_client("dynamodb")
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "object_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "object_id", "KeyType": "HASH"}],
+    )
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    return name
+
+
+def providers_goals(p: providers.ProviderResults) -> list[Goal]:
+    goals = [
+        Goal(
+            "calls:s3_marked_rotation",
+            "calls: first request of a new container after a rotation, old backend marked Invalid",
+            p.s3_marked_rotation_calls,
+            providers.S3_FIRST_AFTER_MARKED_ROTATION_TARGET,
+        )
+    ]
+    if p.oci_skipped is None:
+        goals += [
+            Goal(
+                "calls:oci_steady",
+                "OCI registry calls per redirect, steady state (cached login, record)",
+                p.oci_steady_registry_calls,
+                providers.OCI_STEADY_REGISTRY_CALLS_TARGET,
+            ),
+            Goal(
+                "calls:oci_storage_reads",
+                "OCI bytes read per redirect, steady state (no full hash)",
+                p.oci_steady_storage_reads,
+                0,
+            ),
+            Goal(
+                "latency:oci",
+                "OCI latency median / plain registry client",
+                p.oci_median_ms / p.plain_median_ms,
+                providers.OCI_LATENCY_TARGET,
+            ),
+            Goal(
+                "latency:oci:p99",
+                "OCI latency p99 / plain registry client p99",
+                p.oci_p99_ms / p.plain_p99_ms,
+                providers.OCI_LATENCY_TARGET,
+            ),
+        ]
+    return goals
+
+
 def evaluate(results: Results) -> None:
     goals = results.goals
     for key, limit in CALL_TARGETS.items():
@@ -281,6 +340,8 @@ def evaluate(results: Results) -> None:
                 LATENCY_TARGET,
             )
         )
+    if results.providers is not None:
+        goals += providers_goals(results.providers)
     assert results.cold is not None
     for mode in results.cold.modes:
         goals.append(

@@ -208,3 +208,34 @@ def test_ctrl_c_stops_the_stack_and_its_moto_servers(tmp_path: Path) -> None:
             os.kill(pid, 0)
     assert not state.exists()
     assert "stopped" in err.read_text()
+
+
+def test_the_oci_demo_falls_back_across_providers_both_ways(local_stack: RunningStack) -> None:
+    # Given the demo with its registry (make registry installs it; CI must have it)
+    if not local_stack.demo.get("registry"):
+        message = "the OCI demo needs CNCF distribution: run `make registry`"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    org = local_stack.demo["org"]
+    chart, sbom = local_stack.artifact("chart.tgz"), local_stack.artifact("sbom.json")
+
+    # When the chart (mapped to a registry whose login was changed) is asked for
+    redirect = http(f"{local_stack.api_url}/v1/artifacts/{chart['digest']}", headers=bearer(org))
+
+    # Then the bucket's copy serves it (OCI -> S3)
+    assert redirect.status == 307
+    assert redirect.headers["x-cas-backend"] == local_stack.demo["new_backend"]
+    assert redirect.headers["x-cas-fallback"] == "true"
+
+    # When the SBOM (mapped to the revoked S3 backend, held only by the org's fallback registry) is asked for
+    body = http(f"{local_stack.api_url}/v1/artifacts/{sbom['digest']}?mode=body", headers=bearer(org))
+    redirected = http(f"{local_stack.api_url}/v1/artifacts/{sbom['digest']}", headers=bearer(org))
+
+    # Then the registry serves its proven bytes in body mode (S3 -> OCI); a redirect has no URL to give
+    assert body.status == 200
+    assert body.headers["x-cas-backend"] == "registry-ro"
+    assert f"sha256:{hashlib.sha256(body.body).hexdigest()}" == sbom["digest"]
+    assert redirected.status == 502
+    attempts = [(a["backend"], a["reason"]) for a in json.loads(redirected.body)["error"]["attempts"]]
+    assert ("registry-ro", "no_direct_url") in attempts

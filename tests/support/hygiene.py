@@ -37,6 +37,8 @@ CREDENTIAL_KEYS = {
     "accesskeyid": "access_key_id",
     "secretaccesskey": "secret_access_key",
     "sessiontoken": "session_token",
+    "password": "registry_password",  # OCI backends (Chainloop's Username/Password secret)
+    "token": "bearer_token",
 }
 
 

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from .hygiene import register as register_secret
+from cas_local.registry import TOKEN_ISSUER as ISSUER
+from cas_local.registry import TOKEN_SERVICE as SERVICE
 
-SERVICE = "cas-test-registry"
-ISSUER = "cas-test-issuer"
+from .hygiene import register as register_secret
 
 
 def _b64url(data: bytes) -> str:

@@ -20,13 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cas_admin.errors import AdminError, IntegrityError, UsageError
+from cas_admin.oci_push import PushError, push_artifact
 from cas_admin.output import note, print_json, print_table
 from cas_admin.store import AdminStore, BackendRow
+from cas_download.data.storage.oci import credentials_from_secret as oci_credentials
 from cas_download.digests import digest_hex, parse_digest
-from cas_download.domain import AttemptFailed, Backend, Mapping
+from cas_download.domain import AttemptFailed, Backend, Mapping, Provider
 from cas_download.errors import InvalidDigest
 from cas_download.filenames import decode_filename
 from cas_download.logic.candidates import holding_orgs, plan_candidates
@@ -71,6 +74,43 @@ def cmd_put(args: argparse.Namespace, store: AdminStore) -> int:
     filename = args.filename or path.name
     content_type = args.content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
+    if backend.provider == Provider.OCI:
+        uploaded = _push_to_registry(store, backend, path, filename)
+    else:
+        uploaded = _upload_to_s3(store, backend, path, digest, checksum, filename, content_type, size)
+    mapped = store.put_mapping(digest, args.org, backend.id, args.workflow_run_id)
+    if args.json:
+        print_json(
+            {
+                "digest": digest,
+                "size": size,
+                "filename": filename,
+                "org_id": args.org,
+                "backend": {"id": backend.id, "name": backend.name},
+                "uploaded": uploaded,
+                "mapped": mapped,
+            }
+        )
+    else:
+        if not uploaded:
+            note(f"{backend.name} already holds {digest}: not uploaded again")
+        if not mapped:
+            note(f"{args.org} already maps {digest} to {backend.name}")
+        print(digest)
+    return 0
+
+
+def _upload_to_s3(
+    store: AdminStore,
+    backend: BackendRow,
+    path: Path,
+    digest: str,
+    checksum: str,
+    filename: str,
+    content_type: str,
+    size: int,
+) -> bool:
+    """Upload under ``{key_prefix}sha256:<hex>`` with the full-object SHA-256; False if already there."""
     credentials = store.read_credentials(backend.secret_name)
     client, bucket = store.s3_for(credentials, backend.location, backend.region)
     key = f"{backend.key_prefix or ''}{digest}"
@@ -98,26 +138,27 @@ def cmd_put(args: argparse.Namespace, store: AdminStore) -> int:
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "error")
             raise AdminError(f"upload through {backend.name} failed: {code}") from None
-    mapped = store.put_mapping(digest, args.org, backend.id, args.workflow_run_id)
-    if args.json:
-        print_json(
-            {
-                "digest": digest,
-                "size": size,
-                "filename": filename,
-                "org_id": args.org,
-                "backend": {"id": backend.id, "name": backend.name},
-                "uploaded": uploaded,
-                "mapped": mapped,
-            }
+    return uploaded
+
+
+def _push_to_registry(store: AdminStore, backend: BackendRow, path: Path, filename: str) -> bool:
+    """Push in Chainloop's layout (image chainloop-<hex>:latest, one layer, the title annotation)."""
+    secret = store.read_secret(backend.secret_name)
+    try:
+        login = oci_credentials(secret)
+    except AttemptFailed as error:
+        raise AdminError(f"secret {backend.secret_name!r} is not usable: {error}") from None
+    try:
+        push_artifact(
+            backend.location,
+            path.read_bytes(),  # a registry upload of one blob: cas-admin reads the file whole
+            filename,
+            login.username if login else None,
+            login.password if login else None,
         )
-    else:
-        if not uploaded:
-            note(f"{backend.name} already holds {digest}: not uploaded again")
-        if not mapped:
-            note(f"{args.org} already maps {digest} to {backend.name}")
-        print(digest)
-    return 0
+    except (PushError, urllib3.exceptions.HTTPError) as error:
+        raise AdminError(f"push through {backend.name} failed: {error}") from None
+    return True
 
 
 def _upload_backend(rows: list[BackendRow], org: str, name: str | None) -> BackendRow:

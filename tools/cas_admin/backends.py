@@ -16,11 +16,13 @@ from botocore.exceptions import ClientError
 from cas_admin.errors import AdminError, UsageError
 from cas_admin.output import note, print_json, print_table
 from cas_admin.store import AdminStore, BackendRow, parse_location_or_fail
+from cas_download.data.storage.port import SecretFields
 from cas_download.data.storage.s3 import Credentials, probe_read_access
-from cas_download.domain import Provider, ValidationStatus
+from cas_download.domain import AttemptFailed, Provider, ValidationStatus
 from cas_download.logic.health import utc_now_iso
 
 SECRET_ENV = "CAS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
+REGISTRY_PASSWORD_ENV = "CAS_REGISTRY_PASSWORD"  # noqa: S105 - a variable name
 DEFAULT_SECRET_PREFIX = "cas/"  # noqa: S105 - template.yaml SecretNamePrefix: the function may read only these
 # A key IAM just created takes a few seconds to work everywhere (AWS is eventually consistent).
 _NEW_KEY_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
@@ -28,9 +30,26 @@ _NEW_KEY_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
 
 @dataclass
 class NewCredentials:
-    credentials: Credentials
+    """What a new backend's secret holds: S3 keys, or (``OCI``) a registry login or none."""
+
+    credentials: Credentials | None = None
     secret_name: str | None = None  # an existing secret to reuse instead of writing one
     iam_user: str | None = None  # set when the key was created here, for this IAM user
+    registry_login: tuple[str, str] | None = None  # OCI: username and password (or token)
+
+    def secret_value(self) -> dict[str, str]:
+        """The secret's JSON object, in the form Chainloop writes for the provider."""
+        if self.credentials is not None:
+            value = {
+                "AccessKeyID": self.credentials.access_key_id,
+                "SecretAccessKey": self.credentials.secret_access_key,
+            }
+            if self.credentials.session_token:
+                value["SessionToken"] = self.credentials.session_token
+            return value
+        if self.registry_login is not None:
+            return {"Username": self.registry_login[0], "Password": self.registry_login[1]}
+        return {}  # OCI anonymous pull
 
 
 def add_credential_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -53,6 +72,15 @@ def add_credential_arguments(parser: argparse.ArgumentParser, *, required: bool)
         group.add_argument(
             "--secret-name", help="use credentials already stored in this secret (name or ARN) as they are"
         )
+    registry = parser.add_argument_group(
+        "registry login (--provider OCI)", "one of --username, --anonymous, --secret-name"
+    )
+    registry.add_argument("--username", help="registry username")
+    registry.add_argument(
+        "--password",
+        help=f"its password or token (better: env {REGISTRY_PASSWORD_ENV}, or leave it out to be prompted)",
+    )
+    registry.add_argument("--anonymous", action="store_true", help="pull without a login (secret {})")
     group.add_argument(
         "--secret-prefix",
         default=DEFAULT_SECRET_PREFIX,
@@ -61,7 +89,13 @@ def add_credential_arguments(parser: argparse.ArgumentParser, *, required: bool)
     )
 
 
-def _credentials_from_args(args: argparse.Namespace, store: AdminStore) -> NewCredentials | None:
+def _credentials_from_args(
+    args: argparse.Namespace, store: AdminStore, provider: str = Provider.S3
+) -> NewCredentials | None:
+    if provider == Provider.OCI:
+        return _registry_login_from_args(args)
+    if getattr(args, "username", None) or getattr(args, "anonymous", False):
+        raise UsageError("--username and --anonymous are for --provider OCI")
     chosen = [
         name for name in ("access_key_id", "new_key_for_user", "secret_name") if getattr(args, name, None)
     ]
@@ -81,6 +115,29 @@ def _credentials_from_args(args: argparse.Namespace, store: AdminStore) -> NewCr
     if args.new_key_for_user:
         return _create_key(store, args.new_key_for_user)
     return NewCredentials(store.read_credentials(args.secret_name), secret_name=args.secret_name)
+
+
+def _registry_login_from_args(args: argparse.Namespace) -> NewCredentials | None:
+    if getattr(args, "access_key_id", None) or getattr(args, "new_key_for_user", None):
+        raise UsageError("an OCI backend takes --username (and its password) or --anonymous, not S3 keys")
+    secret_name = getattr(args, "secret_name", None)
+    chosen = [name for name in ("username", "anonymous") if getattr(args, name, None)]
+    if secret_name:
+        chosen.append("secret_name")
+    if len(chosen) > 1:
+        raise UsageError("give only one of --username, --anonymous, --secret-name")
+    if not chosen:
+        return None
+    if secret_name:
+        return NewCredentials(secret_name=secret_name)
+    if args.anonymous:
+        return NewCredentials()
+    password = args.password or os.environ.get(REGISTRY_PASSWORD_ENV)
+    if not password and sys.stdin.isatty():
+        password = getpass.getpass(f"registry password or token for {args.username}: ")
+    if not password:
+        raise UsageError(f"no registry password: pass --password or set {REGISTRY_PASSWORD_ENV}")
+    return NewCredentials(registry_login=(args.username, password))
 
 
 def _create_key(store: AdminStore, user: str) -> NewCredentials:
@@ -120,6 +177,16 @@ def _validate(
     return None if reason is None else reason.value
 
 
+def _probe_registry(store: AdminStore, row: BackendRow, new: NewCredentials) -> str | None:
+    """The service's own read-only registry probe (authenticate for pull); None when healthy."""
+    try:
+        secret = store.read_secret(new.secret_name) if new.secret_name else SecretFields(new.secret_value())
+        reason = store.providers.open(row.to_domain(), secret).probe(row.key_prefix or "")
+    except AttemptFailed as failure:
+        reason = failure.reason
+    return None if reason is None else reason.value
+
+
 def _describe(row: BackendRow) -> str:
     role = "default" if row.is_default else "fallback" if row.is_fallback else "neither default nor fallback"
     return f"{row.name} ({row.id}) in org {row.org_id}: {row.location}, {role}, status {row.status}"
@@ -133,12 +200,14 @@ def cmd_add(args: argparse.Namespace, store: AdminStore) -> int:
         raise UsageError("a backend is never both default and fallback: pass one of --default, --fallback")
     if args.provider not in {p.value for p in Provider}:
         note(f"warning: the service skips provider {args.provider!r} (unsupported_provider)")
-    parse_location_or_fail(args.location)
+    parse_location_or_fail(args.location, args.provider)
     existing = store.backends_of_org(args.org)
     if any(r.name == args.name and not r.deleted for r in existing):
         raise AdminError(f"org {args.org!r} already has a backend named {args.name!r}")
-    new = _credentials_from_args(args, store)
+    new = _credentials_from_args(args, store, args.provider)
     if new is None:
+        if args.provider == Provider.OCI:
+            raise UsageError("give the registry login: --username, --anonymous or --secret-name")
         raise UsageError("give the credentials: --access-key-id, --new-key-for-user or --secret-name")
     live = [r for r in existing if not r.deleted]
     make_default = args.default or (not args.fallback and not any(r.is_default for r in live))
@@ -182,7 +251,15 @@ def _register(
     unset: list[tuple[BackendRow, str]],
 ) -> None:
     """Validate the keys (unless --no-validate), store them, write the row (and flag changes)."""
-    if not args.no_validate and row.provider == Provider.S3:
+    if not args.no_validate and row.provider == Provider.OCI:
+        reason = _probe_registry(store, row, new)
+        if reason is not None:
+            raise AdminError(
+                f"the registry login cannot pull from {row.location}: {reason}; nothing was written",
+                hint="check the username and password or token, or pass --no-validate",
+            )
+        row.validation_status, row.validated_at = ValidationStatus.OK.value, utc_now_iso()
+    if not args.no_validate and row.provider == Provider.S3 and new.credentials is not None:
         reason = _validate(
             store,
             new.credentials,
@@ -201,7 +278,7 @@ def _register(
         row.secret_name = new.secret_name
     else:
         row.secret_name = f"{args.secret_prefix}{row.org_id}/{row.name}"
-        store.create_secret(row.secret_name, new.credentials, row.region)
+        store.create_secret(row.secret_name, new.secret_value(), row.region)
     store.write_backend(row, unset_flags_of=unset)
 
 
@@ -317,6 +394,8 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
     name = args.new_name or f"{old.name}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     if any(r.name == name for r in live):
         raise AdminError(f"org {args.org!r} already has a backend named {name!r}", hint="pass --new-name")
+    if old.provider == Provider.OCI:
+        return _rotate_registry_login(args, store, old, live, name)
     old_credentials = store.read_credentials(old.secret_name)
     old_user = _iam_user_of(store, old_credentials.access_key_id)
     new = _credentials_from_args(args, store)
@@ -350,6 +429,28 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
             )
         else:
             print(f"{old.name} keeps its key until you revoke it (--revoke-old, or in IAM)")
+    return 0
+
+
+def _rotate_registry_login(
+    args: argparse.Namespace, store: AdminStore, old: BackendRow, live: list[BackendRow], name: str
+) -> int:
+    """OCI: a new backend on the same registry location with the new login, made the default. The old
+    password or token is the registry's to revoke (cas-admin cannot)."""
+    if args.revoke_old:
+        raise UsageError(
+            "--revoke-old is for S3 keys: revoke the old registry password or token in the registry"
+        )
+    new = _credentials_from_args(args, store, Provider.OCI)
+    if new is None:
+        raise UsageError("give the new registry login: --username (and its password) or --secret-name")
+    row = _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider)
+    row.is_default = True
+    _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])
+    if args.json:
+        print_json({"old": old.public(), "new": row.public(), "old_key_revoked": False})
+    else:
+        print(f"rotated {old.name} -> {_describe(row)}")
     return 0
 
 

@@ -21,11 +21,12 @@ from botocore.exceptions import ClientError
 from cas_admin.errors import AdminError, UsageError
 from cas_download.config import Settings
 from cas_download.data.secrets import secret_fields
+from cas_download.data.storage.oci import parse_location as parse_registry_location
 from cas_download.data.storage.port import SecretFields
 from cas_download.data.storage.providers import StorageProviders
 from cas_download.data.storage.s3 import Credentials, credentials_from_secret, parse_location
 from cas_download.data.tables import ORG_INDEX_NAME, StatusGuard, Tables, build_tables
-from cas_download.domain import AttemptFailed, Backend, ValidationStatus
+from cas_download.domain import AttemptFailed, Backend, Provider, ValidationStatus
 from cas_download.logic.health import utc_now_iso
 
 _CONFIG = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
@@ -314,14 +315,9 @@ class AdminStore:
 
     # ------------------------------------------------------------------ secrets and storage
 
-    def create_secret(self, name: str, credentials: Credentials, region: str | None) -> str:
-        """Store credentials in the spec's JSON form; returns the secret's ARN."""
-        value: dict[str, str] = {
-            "AccessKeyID": credentials.access_key_id,
-            "SecretAccessKey": credentials.secret_access_key,
-        }
-        if credentials.session_token:
-            value["SessionToken"] = credentials.session_token
+    def create_secret(self, name: str, secret_value: Mapping[str, str], region: str | None) -> str:
+        """Store a backend's secret (the spec's JSON form for its provider); returns the secret's ARN."""
+        value = dict(secret_value)
         if region:
             value["Region"] = region
         try:
@@ -364,10 +360,16 @@ class AdminStore:
         return client, parsed.bucket
 
 
-def parse_location_or_fail(location: str) -> Any:
+def parse_location_or_fail(location: str, provider: str = Provider.S3) -> Any:
     try:
+        if provider == Provider.OCI:
+            return parse_registry_location(location)
         return parse_location(location)
     except AttemptFailed:
+        if provider == Provider.OCI:
+            raise UsageError(
+                f"invalid location {location!r}: use a repository, host[:port]/path, without tag or digest"
+            ) from None
         raise UsageError(
             f"invalid location {location!r}: use a bucket name or http(s)://host[:port]/bucket"
         ) from None

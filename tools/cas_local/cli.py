@@ -238,6 +238,28 @@ def banner(endpoints: StackEndpoints, state_file: Path) -> str:
             "  # another org sees nothing: 404 not_found (no storage call is made)",
             f"  curl -s -H 'Authorization: Bearer local:{demo['other_org']}' {api}/v1/artifacts/{hello}",
             "",
+        ]
+        if demo.get("registry"):
+            chart, sbom = arts["chart.tgz"]["digest"], arts["sbom.json"]["digest"]
+            lines += [
+                f"Across providers, with a real OCI registry ({demo['registry']}):",
+                "",
+                "  # mapped to registry-ci, whose password was changed: served from the bucket (fallback OCI -> S3)",
+                f"  curl -si {auth} {api}/v1/artifacts/{chart} | grep -i '^x-cas'",
+                "",
+                "  # mapped to the revoked primary-2024, held only by the org's fallback registry-ro (S3 -> OCI);",
+                "  # a self-hosted registry serves the bytes itself: no_direct_url for a redirect, so mode=body",
+                f"  curl -s {auth} '{api}/v1/artifacts/{sbom}?mode=body'",
+                "  # ... a redirect is 502: its attempts say no_direct_url for registry-ro",
+                f"  curl -s {auth} {api}/v1/artifacts/{sbom}",
+                "",
+            ]
+        else:
+            lines += [
+                "OCI demo: install CNCF distribution with `make registry`, then `make run` again.",
+                "",
+            ]
+        lines += [
             "cas-admin against this stack (another terminal):",
             '  eval "$(.venv/bin/cas-local env)"',
             f"  .venv/bin/cas-admin backend list --org {demo['org']}",

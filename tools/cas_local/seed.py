@@ -20,8 +20,10 @@ from typing import Any
 from botocore.config import Config
 
 from cas_admin.artifacts import rfc2047
+from cas_admin.oci_push import push_artifact
 from cas_admin.store import BackendRow, to_item
 from cas_local.events import EXAMPLE_DATA
+from cas_local.registry import Registry, RegistryUser
 from cas_local.stack import LocalStack
 
 DEMO_ORG = "org-example"
@@ -31,6 +33,8 @@ IAM_USER = "cas-org-example"
 BACKEND_POLICY_NAME = "cas-backend"
 OLD_BACKEND = "primary-2024"
 NEW_BACKEND = "primary-2025"
+CI_REGISTRY_BACKEND = "registry-ci"
+RO_REGISTRY_BACKEND = "registry-ro"
 SECRET_PREFIX = "cas/"  # noqa: S105 - template.yaml's SecretNamePrefix default
 LARGE_EXTRA_BYTES = 1024 * 1024  # the large artifact is this much over MAX_BODY_BYTES
 
@@ -54,6 +58,7 @@ class Demo:
     old_backend: str
     new_backend: str
     artifacts: list[DemoArtifact]
+    registry: str | None = None  # the OCI demo's registry location, when it runs
 
     def artifact(self, name: str) -> DemoArtifact:
         return next(a for a in self.artifacts if a.name == name)
@@ -126,7 +131,14 @@ def seed(stack: LocalStack) -> Demo:
         return row, key_id
 
     def put(
-        name: str, data: bytes, backend: BackendRow, mapped_at: str, *, checksum: bool, note: str
+        name: str,
+        data: bytes,
+        backend: BackendRow,
+        mapped_at: str,
+        *,
+        checksum: bool,
+        note: str,
+        map_it: bool = True,
     ) -> DemoArtifact:
         sha = hashlib.sha256(data)
         digest = f"sha256:{sha.hexdigest()}"
@@ -145,14 +157,8 @@ def seed(stack: LocalStack) -> Demo:
             )
         else:
             s3_plain.put_object(**args)
-        mapping = {
-            "digest": digest,
-            "org_backend": f"{DEMO_ORG}#{backend.id}",
-            "org_id": DEMO_ORG,
-            "backend_id": backend.id,
-            "created_at": mapped_at,
-        }
-        ddb.put_item(TableName=env["MAPPINGS_TABLE"], Item=to_item(mapping))
+        if map_it:
+            put_mapping(ddb, env, digest, backend, mapped_at)
         return DemoArtifact(name, digest, len(data), backend.name, checksum, note)
 
     # Before the rotation: everything goes through primary-2024.
@@ -201,7 +207,81 @@ def seed(stack: LocalStack) -> Demo:
             note="mapped to the new default",
         )
     )
-    return Demo(DEMO_ORG, OTHER_ORG, BUCKET, IAM_USER, OLD_BACKEND, NEW_BACKEND, artifacts)
+    registry_location = None
+    if stack.registry is not None:
+        registry_location = f"{stack.registry.host}/cas-demo"
+        artifacts += seed_registry(stack.registry, registry_location, old, new, put, ddb, secrets, env)
+    return Demo(DEMO_ORG, OTHER_ORG, BUCKET, IAM_USER, OLD_BACKEND, NEW_BACKEND, artifacts, registry_location)
+
+
+def seed_registry(
+    registry: Registry,
+    location: str,
+    old_s3: BackendRow,
+    new_s3: BackendRow,
+    put: Any,
+    ddb: Any,
+    secrets: Any,
+    env: dict[str, str],
+) -> list[DemoArtifact]:
+    """Fallback across providers, both ways, with a real registry.
+
+    - ``chart.tgz`` was pushed through ``registry-ci``, whose password was changed since (the registry
+      answers 401): the same bytes in the bucket are served through primary-2025.
+    - ``sbom.json`` is mapped to the revoked primary-2024 and is not in the bucket: the org's fallback
+      backend ``registry-ro`` (a working login) serves it; self-hosted, it has no credential-free URL,
+      so mode=body.
+    """
+    ci_user, ro_user = RegistryUser("demo-ci", "ci-password-2024"), RegistryUser("demo-ro", "ro-token-2025")
+    registry.set_password(ci_user, ci_user.password)
+    registry.set_password(ro_user, ro_user.password)
+
+    def oci_backend(name: str, user: RegistryUser, created_at: str, *, is_fallback: bool) -> BackendRow:
+        secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
+        # Chainloop's form of a registry secret (its Repo key is ignored: the row's location wins)
+        value = {"Username": user.name, "Password": user.password, "Repo": location}
+        secrets.create_secret(Name=secret_name, SecretString=json.dumps(value))
+        row = BackendRow(
+            id=_backend_id(name),
+            org_id=DEMO_ORG,
+            name=name,
+            provider="OCI",
+            location=location,
+            secret_name=secret_name,
+            created_at=created_at,
+            is_fallback=is_fallback,
+        )
+        ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=row.to_item())
+        return row
+
+    ci = oci_backend(CI_REGISTRY_BACKEND, ci_user, "2024-04-01T09:00:00.000000Z", is_fallback=False)
+    oci_backend(RO_REGISTRY_BACKEND, ro_user, "2025-01-20T09:00:00.000000Z", is_fallback=True)
+    chart = b"chart.tgz: pushed through the registry, copied to the bucket\n" * 40
+    sbom = b'{"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []}\n'
+    pushed_chart = push_artifact(location, chart, "chart.tgz", ci_user.name, ci_user.password)
+    pushed_sbom = push_artifact(location, sbom, "sbom.json", ro_user.name, ro_user.password)
+    put_mapping(ddb, env, pushed_chart.digest, ci, "2024-09-01T10:00:00.000000Z")
+    put_mapping(ddb, env, pushed_sbom.digest, old_s3, "2024-10-01T10:00:00.000000Z")
+    # chart.tgz's bytes are in the bucket too (copied there at the rotation), mapped only to the registry
+    put("chart.tgz", chart, new_s3, "", checksum=True, note="", map_it=False)
+    registry.set_password(ci_user, "ci-password-2025")  # the CI login was rotated in the registry
+    return [
+        DemoArtifact(
+            "chart.tgz", pushed_chart.digest, len(chart), ci.name, False, "registry-ci refuses its login"
+        ),
+        DemoArtifact("sbom.json", pushed_sbom.digest, len(sbom), old_s3.name, False, "only in registry-ro"),
+    ]
+
+
+def put_mapping(ddb: Any, env: dict[str, str], digest: str, backend: BackendRow, mapped_at: str) -> None:
+    mapping = {
+        "digest": digest,
+        "org_backend": f"{DEMO_ORG}#{backend.id}",
+        "org_id": DEMO_ORG,
+        "backend_id": backend.id,
+        "created_at": mapped_at,
+    }
+    ddb.put_item(TableName=env["MAPPINGS_TABLE"], Item=to_item(mapping))
 
 
 def _backend_id(name: str) -> str:

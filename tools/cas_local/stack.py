@@ -19,6 +19,7 @@ from botocore.config import Config
 
 from cas_local.gateway import KeyDirectory, StorageGateway
 from cas_local.moto import HOST, REGION, SETUP_CONFIG, MotoPair, start_moto_pair
+from cas_local.registry import Registry, registry_binary, start_registry
 from cas_local.template import REPO_ROOT, Template
 
 ADMIN_USER = "cas-local-admin"
@@ -87,6 +88,7 @@ class StackEndpoints:
     pid: int | None = None
     moto_pids: list[int] = field(default_factory=list)
     demo: dict[str, Any] = field(default_factory=dict)
+    registry_url: str | None = None  # the OCI demo's registry, when docker-registry is installed
 
     def aws_env(self) -> dict[str, str]:
         """AWS variables for a client of the stack: the handler, cas-admin, the AWS CLI."""
@@ -163,6 +165,7 @@ class LocalStack:
     template: Template
     function_env: dict[str, str]
     log_dir: Path
+    registry: Registry | None = None
 
     @property
     def endpoints(self) -> StackEndpoints:
@@ -174,6 +177,7 @@ class LocalStack:
             admin_secret_access_key=self.moto.admin_secret_access_key,
             function_env=dict(self.function_env),
             moto_pids=[self.moto.control.pid, self.moto.storage.pid],
+            registry_url=self.registry.url if self.registry else None,
         )
 
     def control_client(self, service: str) -> Any:
@@ -194,6 +198,9 @@ class LocalStack:
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.gateway.stop()
+        if self.registry is not None:
+            with contextlib.suppress(Exception):
+                self.registry.stop()
         self.moto.stop()
 
 
@@ -227,8 +234,10 @@ def start_stack(
     template: Template | None = None,
     env_json: Path | None = ENV_JSON_PATH,
     gateway_port: int = 0,
+    with_registry: bool = True,
 ) -> LocalStack:
-    """Start moto, the gateway, and create the tables; on failure stop whatever started."""
+    """Start moto, the gateway, a registry (when docker-registry is installed), and create the tables;
+    on failure stop whatever started."""
     template = template or Template.load()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cas-local-"))
     function_env = function_environment(template, env_json)
@@ -246,6 +255,8 @@ def start_stack(
     stack = LocalStack(moto, gateway, keys, template, function_env, log_dir)
     try:
         create_tables(stack)
+        if with_registry and registry_binary() is not None:
+            stack.registry = start_registry(log_dir / "registry")
     except BaseException:
         stack.stop()
         raise

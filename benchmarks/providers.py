@@ -1,0 +1,231 @@
+"""Section 7: the new candidate order on S3, and OCI backends on a real registry (CNCF distribution,
+hosted: its blobs live in S3 on the moto control server, so blob GETs redirect to presigned URLs).
+
+- S3: a new container's first request after a rotation once the old backend is marked Invalid.
+- OCI: registry calls per redirect in steady state (a cached login, proof from a verification record),
+  warm latency against a plain client doing the minimal registry work in the same run, and the
+  first request after a registry password rotation.
+"""
+
+from __future__ import annotations
+
+import base64
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from tests.support.events import FakeLambdaContext, load_event
+from tests.support.world import World
+
+from benchmarks.counting import total
+from benchmarks.scenarios import DATA, Scenarios
+from cas_admin.oci_push import push_artifact
+from cas_download.data.storage.oci import MANIFEST_MEDIA_TYPE, RegistryClient
+from cas_download.handlers.download import handle
+from cas_local.registry import Registry, registry_binary, start_registry
+
+S3_FIRST_AFTER_MARKED_ROTATION_TARGET = 4
+OCI_STEADY_REGISTRY_CALLS_TARGET = 2
+OCI_LATENCY_TARGET = 1.25
+
+
+@dataclass
+class ProviderResults:
+    s3_marked_rotation_calls: int = 0
+    s3_marked_rotation_sequence: list[str] = field(default_factory=list)
+    oci_skipped: str | None = None
+    oci_steady_registry_calls: float = 0.0
+    oci_steady_storage_reads: float = 0.0
+    oci_steady_aws_calls: float = 0.0
+    oci_first_calls: list[str] = field(default_factory=list)
+    oci_median_ms: float = 0.0
+    oci_p99_ms: float = 0.0
+    plain_median_ms: float = 0.0
+    plain_p99_ms: float = 0.0
+    oci_rotation_registry_calls: list[str] = field(default_factory=list)
+    oci_rotation_aws_calls: int = 0
+    requests: int = 0
+
+
+class RegistryCalls:
+    """Every HTTP request the service's registry client makes, by kind (manifests, blobs, token,
+    storage: the redirect target)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        original = RegistryClient.request
+        calls = self.calls
+
+        def counted(client: RegistryClient, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            path = urlsplit(url).path
+            kind = "manifests" if "/manifests/" in path else "blobs" if "/blobs/" in path else "storage"
+            calls.append(kind)
+            return original(client, method, url, *args, **kwargs)
+
+        RegistryClient.request = counted  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            RegistryClient.request = original  # type: ignore[method-assign]
+
+
+def measure(scenarios: Scenarios, scratch: Path, verifications_table: str, requests: int) -> ProviderResults:
+    results = ProviderResults(requests=requests)
+    s3_after_marked_rotation(scenarios, results)
+    if registry_binary() is None:
+        results.oci_skipped = "docker-registry is not installed (make registry)"
+        return results
+    control = scenarios.world.servers
+    bucket = f"bench-registry-{uuid.uuid4().hex[:8]}"
+    control.control_client("s3").create_bucket(Bucket=bucket)
+    registry = start_registry(scratch / "registry", s3_endpoint=control.control_url, s3_bucket=bucket)
+    try:
+        oci_steady_state(scenarios, registry, verifications_table, results)
+        oci_after_rotation(scenarios, registry, verifications_table, results)
+    finally:
+        registry.stop()
+    return results
+
+
+def s3_after_marked_rotation(scenarios: Scenarios, results: ProviderResults) -> None:
+    """The rotation story after the old backend was marked Invalid (by the validator or a request),
+    served by a container that has cached nothing."""
+    world, counter = scenarios.world, scenarios.counter
+    org = world.org()
+    bucket = world.bucket()
+    old = world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z", status="Invalid")
+    world.backend(org, "new", bucket=bucket, is_default=True)
+    digest = world.put(old, DATA, filename="artifact.bin")
+    world.map(digest, org, old)
+    world.revoke(old)
+    target = scenarios.target("marked_rotation", "first request, new container", scenarios.app(), digest, org)
+    prepared = target.prepare()
+    mark = counter.mark()
+    target.serve(prepared)
+    results.s3_marked_rotation_calls = total(counter.since(mark))
+    results.s3_marked_rotation_sequence = [f"{c.service}:{c.operation}" for c in counter.calls[mark:]]
+
+
+def _oci_world(world: World, registry: Registry, **backend: Any) -> tuple[str, Any, Any, str, str]:
+    org = world.org()
+    user = registry.new_user()
+    location = registry.location()
+    oci = world.oci_backend(org, "registry", location, user, **backend)
+    digest = push_artifact(location, DATA, "artifact.bin", user.name, user.password).digest
+    world.map(digest, org, oci)
+    return org, oci, user, location, digest
+
+
+def oci_steady_state(
+    scenarios: Scenarios, registry: Registry, verifications_table: str, results: ProviderResults
+) -> None:
+    world, counter = scenarios.world, scenarios.counter
+    org, _oci, user, location, digest = _oci_world(world, registry, is_default=True)
+    app = scenarios.app(VERIFICATIONS_TABLE=verifications_table)
+    watcher = RegistryCalls()
+
+    def serve() -> None:
+        event = load_event("get_redirect", digest=digest, orgs=org)
+        response = handle(event, FakeLambdaContext(), app)
+        if response["statusCode"] != 307:
+            raise RuntimeError(f"OCI redirect answered {response['statusCode']}: {response.get('body')}")
+
+    plain = PlainRegistryClient(registry.url, location, digest, user.name, user.password)
+    with watcher.watching():
+        serve()  # the first request hashes the bytes and writes the record
+        results.oci_first_calls = list(watcher.calls)
+        for _ in range(3):
+            serve()
+            plain.redirect()
+        watcher.calls.clear()
+        mark = counter.mark()
+        steady = 20
+        for _ in range(steady):
+            serve()
+        kinds = Counter(watcher.calls)
+        results.oci_steady_registry_calls = (kinds["manifests"] + kinds["blobs"]) / steady
+        results.oci_steady_storage_reads = kinds["storage"] / steady
+        results.oci_steady_aws_calls = total(counter.since(mark)) / steady
+
+    service_ms: list[float] = []
+    plain_ms: list[float] = []
+    for round_no in range(results.requests):
+        # interleaved, alternating which goes first, so drift hits both alike
+        order: list[tuple[Callable[[], Any], list[float]]] = [(serve, service_ms), (plain.redirect, plain_ms)]
+        for run, samples in order if round_no % 2 == 0 else reversed(order):
+            started = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - started) * 1000.0)
+    results.oci_median_ms, results.oci_p99_ms = _median_p99(service_ms)
+    results.plain_median_ms, results.plain_p99_ms = _median_p99(plain_ms)
+
+
+def oci_after_rotation(
+    scenarios: Scenarios, registry: Registry, verifications_table: str, results: ProviderResults
+) -> None:
+    """A warm container serves through a registry backend; its password is then changed and a new
+    default backend on the same registry location, with a new login, is added."""
+    world, counter = scenarios.world, scenarios.counter
+    org, oci, user, location, digest = _oci_world(world, registry, is_default=True)
+    # Backend rows cached for 1 s, so that the rotation is seen after a short wait
+    app = scenarios.app(VERIFICATIONS_TABLE=verifications_table, BACKEND_CACHE_TTL_SECONDS=1)
+    event = load_event("get_redirect", digest=digest, orgs=org)
+    for _ in range(3):
+        handle(event, FakeLambdaContext(), app)
+    new_user = registry.new_user()
+    world.oci_backend(org, "registry-new", location, new_user, is_default=True)
+    world.update_backend(oci, is_default=False)
+    registry.set_password(user, "rotated-" + user.password)
+    time.sleep(app.settings.backend_cache_ttl_seconds + 0.5)  # the cached rows expire
+
+    watcher = RegistryCalls()
+    mark = counter.mark()
+    with watcher.watching():
+        response = handle(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext(), app)
+    if response["statusCode"] != 307:
+        raise RuntimeError(f"OCI rotation answered {response['statusCode']}: {response.get('body')}")
+    results.oci_rotation_registry_calls = list(watcher.calls)
+    results.oci_rotation_aws_calls = total(counter.since(mark))
+
+
+class PlainRegistryClient:
+    """The minimal registry work of a redirect, written plainly: the manifest (for the filename) and
+    the blob GET that answers with the storage URL, Basic auth sent up front, one connection pool."""
+
+    def __init__(self, base_url: str, location: str, digest: str, username: str, password: str) -> None:
+        repository = f"{location.split('/', 1)[1]}/chainloop-{digest.removeprefix('sha256:')}"
+        self._manifest = f"{base_url}/v2/{repository}/manifests/latest"
+        self._blob = f"{base_url}/v2/{repository}/blobs/{digest}"
+        basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {basic}"}
+        self._http = urllib3.PoolManager(retries=False)
+
+    def redirect(self) -> str:
+        manifest = self._http.request(
+            "GET", self._manifest, headers={**self._headers, "Accept": MANIFEST_MEDIA_TYPE}
+        )
+        if manifest.status != 200:
+            raise RuntimeError(f"plain manifest GET answered {manifest.status}")
+        blob = self._http.request(
+            "GET", self._blob, headers=self._headers, redirect=False, preload_content=False
+        )
+        location = blob.headers.get("Location", "")
+        blob.release_conn()
+        if blob.status != 307 or not location:
+            raise RuntimeError(f"plain blob GET answered {blob.status}")
+        return str(location)
+
+
+def _median_p99(samples: list[float]) -> tuple[float, float]:
+    return statistics.median(samples), statistics.quantiles(samples, n=100)[98]

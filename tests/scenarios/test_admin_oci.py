@@ -1,0 +1,85 @@
+"""``cas-admin`` with an OCI registry: add a backend with a registry login, put an artifact in
+Chainloop's layout, ask where it is, rotate the login; the API serves what cas-admin wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cas_admin.cli import main as admin_main
+from tests.scenarios.conftest import Service
+from tests.support.registry import Registry
+from tests.support.world import World
+
+DATA = b"pushed by cas-admin\n" * 200
+
+
+def admin(world: World, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    tables = ["--backends-table", world.tables.backends, "--mappings-table", world.tables.mappings]
+    code = admin_main([*tables, *argv])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err, out.err
+    return code, out.out, out.err
+
+
+def test_add_put_where_and_rotate_with_a_registry(
+    world: World, service: Service, registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an org, a registry login, and a file
+    org = world.org()
+    user = registry.new_user()
+    location = registry.location()
+    artifact = tmp_path / "notes.txt"
+    artifact.write_bytes(DATA)
+    login = ["--username", user.name, "--password", user.password]
+
+    # When cas-admin registers the registry as the org's backend and puts the file through it
+    code, out, err = admin(world, capsys, "backend", "add", "reg", "--org", org, "--provider", "OCI",
+                           "--location", location, *login, "--json")  # fmt: skip
+    assert code == 0, err
+    row = json.loads(out)
+    assert (row["provider"], row["is_default"], row["validation_status"]) == ("OCI", True, "OK")
+    code, out, err = admin(world, capsys, "artifact", "put", str(artifact), "--org", org, "--json")
+    assert code == 0, err
+    digest = json.loads(out)["digest"]
+
+    # Then the API serves the bytes through it with the file's name, and where says so
+    served = service.get(digest, orgs=org, mode="body")
+    assert served.status == 200
+    assert served.body == DATA
+    assert served.headers["X-Cas-Backend"] == "reg"
+    assert 'filename="notes.txt"' in served.headers["Content-Disposition"]
+    code, out, _ = admin(world, capsys, "artifact", "where", digest, "--json")
+    assert code == 0
+    assert json.loads(out)["serves"]["name"] == "reg"
+
+    # When the registry password changes and cas-admin rotates to the new login
+    registry.set_password(user, "rotated-" + user.password)
+    code, out, err = admin(world, capsys, "backend", "rotate", "reg", "--org", org, "--new-name", "reg-2",
+                           "--username", user.name, "--password", user.password, "--json")  # fmt: skip
+    assert code == 0, err
+
+    # Then the API serves the artifact mapped to the old backend through the new one
+    service.configure()
+    rotated = service.get(digest, orgs=org, mode="body")
+    assert rotated.status == 200
+    assert rotated.body == DATA
+    assert rotated.headers["X-Cas-Backend"] == "reg-2"
+    assert rotated.headers["X-Cas-Fallback"] == "true"
+
+
+def test_a_registry_login_that_cannot_pull_is_refused_and_nothing_written(
+    world: World, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = world.org()
+    user = registry.new_user()
+    code, _, err = admin(world, capsys, "backend", "add", "reg", "--org", org, "--provider", "OCI",
+                         "--location", registry.location(), "--username", user.name,
+                         "--password", "not-" + user.password)  # fmt: skip
+    assert code != 0
+    assert "credentials_invalid" in err
+    code, _, err = admin(world, capsys, "backend", "list", "--org", org)
+    assert code != 0  # the org has no backend: nothing was written
