@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import create_tables
+from tests.conftest import create_tables, create_verifications_table
 from tests.support.calls import Call
 from tests.support.events import load_event
 from tests.support.moto_servers import start_aws_servers
@@ -212,7 +212,10 @@ def measure(results: Results, scenarios: Scenarios, captured: CapturedStdout, sc
 
     progress("7. the new candidate order (S3) and OCI on a real registry")
     results.providers = providers.measure(
-        scenarios, scratch, create_verifications_table(scenarios.world), min(args.requests, 200)
+        scenarios,
+        scratch,
+        create_verifications_table(scenarios.world.servers, f"bench-{uuid.uuid4().hex[:8]}"),
+        min(args.requests, 200),
     )
 
     progress("6. cost")
@@ -250,20 +253,6 @@ def call_label(call: Call, world: World) -> str:
         if params.get("Range"):
             detail.append(f"Range {params['Range']}")
     return f"{call.service}:{call.operation} ({', '.join(detail)})"
-
-
-def create_verifications_table(world: World) -> str:
-    """The service's Verifications table (template: VerificationsTable), for the OCI rows."""
-    name = f"bench-verifications-{uuid.uuid4().hex[:8]}"
-    ddb = world.servers.control_client("dynamodb")
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "object_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "object_id", "KeyType": "HASH"}],
-    )
-    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    return name
 
 
 def providers_goals(p: providers.ProviderResults) -> list[Goal]:

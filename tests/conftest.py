@@ -81,6 +81,20 @@ def create_tables(servers: AwsServers, suffix: str) -> Tables:
     return tables
 
 
+def create_verifications_table(servers: AwsServers, suffix: str) -> str:
+    """The service's own Verifications table (template: VerificationsTable), on the control server."""
+    name = f"cas-verifications-{suffix}"
+    ddb = servers.control_client("dynamodb")
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "object_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "object_id", "KeyType": "HASH"}],
+    )
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    return name
+
+
 @pytest.fixture(scope="session", autouse=True)
 def aws_env(aws_servers: AwsServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tables]:
     """Point every AWS client of this process at the servers, then create the tables."""

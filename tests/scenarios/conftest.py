@@ -19,7 +19,7 @@ import pytest
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import handle
-from tests.conftest import create_tables
+from tests.conftest import create_tables, create_verifications_table
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
 from tests.support.moto_servers import AwsServers
@@ -85,16 +85,7 @@ class Service:
 @pytest.fixture(scope="session")
 def verifications_table(aws_servers: AwsServers) -> str:
     """The service's own Verifications table (template: VerificationsTable), on the control server."""
-    name = f"cas-verifications-{uuid.uuid4().hex[:12]}"
-    ddb = aws_servers.control_client("dynamodb")
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "object_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "object_id", "KeyType": "HASH"}],
-    )
-    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    return name
+    return create_verifications_table(aws_servers, uuid.uuid4().hex[:12])
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.scenarios.conftest import Service, assert_redirected_by, presigned_key_id
 from tests.support.world import World
 
@@ -73,3 +75,27 @@ def test_rotation_in_place_rereads_the_secret_once_before_giving_the_backend_up(
     assert response.headers["X-Cas-Fallback"] == "false"
     assert presigned_key_id(response.headers["Location"]) == backend.access_key_id
     assert call_recorder.count("secretsmanager", "GetSecretValue") == 1
+
+
+def test_a_warm_container_that_cached_the_orgs_rows_serves_through_the_new_default_after_a_rotation(
+    world: World, service: Service
+) -> None:
+    # Given a warm container that served the artifact through the org's default A (rows cached for 30 s)
+    org = world.org()
+    bucket = world.bucket()
+    old = world.backend(org, "old", bucket=bucket, is_default=True, created_at="2025-01-01T00:00:00Z")
+    digest = world.put(old, DATA)
+    world.map(digest, org, old)
+    assert service.get(digest, orgs=org).status == 307
+
+    # When the control plane rotates (B on the same bucket, the new default; A's key deleted) and, over a
+    # second later, within the cache's 30 s, the caller asks again
+    new = world.backend(org, "new", bucket=bucket, is_default=True)
+    world.update_backend(old, is_default=False)
+    world.revoke(old)
+    time.sleep(1.1)  # rows read under a second ago count as current: nothing newer to find
+    response = service.get(digest, orgs=org)
+
+    # Then the cached rows' candidates fail, the org's rows are read again, and B serves as a fallback
+    assert_redirected_by(response, new, fallback=True)
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from cas_download.data.cache import TtlCache
 from cas_download.data.tables import Tables
 from cas_download.domain import Backend, Mapping
 
+# Rows read less than this long ago are taken as current: reading them again could not find more.
+_JUST_READ_SECONDS = 1.0
+
 
 class Catalog:
-    def __init__(self, reader: Tables, backend_ttl_seconds: float) -> None:
+    def __init__(
+        self, reader: Tables, backend_ttl_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._reader = reader
+        self._clock = clock
+        self._org_read_at: dict[str, float] = {}
         # A missing row is cached too (as None) so that a deleted backend does not cost a read per request.
         self._backends: TtlCache[str, Backend | None] = TtlCache(backend_ttl_seconds)
         self._org_backends: TtlCache[str, tuple[Backend, ...]] = TtlCache(backend_ttl_seconds)
@@ -41,8 +49,21 @@ class Catalog:
     def org_backends(self, org_id: str) -> tuple[Backend, ...]:
         cached = self._org_backends.get(org_id)
         if cached is None:
-            cached = tuple(self._reader.backends_of_org(org_id))
-            self._org_backends.put(org_id, cached)
-            for backend in cached:
-                self._backends.put(backend.id, backend)
+            cached = self._read_org(org_id)
         return cached
+
+    def reread_org_backends(self, org_id: str) -> tuple[Backend, ...] | None:
+        """The org's rows read again, when the cached ones are older than a second (a rotation may
+        have added a default since); None when they were just read, so nothing newer can be known."""
+        read_at = self._org_read_at.get(org_id)
+        if read_at is not None and self._clock() - read_at < _JUST_READ_SECONDS:
+            return None
+        return self._read_org(org_id)
+
+    def _read_org(self, org_id: str) -> tuple[Backend, ...]:
+        rows = tuple(self._reader.backends_of_org(org_id))
+        self._org_read_at[org_id] = self._clock()
+        self._org_backends.put(org_id, rows)
+        for backend in rows:
+            self._backends.put(backend.id, backend)
+        return rows

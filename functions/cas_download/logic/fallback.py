@@ -67,11 +67,16 @@ def serve_with_fallback(
     digest: str, mode: Mode, mappings: Sequence[Mapping], deadline: Deadline, services: Services
 ) -> Artifact:
     catalog = services.catalog
+    orgs = holding_orgs(mappings)
     # One org-index query per holding org (cached per container) gives the mapped rows and the orgs'
     # defaults and fallbacks together: no separate read of the mapped rows.
-    plan = plan_candidates(mappings, {org: catalog.org_backends(org) for org in holding_orgs(mappings)})
+    plan = plan_candidates(mappings, {org: catalog.org_backends(org) for org in orgs})
     search = _Search(digest, mode, deadline, services)
     artifact = search.try_in_order(_defer_recent_failures(plan.order, services))
+    if artifact is None and not deadline.expired():
+        # Every candidate of the cached rows failed: a rotation may have made a new default since they
+        # were read. Read them again (unless just read) and try what is new.
+        artifact = _try_newer_candidates(mappings, orgs, plan.order, search, services)
     if artifact is None and search.too_large is not None:
         search.too_large.attempts = search.attempts
         raise search.too_large
@@ -79,6 +84,24 @@ def serve_with_fallback(
         raise _final_error(search.attempts, deadline)
     artifact.fallback = plan.primary is None or artifact.backend.id != plan.primary.id
     return artifact
+
+
+def _try_newer_candidates(
+    mappings: Sequence[Mapping],
+    orgs: Sequence[str],
+    tried: Sequence[Backend],
+    search: _Search,
+    services: Services,
+) -> Artifact | None:
+    reread = {org: services.catalog.reread_org_backends(org) for org in orgs}
+    if all(rows is None for rows in reread.values()):
+        return None
+    rows = {
+        org: rows if rows is not None else services.catalog.org_backends(org) for org, rows in reread.items()
+    }
+    tried_ids = {b.id for b in tried}
+    newer = [b for b in plan_candidates(mappings, rows).order if b.id not in tried_ids]
+    return search.try_in_order(_defer_recent_failures(newer, services)) if newer else None
 
 
 def _defer_recent_failures(candidates: Sequence[Backend], services: Services) -> list[Backend]:
