@@ -315,7 +315,8 @@ def walk(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Walk:
     catalog = SimpleNamespace(
         mappings_for_digest=lambda digest: list(scenario.mappings),
         org_backends=lambda org: tuple(b for b in scenario.backends if b.org_id == org),
-        reread_org_backends=lambda org: None,  # the rows are what the scenario says: nothing newer
+        reread_org_backends=lambda org, since: None,
+        now=lambda: 0.0,  # the rows are what the scenario says: nothing newer
     )
     health = SimpleNamespace(
         recently_failed=lambda backend_id: backend_id in scenario.recently_failed,

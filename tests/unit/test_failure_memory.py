@@ -41,7 +41,8 @@ def test_a_backend_whose_failure_memory_expires_during_the_search_is_still_tried
     monkeypatch.setattr(fallback_module, "serve_through", serve_through)
     catalog = SimpleNamespace(
         org_backends=lambda org: (backend,),
-        reread_org_backends=lambda org: None,
+        reread_org_backends=lambda org, since: None,
+        now=lambda: 0.0,
     )
     services: Any = SimpleNamespace(catalog=catalog, health=health)
     mapping = Mapping(digest=DIGEST, org_id="o1", backend_id=backend.id, created_at="2026-01-01")

@@ -9,9 +9,6 @@ from cas_download.data.cache import TtlCache
 from cas_download.data.tables import Tables
 from cas_download.domain import Backend, Mapping
 
-# Rows read less than this long ago are taken as current: reading them again could not find more.
-_JUST_READ_SECONDS = 1.0
-
 
 class Catalog:
     def __init__(
@@ -52,13 +49,16 @@ class Catalog:
             cached = self._read_org(org_id)
         return cached
 
-    def reread_org_backends(self, org_id: str) -> tuple[Backend, ...] | None:
-        """The org's rows read again, when the cached ones are older than a second (a rotation may
-        have added a default since); None when they were just read, so nothing newer can be known."""
+    def reread_org_backends(self, org_id: str, since: float) -> tuple[Backend, ...] | None:
+        """The org's rows read again when the cached ones were read before ``since`` (a rotation may
+        have added a default meanwhile); None when they were read since, so nothing newer is known."""
         read_at = self._org_read_at.get(org_id)
-        if read_at is not None and self._clock() - read_at < _JUST_READ_SECONDS:
+        if read_at is not None and read_at >= since:
             return None
         return self._read_org(org_id)
+
+    def now(self) -> float:
+        return self._clock()
 
     def _read_org(self, org_id: str) -> tuple[Backend, ...]:
         rows = tuple(self._reader.backends_of_org(org_id))

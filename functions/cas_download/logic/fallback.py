@@ -67,6 +67,7 @@ def serve_with_fallback(
     digest: str, mode: Mode, mappings: Sequence[Mapping], deadline: Deadline, services: Services
 ) -> Artifact:
     catalog = services.catalog
+    started = catalog.now()
     orgs = holding_orgs(mappings)
     # One org-index query per holding org (cached per container) gives the mapped rows and the orgs'
     # defaults and fallbacks together: no separate read of the mapped rows.
@@ -75,8 +76,8 @@ def serve_with_fallback(
     artifact = search.try_in_order(_defer_recent_failures(plan.order, services))
     if artifact is None and not deadline.expired():
         # Every candidate of the cached rows failed: a rotation may have made a new default since they
-        # were read. Read them again (unless just read) and try what is new.
-        artifact = _try_newer_candidates(mappings, orgs, plan.order, search, services)
+        # were read. Read them again (unless this request read them) and try what is new.
+        artifact = _try_newer_candidates(mappings, orgs, plan.order, search, services, started)
     if artifact is None and search.too_large is not None:
         search.too_large.attempts = search.attempts
         raise search.too_large
@@ -92,8 +93,9 @@ def _try_newer_candidates(
     tried: Sequence[Backend],
     search: _Search,
     services: Services,
+    since: float,
 ) -> Artifact | None:
-    reread = {org: services.catalog.reread_org_backends(org) for org in orgs}
+    reread = {org: services.catalog.reread_org_backends(org, since) for org in orgs}
     if all(rows is None for rows in reread.values()):
         return None
     rows = {
