@@ -153,18 +153,41 @@ class TestVerificationRecords:
         world.map(digest, org, backend)
         service.configure(VERIFICATIONS_TABLE=verifications_table)
 
-        # When it is requested twice
+        # When it is requested, then requested again by another container
         assert service.get(digest, orgs=org).status == 307
         hashed_calls = call_recorder.count("s3", "GetObject")
+        service.configure(VERIFICATIONS_TABLE=verifications_table)
         call_recorder.clear()
         second = service.get(digest, orgs=org)
 
         # Then the first request hashed the object and the second is proven by the record alone
         assert hashed_calls == 1
         assert second.status == 307
+        assert call_recorder.count("dynamodb", "GetItem") == 1
         assert call_recorder.count("s3", "HeadObject") == 1
         assert call_recorder.count("s3", "GetObject") == 0
         assert world.fetch_presigned(second.headers["Location"]).body == DATA
+
+    def test_a_container_remembers_the_proofs_it_wrote_and_reads_no_record_for_them(
+        self, world: World, service: Service, call_recorder: CallRecorder, verifications_table: str
+    ) -> None:
+        # Given an object without a SHA-256 checksum, proven once by hashing (the record written)
+        org = world.org()
+        backend = world.backend(org, is_default=True)
+        digest = world.put(backend, DATA, checksum=False)
+        world.map(digest, org, backend)
+        service.configure(VERIFICATIONS_TABLE=verifications_table)
+        assert service.get(digest, orgs=org).status == 307
+        call_recorder.clear()
+
+        # When the same container serves it again
+        again = service.get(digest, orgs=org)
+
+        # Then the proof comes from the container's memory: no record read, no GET, one HEAD
+        assert again.status == 307
+        assert call_recorder.count("dynamodb", "GetItem") == 0
+        assert call_recorder.count("s3", "GetObject") == 0
+        assert call_recorder.count("s3", "HeadObject") == 1
 
     def test_a_record_no_longer_applies_once_the_object_changed(
         self, world: World, service: Service, verifications_table: str

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from cas_download.config import Settings
+from cas_download.data.cache import TtlCache
 from cas_download.data.storage.port import ObjectDescription
 from cas_download.data.tables import TableError, Tables
 from cas_download.domain import AttemptFailed, AttemptReason, VerificationRecord
@@ -83,18 +84,28 @@ class VerificationRecords:
 
     A record proves an object only while the provider still reports the same ETag and size: a
     rewritten object changes its ETag, so its old record no longer applies.
+
+    The container remembers the proofs it read or wrote (the same key, ETag, size and digest prove
+    the same thing again), so a warm container does not read the table for an object it has proven.
     """
 
-    def __init__(self, settings: Settings, tables: Tables) -> None:
+    def __init__(self, settings: Settings, tables: Tables, memory_seconds: float = 300.0) -> None:
         self._enabled = settings.verifications_table is not None
         self._ttl = timedelta(days=settings.verification_record_ttl_days)
         self._tables = tables
+        self._proven: TtlCache[tuple[str, str, int, str], bool] = TtlCache(memory_seconds)
 
     def proves(self, description: ObjectDescription, digest: str) -> bool:
         info = description.info
         if not self._enabled or not info.etag or description.record_key is None:
             return False
-        return record_proves(self._tables, description.record_key, info.etag, info.size, digest)
+        proof = (description.record_key, info.etag, info.size, digest)
+        if self._proven.get(proof):
+            return True
+        proven = record_proves(self._tables, description.record_key, info.etag, info.size, digest)
+        if proven:
+            self._proven.put(proof, True)
+        return proven
 
     def remember(self, description: ObjectDescription, digest: str) -> None:
         info = description.info
@@ -113,3 +124,5 @@ class VerificationRecords:
             self._tables.save_verification_record(record, now + self._ttl)
         except TableError as failure:
             _log.warning("verification record not saved: %s", failure)
+            return
+        self._proven.put((description.record_key, info.etag, info.size, digest), True)
