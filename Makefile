@@ -24,12 +24,16 @@ export PYTHON ?= $(abspath $(BIN))/python
 REGISTRY_DIR ?= .local/registry
 REGISTRY_BIN := $(REGISTRY_DIR)/usr/bin/docker-registry
 
-.PHONY: help venv registry lint format typecheck template security test package-check check build deploy clean run invoke bench load
+# Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with npm.
+AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
+
+.PHONY: help venv registry azurite lint format typecheck template security test package-check check build deploy clean run invoke bench load
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
 	@echo "make invoke         one event through the handler against the local stack (EVENT=$(EVENT))"
 	@echo "make registry       unpack CNCF distribution (Debian docker-registry) into $(REGISTRY_DIR), no root"
+	@echo "make azurite        install Azurite (npm) into .local/node, no root"
 	@echo "make venv           create $(VENV) and install -e '.[dev]' (if missing or pyproject changed)"
 	@echo "make check          lint typecheck template security test package-check (the full gate, as in CI)"
 	@echo "make lint           ruff check + ruff format --check on $(SOURCES)"
@@ -93,7 +97,13 @@ $(REGISTRY_BIN):
 	test -x "$@"
 	"$@" --version
 
-check: venv registry
+azurite: $(AZURITE_BIN)
+
+$(AZURITE_BIN):
+	npm install --prefix .local/node --no-audit --no-fund --loglevel=error azurite@3
+	test -x "$@"
+
+check: venv registry azurite
 	$(MAKE) lint typecheck template security test package-check
 
 # Not a test, not in CI: calls per request, latency, cold start, body mode, cost (benchmarks/run.py).

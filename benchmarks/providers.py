@@ -10,6 +10,7 @@ hosted: its blobs live in S3 on the moto control server, so blob GETs redirect t
 from __future__ import annotations
 
 import base64
+import hashlib
 import statistics
 import time
 import uuid
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +36,8 @@ from cas_local.registry import Registry, registry_binary, start_registry
 
 S3_FIRST_AFTER_MARKED_ROTATION_TARGET = 4
 OCI_STEADY_REGISTRY_CALLS_TARGET = 2
-OCI_LATENCY_TARGET = 1.25
+OCI_LATENCY_TARGET = 1.25  # also Azure's: warm latency against a plain client doing the minimal work
+AZURE_STEADY_STORAGE_CALLS_TARGET = 1
 
 
 @dataclass
@@ -54,6 +57,16 @@ class ProviderResults:
     plain_mapping_p99_ms: float = 0.0
     oci_rotation_registry_calls: list[str] = field(default_factory=list)
     oci_rotation_aws_calls: int = 0
+    azure_skipped: str | None = None
+    azure_first_calls: list[str] = field(default_factory=list)
+    azure_steady_storage_calls: float = 0.0
+    azure_steady_aws_calls: float = 0.0
+    azure_median_ms: float = 0.0
+    azure_p99_ms: float = 0.0
+    azure_plain_median_ms: float = 0.0
+    azure_plain_p99_ms: float = 0.0
+    azure_plain_mapping_median_ms: float = 0.0
+    azure_plain_mapping_p99_ms: float = 0.0
     requests: int = 0
 
 
@@ -85,6 +98,7 @@ class RegistryCalls:
 def measure(scenarios: Scenarios, scratch: Path, verifications_table: str, requests: int) -> ProviderResults:
     results = ProviderResults(requests=requests)
     s3_after_marked_rotation(scenarios, results)
+    azure_rows(scenarios, scratch, verifications_table, results)
     if registry_binary() is None:
         results.oci_skipped = "docker-registry is not installed (make registry)"
         return results
@@ -171,21 +185,9 @@ def oci_steady_state(
         results.oci_steady_storage_reads = kinds["storage"] / steady
         results.oci_steady_aws_calls = total(counter.since(mark)) / steady
 
-    service_ms: list[float] = []
-    plain_ms: list[float] = []
-    plain_mapping_ms: list[float] = []
-    order: list[tuple[Callable[[], Any], list[float]]] = [
-        (serve, service_ms),
-        (plain.redirect, plain_ms),
-        (plain_with_mapping, plain_mapping_ms),
-    ]
-    for round_no in range(results.requests):
-        # interleaved, rotating which goes first, so drift hits all alike
-        shift = round_no % len(order)
-        for run, samples in order[shift:] + order[:shift]:
-            started = time.perf_counter()
-            run()
-            samples.append((time.perf_counter() - started) * 1000.0)
+    service_ms, plain_ms, plain_mapping_ms = _interleave(
+        [serve, plain.redirect, plain_with_mapping], results.requests
+    )
     results.oci_median_ms, results.oci_p99_ms = _median_p99(service_ms)
     results.plain_median_ms, results.plain_p99_ms = _median_p99(plain_ms)
     results.plain_mapping_median_ms, results.plain_mapping_p99_ms = _median_p99(plain_mapping_ms)
@@ -245,6 +247,122 @@ class PlainRegistryClient:
         if blob.status != 307 or not location:
             raise RuntimeError(f"plain blob GET answered {blob.status}")
         return str(location)
+
+
+class AzureCalls:
+    """Every HTTP request the Azure SDK sends (azure-core's requests transport), by method and path."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        from azure.core.pipeline.transport import RequestsTransport  # noqa: PLC0415
+
+        original = RequestsTransport.send
+        calls = self.calls
+
+        def counted(transport: Any, request: Any, **kwargs: Any) -> Any:
+            query = urlsplit(request.url).query
+            calls.append(f"{request.method} {'?' + query.split('&')[0] if query else 'blob'}")
+            return original(transport, request, **kwargs)
+
+        RequestsTransport.send = counted
+        try:
+            yield
+        finally:
+            RequestsTransport.send = original
+
+
+def azure_rows(
+    scenarios: Scenarios, scratch: Path, verifications_table: str, results: ProviderResults
+) -> None:
+    """A shared-key AzureBlob backend on Azurite: storage calls per redirect in steady state, and warm
+    latency against a plain SDK client doing the minimal work (blob properties + a SAS)."""
+    from azure.core.credentials import AzureNamedKeyCredential  # noqa: PLC0415
+    from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas  # noqa: PLC0415
+
+    from cas_local.azurite import Azurite, azurite_binary, new_account_key  # noqa: PLC0415
+
+    if azurite_binary() is None:
+        results.azure_skipped = "Azurite is not installed (make azurite)"
+        return
+    world, counter = scenarios.world, scenarios.counter
+    key = new_account_key()
+    server = Azurite(scratch / "azurite", {"benchacct": [key]}).start()
+    try:
+        service_client = BlobServiceClient(
+            server.account_url("benchacct"), credential=AzureNamedKeyCredential("benchacct", key)
+        )
+        container = service_client.get_container_client("cas")
+        container.create_container()
+        digest = f"sha256:{hashlib.sha256(DATA).hexdigest()}"
+        container.upload_blob(digest, DATA, metadata={"Filename": "artifact.bin"})
+        org = world.org()
+        backend = world.azure_backend(
+            org, "azure", server.location("benchacct", "cas"), {"AccountKey": key}, is_default=True
+        )
+        world.map(digest, org, backend)
+        app = scenarios.app(VERIFICATIONS_TABLE=verifications_table)
+        watcher = AzureCalls()
+
+        def serve() -> None:
+            response = handle(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext(), app)
+            if response["statusCode"] != 307:
+                raise RuntimeError(
+                    f"Azure redirect answered {response['statusCode']}: {response.get('body')}"
+                )
+
+        blob = container.get_blob_client(digest)
+        mappings = world.servers.control_client("dynamodb")
+
+        def plain() -> None:
+            blob.get_blob_properties()
+            generate_blob_sas(
+                "benchacct", "cas", digest, account_key=key, permission=BlobSasPermissions(read=True),
+                expiry=datetime.now(UTC) + timedelta(minutes=5),
+            )  # fmt: skip
+
+        def plain_with_mapping() -> None:
+            mappings.query(
+                TableName=world.tables.mappings,
+                KeyConditionExpression="digest = :d",
+                ExpressionAttributeValues={":d": {"S": digest}},
+            )
+            plain()
+
+        with watcher.watching():
+            serve()
+            results.azure_first_calls = list(watcher.calls)
+            for _ in range(3):
+                serve()
+                plain()
+            watcher.calls.clear()
+            mark = counter.mark()
+            steady = 20
+            for _ in range(steady):
+                serve()
+            results.azure_steady_storage_calls = len(watcher.calls) / steady
+            results.azure_steady_aws_calls = total(counter.since(mark)) / steady
+        service_ms, plain_ms, mapping_ms = _interleave([serve, plain, plain_with_mapping], results.requests)
+        results.azure_median_ms, results.azure_p99_ms = _median_p99(service_ms)
+        results.azure_plain_median_ms, results.azure_plain_p99_ms = _median_p99(plain_ms)
+        results.azure_plain_mapping_median_ms, results.azure_plain_mapping_p99_ms = _median_p99(mapping_ms)
+    finally:
+        server.stop()
+
+
+def _interleave(runs: list[Callable[[], Any]], rounds: int) -> list[list[float]]:
+    """Timed rounds of one call each, rotating which goes first, so drift hits all alike."""
+    samples: list[list[float]] = [[] for _ in runs]
+    order = list(range(len(runs)))
+    for round_no in range(rounds):
+        shift = round_no % len(order)
+        for index in order[shift:] + order[:shift]:
+            started = time.perf_counter()
+            runs[index]()
+            samples[index].append((time.perf_counter() - started) * 1000.0)
+    return samples
 
 
 def _median_p99(samples: list[float]) -> tuple[float, float]:

@@ -378,13 +378,51 @@ def _providers(results: Results) -> str:
     if p is None:
         return ""
     lines = [
-        "## 7. The new candidate order, and OCI backends on a real registry",
+        "## 7. The new candidate order, AzureBlob on Azurite, and OCI on a real registry",
         "",
         "**S3, a new container's first request after a rotation, the old backend marked Invalid** "
         f"(the org's OK default is tried first): {p.s3_marked_rotation_calls} AWS calls "
         f"(target {S3_TARGET}): {', '.join(p.s3_marked_rotation_sequence)}.",
         "",
     ]
+    if p.azure_skipped is not None:
+        lines += [f"Azure rows not measured: {p.azure_skipped}.", ""]
+    else:
+        lines += [
+            "**AzureBlob** (Azurite, shared key, verification records on):",
+            "",
+            table(
+                ("measure", "value"),
+                [
+                    ("first request's storage calls", ", ".join(p.azure_first_calls)),
+                    ("storage calls per redirect, steady state", f"{p.azure_steady_storage_calls:.2f}"),
+                    ("AWS calls per redirect, steady state", f"{p.azure_steady_aws_calls:.2f}"),
+                    (
+                        f"warm latency, service median / p99 ({p.requests} requests)",
+                        f"{_ms(p.azure_median_ms)} / {_ms(p.azure_p99_ms)}",
+                    ),
+                    (
+                        "plain SDK client (properties + SAS), median / p99",
+                        f"{_ms(p.azure_plain_median_ms)} / {_ms(p.azure_plain_p99_ms)}",
+                    ),
+                    (
+                        "ratio median / p99",
+                        f"{_x(p.azure_median_ms / p.azure_plain_median_ms)} / "
+                        f"{_x(p.azure_p99_ms / p.azure_plain_p99_ms)}",
+                    ),
+                    (
+                        "plain client plus the mapping query, median / p99",
+                        f"{_ms(p.azure_plain_mapping_median_ms)} / {_ms(p.azure_plain_mapping_p99_ms)}",
+                    ),
+                    (
+                        "ratio to that, median / p99",
+                        f"{_x(p.azure_median_ms / p.azure_plain_mapping_median_ms)} / "
+                        f"{_x(p.azure_p99_ms / p.azure_plain_mapping_p99_ms)}",
+                    ),
+                ],
+            ),
+            "",
+        ]
     if p.oci_skipped is not None:
         return "\n".join([*lines, f"OCI rows not measured: {p.oci_skipped}."])
     ratio, ratio99 = p.oci_median_ms / p.plain_median_ms, p.oci_p99_ms / p.plain_p99_ms

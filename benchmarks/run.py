@@ -264,6 +264,27 @@ def providers_goals(p: providers.ProviderResults) -> list[Goal]:
             providers.S3_FIRST_AFTER_MARKED_ROTATION_TARGET,
         )
     ]
+    if p.azure_skipped is None:
+        goals += [
+            Goal(
+                "calls:azure_steady",
+                "Azure storage calls per redirect, steady state (shared key, record)",
+                p.azure_steady_storage_calls,
+                providers.AZURE_STEADY_STORAGE_CALLS_TARGET,
+            ),
+            Goal(
+                "latency:azure",
+                "Azure latency median / plain SDK client",
+                p.azure_median_ms / p.azure_plain_median_ms,
+                providers.OCI_LATENCY_TARGET,
+            ),
+            Goal(
+                "latency:azure:p99",
+                "Azure latency p99 / plain SDK client p99",
+                p.azure_p99_ms / p.azure_plain_p99_ms,
+                providers.OCI_LATENCY_TARGET,
+            ),
+        ]
     if p.oci_skipped is None:
         goals += [
             Goal(

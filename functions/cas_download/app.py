@@ -50,7 +50,10 @@ class App:
                 SecretsProvider(boto3_client=secrets_client), settings.secret_cache_ttl_seconds
             ),
             storage=StorageProviders(
-                session, settings.s3_connect_timeout_seconds, settings.s3_read_timeout_seconds
+                session,
+                settings.s3_connect_timeout_seconds,
+                settings.s3_read_timeout_seconds,
+                settings.azure_authority_host,
             ),
             tables=tables,
             health=BackendHealth(tables, settings.failure_memory_seconds),

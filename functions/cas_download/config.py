@@ -30,6 +30,7 @@ ENV_VARS = (
     "VALIDATOR_CONCURRENCY",
     "SECRET_CACHE_TTL_SECONDS",
     "BACKEND_CACHE_TTL_SECONDS",
+    "AZURE_AUTHORITY_HOST",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
@@ -58,6 +59,9 @@ class Settings:
     validator_concurrency: int = 8
     secret_cache_ttl_seconds: int = 300
     backend_cache_ttl_seconds: int = 30
+    # Microsoft Entra ID's authority for AzureBlob service principals (a sovereign cloud, a stand-in);
+    # None: the public cloud's.
+    azure_authority_host: str | None = None
     service_name: str = "cas-download"
     metrics_namespace: str = "CasDownload"
 
@@ -84,6 +88,7 @@ class Settings:
             validator_concurrency=_int(env, "VALIDATOR_CONCURRENCY", 8, 1, 64),
             secret_cache_ttl_seconds=_int(env, "SECRET_CACHE_TTL_SECONDS", 300, 0, 3600),
             backend_cache_ttl_seconds=_int(env, "BACKEND_CACHE_TTL_SECONDS", 30, 0, 3600),
+            azure_authority_host=_https_url(env, "AZURE_AUTHORITY_HOST"),
             service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "cas-download",
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "CasDownload",
         )
@@ -100,6 +105,15 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _https_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith("https://") or len(raw) <= len("https://"):
+        raise ConfigError(f"{name} must be an https:// URL, got {raw!r}")
+    return raw.rstrip("/")
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:

@@ -45,6 +45,7 @@ class Provider(StrEnum):
 
     S3 = "AWS-S3"
     OCI = "OCI"
+    AZURE_BLOB = "AzureBlob"
 
 
 class Mode(StrEnum):

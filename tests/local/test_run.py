@@ -239,3 +239,35 @@ def test_the_oci_demo_falls_back_across_providers_both_ways(local_stack: Running
     assert redirected.status == 502
     attempts = [(a["backend"], a["reason"]) for a in json.loads(redirected.body)["error"]["attempts"]]
     assert ("registry-ro", "no_direct_url") in attempts
+
+
+def test_the_azure_demo_redirects_to_a_sas_and_falls_back_to_the_bucket(local_stack: RunningStack) -> None:
+    # Given the demo with Azurite (make azurite installs it; CI must have it)
+    if not local_stack.demo.get("azure"):
+        message = "the Azure demo needs Azurite: run `make azurite`"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    org = local_stack.demo["org"]
+    notes, archive = local_stack.artifact("azure-notes.txt"), local_stack.artifact("archive.tgz")
+
+    # When the notes (mapped to a working Azure backend) are asked for, and the SAS followed
+    redirect = http(f"{local_stack.api_url}/v1/artifacts/{notes['digest']}", headers=bearer(org))
+    sas = redirect.headers["location"]
+    followed = http(sas)
+
+    # Then the Location is a read-only SAS for that blob on Azurite, and it serves the verified bytes
+    assert redirect.status == 307
+    assert redirect.headers["x-cas-backend"] == "azure-2025"
+    assert sas.startswith(local_stack.endpoints.azurite_url or "-")
+    assert "sp=r" in sas
+    assert followed.status == 200
+    assert f"sha256:{hashlib.sha256(followed.body).hexdigest()}" == notes["digest"]
+
+    # When the archive (mapped to an Azure backend whose key was rotated away) is asked for
+    fallback = http(f"{local_stack.api_url}/v1/artifacts/{archive['digest']}", headers=bearer(org))
+
+    # Then the bucket's copy serves it (Azure -> S3)
+    assert fallback.status == 307
+    assert fallback.headers["x-cas-backend"] == local_stack.demo["new_backend"]
+    assert fallback.headers["x-cas-fallback"] == "true"

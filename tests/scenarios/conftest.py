@@ -20,6 +20,7 @@ from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import handle
 from tests.conftest import create_tables, create_verifications_table
+from tests.support.azure import Azurite, new_account_key, start_azurite
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
 from tests.support.moto_servers import AwsServers
@@ -165,6 +166,19 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory, token_issuer: Token
         token_realm=token_issuer.realm,
         token_cert=token_issuer.cert_path,
     )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+AZURE_ACCOUNT = "casacct"
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite with one account (``AZURE_ACCOUNT``) and its one key (``azurite.accounts``)."""
+    server = start_azurite(tmp_path_factory.mktemp("azurite"), {AZURE_ACCOUNT: [new_account_key()]})
     try:
         yield server
     finally:

@@ -10,6 +10,8 @@ from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.data.tables import StatusGuard, build_tables
 from cas_download.handlers.validator import run
+from tests.scenarios.conftest import AZURE_ACCOUNT
+from tests.support.azure import Azurite, new_account_key, put_blob
 from tests.support.events import FakeLambdaContext
 from tests.support.moto_servers import AwsServers
 from tests.support.registry import Registry
@@ -153,6 +155,30 @@ def test_an_oci_backend_is_probed_by_authenticating_for_pull(
     # Then the working one is OK again and the stale one Invalid, with the reason
     assert status_of(aws_servers, world, good)["validation_status"] == "OK"
     assert status_of(aws_servers, world, stale)["validation_status"] == "Invalid"
+    assert status_of(aws_servers, world, stale)["validation_error"].startswith("credentials_invalid")
+    assert summary["invalidated"] == [stale.id]
+    assert summary["recovered"] == [good.id]
+
+
+def test_an_azure_backend_is_probed_read_only_with_its_key(
+    isolated_world: World, aws_servers: AwsServers, azurite: Azurite
+) -> None:
+    # Given an AzureBlob backend whose key works (recorded Invalid), and one whose key the account lacks
+    world = isolated_world
+    org = world.org()
+    key = azurite.accounts[AZURE_ACCOUNT][0]
+    put_blob(azurite, AZURE_ACCOUNT, key, "validated", "sha256:" + "0" * 64, b"x")
+    location = azurite.location(AZURE_ACCOUNT, "validated")
+    good = world.azure_backend(org, "azure-ok", location, {"AccountKey": key}, status="Invalid")
+    stale = world.azure_backend(
+        org, "azure-stale", location, {"AccountKey": new_account_key()}, is_default=True
+    )
+
+    # When the validator runs
+    summary = run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+
+    # Then the working one is OK again and the stale one Invalid, with the reason
+    assert status_of(aws_servers, world, good)["validation_status"] == "OK"
     assert status_of(aws_servers, world, stale)["validation_error"].startswith("credentials_invalid")
     assert summary["invalidated"] == [stale.id]
     assert summary["recovered"] == [good.id]

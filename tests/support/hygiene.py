@@ -39,6 +39,8 @@ CREDENTIAL_KEYS = {
     "sessiontoken": "session_token",
     "password": "registry_password",  # OCI backends (Chainloop's Username/Password secret)
     "token": "bearer_token",
+    "accountkey": "account_key",  # AzureBlob backends
+    "clientsecret": "client_secret",
 }
 
 

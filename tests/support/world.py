@@ -323,6 +323,57 @@ class World:
         self.backends[backend_id] = ref
         return ref
 
+    def azure_backend(
+        self,
+        org: str,
+        name: str,
+        location: str,
+        secret: Mapping[str, Any],
+        *,
+        is_default: bool = False,
+        is_fallback: bool = False,
+        key_prefix: str = "",
+        status: str | None = None,
+    ) -> BackendRef:
+        """An ``AzureBlob`` backend row and its secret (``AccountKey``, or a service principal)."""
+        backend_id = str(uuid.uuid4())
+        secret_name = _unique("cas/azure")
+        value = json.dumps(secret)
+        register_secret_string(value)
+        arn = str(self.secrets.create_secret(Name=secret_name, SecretString=value)["ARN"])
+        ref = BackendRef(
+            id=backend_id,
+            name=name,
+            org=org,
+            bucket="",
+            location=location,
+            secret_name=secret_name,
+            secret_arn=arn,
+            access_key_id="",
+            secret_access_key="",
+            user_name="",
+            key_prefix=key_prefix,
+            provider="AzureBlob",
+        )
+        row: dict[str, Any] = {
+            "id": backend_id,
+            "org_id": org,
+            "name": name,
+            "provider": "AzureBlob",
+            "location": location,
+            "secret_name": secret_name,
+            "key_prefix": key_prefix,
+            "is_default": is_default,
+            "is_fallback": is_fallback,
+            "created_at": iso(dt.datetime.now(dt.UTC)),
+        }
+        if status is not None:
+            row["validation_status"] = status
+            row["validated_at"] = iso(dt.datetime.now(dt.UTC))
+        self.put_backend_row(row)
+        self.backends[backend_id] = ref
+        return ref
+
     def put_backend_row(self, row: Mapping[str, Any]) -> None:
         """Write a raw Backends row (plain Python values; None values are left out)."""
         self.dynamodb.put_item(TableName=self.tables.backends, Item=to_dynamo(row))

@@ -23,6 +23,8 @@ from cas_download.logic.health import utc_now_iso
 
 SECRET_ENV = "CAS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
 REGISTRY_PASSWORD_ENV = "CAS_REGISTRY_PASSWORD"  # noqa: S105 - a variable name
+AZURE_KEY_ENV = "CAS_AZURE_ACCOUNT_KEY"
+AZURE_SECRET_ENV = "CAS_AZURE_CLIENT_SECRET"  # noqa: S105 - a variable name
 DEFAULT_SECRET_PREFIX = "cas/"  # noqa: S105 - template.yaml SecretNamePrefix: the function may read only these
 # A key IAM just created takes a few seconds to work everywhere (AWS is eventually consistent).
 _NEW_KEY_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
@@ -30,12 +32,13 @@ _NEW_KEY_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
 
 @dataclass
 class NewCredentials:
-    """What a new backend's secret holds: S3 keys, or (``OCI``) a registry login or none."""
+    """What a new backend's secret holds: S3 keys, or another provider's secret as Chainloop writes
+    it (``OCI``: a registry login or ``{}``; ``AzureBlob``: an account key or a service principal)."""
 
     credentials: Credentials | None = None
     secret_name: str | None = None  # an existing secret to reuse instead of writing one
     iam_user: str | None = None  # set when the key was created here, for this IAM user
-    registry_login: tuple[str, str] | None = None  # OCI: username and password (or token)
+    provider_secret: dict[str, str] | None = None
 
     def secret_value(self) -> dict[str, str]:
         """The secret's JSON object, in the form Chainloop writes for the provider."""
@@ -47,9 +50,7 @@ class NewCredentials:
             if self.credentials.session_token:
                 value["SessionToken"] = self.credentials.session_token
             return value
-        if self.registry_login is not None:
-            return {"Username": self.registry_login[0], "Password": self.registry_login[1]}
-        return {}  # OCI anonymous pull
+        return dict(self.provider_secret or {})  # {}: OCI anonymous pull
 
 
 def add_credential_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -81,6 +82,18 @@ def add_credential_arguments(parser: argparse.ArgumentParser, *, required: bool)
         help=f"its password or token (better: env {REGISTRY_PASSWORD_ENV}, or leave it out to be prompted)",
     )
     registry.add_argument("--anonymous", action="store_true", help="pull without a login (secret {})")
+    blob = parser.add_argument_group(
+        "Azure credentials (--provider AzureBlob)",
+        "--account-key, or a service principal (--tenant-id, --client-id, --client-secret), or --secret-name",
+    )
+    blob.add_argument(
+        "--account-key", help=f"the storage account's shared key (better: env {AZURE_KEY_ENV}, or a prompt)"
+    )
+    blob.add_argument("--tenant-id", help="service principal: Microsoft Entra tenant id")
+    blob.add_argument("--client-id", help="service principal: application (client) id")
+    blob.add_argument(
+        "--client-secret", help=f"service principal: its secret (better: env {AZURE_SECRET_ENV})"
+    )
     group.add_argument(
         "--secret-prefix",
         default=DEFAULT_SECRET_PREFIX,
@@ -94,8 +107,12 @@ def _credentials_from_args(
 ) -> NewCredentials | None:
     if provider == Provider.OCI:
         return _registry_login_from_args(args)
+    if provider == Provider.AZURE_BLOB:
+        return _azure_credentials_from_args(args)
     if getattr(args, "username", None) or getattr(args, "anonymous", False):
         raise UsageError("--username and --anonymous are for --provider OCI")
+    if getattr(args, "account_key", None) or getattr(args, "tenant_id", None):
+        raise UsageError("--account-key and --tenant-id are for --provider AzureBlob")
     chosen = [
         name for name in ("access_key_id", "new_key_for_user", "secret_name") if getattr(args, name, None)
     ]
@@ -137,7 +154,51 @@ def _registry_login_from_args(args: argparse.Namespace) -> NewCredentials | None
         password = getpass.getpass(f"registry password or token for {args.username}: ")
     if not password:
         raise UsageError(f"no registry password: pass --password or set {REGISTRY_PASSWORD_ENV}")
-    return NewCredentials(registry_login=(args.username, password))
+    return NewCredentials(provider_secret={"Username": args.username, "Password": password})
+
+
+def _azure_credentials_from_args(args: argparse.Namespace) -> NewCredentials | None:
+    if getattr(args, "access_key_id", None) or getattr(args, "username", None):
+        raise UsageError(
+            "an AzureBlob backend takes --account-key or a service principal, not S3 keys or a login"
+        )
+    secret_name = getattr(args, "secret_name", None)
+    principal = [getattr(args, n, None) for n in ("tenant_id", "client_id")]
+    chosen = [
+        name
+        for name, given in (
+            ("account_key", args.account_key),
+            ("tenant_id", any(principal)),
+            ("secret_name", secret_name),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise UsageError(
+            "give only one of --account-key, a service principal (--tenant-id ...), --secret-name"
+        )
+    if secret_name:
+        return NewCredentials(secret_name=secret_name)
+    if any(principal):
+        if not all(principal):
+            raise UsageError("a service principal needs --tenant-id and --client-id (and its secret)")
+        secret = _secret_argument(args.client_secret, AZURE_SECRET_ENV, f"client secret of {args.client_id}")
+        return NewCredentials(
+            provider_secret={"TenantID": args.tenant_id, "ClientID": args.client_id, "ClientSecret": secret}
+        )
+    if args.account_key is None and not os.environ.get(AZURE_KEY_ENV):
+        return None
+    key = _secret_argument(args.account_key, AZURE_KEY_ENV, "storage account key")
+    return NewCredentials(provider_secret={"AccountKey": key})
+
+
+def _secret_argument(given: str | None, env: str, what: str) -> str:
+    value = given or os.environ.get(env)
+    if not value and sys.stdin.isatty():
+        value = getpass.getpass(f"{what}: ")
+    if not value:
+        raise UsageError(f"no {what}: pass it or set {env}")
+    return value
 
 
 def _create_key(store: AdminStore, user: str) -> NewCredentials:
@@ -177,8 +238,8 @@ def _validate(
     return None if reason is None else reason.value
 
 
-def _probe_registry(store: AdminStore, row: BackendRow, new: NewCredentials) -> str | None:
-    """The service's own read-only registry probe (authenticate for pull); None when healthy."""
+def _probe_with_port(store: AdminStore, row: BackendRow, new: NewCredentials) -> str | None:
+    """The service's own read-only probe through the provider's adapter; None when healthy."""
     try:
         secret = store.read_secret(new.secret_name) if new.secret_name else SecretFields(new.secret_value())
         reason = store.providers.open(row.to_domain(), secret).probe(row.key_prefix or "")
@@ -208,6 +269,8 @@ def cmd_add(args: argparse.Namespace, store: AdminStore) -> int:
     if new is None:
         if args.provider == Provider.OCI:
             raise UsageError("give the registry login: --username, --anonymous or --secret-name")
+        if args.provider == Provider.AZURE_BLOB:
+            raise UsageError("give --account-key, a service principal (--tenant-id ...) or --secret-name")
         raise UsageError("give the credentials: --access-key-id, --new-key-for-user or --secret-name")
     live = [r for r in existing if not r.deleted]
     make_default = args.default or (not args.fallback and not any(r.is_default for r in live))
@@ -251,12 +314,12 @@ def _register(
     unset: list[tuple[BackendRow, str]],
 ) -> None:
     """Validate the keys (unless --no-validate), store them, write the row (and flag changes)."""
-    if not args.no_validate and row.provider == Provider.OCI:
-        reason = _probe_registry(store, row, new)
+    if not args.no_validate and row.provider in {Provider.OCI, Provider.AZURE_BLOB}:
+        reason = _probe_with_port(store, row, new)
         if reason is not None:
             raise AdminError(
-                f"the registry login cannot pull from {row.location}: {reason}; nothing was written",
-                hint="check the username and password or token, or pass --no-validate",
+                f"the credentials cannot read {row.location}: {reason}; nothing was written",
+                hint="check the login, key or client secret, or pass --no-validate",
             )
         row.validation_status, row.validated_at = ValidationStatus.OK.value, utc_now_iso()
     if not args.no_validate and row.provider == Provider.S3 and new.credentials is not None:
@@ -394,8 +457,8 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
     name = args.new_name or f"{old.name}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     if any(r.name == name for r in live):
         raise AdminError(f"org {args.org!r} already has a backend named {name!r}", hint="pass --new-name")
-    if old.provider == Provider.OCI:
-        return _rotate_registry_login(args, store, old, live, name)
+    if old.provider in {Provider.OCI, Provider.AZURE_BLOB}:
+        return _rotate_provider_secret(args, store, old, live, name)
     old_credentials = store.read_credentials(old.secret_name)
     old_user = _iam_user_of(store, old_credentials.access_key_id)
     new = _credentials_from_args(args, store)
@@ -432,18 +495,20 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
     return 0
 
 
-def _rotate_registry_login(
+def _rotate_provider_secret(
     args: argparse.Namespace, store: AdminStore, old: BackendRow, live: list[BackendRow], name: str
 ) -> int:
-    """OCI: a new backend on the same registry location with the new login, made the default. The old
-    password or token is the registry's to revoke (cas-admin cannot)."""
+    """OCI and AzureBlob: a new backend on the same location with the new login, key or client
+    secret, made the default. Revoking the old one is the registry's or the account's business."""
     if args.revoke_old:
         raise UsageError(
-            "--revoke-old is for S3 keys: revoke the old registry password or token in the registry"
+            "--revoke-old is for S3 keys: revoke the old password, account key or client secret where it lives"
         )
-    new = _credentials_from_args(args, store, Provider.OCI)
+    new = _credentials_from_args(args, store, old.provider)
     if new is None:
-        raise UsageError("give the new registry login: --username (and its password) or --secret-name")
+        raise UsageError(
+            "give the new credentials: a login, an account key, a service principal or --secret-name"
+        )
     row = _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider)
     row.is_default = True
     _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])

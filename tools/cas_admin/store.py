@@ -364,8 +364,17 @@ def parse_location_or_fail(location: str, provider: str = Provider.S3) -> Any:
     try:
         if provider == Provider.OCI:
             return parse_registry_location(location)
+        if provider == Provider.AZURE_BLOB:
+            from cas_download.data.storage import azure  # noqa: PLC0415 - the Azure SDK only when needed
+
+            return azure.parse_location(location)
         return parse_location(location)
     except AttemptFailed:
+        if provider == Provider.AZURE_BLOB:
+            raise UsageError(
+                f"invalid location {location!r}: use ACCOUNT/CONTAINER, SUFFIX/ACCOUNT/CONTAINER "
+                "or http(s)://host[:port]/ACCOUNT/CONTAINER"
+            ) from None
         if provider == Provider.OCI:
             raise UsageError(
                 f"invalid location {location!r}: use a repository, host[:port]/path, without tag or digest"

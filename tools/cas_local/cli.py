@@ -259,6 +259,21 @@ def banner(endpoints: StackEndpoints, state_file: Path) -> str:
                 "OCI demo: install CNCF distribution with `make registry`, then `make run` again.",
                 "",
             ]
+        if demo.get("azure"):
+            notes, archive = arts["azure-notes.txt"]["digest"], arts["archive.tgz"]["digest"]
+            lines += [
+                f"Azure Blob Storage, with Azurite ({demo['azure']}):",
+                "",
+                "  # 307 to a read-only SAS for that one blob (sp=r, sr=b, se, rscd); -L follows it",
+                f"  curl -si {auth} {api}/v1/artifacts/{notes} | grep -i '^location'",
+                f"  curl -sL {auth} {api}/v1/artifacts/{notes}",
+                "",
+                "  # mapped to azure-2024, whose key was rotated away: served from the bucket (Azure -> S3)",
+                f"  curl -si {auth} {api}/v1/artifacts/{archive} | grep -i '^x-cas'",
+                "",
+            ]
+        else:
+            lines += ["Azure demo: install Azurite with `make azurite`, then `make run` again.", ""]
         lines += [
             "cas-admin against this stack (another terminal):",
             '  eval "$(.venv/bin/cas-local env)"',

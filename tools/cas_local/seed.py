@@ -22,9 +22,10 @@ from botocore.config import Config
 from cas_admin.artifacts import rfc2047
 from cas_admin.oci_push import push_artifact
 from cas_admin.store import BackendRow, to_item
+from cas_local.azurite import Azurite, new_account_key
 from cas_local.events import EXAMPLE_DATA
 from cas_local.registry import Registry, RegistryUser
-from cas_local.stack import LocalStack
+from cas_local.stack import DEMO_AZURE_ACCOUNT, LocalStack
 
 DEMO_ORG = "org-example"
 OTHER_ORG = "org-other"  # holds nothing: shows that another org gets 404 not_found
@@ -59,6 +60,7 @@ class Demo:
     new_backend: str
     artifacts: list[DemoArtifact]
     registry: str | None = None  # the OCI demo's registry location, when it runs
+    azure: str | None = None  # the Azure demo's container location, when Azurite runs
 
     def artifact(self, name: str) -> DemoArtifact:
         return next(a for a in self.artifacts if a.name == name)
@@ -211,7 +213,80 @@ def seed(stack: LocalStack) -> Demo:
     if stack.registry is not None:
         registry_location = f"{stack.registry.host}/cas-demo"
         artifacts += seed_registry(stack.registry, registry_location, old, new, put, ddb, secrets, env)
-    return Demo(DEMO_ORG, OTHER_ORG, BUCKET, IAM_USER, OLD_BACKEND, NEW_BACKEND, artifacts, registry_location)
+    azure_location = None
+    if stack.azurite is not None:
+        azure_location = stack.azurite.location(DEMO_AZURE_ACCOUNT, "cas")
+        artifacts += seed_azure(stack.azurite, azure_location, new, put, ddb, secrets, env)
+    return Demo(
+        DEMO_ORG,
+        OTHER_ORG,
+        BUCKET,
+        IAM_USER,
+        OLD_BACKEND,
+        NEW_BACKEND,
+        artifacts,
+        registry_location,
+        azure_location,
+    )
+
+
+def seed_azure(
+    azurite: Azurite,
+    location: str,
+    new_s3: BackendRow,
+    put: Any,
+    ddb: Any,
+    secrets: Any,
+    env: dict[str, str],
+) -> list[DemoArtifact]:
+    """An Azure container, as Chainloop fills it (blob ``sha256:<hex>``, metadata ``Filename``).
+
+    - ``azure-notes.txt`` is mapped to ``azure-2025`` (a working shared key): a redirect is a SAS for
+      that one blob, which Azurite serves.
+    - ``archive.tgz`` is mapped to ``azure-2024``, whose key the account no longer has (rotated): the
+      bucket's copy is served through primary-2025 (fallback Azure -> S3).
+    """
+    from azure.core.credentials import AzureNamedKeyCredential  # noqa: PLC0415 - the demo's Azure part
+    from azure.storage.blob import BlobServiceClient  # noqa: PLC0415
+
+    key = azurite.accounts[DEMO_AZURE_ACCOUNT][0]
+    service = BlobServiceClient(
+        azurite.account_url(DEMO_AZURE_ACCOUNT), credential=AzureNamedKeyCredential(DEMO_AZURE_ACCOUNT, key)
+    )
+    container = service.get_container_client("cas")
+    container.create_container()
+
+    def azure_backend(name: str, account_key: str, created_at: str) -> BackendRow:
+        secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
+        secrets.create_secret(Name=secret_name, SecretString=json.dumps({"AccountKey": account_key}))
+        row = BackendRow(
+            id=_backend_id(name),
+            org_id=DEMO_ORG,
+            name=name,
+            provider="AzureBlob",
+            location=location,
+            secret_name=secret_name,
+            created_at=created_at,
+        )
+        ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=row.to_item())
+        return row
+
+    current = azure_backend("azure-2025", key, "2025-03-01T09:00:00.000000Z")
+    rotated = azure_backend("azure-2024", new_account_key(), "2024-05-01T09:00:00.000000Z")
+    notes = b"Kept in an Azure container: a redirect is a read-only SAS for this one blob.\n"
+    archive = b"archive.tgz: uploaded through azure-2024, copied to the bucket\n" * 30
+    artifacts = []
+    for name, data, backend, mapped_at in (
+        ("azure-notes.txt", notes, current, "2025-04-01T10:00:00.000000Z"),
+        ("archive.tgz", archive, rotated, "2024-06-01T10:00:00.000000Z"),
+    ):
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        container.upload_blob(digest, data, metadata={"Filename": name})
+        put_mapping(ddb, env, digest, backend, mapped_at)
+        artifacts.append(DemoArtifact(name, digest, len(data), backend.name, False, "Azure demo"))
+    # archive.tgz's bytes are in the bucket too (copied there at the rotation), mapped only to Azure
+    put("archive.tgz", archive, new_s3, "", checksum=True, note="", map_it=False)
+    return artifacts
 
 
 def seed_registry(

@@ -17,12 +17,14 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from cas_local.azurite import Azurite, azurite_binary, new_account_key
 from cas_local.gateway import KeyDirectory, StorageGateway
 from cas_local.moto import HOST, REGION, SETUP_CONFIG, MotoPair, start_moto_pair
 from cas_local.registry import Registry, registry_binary, start_registry
 from cas_local.template import REPO_ROOT, Template
 
 ADMIN_USER = "cas-local-admin"
+DEMO_AZURE_ACCOUNT = "casdemo"
 ENV_JSON_PATH = REPO_ROOT / "events" / "env.json"
 DEFAULT_STATE_FILE = REPO_ROOT / ".local" / "stack.json"
 
@@ -89,6 +91,7 @@ class StackEndpoints:
     moto_pids: list[int] = field(default_factory=list)
     demo: dict[str, Any] = field(default_factory=dict)
     registry_url: str | None = None  # the OCI demo's registry, when docker-registry is installed
+    azurite_url: str | None = None  # the Azure demo's Azurite, when it is installed
 
     def aws_env(self) -> dict[str, str]:
         """AWS variables for a client of the stack: the handler, cas-admin, the AWS CLI."""
@@ -166,6 +169,7 @@ class LocalStack:
     function_env: dict[str, str]
     log_dir: Path
     registry: Registry | None = None
+    azurite: Azurite | None = None
 
     @property
     def endpoints(self) -> StackEndpoints:
@@ -178,6 +182,7 @@ class LocalStack:
             function_env=dict(self.function_env),
             moto_pids=[self.moto.control.pid, self.moto.storage.pid],
             registry_url=self.registry.url if self.registry else None,
+            azurite_url=self.azurite.endpoint if self.azurite else None,
         )
 
     def control_client(self, service: str) -> Any:
@@ -201,6 +206,9 @@ class LocalStack:
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 self.registry.stop()
+        if self.azurite is not None:
+            with contextlib.suppress(Exception):
+                self.azurite.stop()
         self.moto.stop()
 
 
@@ -236,8 +244,8 @@ def start_stack(
     gateway_port: int = 0,
     with_registry: bool = True,
 ) -> LocalStack:
-    """Start moto, the gateway, a registry (when docker-registry is installed), and create the tables;
-    on failure stop whatever started."""
+    """Start moto, the gateway, a registry and Azurite (each when installed), and create the tables; on
+    failure stop whatever started."""
     template = template or Template.load()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cas-local-"))
     function_env = function_environment(template, env_json)
@@ -257,6 +265,8 @@ def start_stack(
         create_tables(stack)
         if with_registry and registry_binary() is not None:
             stack.registry = start_registry(log_dir / "registry")
+        if with_registry and azurite_binary() is not None:
+            stack.azurite = Azurite(log_dir / "azurite", {DEMO_AZURE_ACCOUNT: [new_account_key()]}).start()
     except BaseException:
         stack.stop()
         raise

@@ -14,6 +14,7 @@ from cas_download.data.storage.s3 import S3ClientPool, S3Store
 from cas_download.domain import AttemptFailed, AttemptReason, Backend, Provider
 
 if TYPE_CHECKING:
+    from cas_download.data.storage.azure import AzureClients
     from cas_download.data.storage.oci import RegistryClient
 
 
@@ -22,12 +23,18 @@ class StorageProviders:
     connection pool and tokens."""
 
     def __init__(
-        self, session: boto3.session.Session, connect_timeout_seconds: float, read_timeout_seconds: float
+        self,
+        session: boto3.session.Session,
+        connect_timeout_seconds: float,
+        read_timeout_seconds: float,
+        azure_authority_host: str | None = None,
     ) -> None:
+        self.azure_authority_host = azure_authority_host
         self.connect_timeout_seconds = connect_timeout_seconds
         self.read_timeout_seconds = read_timeout_seconds
         self.s3_clients = S3ClientPool(session, connect_timeout_seconds, read_timeout_seconds)
         self._registry: RegistryClient | None = None
+        self._azure: AzureClients | None = None
         self._lock = threading.Lock()
 
     def open(self, backend: Backend, secret: SecretFields, time_left: float | None = None) -> BackendStore:
@@ -39,6 +46,11 @@ class StorageProviders:
                 backend, secret, self.registry_client(), time_left
             )
             return store
+        if backend.provider == Provider.AZURE_BLOB:
+            azure_store: BackendStore = _adapter("azure").AzureStore.open_backend(
+                backend, secret, self.azure_clients(), time_left
+            )
+            return azure_store
         raise _unsupported(backend)
 
     def registry_client(self) -> RegistryClient:
@@ -48,6 +60,17 @@ class StorageProviders:
                 oci = _adapter("oci")
                 self._registry = oci.RegistryClient(self.connect_timeout_seconds, self.read_timeout_seconds)
             return self._registry
+
+    def azure_clients(self) -> AzureClients:
+        """The container's Azure clients and delegation keys, made on first use (the SDK's import
+        is paid by the first Azure backend, not by the S3 path)."""
+        with self._lock:
+            if self._azure is None:
+                azure = _adapter("azure")
+                self._azure = azure.AzureClients(
+                    self.connect_timeout_seconds, self.read_timeout_seconds, self.azure_authority_host
+                )
+            return self._azure
 
     @staticmethod
     def check_supported(backend: Backend) -> None:

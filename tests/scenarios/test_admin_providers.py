@@ -1,5 +1,5 @@
-"""``cas-admin`` with an OCI registry: add a backend with a registry login, put an artifact in
-Chainloop's layout, ask where it is, rotate the login; the API serves what cas-admin wrote."""
+"""``cas-admin`` with an OCI registry and an Azure container: add a backend with its login or key,
+put an artifact in Chainloop's layout, ask where it is, rotate; the API serves what cas-admin wrote."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from cas_admin.cli import main as admin_main
 from tests.scenarios.conftest import Service
+from tests.support.azure import new_account_key, put_blob, start_azurite
 from tests.support.registry import Registry
 from tests.support.world import World
 
@@ -83,3 +84,48 @@ def test_a_registry_login_that_cannot_pull_is_refused_and_nothing_written(
     assert "credentials_invalid" in err
     code, _, err = admin(world, capsys, "backend", "list", "--org", org)
     assert code != 0  # the org has no backend: nothing was written
+
+
+def test_add_put_where_and_rotate_with_an_azure_container(
+    world: World, service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an Azurite account with two keys and a container, an org, and a file
+    first, second = new_account_key(), new_account_key()
+    server = start_azurite(tmp_path / "azurite", {"adminacct": [first, second]})
+    try:
+        put_blob(server, "adminacct", first, "artifacts", "README", b"the control plane's container")
+        org = world.org()
+        location = server.location("adminacct", "artifacts")
+        artifact = tmp_path / "notes.txt"
+        artifact.write_bytes(DATA)
+
+        # When cas-admin registers the container with the first key and puts the file through it
+        code, out, err = admin(world, capsys, "backend", "add", "blob", "--org", org, "--provider", "AzureBlob",
+                               "--location", location, "--account-key", first, "--json")  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["validation_status"] == "OK"
+        code, out, err = admin(world, capsys, "artifact", "put", str(artifact), "--org", org, "--json")
+        assert code == 0, err
+        digest = json.loads(out)["digest"]
+
+        # Then the API serves it with the file's name, and where names the backend
+        served = service.get(digest, orgs=org, mode="body")
+        assert (served.status, served.body) == (200, DATA)
+        assert 'filename="notes.txt"' in served.headers["Content-Disposition"]
+        code, out, _ = admin(world, capsys, "artifact", "where", digest, "--json")
+        assert json.loads(out)["serves"]["name"] == "blob"
+
+        # When cas-admin rotates to the second key and the first is revoked
+        code, out, err = admin(world, capsys, "backend", "rotate", "blob", "--org", org, "--new-name", "blob-2",
+                               "--account-key", second, "--json")  # fmt: skip
+        assert code == 0, err
+        server.restart({"adminacct": [second]})
+
+        # Then the artifact mapped to the old backend is served through the new one
+        service.configure()
+        rotated = service.get(digest, orgs=org, mode="body")
+        assert (rotated.status, rotated.body) == (200, DATA)
+        assert rotated.headers["X-Cas-Backend"] == "blob-2"
+        assert rotated.headers["X-Cas-Fallback"] == "true"
+    finally:
+        server.stop()

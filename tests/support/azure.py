@@ -1,0 +1,49 @@
+"""Azurite for the tests (cas_local.azurite), with what pytest adds: a missing install fails under CI
+(never a silent skip), and every account key is registered with the secret scan; plus writing blobs
+the way Chainloop does (blob ``sha256:<hex>``, metadata ``Filename``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.storage.blob import BlobServiceClient
+
+from cas_local.azurite import INSTALL_HINT, Azurite, azurite_binary, new_account_key
+
+from .hygiene import register as register_secret
+
+__all__ = ["Azurite", "new_account_key", "put_blob", "start_azurite"]
+
+
+def start_azurite(workdir: Path, accounts: dict[str, list[str]]) -> Azurite:
+    if azurite_binary() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
+    for keys in accounts.values():
+        for key in keys:
+            register_secret(key, "account_key")
+    return Azurite(workdir, accounts).start()
+
+
+def put_blob(
+    azurite: Azurite,
+    account: str,
+    key: str,
+    container: str,
+    name: str,
+    data: bytes,
+    filename: str | None = None,
+) -> None:
+    """Write a blob (creating its container) with the Filename metadata Chainloop writes."""
+    service = BlobServiceClient(
+        azurite.account_url(account), credential=AzureNamedKeyCredential(account, key)
+    )
+    container_client = service.get_container_client(container)
+    if not container_client.exists():
+        container_client.create_container()
+    metadata = {"Filename": filename} if filename else None
+    container_client.upload_blob(name, data, overwrite=True, metadata=metadata)

@@ -1,0 +1,133 @@
+"""The AzureBlob adapter's rules that Azurite cannot show: a user delegation SAS (Azurite serves
+delegation keys only to OAuth over HTTPS) and the classification of Azure's own error codes."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseTimeoutError,
+)
+from azure.storage.blob import UserDelegationKey
+
+from cas_download.data.storage import azure
+from cas_download.data.storage.port import ObjectDescription
+from cas_download.domain import AttemptReason, ObjectInfo
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+class DelegatingService:
+    """The service client as direct_url uses it: it hands out user delegation keys and counts them."""
+
+    def __init__(self) -> None:
+        self.keys_asked = 0
+
+    def get_user_delegation_key(self, start: datetime, expiry: datetime) -> UserDelegationKey:
+        self.keys_asked += 1
+        key = UserDelegationKey()
+        key.signed_oid, key.signed_tid = "00000000-0000-0000-0000-0000000000aa", "tenant-id"
+        key.signed_start = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.signed_expiry = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.signed_service, key.signed_version = "b", "2025-01-05"
+        key.value = base64.b64encode(b"k" * 32).decode()
+        return key
+
+
+def service_principal_store(service: Any, clients: azure.AzureClients | None = None) -> azure.AzureStore:
+    location = azure.parse_location("acct/cas")
+    credentials = azure.AzureCredentials(tenant_id="t", client_id="c", client_secret="s")
+    return azure.AzureStore(clients or azure.AzureClients(1.0, 1.0), service, location, credentials, "")
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def test_a_service_principal_gets_a_read_only_user_delegation_sas_for_one_blob() -> None:
+    # Given a service principal's store
+    store = service_principal_store(DelegatingService())
+    description = ObjectDescription(ObjectInfo(size=3, etag='"e"', filename="a.txt"))
+    before = datetime.now(UTC).replace(microsecond=0)
+
+    # When it hands out a URL for 300 s with a Content-Disposition
+    url = store.direct_url(DIGEST, description, 300, 'attachment; filename="a.txt"')
+
+    # Then it is a user delegation SAS (skoid, sktid) for that blob, read only, HTTPS only, within the TTL
+    sas = query(url.url)
+    assert urlsplit(url.url).netloc == "acct.blob.core.windows.net"
+    assert urlsplit(url.url).path == "/cas/sha256%3A" + "ab" * 32
+    assert (sas["sp"], sas["sr"], sas["spr"]) == ("r", "b", "https")
+    assert sas["skoid"] == "00000000-0000-0000-0000-0000000000aa"
+    assert sas["sktid"] == "tenant-id"
+    expiry = datetime.fromisoformat(sas["se"].replace("Z", "+00:00"))
+    assert before < expiry <= before + timedelta(seconds=301)
+    assert url.expires_at == expiry
+    assert sas["rscd"] == 'attachment; filename="a.txt"'
+
+
+def test_the_delegation_key_is_reused_until_near_its_expiry() -> None:
+    # Given one container's clients and a service that counts the delegation keys it hands out
+    service = DelegatingService()
+    clients = azure.AzureClients(1.0, 1.0)
+    description = ObjectDescription(ObjectInfo(size=3, etag='"e"'))
+
+    # When two stores of that container hand out URLs
+    service_principal_store(service, clients).direct_url(DIGEST, description, 300, None)
+    service_principal_store(service, clients).direct_url(DIGEST, description, 300, None)
+
+    # Then one key served both
+    assert service.keys_asked == 1
+
+
+def http_error(code: str | None, status: int, cls: type[HttpResponseError] = HttpResponseError) -> Any:
+    error = cls(message="m")
+    error.error_code = code
+    error.status_code = status
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            http_error("AuthenticationFailed", 403, ClientAuthenticationError),
+            AttemptReason.CREDENTIALS_INVALID,
+        ),
+        (http_error("InvalidAuthenticationInfo", 401), AttemptReason.CREDENTIALS_INVALID),
+        (http_error("AuthorizationFailure", 403), AttemptReason.ACCESS_DENIED),
+        (http_error("AuthorizationPermissionMismatch", 403), AttemptReason.ACCESS_DENIED),
+        (http_error("BlobNotFound", 404, ResourceNotFoundError), AttemptReason.NOT_FOUND),
+        (http_error("ContainerNotFound", 404, ResourceNotFoundError), AttemptReason.NOT_FOUND),
+        (http_error("ConditionNotMet", 412), AttemptReason.UNVERIFIABLE),
+        (http_error("InternalError", 500), AttemptReason.UNREACHABLE),
+        (http_error("ServerBusy", 503), AttemptReason.UNREACHABLE),
+        (http_error(None, 403), AttemptReason.ACCESS_DENIED),
+        (http_error(None, 404), AttemptReason.NOT_FOUND),
+        (
+            ClientAuthenticationError(message="AADSTS7000215 invalid_client"),
+            AttemptReason.CREDENTIALS_INVALID,
+        ),
+        (ServiceRequestError(message="connection refused"), AttemptReason.UNREACHABLE),
+        (ServiceResponseTimeoutError(message="read timed out"), AttemptReason.TIMEOUT),
+    ],
+    ids=lambda value: getattr(value, "error_code", None) or type(value).__name__,
+)
+def test_an_azure_answer_has_one_reason(error: Exception, reason: AttemptReason) -> None:
+    assert azure.classify(error) is reason
+
+
+def test_azurites_signature_refusal_reads_as_rejected_credentials_and_nothing_else_does() -> None:
+    # Azurite answers a bad shared-key signature with 403 AuthorizationFailure and this message
+    azurite = http_error("AuthorizationFailure", 403)
+    azurite.message = "Server failed to authenticate the request. Make sure the value of ..."
+    assert azure.classify(azurite) is AttemptReason.CREDENTIALS_INVALID
+    assert azure.classify(http_error("AuthorizationFailure", 403)) is AttemptReason.ACCESS_DENIED

@@ -1,0 +1,23 @@
+"""The S3 path's cold start does not pay for the other providers: importing the handler loads no
+registry or Azure module (they are imported when a backend of theirs is first used)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PROBE = (
+    "import sys, cas_download.handlers.download, cas_download.handlers.validator; "
+    "print(sorted(m for m in sys.modules if m.startswith(('azure', 'cas_download.data.storage.'))))"
+)
+
+
+def test_importing_the_handlers_loads_only_the_s3_adapter() -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == str(
+        [
+            "cas_download.data.storage.port",
+            "cas_download.data.storage.providers",
+            "cas_download.data.storage.s3",
+        ]
+    )
