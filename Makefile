@@ -119,6 +119,8 @@ load: venv
 # The local stack (tools/cas_local): moto for DynamoDB + Secrets Manager and S3 + IAM (IAM auth on), a
 # storage gateway for presigned URLs, the tables of template.yaml, the demo data, the handler over HTTP.
 run: venv
+	@# Azurite for the Azure demo when Node is there; without it the demo says what is missing
+	@$(MAKE) --no-print-directory azurite >/dev/null 2>&1 || echo "make run: Azurite not installed (npm missing?): no Azure demo"
 	"$(BIN)/cas-local" run --port $(PORT)
 
 invoke: venv

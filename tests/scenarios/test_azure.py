@@ -1,6 +1,6 @@
 """AzureBlob backends (spec: Providers, ``AzureBlob``) against Azurite: Chainloop's layout, a
 read-only SAS for one blob as the URL, proof by hashing, rotation by key change, fallback across
-providers."""
+providers (S3 and a real OCI registry)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from cas_admin.oci_push import push_artifact
 from cas_download.data.storage import azure
 from cas_download.data.storage.port import SecretFields
 from cas_download.domain import AttemptFailed, AttemptReason
@@ -19,6 +20,7 @@ from tests.scenarios.conftest import AZURE_ACCOUNT, Service, assert_failed
 from tests.support.azure import Azurite, new_account_key, put_blob, start_azurite
 from tests.support.entra_standin import EntraStandIn
 from tests.support.hygiene import register as register_secret
+from tests.support.registry import Registry
 from tests.support.world import BackendRef, World, sha256_digest
 
 DATA = b"an artifact kept in Azure Blob Storage\n" * 300
@@ -283,3 +285,53 @@ def test_a_service_principal_comes_first_and_half_of_one_is_secret_unavailable()
         azure.credentials_from_secret(SecretFields({"TenantID": "t", "ClientID": "c"}))
     assert refused.value.reason is AttemptReason.SECRET_UNAVAILABLE
     assert "s" not in repr(both).replace("AzureCredentials", "").replace("redacted", "")
+
+
+def test_fallback_between_azure_and_an_oci_registry_both_ways(
+    world: World, service: Service, azurite: Azurite, registry: Registry
+) -> None:
+    # Given an artifact mapped to a registry backend whose password was changed, and the org's Azure
+    # default holding the same bytes
+    org = world.org()
+    user = registry.new_user()
+    location = registry.location()
+    oci = world.oci_backend(org, "registry", location, user)
+    digest = push_artifact(location, DATA, "release.tgz", user.name, user.password).digest
+    world.map(digest, org, oci)
+    registry.set_password(user, "changed-" + user.password)
+    container = f"cas-{uuid.uuid4().hex[:10]}"
+    key = azurite.accounts[AZURE_ACCOUNT][0]
+    put_blob(azurite, AZURE_ACCOUNT, key, container, digest, DATA)
+    world.azure_backend(
+        org, "blob-default", azurite.location(AZURE_ACCOUNT, container), {"AccountKey": key}, is_default=True
+    )
+
+    # When the caller asks for a redirect, Then the Azure default serves a SAS (OCI -> Azure)
+    to_azure = service.get(digest, orgs=org)
+    assert to_azure.status == 307
+    assert to_azure.headers["X-Cas-Backend"] == "blob-default"
+    assert to_azure.headers["X-Cas-Fallback"] == "true"
+    sas_of(to_azure.headers["Location"])
+    assert fetch(to_azure.headers["Location"]) == DATA
+
+    # Given the reverse: an artifact mapped to an Azure backend whose key was replaced, and the org's
+    # registry default holding it
+    org2 = world.org()
+    data2 = DATA + uuid.uuid4().bytes
+    digest2 = sha256_digest(data2)
+    put_blob(azurite, AZURE_ACCOUNT, key, container, digest2, data2)
+    azure_ref = world.azure_backend(
+        org2, "blob-old", azurite.location(AZURE_ACCOUNT, container), {"AccountKey": new_account_key()}
+    )
+    world.map(digest2, org2, azure_ref)
+    user2 = registry.new_user()
+    location2 = registry.location()
+    world.oci_backend(org2, "registry-default", location2, user2, is_default=True)
+    push_artifact(location2, data2, "release.tgz", user2.name, user2.password)
+
+    # When the caller asks for the body, Then the registry serves it (Azure -> OCI)
+    to_oci = service.get(digest2, orgs=org2, mode="body")
+    assert to_oci.status == 200
+    assert to_oci.body == data2
+    assert to_oci.headers["X-Cas-Backend"] == "registry-default"
+    assert to_oci.headers["X-Cas-Fallback"] == "true"
