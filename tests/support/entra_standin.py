@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import ssl
 import threading
 import uuid
@@ -20,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from .json_reply import send_json
 
 
 @dataclass
@@ -105,28 +106,19 @@ class EntraStandIn:
                 "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
                 "issuer": f"{base}/v2.0",
             }
-        self._send(request, 200, body)
+        send_json(request, 200, body)
 
     def _post(self, request: BaseHTTPRequestHandler) -> None:
         length = int(request.headers.get("Content-Length") or 0)
         form = parse_qs(request.rfile.read(length).decode())
         self.requests.append(f"POST {urlsplit(request.path).path}")
         if form.get("client_secret", [""])[0] not in self.secrets:
-            self._send(
+            send_json(
                 request,
                 401,
                 {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret."},
             )
             return
-        self._send(
+        send_json(
             request, 200, {"token_type": "Bearer", "expires_in": 3600, "access_token": uuid.uuid4().hex}
         )
-
-    @staticmethod
-    def _send(request: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        request.send_response(status)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data)

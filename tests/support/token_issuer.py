@@ -26,6 +26,7 @@ from cas_local.registry import TOKEN_ISSUER as ISSUER
 from cas_local.registry import TOKEN_SERVICE as SERVICE
 
 from .hygiene import register as register_secret
+from .json_reply import send_json
 
 
 def _b64url(data: bytes) -> str:
@@ -99,7 +100,7 @@ class TokenIssuer:
         if user is None:
             with self._lock:
                 self.refused += 1
-            self._send(request, 401, {"errors": [{"code": "UNAUTHORIZED"}]})
+            send_json(request, 401, {"errors": [{"code": "UNAUTHORIZED"}]})
             return
         access = []
         for scope in query.get("scope", []):
@@ -110,7 +111,7 @@ class TokenIssuer:
         register_secret(token, "bearer_token")
         with self._lock:
             self.issued.append(" ".join(query.get("scope", [])))
-        self._send(request, 200, {"token": token, "expires_in": self.advertised_lifetime_s})
+        send_json(request, 200, {"token": token, "expires_in": self.advertised_lifetime_s})
 
     def _basic_user(self, header: str | None) -> str | None:
         if not header or not header.startswith("Basic "):
@@ -138,12 +139,3 @@ class TokenIssuer:
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64url(signature)}"
-
-    @staticmethod
-    def _send(request: BaseHTTPRequestHandler, status: int, document: dict[str, Any]) -> None:
-        body = json.dumps(document).encode()
-        request.send_response(status)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(body)))
-        request.end_headers()
-        request.wfile.write(body)

@@ -277,56 +277,29 @@ class World:
         location: str,
         user: Any | None,
         *,
-        is_default: bool = False,
-        is_fallback: bool = False,
-        status: str | None = None,
         secret: Mapping[str, Any] | None = None,
-        created_at: str | None = None,
+        **row: Any,
     ) -> BackendRef:
         """An ``OCI`` backend row and its secret (Chainloop's form: ``Username``, ``Password``,
-        ``Repo``); ``user`` None writes ``{}`` (anonymous pull); ``secret`` overrides the value."""
-        backend_id = str(uuid.uuid4())
+        ``Repo``); ``user`` None writes ``{}`` (anonymous pull); ``secret`` overrides the value.
+        ``row``: as :meth:`provider_backend`."""
         if secret is None:
             secret = {"Username": user.name, "Password": user.password, "Repo": location} if user else {}
-        secret_name = _unique("cas/oci")
-        value = json.dumps(secret)
-        register_secret_string(value)
-        arn = str(self.secrets.create_secret(Name=secret_name, SecretString=value)["ARN"])
-        ref = BackendRef(
-            id=backend_id,
-            name=name,
-            org=org,
-            bucket="",
-            location=location,
-            secret_name=secret_name,
-            secret_arn=arn,
-            access_key_id="",
-            secret_access_key="",
-            user_name=user.name if user else "",
-            provider="OCI",
-        )
-        row: dict[str, Any] = {
-            "id": backend_id,
-            "org_id": org,
-            "name": name,
-            "provider": "OCI",
-            "location": location,
-            "secret_name": secret_name,
-            "is_default": is_default,
-            "is_fallback": is_fallback,
-            "created_at": created_at or iso(dt.datetime.now(dt.UTC)),
-        }
-        if status is not None:
-            row["validation_status"] = status
-            row["validated_at"] = iso(dt.datetime.now(dt.UTC))
-        self.put_backend_row(row)
-        self.backends[backend_id] = ref
+        ref = self.provider_backend(org, name, "OCI", location, secret, **row)
+        ref.user_name = user.name if user else ""
         return ref
 
     def azure_backend(
+        self, org: str, name: str, location: str, secret: Mapping[str, Any], **row: Any
+    ) -> BackendRef:
+        """An ``AzureBlob`` backend row and its secret (``AccountKey``, or a service principal)."""
+        return self.provider_backend(org, name, "AzureBlob", location, secret, **row)
+
+    def provider_backend(
         self,
         org: str,
         name: str,
+        provider: str,
         location: str,
         secret: Mapping[str, Any],
         *,
@@ -334,10 +307,11 @@ class World:
         is_fallback: bool = False,
         key_prefix: str = "",
         status: str | None = None,
+        created_at: str | None = None,
     ) -> BackendRef:
-        """An ``AzureBlob`` backend row and its secret (``AccountKey``, or a service principal)."""
+        """A backend row of a provider other than S3 (no IAM user) and its secret, written as JSON."""
         backend_id = str(uuid.uuid4())
-        secret_name = _unique("cas/azure")
+        secret_name = _unique(f"cas/{provider.lower()}")
         value = json.dumps(secret)
         register_secret_string(value)
         arn = str(self.secrets.create_secret(Name=secret_name, SecretString=value)["ARN"])
@@ -353,19 +327,19 @@ class World:
             secret_access_key="",
             user_name="",
             key_prefix=key_prefix,
-            provider="AzureBlob",
+            provider=provider,
         )
         row: dict[str, Any] = {
             "id": backend_id,
             "org_id": org,
             "name": name,
-            "provider": "AzureBlob",
+            "provider": provider,
             "location": location,
             "secret_name": secret_name,
             "key_prefix": key_prefix,
             "is_default": is_default,
             "is_fallback": is_fallback,
-            "created_at": iso(dt.datetime.now(dt.UTC)),
+            "created_at": created_at or iso(dt.datetime.now(dt.UTC)),
         }
         if status is not None:
             row["validation_status"] = status

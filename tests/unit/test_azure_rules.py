@@ -125,6 +125,13 @@ def test_an_azure_answer_has_one_reason(error: Exception, reason: AttemptReason)
     assert azure.classify(error) is reason
 
 
+def test_a_token_request_that_never_got_an_answer_is_unreachable_not_a_refusal() -> None:
+    # azure-identity wraps the transport's failure: its cause says the authority did not answer
+    refused = ClientAuthenticationError(message="Authentication failed: connection refused")
+    refused.__cause__ = ServiceRequestError(message="connection refused")
+    assert azure.classify(refused) is AttemptReason.UNREACHABLE
+
+
 def test_azurites_signature_refusal_reads_as_rejected_credentials_and_nothing_else_does() -> None:
     # Azurite answers a bad shared-key signature with 403 AuthorizationFailure and this message
     azurite = http_error("AuthorizationFailure", 403)

@@ -115,21 +115,10 @@ def seed(stack: LocalStack) -> Demo:
         key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
         key_id, key_secret = str(key["AccessKeyId"]), str(key["SecretAccessKey"])
         stack.keys.add(key_id, key_secret)
-        secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
-        secrets.create_secret(
-            Name=secret_name, SecretString=json.dumps({"AccessKeyID": key_id, "SecretAccessKey": key_secret})
+        secret = {"AccessKeyID": key_id, "SecretAccessKey": key_secret}
+        row = write_backend(
+            ddb, secrets, env, name, "AWS-S3", BUCKET, secret, created_at, is_default=is_default
         )
-        row = BackendRow(
-            id=_backend_id(name),
-            org_id=DEMO_ORG,
-            name=name,
-            provider="AWS-S3",
-            location=BUCKET,
-            secret_name=secret_name,
-            created_at=created_at,
-            is_default=is_default,
-        )
-        ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=row.to_item())
         return row, key_id
 
     def put(
@@ -257,19 +246,9 @@ def seed_azure(
     container.create_container()
 
     def azure_backend(name: str, account_key: str, created_at: str) -> BackendRow:
-        secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
-        secrets.create_secret(Name=secret_name, SecretString=json.dumps({"AccountKey": account_key}))
-        row = BackendRow(
-            id=_backend_id(name),
-            org_id=DEMO_ORG,
-            name=name,
-            provider="AzureBlob",
-            location=location,
-            secret_name=secret_name,
-            created_at=created_at,
+        return write_backend(
+            ddb, secrets, env, name, "AzureBlob", location, {"AccountKey": account_key}, created_at
         )
-        ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=row.to_item())
-        return row
 
     current = azure_backend("azure-2025", key, "2025-03-01T09:00:00.000000Z")
     rotated = azure_backend("azure-2024", new_account_key(), "2024-05-01T09:00:00.000000Z")
@@ -312,22 +291,11 @@ def seed_registry(
     registry.set_password(ro_user, ro_user.password)
 
     def oci_backend(name: str, user: RegistryUser, created_at: str, *, is_fallback: bool) -> BackendRow:
-        secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
         # Chainloop's form of a registry secret (its Repo key is ignored: the row's location wins)
         value = {"Username": user.name, "Password": user.password, "Repo": location}
-        secrets.create_secret(Name=secret_name, SecretString=json.dumps(value))
-        row = BackendRow(
-            id=_backend_id(name),
-            org_id=DEMO_ORG,
-            name=name,
-            provider="OCI",
-            location=location,
-            secret_name=secret_name,
-            created_at=created_at,
-            is_fallback=is_fallback,
+        return write_backend(
+            ddb, secrets, env, name, "OCI", location, value, created_at, is_fallback=is_fallback
         )
-        ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=row.to_item())
-        return row
 
     ci = oci_backend(CI_REGISTRY_BACKEND, ci_user, "2024-04-01T09:00:00.000000Z", is_fallback=False)
     oci_backend(RO_REGISTRY_BACKEND, ro_user, "2025-01-20T09:00:00.000000Z", is_fallback=True)
@@ -346,6 +314,37 @@ def seed_registry(
         ),
         DemoArtifact("sbom.json", pushed_sbom.digest, len(sbom), old_s3.name, False, "only in registry-ro"),
     ]
+
+
+def write_backend(
+    ddb: Any,
+    secrets: Any,
+    env: dict[str, str],
+    name: str,
+    provider: str,
+    location: str,
+    secret: dict[str, str],
+    created_at: str,
+    *,
+    is_default: bool = False,
+    is_fallback: bool = False,
+) -> BackendRow:
+    """A demo backend of ``DEMO_ORG``: its secret under the template's prefix, then its row."""
+    secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
+    secrets.create_secret(Name=secret_name, SecretString=json.dumps(secret))
+    row = BackendRow(
+        id=_backend_id(name),
+        org_id=DEMO_ORG,
+        name=name,
+        provider=provider,
+        location=location,
+        secret_name=secret_name,
+        created_at=created_at,
+        is_default=is_default,
+        is_fallback=is_fallback,
+    )
+    ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=row.to_item())
+    return row
 
 
 def put_mapping(ddb: Any, env: dict[str, str], digest: str, backend: BackendRow, mapped_at: str) -> None:

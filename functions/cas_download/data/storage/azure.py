@@ -28,7 +28,9 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
+    ServiceRequestError,
     ServiceRequestTimeoutError,
+    ServiceResponseError,
     ServiceResponseTimeoutError,
 )
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, UserDelegationKey, generate_blob_sas
@@ -382,7 +384,11 @@ def classify(error: BaseException) -> AttemptReason:
     if code == "ConditionNotMet" or status == 412:
         return AttemptReason.UNVERIFIABLE  # the blob changed between describe and read
     if isinstance(error, ClientAuthenticationError) and status == 0:
-        return AttemptReason.CREDENTIALS_INVALID  # a token request refused (invalid_client, unknown tenant)
+        # A token request: refused (invalid_client, an unknown tenant), or never answered (the
+        # authority down: the transport's error is its cause).
+        if isinstance(error.__cause__, ServiceRequestError | ServiceResponseError):
+            return classify(error.__cause__)
+        return AttemptReason.CREDENTIALS_INVALID
     if status == 401:
         return AttemptReason.CREDENTIALS_INVALID
     if status == 403:
