@@ -1,4 +1,4 @@
-"""Event fuzzing (issue 6, item 3): generated and mutated API Gateway events always get an error
+"""Event fuzzing: generated and mutated API Gateway events always get an error
 response of the spec's form through ``handle(event, context, app)``, never an unhandled exception.
 
 Every case goes through the real handler and app, against tables of its own that hold no mapping (so no

@@ -1,4 +1,4 @@
-"""Fault matrix (issue 6, item 1): storage, secrets and table faults, each with its status and reasons.
+"""Fault matrix: storage, secrets and table faults, each with its status and reasons.
 
 Storage faults come from a fault-injecting endpoint of the tests' own (tests/support/faults.py): the
 mapped backend's ``location`` is ``http://127.0.0.1:<port>/<bucket>`` on it, while the org default is a

@@ -1,4 +1,4 @@
-"""Tenant isolation under generated data (issue 6, item 4), against the moto servers.
+"""Tenant isolation under generated data, against the moto servers.
 
 Each case is a world generated from a seed: 2-3 orgs with 1-3 backends each (buckets drawn from a small
 pool, so orgs share buckets and one org's keys could read another's objects), some backends Invalid,

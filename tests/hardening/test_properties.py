@@ -1,4 +1,4 @@
-"""Property-based tests (issue 6, item 2): the digest parser, the claims parser, the candidate order
+"""Property-based tests: the digest parser, the claims parser, the candidate order
 as the service really walks it, and presigned URL lifetimes.
 
 The candidate order is exercised through the real ``download()`` -> ``serve_with_fallback()`` (mapping

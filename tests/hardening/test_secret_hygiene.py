@@ -1,4 +1,4 @@
-"""Secret hygiene (issue 6, item 5).
+"""Secret hygiene.
 
 * The test-wide capture (``tests/conftest.py`` + ``tests/support/hygiene.py``) finds registered secrets
   wherever they sit in captured output, fails the test that leaked one and redacts it from the report:

@@ -1,4 +1,4 @@
-"""Static checks (issue 6, item 6): the template's least privilege on tables, secrets and keys.
+"""Static checks: the template's least privilege on tables, secrets and keys.
 
 The cfn-lint rule ``E9101`` (scripts/cfnlint_rules/least_privilege.py) runs in ``make security``; here
 its checks are shown to pass the real template and to catch each kind of wildcard, and one real cfn-lint

@@ -1,4 +1,4 @@
-"""Fallback across an org's backends (issue 3, behaviours 3-7 and 10, locations and key prefixes)."""
+"""Fallback across an org's backends: the candidate order, shared locations and key prefixes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Backend health (issue 4): status repair on the download path, in-container memory of failed
+"""Backend health: status repair on the download path, in-container memory of failed
 backends, verification records."""
 
 from __future__ import annotations

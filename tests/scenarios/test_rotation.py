@@ -1,4 +1,4 @@
-"""The rotation story and the healthy path (issue 2, behaviours 1, 2 and 14)."""
+"""The rotation story and the healthy path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The scheduled validator (issue 4): read-only probes, conditional status writes, concurrency."""
+"""The scheduled validator: read-only probes, conditional status writes, concurrency."""
 
 from __future__ import annotations
 
