@@ -133,3 +133,20 @@ def test_a_redirect_to_a_link_local_address_or_a_non_http_scheme_is_refused(loca
 def test_a_relative_redirect_is_resolved_against_the_registry() -> None:
     target = oci._redirect_target(redirect("/storage/blob?sig=1"), "https://registry.example/v2/a/blobs/x")
     assert target == "https://registry.example/storage/blob?sig=1"
+
+
+def test_a_followed_redirect_to_a_name_that_resolves_to_a_link_local_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a host name that resolves to the metadata service's address
+    def resolve(host: str, port: int, **_: Any) -> list[Any]:
+        address = "169.254.169.254" if host == "metadata.example" else "203.0.113.7"
+        return [(2, 1, 6, "", (address, port))]
+
+    monkeypatch.setattr(oci.socket, "getaddrinfo", resolve)
+
+    # When a redirect to it would be followed, Then it is refused before any connection; others pass
+    with pytest.raises(AttemptFailed) as refused:
+        oci.refuse_link_local_resolution("http://metadata.example/latest/meta-data/")
+    assert refused.value.reason is AttemptReason.UNREACHABLE
+    oci.refuse_link_local_resolution("https://storage.example/blob?sig=1")

@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -384,6 +385,7 @@ class OciStore:
     def _storage_get(self, url: str) -> urllib3.BaseHTTPResponse:
         """GET a storage URL the registry redirected to: never with the registry's credentials."""
         for _ in range(MAX_REDIRECTS):
+            refuse_link_local_resolution(url)
             response = self._client.request("GET", url, self._timeout)
             if response.status == 200:
                 return response
@@ -512,6 +514,25 @@ def _is_link_local(host: str | None) -> bool:
     except ValueError:
         return False
     return any(address in network for network in _LINK_LOCAL) or address.is_link_local
+
+
+def refuse_link_local_resolution(url: str) -> None:
+    """Before following a redirect: a host name that resolves to a link-local address (a cloud's
+    metadata service) is refused like the literal address. Only followed URLs are resolved (hashing,
+    body mode); a URL handed to the caller is never fetched here."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host or _is_link_local(host):
+        return  # literals were checked with the redirect's target
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        resolved = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        return  # unresolvable: the request itself fails as unreachable
+    if any(_is_link_local(str(info[4][0])) for info in resolved):
+        raise AttemptFailed(
+            AttemptReason.UNREACHABLE, "redirect to a host that resolves to a link-local address"
+        )
 
 
 def url_expiry(url: str, now: datetime) -> datetime:
