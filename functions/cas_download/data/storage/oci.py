@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import urllib3
-from urllib3.exceptions import HTTPError, ProtocolError
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from cas_download.data.storage.port import DirectUrl, ObjectDescription, SecretFields, call_timeouts
@@ -170,6 +170,9 @@ class RegistryClient:
                 redirect=False,
                 preload_content=False,
             )
+        except NewConnectionError:
+            # urllib3 derives this from ConnectTimeoutError: a refused connection is not a timeout
+            raise AttemptFailed(AttemptReason.UNREACHABLE, "connection refused") from None
         except Urllib3Timeout:
             raise AttemptFailed(AttemptReason.TIMEOUT, "registry did not answer in time") from None
         except HTTPError as error:
