@@ -70,29 +70,48 @@ class ProviderResults:
     requests: int = 0
 
 
-class RegistryCalls:
-    """Every HTTP request the service's registry client makes, by kind (manifests, blobs, token,
-    storage: the redirect target)."""
+class RecordedCalls:
+    """Every call of one client method, labelled by ``label(args)``, while ``watching()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Any, method: str, label: Callable[..., str]) -> None:
         self.calls: list[str] = []
+        self._owner, self._method, self._label = owner, method, label
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        original = RegistryClient.request
-        calls = self.calls
+        original = getattr(self._owner, self._method)
+        calls, label = self.calls, self._label
 
-        def counted(client: RegistryClient, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            path = urlsplit(url).path
-            kind = "manifests" if "/manifests/" in path else "blobs" if "/blobs/" in path else "storage"
-            calls.append(kind)
-            return original(client, method, url, *args, **kwargs)
+        def counted(client: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(label(*args))
+            return original(client, *args, **kwargs)
 
-        RegistryClient.request = counted  # type: ignore[method-assign,assignment]
+        setattr(self._owner, self._method, counted)
         try:
             yield
         finally:
-            RegistryClient.request = original  # type: ignore[method-assign]
+            setattr(self._owner, self._method, original)
+
+
+def registry_calls() -> RecordedCalls:
+    """The registry client's HTTP requests, by kind: manifests, blobs, or storage (a redirect target)."""
+
+    def kind(method: str, url: str, *_: Any) -> str:
+        path = urlsplit(url).path
+        return "manifests" if "/manifests/" in path else "blobs" if "/blobs/" in path else "storage"
+
+    return RecordedCalls(RegistryClient, "request", kind)
+
+
+def azure_calls() -> RecordedCalls:
+    """The Azure SDK's HTTP requests (azure-core's requests transport), by method and first parameter."""
+    from azure.core.pipeline.transport import RequestsTransport  # noqa: PLC0415
+
+    def kind(request: Any, *_: Any) -> str:
+        query = urlsplit(request.url).query
+        return f"{request.method} {'?' + query.split('&')[0] if query else 'blob'}"
+
+    return RecordedCalls(RequestsTransport, "send", kind)
 
 
 def measure(scenarios: Scenarios, scratch: Path, verifications_table: str, requests: int) -> ProviderResults:
@@ -149,7 +168,7 @@ def oci_steady_state(
     world, counter = scenarios.world, scenarios.counter
     org, _oci, user, location, digest = _oci_world(world, registry, is_default=True)
     app = scenarios.app(VERIFICATIONS_TABLE=verifications_table)
-    watcher = RegistryCalls()
+    watcher = registry_calls()
 
     def serve() -> None:
         event = load_event("get_redirect", digest=digest, orgs=org)
@@ -211,7 +230,7 @@ def oci_after_rotation(
     registry.set_password(user, "rotated-" + user.password)
     time.sleep(app.settings.backend_cache_ttl_seconds + 0.5)  # the cached rows expire
 
-    watcher = RegistryCalls()
+    watcher = registry_calls()
     mark = counter.mark()
     with watcher.watching():
         response = handle(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext(), app)
@@ -249,31 +268,6 @@ class PlainRegistryClient:
         return str(location)
 
 
-class AzureCalls:
-    """Every HTTP request the Azure SDK sends (azure-core's requests transport), by method and path."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    @contextmanager
-    def watching(self) -> Iterator[None]:
-        from azure.core.pipeline.transport import RequestsTransport  # noqa: PLC0415
-
-        original = RequestsTransport.send
-        calls = self.calls
-
-        def counted(transport: Any, request: Any, **kwargs: Any) -> Any:
-            query = urlsplit(request.url).query
-            calls.append(f"{request.method} {'?' + query.split('&')[0] if query else 'blob'}")
-            return original(transport, request, **kwargs)
-
-        RequestsTransport.send = counted
-        try:
-            yield
-        finally:
-            RequestsTransport.send = original
-
-
 def azure_rows(
     scenarios: Scenarios, scratch: Path, verifications_table: str, results: ProviderResults
 ) -> None:
@@ -304,7 +298,7 @@ def azure_rows(
         )
         world.map(digest, org, backend)
         app = scenarios.app(VERIFICATIONS_TABLE=verifications_table)
-        watcher = AzureCalls()
+        watcher = azure_calls()
 
         def serve() -> None:
             response = handle(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext(), app)

@@ -210,7 +210,7 @@ def measure(results: Results, scenarios: Scenarios, captured: CapturedStdout, sc
         child_env, event, scratch, args.cold_reps, None if args.no_profile else COLD_START_TARGET
     )
 
-    progress("7. the new candidate order (S3) and OCI on a real registry")
+    progress("7. the new candidate order (S3), Azure on Azurite, OCI on a real registry")
     results.providers = providers.measure(
         scenarios,
         scratch,

@@ -26,6 +26,15 @@ from tests.local.conftest import (
 )
 
 
+def require_demo_part(local_stack: RunningStack, part: str, message: str) -> None:
+    """A demo part whose server is missing fails under CI (never a silent skip), and skips locally."""
+    if local_stack.demo.get(part):
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def bearer(org: str) -> dict[str, str]:
     return {"Authorization": f"Bearer local:{org}"}
 
@@ -212,11 +221,7 @@ def test_ctrl_c_stops_the_stack_and_its_moto_servers(tmp_path: Path) -> None:
 
 def test_the_oci_demo_falls_back_across_providers_both_ways(local_stack: RunningStack) -> None:
     # Given the demo with its registry (make registry installs it; CI must have it)
-    if not local_stack.demo.get("registry"):
-        message = "the OCI demo needs CNCF distribution: run `make registry`"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_demo_part(local_stack, "registry", "the OCI demo needs CNCF distribution: run `make registry`")
     org = local_stack.demo["org"]
     chart, sbom = local_stack.artifact("chart.tgz"), local_stack.artifact("sbom.json")
 
@@ -243,11 +248,7 @@ def test_the_oci_demo_falls_back_across_providers_both_ways(local_stack: Running
 
 def test_the_azure_demo_redirects_to_a_sas_and_falls_back_to_the_bucket(local_stack: RunningStack) -> None:
     # Given the demo with Azurite (make azurite installs it; CI must have it)
-    if not local_stack.demo.get("azure"):
-        message = "the Azure demo needs Azurite: run `make azurite`"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_demo_part(local_stack, "azure", "the Azure demo needs Azurite: run `make azurite`")
     org = local_stack.demo["org"]
     notes, archive = local_stack.artifact("azure-notes.txt"), local_stack.artifact("archive.tgz")
 
