@@ -33,7 +33,6 @@ GRANTS = {
     "DownloadFunction": {
         "dynamodb:Query": {BACKENDS, ORG_INDEX, MAPPINGS},
         "dynamodb:GetItem": {BACKENDS, ORG_INDEX, MAPPINGS, VERIFICATIONS},
-        "dynamodb:BatchGetItem": {BACKENDS, ORG_INDEX, MAPPINGS},
         "dynamodb:UpdateItem": {BACKENDS},
         "dynamodb:PutItem": {VERIFICATIONS},
         "secretsmanager:GetSecretValue": {SECRETS},

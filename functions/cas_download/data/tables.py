@@ -7,7 +7,6 @@ PynamoDB reads a model's ``Meta`` when the class is created, so the models are b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from botocore.session import Session as BotocoreSession
 
 ORG_INDEX_NAME = "org_id-index"
-_BATCH_GET_LIMIT = 100
 
 
 class TableError(Exception):
@@ -67,17 +65,6 @@ class Tables:
             )
             for record in records
         ]
-
-    def backends_by_id(self, backend_ids: Iterable[str]) -> dict[str, Backend]:
-        ids = sorted(set(backend_ids))
-        found: dict[str, Backend] = {}
-        try:
-            for start in range(0, len(ids), _BATCH_GET_LIMIT):
-                for record in self.backend_model.batch_get(ids[start : start + _BATCH_GET_LIMIT]):
-                    found[record.id] = _backend(record)
-        except PynamoDBException as error:
-            raise ServiceUnavailable("the backends table could not be read") from error
-        return found
 
     def backends_of_org(self, org_id: str) -> list[Backend]:
         try:
