@@ -227,8 +227,8 @@ def check_layer(layer: LayerSpec, artifact: Artifact, users: list[FunctionSpec])
                 tagged = PYC_NAME.search(filename)
                 if not tagged or tagged["version"] != version:
                     errors.append(f"{name}: {relative} is byte code for another Python than {runtime}")
-    requirements = layer.content_uri / "requirements.txt"
-    if requirements.is_file():
+    requirements = requirements_of(layer)
+    if requirements is not None and requirements.is_file():
         pins, installed = _pinned(requirements), _installed(artifact)
         for dist, version in sorted(pins.items()):
             if dist not in installed:
@@ -238,6 +238,17 @@ def check_layer(layer: LayerSpec, artifact: Artifact, users: list[FunctionSpec])
         for dist in sorted(set(installed) - set(pins)):
             errors.append(f"{name}: {dist} {installed[dist]} is in the layer but not pinned")
     return errors
+
+
+def requirements_of(layer: LayerSpec) -> Path | None:
+    """The pinned requirements file the layer's Makefile installs for it
+    (``build-<LayerId>: REQUIREMENTS ?= $(HERE)<file>``): the Makefile is the one place that says so."""
+    makefile = layer.content_uri / "Makefile"
+    if not makefile.is_file():
+        return None
+    pattern = rf"^build-{re.escape(layer.logical_id)}:\s*REQUIREMENTS\s*\??=\s*\$\(HERE\)(\S+)\s*$"
+    match = re.search(pattern, makefile.read_text(encoding="utf-8"), re.MULTILINE)
+    return layer.content_uri / match.group(1) if match else None
 
 
 def _mib(size: int) -> str:

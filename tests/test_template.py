@@ -20,7 +20,7 @@ TEMPLATE = ROOT / "template.yaml"
 LAYER_DIR = ROOT / "layers" / "dependencies"
 PACKAGE_DIR = ROOT / "functions" / "cas_download"
 
-FUNCTIONS = ("DownloadFunction", "ValidatorFunction")
+FUNCTIONS = ("DownloadFunction", "ValidatorFunction", "ChainloopSyncFunction")
 
 SECRETS = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretNamePrefix}*"
 BACKENDS = "${BackendsTable.Arn}"
@@ -42,6 +42,15 @@ GRANTS = {
         "dynamodb:UpdateItem": {BACKENDS},
         "secretsmanager:GetSecretValue": {SECRETS},
     },
+    # Reads to learn what exists; backend rows updated whole (Chainloop owns them); mappings only added.
+    "ChainloopSyncFunction": {
+        "dynamodb:BatchGetItem": {BACKENDS, MAPPINGS},
+        "dynamodb:GetItem": {BACKENDS, MAPPINGS},
+        "dynamodb:UpdateItem": {BACKENDS},
+        "dynamodb:BatchWriteItem": {MAPPINGS},
+        "dynamodb:PutItem": {MAPPINGS},
+        "secretsmanager:GetSecretValue": {"${ChainloopDatabaseSecretArn}"},
+    },
 }
 # The only attributes of a control-plane row the service may write (or test in a write's condition).
 STATUS_ATTRIBUTES = {"id", "validation_status", "validation_error", "validated_at"}
@@ -61,6 +70,7 @@ ALARMS: dict[str, tuple[str, set[str], str | int]] = {
     "IntegrityFailuresAlarm": ("DownloadFunction", {"IntegrityFailures"}, 1),
     "ValidatorErrorsAlarm": ("ValidatorFunction", {"Errors"}, 1),
     "ValidationErrorsAlarm": ("ValidatorFunction", {"ValidationErrors"}, "ValidatorErrorThreshold"),
+    "ChainloopSyncErrorsAlarm": ("ChainloopSyncFunction", {"Errors"}, 1),
 }
 THRESHOLD_DEFAULTS = {
     "FallbackRateThresholdPercent": 20,
@@ -238,6 +248,49 @@ def test_validator_is_given_its_settings(template: dict[str, Any], validator: di
     assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
 
 
+def test_the_chainloop_sync_exists_only_with_its_database_secret(template: dict[str, Any]) -> None:
+    # given everything the sync brings
+    optional = [
+        "ChainloopSyncFunction",
+        "ChainloopSyncFunctionLogGroup",
+        "PostgresLayer",
+        "ChainloopSyncErrorsAlarm",
+    ]
+    # then each is created only when the database secret is given
+    assert template["Conditions"]["HasChainloopSync"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ChainloopDatabaseSecretArn"}, ""]}]
+    }
+    assert {name: template["Resources"][name].get("Condition") for name in optional} == dict.fromkeys(
+        optional, "HasChainloopSync"
+    )
+    assert template["Parameters"]["ChainloopDatabaseSecretArn"]["Default"] == ""
+
+
+def test_the_chainloop_sync_runs_in_the_given_vpc_on_its_schedule(template: dict[str, Any]) -> None:
+    props = _function_props(template, "ChainloopSyncFunction")
+    condition, in_vpc, outside = props["VpcConfig"]["Fn::If"]
+    assert condition == "HasChainloopVpc"
+    assert in_vpc == {
+        "SubnetIds": {"Ref": "ChainloopSubnetIds"},
+        "SecurityGroupIds": {"Ref": "ChainloopSecurityGroupIds"},
+    }
+    assert outside == {"Ref": "AWS::NoValue"}
+    (event,) = props["Events"].values()
+    assert (event["Type"], event["Properties"]["Schedule"]) == ("Schedule", {"Ref": "ChainloopSyncSchedule"})
+    assert props["Environment"]["Variables"]["CHAINLOOP_DATABASE_SECRET_ARN"] == {
+        "Ref": "ChainloopDatabaseSecretArn"
+    }
+
+
+def test_only_the_chainloop_sync_carries_the_postgres_layer(template: dict[str, Any]) -> None:
+    carriers = {
+        logical_id
+        for logical_id in FUNCTIONS
+        if {"Ref": "PostgresLayer"} in _function_props(template, logical_id)["Layers"]
+    }
+    assert carriers == {"ChainloopSyncFunction"}
+
+
 def test_each_function_has_its_own_metrics_service(
     function: dict[str, Any], validator: dict[str, Any]
 ) -> None:
@@ -361,11 +414,13 @@ def test_no_iam_statement_anywhere_has_a_wildcard_resource(template: dict[str, A
             assert resource == SECRETS, resource
 
 
+@pytest.mark.parametrize("logical_id", ["DownloadFunction", "ValidatorFunction"])
 def test_status_writes_are_restricted_to_the_status_attributes(
-    any_function: tuple[str, dict[str, Any]],
+    template: dict[str, Any], logical_id: str
 ) -> None:
-    # given every statement that allows UpdateItem (the only write to a control-plane table: GRANTS)
-    _, props = any_function
+    # given every statement of the service's functions that allows UpdateItem (their only write to a
+    # control-plane table; the Chainloop sync is the control plane's copier and writes whole rows)
+    props = _function_props(template, logical_id)
     updates = [s for s in _statements(props) if "dynamodb:UpdateItem" in _as_list(s["Action"])]
     assert updates, "the function records backend status"
     for statement in updates:
@@ -655,18 +710,35 @@ def test_function_uses_the_dependencies_layer(any_function: tuple[str, dict[str,
     assert {"Ref": "DependenciesLayer"} in any_function[1]["Layers"]
 
 
-def test_layer_requirements_are_all_pinned_exactly() -> None:
+@pytest.mark.parametrize(
+    ("requirements_file", "direct"),
+    [
+        ("requirements.txt", {"aws-lambda-powertools", "boto3", "botocore", "pynamodb"}),
+        ("requirements-postgres.txt", {"psycopg", "psycopg-binary"}),
+    ],
+)
+def test_layer_requirements_are_all_pinned_exactly(requirements_file: str, direct: set[str]) -> None:
     # given the layer's requirements, comments and blank lines aside
     lines = [
         line.split("#", 1)[0].strip()
-        for line in (LAYER_DIR / "requirements.txt").read_text(encoding="utf-8").splitlines()
+        for line in (LAYER_DIR / requirements_file).read_text(encoding="utf-8").splitlines()
     ]
     requirements = [line for line in lines if line]
     # then each one is name==version, and the direct dependencies are among them
     assert requirements
     assert [r for r in requirements if not PIN.fullmatch(r)] == []
     names = {r.split("==")[0].lower().replace("_", "-") for r in requirements}
-    assert {"aws-lambda-powertools", "boto3", "botocore", "pynamodb"} <= names
+    assert direct <= names
+
+
+def test_the_postgres_layer_adds_nothing_the_dependencies_layer_pins_differently() -> None:
+    def pins(name: str) -> dict[str, str]:
+        text = (LAYER_DIR / name).read_text(encoding="utf-8")
+        found = (line.split("#", 1)[0].strip() for line in text.splitlines())
+        return dict(line.lower().split("==") for line in found if line)
+
+    shared = pins("requirements.txt").keys() & pins("requirements-postgres.txt").keys()
+    assert shared == set()
 
 
 def test_timeout_fits_between_the_request_deadline_and_the_api_limit(

@@ -31,6 +31,8 @@ ENV_VARS = (
     "SECRET_CACHE_TTL_SECONDS",
     "BACKEND_CACHE_TTL_SECONDS",
     "AZURE_AUTHORITY_HOST",
+    "CHAINLOOP_DATABASE_SECRET_ARN",
+    "SYNC_OVERLAP_SECONDS",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
@@ -127,3 +129,33 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """The Chainloop sync function's settings (template: ChainloopSyncFunction)."""
+
+    backends_table: str
+    mappings_table: str
+    database_secret_arn: str
+    region: str = "us-east-1"
+    overlap_seconds: int = 600
+    service_name: str = "cas-download-sync"
+    metrics_namespace: str = "CasDownload"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SyncSettings:
+        env = os.environ if environ is None else environ
+        required = (*REQUIRED_ENV_VARS, "CHAINLOOP_DATABASE_SECRET_ARN")
+        missing = [name for name in required if not env.get(name, "").strip()]
+        if missing:
+            raise ConfigError(f"missing required environment variables: {', '.join(missing)}")
+        return cls(
+            backends_table=env["BACKENDS_TABLE"].strip(),
+            mappings_table=env["MAPPINGS_TABLE"].strip(),
+            database_secret_arn=env["CHAINLOOP_DATABASE_SECRET_ARN"].strip(),
+            region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1").strip(),
+            overlap_seconds=_int(env, "SYNC_OVERLAP_SECONDS", 600, 0, 86400),
+            service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "cas-download-sync",
+            metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "CasDownload",
+        )

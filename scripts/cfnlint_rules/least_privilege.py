@@ -235,6 +235,27 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _guarded_by_condition(
+    parameters: Mapping[str, Any], conditions: Mapping[str, Any], condition: Any
+) -> Mapping[str, Any]:
+    """The parameters as seen inside a resource created only under ``condition``: a condition that
+    is ``!Not [!Equals [!Ref P, ""]]`` proves P non-empty there (an optional feature's ARN)."""
+    definition = conditions.get(condition) if isinstance(condition, str) else None
+    negated = definition.get("Fn::Not") if isinstance(definition, Mapping) else None
+    equals = (
+        negated[0].get("Fn::Equals")
+        if isinstance(negated, list) and negated and isinstance(negated[0], Mapping)
+        else None
+    )
+    if not isinstance(equals, list) or len(equals) != 2 or "" not in equals:
+        return parameters
+    other = equals[0] if equals[1] == "" else equals[1]
+    name = other.get("Ref") if isinstance(other, Mapping) else None
+    if name not in parameters or not isinstance(parameters[name], Mapping):
+        return parameters
+    return {**parameters, name: {**parameters[name], "MinLength": 1}}
+
+
 def template_problems(template: Mapping[str, Any]) -> list[Problem]:
     """Every problem in a (transformed) template, with its full path from the template's root."""
     parameters = template.get("Parameters") or {}
@@ -244,10 +265,9 @@ def template_problems(template: Mapping[str, Any]) -> list[Problem]:
             continue
         properties = resource.get("Properties") or {}
         sam = str(resource["Type"]).startswith("AWS::Serverless::")
+        known = _guarded_by_condition(parameters, template.get("Conditions") or {}, resource.get("Condition"))
         for doc_path, document in policy_documents(str(resource["Type"]), properties):
-            found = (
-                sam_policy_problems(document, parameters) if sam else document_problems(document, parameters)
-            )
+            found = sam_policy_problems(document, known) if sam else document_problems(document, known)
             for path, message in found:
                 problems.append((["Resources", name, "Properties", *doc_path, *path], message))
     return problems

@@ -126,6 +126,23 @@ def test_named_resources_and_unrelated_services_are_accepted(policy: Any) -> Non
     assert RULE.template_problems(function_with(policy)) == []
 
 
+def test_an_optional_secret_parameter_is_named_only_where_its_condition_proves_it_given() -> None:
+    # Given an optional secret ARN parameter (may be empty), granted by its Ref
+    template = function_with(statement("secretsmanager:GetSecretValue", {"Ref": "MaybeEmpty"}))
+    template["Conditions"] = {
+        "HasSecret": {"Fn::Not": [{"Fn::Equals": [{"Ref": "MaybeEmpty"}, ""]}]},
+        "Other": {"Fn::Equals": [{"Ref": "MaybeEmpty"}, "x"]},
+    }
+    # Then a function created in every case is refused, one created only when it is given is not
+    assert [message for _, message in RULE.template_problems(template)] == [
+        "parameter MaybeEmpty may be empty"
+    ]
+    template["Resources"]["Fn"]["Condition"] = "Other"
+    assert RULE.template_problems(template) != []
+    template["Resources"]["Fn"]["Condition"] = "HasSecret"
+    assert RULE.template_problems(template) == []
+
+
 def test_plain_iam_resources_are_checked_too() -> None:
     template = {
         "Resources": {

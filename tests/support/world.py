@@ -203,6 +203,7 @@ class World:
         actions: Iterable[str] | None = None,
         created_at: dt.datetime | str | None = None,
         extra: Mapping[str, Any] | None = None,
+        write_row: bool = True,
     ) -> BackendRef:
         """Create an IAM user with a key and a read policy, its secret, and the backend row.
 
@@ -210,7 +211,8 @@ class World:
         just ``bucket``); ``actions`` overrides the allowed actions (default GetObject,
         GetObjectVersion, ListBucket). ``location`` overrides the row's location (default: the bucket
         name, so ``AWS_ENDPOINT_URL_S3`` applies). ``status`` None leaves ``validation_status`` out.
-        ``extra``: more row attributes (plain Python values).
+        ``extra``: more row attributes (plain Python values). ``write_row=False``: storage, key and
+        secret only, for a row another system writes (the Chainloop sync).
         """
         bucket = bucket or self.bucket()
         name = name or _unique("backend")
@@ -266,7 +268,8 @@ class World:
         if deleted:
             row["deleted_at"] = iso(dt.datetime.now(dt.UTC))
         row.update(extra or {})
-        self.put_backend_row(row)
+        if write_row:
+            self.put_backend_row(row)
         self.backends[backend_id] = ref
         return ref
 

@@ -21,3 +21,24 @@ def test_importing_the_handlers_loads_only_the_s3_adapter() -> None:
             "cas_download.data.storage.s3",
         ]
     )
+
+
+SYNC_PROBE = (
+    "import sys, cas_download.handlers.download, cas_download.handlers.validator; "
+    "print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'cas_download.data.chainloop', "
+    "'cas_download.logic.chainloop'))))"
+)
+
+
+def test_the_download_and_validator_functions_never_load_the_postgres_driver() -> None:
+    # PostgresLayer is attached to ChainloopSyncFunction only: an import of psycopg here would fail in Lambda
+    out = subprocess.run(
+        [sys.executable, "-c", SYNC_PROBE], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_sync_handler_imports_psycopg_only_when_it_connects() -> None:
+    probe = "import sys, cas_download.handlers.chainloop_sync; print('psycopg' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"

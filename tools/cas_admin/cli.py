@@ -22,7 +22,7 @@ from botocore.exceptions import (
 )
 from pynamodb.exceptions import PynamoDBException
 
-from cas_admin import artifacts, backends
+from cas_admin import artifacts, backends, sync
 from cas_admin.errors import EXIT_USAGE, AdminError, UsageError
 from cas_admin.store import AdminStore
 from cas_download.errors import CasError
@@ -33,6 +33,7 @@ environment:
   BACKENDS_TABLE, MAPPINGS_TABLE  the tables (or --backends-table / --mappings-table)
   AWS_ENDPOINT_URL[_S3|_IAM|...]   other endpoints than AWS's, e.g. the local stack: eval "$(cas-local env)"
   CAS_API_URL, CAS_TOKEN           for `artifact get` (or --api-url / --token)
+  CHAINLOOP_DATABASE_URL           for `sync chainloop` (or --dsn)
 
 exit status: 0 ok, 1 failed (unknown org, duplicate name, not found, AWS or API error),
              2 bad input (bad digest, missing file, bad options), 3 downloaded bytes failed verification
@@ -64,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", help="AWS profile (default: the credential chain's)")
     groups = parser.add_subparsers(
-        dest="group", metavar="{backend,artifact}", required=True, parser_class=_Parser
+        dest="group", metavar="{backend,artifact,sync}", required=True, parser_class=_Parser
     )
     _backend_commands(groups)
     _artifact_commands(groups)
+    _sync_commands(groups)
     return parser
 
 
@@ -223,6 +225,30 @@ def _artifact_commands(groups: Any) -> None:
     )
     _json(where)
     where.set_defaults(func=artifacts.cmd_where)
+
+
+def _sync_commands(groups: Any) -> None:
+    group = groups.add_parser(
+        "sync",
+        help="import backends and mappings from a control plane",
+        description="Import backends and mappings from a control plane.",
+    )
+    commands = group.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    chainloop = commands.add_parser(
+        "chainloop",
+        help="copy Chainloop's backends and new mappings from its PostgreSQL database",
+        description="Copy Chainloop's cas_backends (all of them) and the cas_mappings created since the "
+        "last run into the Backends and Mappings tables. Idempotent: a second run writes nothing new. "
+        "Never touches secrets or objects. The same code as the scheduled ChainloopSyncFunction.",
+    )
+    chainloop.add_argument(
+        "--dsn",
+        help=f"libpq connection string or URL of Chainloop's database (default: env {sync.DSN_VARIABLE})",
+    )
+    chainloop.add_argument("--dry-run", action="store_true", help="read and compare, write nothing")
+    sync.add_overlap_option(chainloop)
+    _json(chainloop)
+    chainloop.set_defaults(func=sync.cmd_sync_chainloop)
 
 
 def _org(parser: argparse.ArgumentParser) -> None:

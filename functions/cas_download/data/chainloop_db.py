@@ -1,0 +1,213 @@
+"""Chainloop's PostgreSQL, read only: its ``cas_backends`` and ``cas_mappings`` tables as it writes them.
+
+psycopg (3) is imported here and nowhere else, so only the Chainloop sync pays for it: the download
+and validator functions never import this module, and their package ships without the driver (it
+lives in its own layer, layers/postgres/).
+
+Mappings are read through a server-side cursor in ``created_at, id`` order, ``itersize`` rows per
+round trip, so memory stays flat however many rows the table holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+# Chainloop's enum columns are read as text, so a new provider value is copied, not refused.
+_BACKENDS_SQL = """
+SELECT id::text, organization_cas_backends::text, name, provider::text, location, secret_name,
+       created_at, validation_status::text, validation_error, validated_at,
+       "default", fallback, deleted_at
+FROM cas_backends
+ORDER BY created_at, id
+"""
+
+_MAPPINGS_SQL = """
+SELECT id::text, digest, created_at, cas_mapping_cas_backend::text, organization_id::text,
+       workflow_run_id::text
+FROM cas_mappings
+WHERE created_at >= %(since)s
+ORDER BY created_at, id
+"""
+
+_COUNT_MAPPINGS_SQL = "SELECT count(*) FROM cas_mappings WHERE created_at >= %(since)s"
+
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+class SourceUnavailable(Exception):
+    """Chainloop's database could not be reached or read; the message is one line, without secrets."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainloopBackend:
+    """A ``cas_backends`` row, as Chainloop wrote it."""
+
+    id: str
+    org_id: str
+    name: str | None
+    provider: str
+    location: str | None
+    secret_name: str | None
+    created_at: dt.datetime
+    validation_status: str | None
+    validation_error: str | None
+    validated_at: dt.datetime | None
+    is_default: bool
+    is_fallback: bool
+    deleted_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainloopMapping:
+    """A ``cas_mappings`` row, as Chainloop wrote it (the digest not yet checked)."""
+
+    id: str
+    digest: str | None
+    created_at: dt.datetime
+    backend_id: str | None
+    org_id: str | None
+    workflow_run_id: str | None
+
+
+class ChainloopDatabase:
+    """A read-only session on Chainloop's database (``with ChainloopDatabase(dsn) as db: ...``)."""
+
+    def __init__(self, dsn: str, *, itersize: int = 2000) -> None:
+        self._dsn = dsn
+        self._itersize = itersize
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> ChainloopDatabase:
+        import psycopg  # noqa: PLC0415 - the driver only on the sync's path
+
+        try:
+            self._connection = psycopg.connect(
+                self._dsn,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                autocommit=False,
+                application_name="cas-download-sync",
+            )
+            # Nothing here writes; a read-only transaction makes that a property of the session.
+            self._connection.read_only = True
+        except psycopg.Error as error:
+            raise SourceUnavailable(f"cannot connect to Chainloop's database: {_one_line(error)}") from None
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def backends(self) -> list[ChainloopBackend]:
+        """Every backend row, soft-deleted ones included (there are few: a list is fine)."""
+        rows = self._fetch_all(_BACKENDS_SQL, {})
+        return [
+            ChainloopBackend(
+                id=row[0],
+                org_id=row[1],
+                name=row[2],
+                provider=row[3],
+                location=row[4],
+                secret_name=row[5],
+                created_at=row[6],
+                validation_status=row[7],
+                validation_error=row[8],
+                validated_at=row[9],
+                is_default=bool(row[10]),
+                is_fallback=bool(row[11]),
+                deleted_at=row[12],
+            )
+            for row in rows
+        ]
+
+    def count_mappings(self, since: dt.datetime) -> int:
+        rows = self._fetch_all(_COUNT_MAPPINGS_SQL, {"since": since})
+        return int(rows[0][0])
+
+    def mappings_since(self, since: dt.datetime) -> Iterator[ChainloopMapping]:
+        """Mappings created at or after ``since``, oldest first, streamed from a server-side cursor."""
+        import psycopg  # noqa: PLC0415
+
+        connection = self._open()
+        try:
+            with connection.cursor(name="cas_download_mappings") as cursor:
+                cursor.itersize = self._itersize
+                cursor.execute(_MAPPINGS_SQL, {"since": since})
+                for row in cursor:
+                    yield ChainloopMapping(
+                        id=row[0],
+                        digest=row[1],
+                        created_at=row[2],
+                        backend_id=row[3],
+                        org_id=row[4],
+                        workflow_run_id=row[5],
+                    )
+            connection.commit()
+        except psycopg.Error as error:
+            raise SourceUnavailable(f"reading Chainloop's cas_mappings failed: {_one_line(error)}") from None
+
+    def _fetch_all(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        import psycopg  # noqa: PLC0415
+
+        connection = self._open()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+            connection.commit()
+        except psycopg.Error as error:
+            raise SourceUnavailable(f"reading Chainloop's database failed: {_one_line(error)}") from None
+        return rows
+
+    def _open(self) -> psycopg.Connection[Any]:
+        if self._connection is None:
+            raise RuntimeError("ChainloopDatabase is used outside its `with` block")
+        return self._connection
+
+
+def _one_line(error: BaseException) -> str:
+    """The driver's message on one line (it names host, port and user, never the password)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+# Secrets Manager's own format for an RDS / Aurora PostgreSQL secret, plus a plain connection string.
+_DSN_KEYS = ("dsn", "url", "uri", "database_url")
+_FIELD_KEYS = {"host": "host", "port": "port", "username": "user", "user": "user", "password": "password",
+               "dbname": "dbname", "database": "dbname", "sslmode": "sslmode"}  # fmt: skip
+
+
+def dsn_from_secret(secret_string: str) -> str:
+    """A libpq connection string from the database secret: a JSON object with a ``dsn`` (or ``url``)
+    key, or RDS's fields (``host``, ``port``, ``username``, ``password``, ``dbname``, optional
+    ``sslmode``), or the connection string itself. Key names match case-insensitively."""
+    import json  # noqa: PLC0415
+
+    from psycopg.conninfo import make_conninfo  # noqa: PLC0415
+
+    text = secret_string.strip()
+    if not text.startswith("{"):
+        if text:
+            return text
+        raise SourceUnavailable("the database secret is empty")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise SourceUnavailable("the database secret is not a JSON object or a connection string") from None
+    fields = {str(k).lower(): v for k, v in document.items()} if isinstance(document, dict) else {}
+    for key in _DSN_KEYS:
+        if isinstance(fields.get(key), str) and fields[key].strip():
+            return str(fields[key]).strip()
+    params = {_FIELD_KEYS[k]: str(v) for k, v in fields.items() if k in _FIELD_KEYS and v not in (None, "")}
+    if "host" not in params:
+        raise SourceUnavailable("the database secret names no host (expected dsn, or host/port/username/...)")
+    return make_conninfo(**params)

@@ -1,0 +1,107 @@
+"""Scheduled Chainloop sync (EventBridge): copy Chainloop's backends and new mappings into the tables.
+
+Deployed only when the stack is given ``ChainloopDatabaseSecretArn`` (template: ChainloopSyncFunction),
+with psycopg in its own layer. A run that cannot reach the database or DynamoDB raises, so Lambda
+counts an error and ChainloopSyncErrorsAlarm fires; a run cut short by its timeout saves its
+watermark first and the next run goes on from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
+
+from cas_download.config import SyncSettings
+from cas_download.data.chainloop_db import ChainloopDatabase, SourceUnavailable, dsn_from_secret
+from cas_download.data.sync_target import SyncTarget, TargetError, sync_client_config
+from cas_download.logic.chainloop_sync import SyncSummary, run_sync
+
+# Stop taking new chunks when less than this is left of Lambda's timeout: time to save the watermark.
+_RESERVE_SECONDS = 30.0
+
+
+class SyncFailed(Exception):
+    """The run could not finish; the message is one line without secrets."""
+
+
+@dataclass
+class Container:
+    settings: SyncSettings
+    target: SyncTarget
+    secrets: Any
+    logger: Logger
+    metrics: Metrics
+
+
+_container: Container | None = None
+
+
+def build(settings: SyncSettings, session: boto3.session.Session | None = None) -> Container:
+    session = session or boto3.session.Session()
+    config = sync_client_config()
+    return Container(
+        settings=settings,
+        target=SyncTarget(
+            session.client("dynamodb", region_name=settings.region, config=config),
+            settings.backends_table,
+            settings.mappings_table,
+        ),
+        secrets=session.client("secretsmanager", region_name=settings.region, config=config),
+        logger=Logger(service=settings.service_name),
+        metrics=Metrics(namespace=settings.metrics_namespace, service=settings.service_name),
+    )
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _container  # noqa: PLW0603 - one set of clients per container
+    if _container is None:
+        _container = build(SyncSettings.from_env())
+    return run(_container, context)
+
+
+def run(container: Container, context: Any) -> dict[str, Any]:
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+
+    def should_stop() -> bool:
+        return callable(remaining_ms) and remaining_ms() / 1000.0 < _RESERVE_SECONDS
+
+    try:
+        secret = container.secrets.get_secret_value(SecretId=container.settings.database_secret_arn)
+        dsn = dsn_from_secret(secret.get("SecretString") or "")
+        with ChainloopDatabase(dsn) as database:
+            summary = run_sync(
+                database,
+                container.target,
+                now=lambda: dt.datetime.now(dt.UTC),
+                overlap=dt.timedelta(seconds=container.settings.overlap_seconds),
+                should_stop=should_stop,
+            )
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        message = f"reading the database secret failed: {code}"
+        container.logger.error("chainloop sync failed", extra={"error": message})
+        raise SyncFailed(message) from None
+    except (SourceUnavailable, TargetError) as error:
+        container.logger.error("chainloop sync failed", extra={"error": str(error)})
+        raise SyncFailed(str(error)) from None
+    _report(container, summary)
+    return summary.as_dict()
+
+
+def _report(container: Container, summary: SyncSummary) -> None:
+    document = summary.as_dict()
+    container.logger.info("chainloop sync done", extra=document)
+    metrics = container.metrics
+    metrics.add_metric("BackendsCreated", MetricUnit.Count, summary.backends.created)
+    metrics.add_metric("BackendsUpdated", MetricUnit.Count, summary.backends.updated)
+    metrics.add_metric("MappingsCreated", MetricUnit.Count, summary.mappings.created)
+    skipped = sum(summary.backends.skipped.values()) + sum(summary.mappings.skipped.values())
+    metrics.add_metric("SyncRowsSkipped", MetricUnit.Count, skipped)
+    metrics.add_metric("SyncIncomplete", MetricUnit.Count, 0 if summary.complete else 1)
+    metrics.flush_metrics()

@@ -1,0 +1,411 @@
+"""``cas-admin sync chainloop`` and the scheduled sync function, against a real PostgreSQL holding
+Chainloop's tables and the moto servers: the API then serves what Chainloop mapped, through fallback
+after a rotation Chainloop made; bad databases, throttling and a killed run end in a clear answer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cas_admin.cli import main as admin_main
+from cas_download.config import SyncSettings
+from cas_download.data.sync_target import WATERMARK_KEY, SyncTarget
+from cas_download.handlers import chainloop_sync
+from tests.scenarios.conftest import Service
+from tests.support.faults import FaultServer
+from tests.support.moto_servers import AwsServers
+from tests.support.postgres import ChainloopRows, Postgres, chainloop_database, start_postgres
+from tests.support.world import World
+
+DATA = b"an attestation Chainloop stored\n" * 64
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def chainloop(postgres: Postgres) -> Iterator[ChainloopRows]:
+    rows = chainloop_database(postgres)
+    try:
+        yield rows
+    finally:
+        rows.close()
+
+
+@pytest.fixture
+def dynamodb_faults(aws_servers: AwsServers, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultServer]:
+    """cas-admin's DynamoDB calls go through a fault endpoint that forwards to moto (and counts)."""
+    server = FaultServer(upstream=aws_servers.control_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", server.url)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def new_org() -> str:
+    return str(uuid.uuid4())  # Chainloop's org ids are uuids
+
+
+def sync(world: World, capsys: pytest.CaptureFixture[str], dsn: str, *options: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    tables = ["--backends-table", world.tables.backends, "--mappings-table", world.tables.mappings]
+    code = admin_main([*tables, "sync", "chainloop", "--dsn", dsn, *options])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err, out.err
+    return code, out.out, out.err
+
+
+def sync_json(world: World, capsys: pytest.CaptureFixture[str], dsn: str, *options: str) -> dict[str, Any]:
+    code, out, err = sync(world, capsys, dsn, "--json", *options)
+    assert code == 0, err
+    document: dict[str, Any] = json.loads(out)
+    return document
+
+
+def mapping_keys(world: World, digest: str) -> set[str]:
+    answer = world.dynamodb.query(
+        TableName=world.tables.mappings,
+        KeyConditionExpression="digest = :d",
+        ExpressionAttributeValues={":d": {"S": digest}},
+    )
+    return {item["org_backend"]["S"] for item in answer["Items"]}
+
+
+def backend_item(world: World, backend_id: str) -> dict[str, Any]:
+    item = world.dynamodb.get_item(TableName=world.tables.backends, Key={"id": {"S": backend_id}}).get("Item")
+    assert item is not None
+    return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+def test_the_api_serves_a_chainloop_artifact_through_fallback_after_chainloop_rotates(
+    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an org whose artifact Chainloop uploaded through its default S3 backend
+    org = new_org()
+    old = world.backend(org, "cas-old", write_row=False)
+    digest = world.put(old, DATA, filename="attestation.json")
+    chainloop.add_backend(org, "cas-old", location=old.location, secret_name=old.secret_name, default=True,
+                          backend_id=old.id)  # fmt: skip
+    chainloop.add_mapping(digest, org, old.id)
+
+    # When it is synced, the API serves it through the mapped backend
+    assert sync_json(world, capsys, chainloop.dsn)["mappings"]["created"] == 1
+    first = service.get(digest, orgs=org, mode="body")
+    assert first.status == 200
+    assert first.body == DATA
+    assert (first.headers["X-Cas-Backend"], first.headers["X-Cas-Fallback"]) == ("cas-old", "false")
+
+    # When Chainloop rotates: the old keys are revoked, a new backend on the same bucket is the default
+    world.revoke(old)
+    new = world.backend(org, "cas-new", bucket=old.bucket, write_row=False)
+    chainloop.add_backend(
+        org, "cas-new", location=new.location, secret_name=new.secret_name, backend_id=new.id
+    )
+    chainloop.make_default(org, new.id)
+    summary = sync_json(world, capsys, chainloop.dsn)
+
+    # Then the sync moved the default, and the API serves the same bytes through the new backend
+    assert summary["backends"] == {"created": 1, "updated": 1, "unchanged": 0, "skipped": {}}
+    assert "is_default" not in backend_item(world, old.id)
+    service.configure()
+    served = service.get(digest, orgs=org, mode="body")
+    assert served.status == 200
+    assert served.body == DATA
+    assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("cas-new", "true")
+    assert 'filename="attestation.json"' in served.headers["Content-Disposition"]
+
+
+def test_an_inline_backend_is_copied_skipped_by_the_service_and_still_proves_the_org_holds_the_digest(
+    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a digest Chainloop mapped only to an INLINE backend, and the same bytes in the org's S3 default
+    org = new_org()
+    store = world.backend(org, "s3", write_row=False)
+    digest = world.put(store, DATA)
+    chainloop.add_backend(org, "s3", location=store.location, secret_name=store.secret_name, default=True,
+                          backend_id=store.id)  # fmt: skip
+    inline = chainloop.add_backend(org, "inline", provider="INLINE")
+    chainloop.add_mapping(digest, org, inline)
+
+    sync_json(world, capsys, chainloop.dsn)
+
+    # Then the INLINE row is there as Chainloop named it, and the API serves the digest from the default
+    assert backend_item(world, inline)["provider"] == "INLINE"
+    served = service.get(digest, orgs=org, mode="body")
+    assert served.status == 200
+    assert served.body == DATA
+    # (the mapped INLINE backend was the first candidate, skipped: what serves is a fallback)
+    assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("s3", "true")
+    # and another org, which holds no mapping of the digest, is not served
+    assert service.get(digest, orgs=new_org(), mode="body").status == 404
+
+
+def test_a_second_run_with_nothing_new_writes_nothing(
+    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a synced Chainloop: 2 backends, 600 mappings (more than one chunk)
+    org = new_org()
+    backends = [
+        chainloop.add_backend(org, f"b{i}", location=f"bucket-{i}", secret_name=f"s/{i}") for i in range(2)
+    ]
+    chainloop.add_generated_mappings(600, backends, [org, org])
+    first = sync_json(world, capsys, chainloop.dsn)
+    assert (first["backends"]["created"], first["mappings"]["created"]) == (2, 600)
+
+    # When it runs again
+    dynamodb_faults.reset()
+    second = sync_json(world, capsys, chainloop.dsn)
+
+    # Then not one write reached DynamoDB
+    writes = [
+        s.operation
+        for s in dynamodb_faults.seen
+        if s.operation in {"PutItem", "UpdateItem", "BatchWriteItem"}
+    ]
+    assert writes == []
+    assert second["backends"] == {"created": 0, "updated": 0, "unchanged": 2, "skipped": {}}
+    assert second["mappings"]["created"] == 0
+
+
+def test_bad_rows_are_skipped_and_reported(
+    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = new_org()
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    good = "sha256:" + hashlib.sha256(b"good").hexdigest()
+    chainloop.add_mapping(good.upper().replace("SHA256:", "sha256:"), org, backend)
+    chainloop.add_mapping("sha256:short", org, backend)
+    chainloop.add_mapping("sha256:" + hashlib.sha256(b"orphan").hexdigest(), org, str(uuid.uuid4()))
+
+    code, out, err = sync(world, capsys, chainloop.dsn)
+
+    assert code == 0, err
+    assert "malformed_digest 1, unknown_backend 1" in out
+    assert mapping_keys(world, good) == {f"{org}#{backend}"}
+
+
+def test_a_dry_run_writes_nothing(
+    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = new_org()
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    digest = "sha256:" + hashlib.sha256(b"dry").hexdigest()
+    chainloop.add_mapping(digest, org, backend)
+
+    summary = sync_json(world, capsys, chainloop.dsn, "--dry-run")
+
+    assert (summary["dry_run"], summary["backends"]["created"], summary["mappings"]["created"]) == (
+        True,
+        1,
+        1,
+    )
+    assert (
+        world.dynamodb.get_item(TableName=world.tables.backends, Key={"id": {"S": backend}}).get("Item")
+        is None
+    )
+    assert mapping_keys(world, digest) == set()
+
+
+def test_a_status_the_service_repaired_survives_a_sync_of_an_older_chainloop_status(
+    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a backend Chainloop last saw Invalid an hour ago, synced
+    org = new_org()
+    an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s", status="Invalid",
+                                    validation_error="AccessDenied", validated_at=an_hour_ago)  # fmt: skip
+    sync_json(world, capsys, chainloop.dsn)
+    assert backend_item(world, backend)["validation_status"] == "Invalid"
+
+    # When the service's validator finds it OK now, and Chainloop changes its name
+    tables = SyncTarget(world.dynamodb, world.tables.backends, world.tables.mappings)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert tables.update_backend(
+        backend, {"validation_status": "OK", "validation_error": None, "validated_at": now}, expect={}
+    )
+    chainloop.update_backend(backend, name="renamed")
+    summary = sync_json(world, capsys, chainloop.dsn)
+
+    # Then the name is Chainloop's and the status the service's
+    row = backend_item(world, backend)
+    assert summary["backends"]["updated"] == 1
+    assert (row["name"], row["validation_status"], row["validated_at"]) == ("renamed", "OK", now)
+    assert "validation_error" not in row
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = sync(world, capsys, "postgresql://chainloop:pw@127.0.0.1:9/chainloop")
+    assert code == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("cas-admin: error: cannot connect to Chainloop's database:")
+
+
+def test_a_refused_password_is_one_line_without_the_password(
+    world: World, postgres: Postgres, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = "wrong-password-" + uuid.uuid4().hex
+    dsn = chainloop.dsn.replace(f":{postgres.password}@", f":{wrong}@")
+    code, _, err = sync(world, capsys, dsn)
+    assert code == 1
+    assert "password authentication failed" in err
+    assert wrong not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_dsn_is_a_usage_error(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CHAINLOOP_DATABASE_URL", raising=False)
+    capsys.readouterr()
+    code = admin_main(["--backends-table", world.tables.backends, "--mappings-table", world.tables.mappings,
+                       "sync", "chainloop"])  # fmt: skip
+    assert code == 2
+    assert "CHAINLOOP_DATABASE_URL" in capsys.readouterr().err
+
+
+def test_the_dsn_may_come_from_the_environment(
+    world: World,
+    chainloop: ChainloopRows,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    org = new_org()
+    chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    monkeypatch.setenv("CHAINLOOP_DATABASE_URL", chainloop.dsn)
+    capsys.readouterr()
+    code = admin_main(["--backends-table", world.tables.backends, "--mappings-table", world.tables.mappings,
+                       "sync", "chainloop", "--json"])  # fmt: skip
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["backends"]["created"] == 1
+
+
+def test_dynamodb_throttling_mid_run_is_retried(
+    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 300 mappings, and DynamoDB throttling the next 3 batch writes
+    org = new_org()
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    chainloop.add_generated_mappings(300, [backend], [org])
+    dynamodb_faults.throttle_dynamodb(times=3, operations=["BatchWriteItem"])
+
+    summary = sync_json(world, capsys, chainloop.dsn)
+
+    # Then every mapping is written, after the throttled calls were retried
+    assert summary["mappings"]["created"] == 300
+    assert dynamodb_faults.count("dynamodb", "BatchWriteItem", faulted=True) == 3
+    assert dynamodb_faults.count("dynamodb", "BatchWriteItem", faulted=False) == 12  # 300 / 25
+
+
+def test_a_run_killed_midway_and_run_again_reaches_the_same_state(
+    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 3,000 mappings, and a sync in another process
+    org = new_org()
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    chainloop.add_generated_mappings(3000, [backend], [org])
+    env = {**os.environ, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_faults.url}
+    argv = [sys.executable, "-m", "cas_admin", "--backends-table", world.tables.backends,
+            "--mappings-table", world.tables.mappings, "sync", "chainloop", "--dsn", chainloop.dsn]  # fmt: skip
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # When it is killed (SIGKILL) after 10 batch writes, held from then on by throttling
+        deadline = time.monotonic() + 60
+        while dynamodb_faults.count("dynamodb", "BatchWriteItem") < 10:
+            assert process.poll() is None, "the sync ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        dynamodb_faults.throttle_dynamodb(operations=["BatchWriteItem"])
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    dynamodb_faults.reset()
+    dynamodb_faults.throttle_dynamodb(times=0)
+    written = count_mappings(world, org, backend)
+    assert 0 < written < 3000
+
+    # Then a second run completes it: every mapping exactly once, nothing else
+    summary = sync_json(world, capsys, chainloop.dsn)
+    assert summary["mappings"]["created"] == 3000 - written
+    assert count_mappings(world, org, backend) == 3000
+    assert sync_json(world, capsys, chainloop.dsn)["mappings"]["created"] == 0
+
+
+def count_mappings(world: World, org: str, backend: str) -> int:
+    paginator = world.dynamodb.get_paginator("scan")
+    pages = paginator.paginate(
+        TableName=world.tables.mappings,
+        FilterExpression="org_backend = :k",
+        ExpressionAttributeValues={":k": {"S": f"{org}#{backend}"}},
+        Select="COUNT",
+    )
+    return sum(page["Count"] for page in pages)
+
+
+# ---------------------------------------------------------------------- the scheduled function
+
+
+def test_the_scheduled_function_syncs_with_an_rds_style_secret(
+    world: World, postgres: Postgres, chainloop: ChainloopRows, lambda_context: Any
+) -> None:
+    # Given the database secret in Secrets Manager, in RDS's format
+    org = new_org()
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s", default=True)
+    digest = "sha256:" + hashlib.sha256(b"scheduled").hexdigest()
+    chainloop.add_mapping(digest, org, backend)
+    database = chainloop.dsn.rsplit("/", 1)[1]
+    secret = {"engine": "postgres", "host": "127.0.0.1", "port": postgres.port, "username": postgres.user,
+              "password": postgres.password, "dbname": database}  # fmt: skip
+    arn = world.secrets.create_secret(
+        Name=f"chainloop-db-{uuid.uuid4().hex}", SecretString=json.dumps(secret)
+    )["ARN"]
+    env = {"BACKENDS_TABLE": world.tables.backends, "MAPPINGS_TABLE": world.tables.mappings,
+           "CHAINLOOP_DATABASE_SECRET_ARN": arn}  # fmt: skip
+
+    # When the function runs
+    container = chainloop_sync.build(SyncSettings.from_env(env))
+    result = chainloop_sync.run(container, lambda_context)
+
+    # Then it wrote what Chainloop has, and says so
+    assert (result["backends"]["created"], result["mappings"]["created"], result["complete"]) == (1, 1, True)
+    assert backend_item(world, backend)["is_default"] is True
+    assert mapping_keys(world, digest) == {f"{org}#{backend}"}
+    watermark = world.dynamodb.get_item(
+        TableName=world.tables.mappings, Key={k: {"S": v} for k, v in WATERMARK_KEY.items()}
+    )["Item"]
+    assert watermark["created_at"]["S"] == result["watermark"]
+
+
+def test_the_scheduled_function_fails_loudly_without_its_database(world: World, lambda_context: Any) -> None:
+    arn = world.secrets.create_secret(
+        Name=f"chainloop-db-{uuid.uuid4().hex}",
+        SecretString=json.dumps({"dsn": "postgresql://u:p@127.0.0.1:9/x"}),
+    )["ARN"]
+    env = {"BACKENDS_TABLE": world.tables.backends, "MAPPINGS_TABLE": world.tables.mappings,
+           "CHAINLOOP_DATABASE_SECRET_ARN": arn}  # fmt: skip
+    container = chainloop_sync.build(SyncSettings.from_env(env))
+    with pytest.raises(chainloop_sync.SyncFailed, match="cannot connect to Chainloop's database"):
+        chainloop_sync.run(container, lambda_context)

@@ -1,0 +1,34 @@
+"""The tests' PostgreSQL (cas_local.postgres) with what pytest adds: missing server binaries fail under
+CI (never a silent skip), and each test gets a database of its own with Chainloop's schema."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from cas_local.chainloop import ChainloopRows
+from cas_local.postgres import INSTALL_HINT, Postgres, find_install
+from cas_local.postgres import start_postgres as _start_postgres
+
+from .hygiene import register as register_secret
+
+__all__ = ["ChainloopRows", "Postgres", "chainloop_database", "start_postgres"]
+
+
+def start_postgres() -> Postgres:
+    if find_install() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
+    server = _start_postgres(password=f"pg-{uuid.uuid4().hex}")
+    register_secret(server.password, "postgres_password")
+    return server
+
+
+def chainloop_database(server: Postgres) -> ChainloopRows:
+    """A new database on ``server`` with Chainloop's two CAS tables."""
+    rows = ChainloopRows(server.create_database(f"chainloop_{uuid.uuid4().hex[:12]}"))
+    rows.create_schema()
+    return rows
