@@ -251,7 +251,7 @@ def _guarded_by_condition(
         return parameters
     other = equals[0] if equals[1] == "" else equals[1]
     name = other.get("Ref") if isinstance(other, Mapping) else None
-    if name not in parameters or not isinstance(parameters[name], Mapping):
+    if not isinstance(name, str) or not isinstance(parameters.get(name), Mapping):
         return parameters
     return {**parameters, name: {**parameters[name], "MinLength": 1}}
 
