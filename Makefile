@@ -27,7 +27,7 @@ REGISTRY_BIN := $(REGISTRY_DIR)/usr/bin/docker-registry
 # Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with npm.
 AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
 
-.PHONY: help venv registry azurite lint format typecheck template security test package-check check build deploy clean run invoke bench load
+.PHONY: help venv registry azurite lint format typecheck template security test package-check check build deploy clean run invoke bench bench-sync load
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
@@ -44,6 +44,7 @@ help:
 	@echo "make test           pytest (PYTEST_ARGS=...)"
 	@echo "make package-check  sam build into a temp dir, report sizes, check the artifacts"
 	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
+	@echo "make bench-sync     the Chainloop sync: 10,000 and 100,000 mappings, real PostgreSQL, moto (~5 min): BENCHMARKS.md §8"
 	@echo "make load           the local HTTP server under a bounded concurrent load (~45 s): errors, p50/p99, memory (LOAD_ARGS=...)"
 	@echo "make build          sam build into .aws-sam/build"
 	@echo "make deploy         sam build + sam deploy $(DEPLOY_ARGS)"
@@ -109,6 +110,10 @@ check: venv registry azurite
 # Not a test, not in CI: calls per request, latency, cold start, body mode, cost (benchmarks/run.py).
 bench: venv
 	"$(BIN)/python" -m benchmarks.run $(BENCH_ARGS)
+
+# Not a test, not in CI: the Chainloop sync at scale (benchmarks/chainloop_sync.py, BENCH_SYNC_ARGS=...).
+bench-sync: venv
+	"$(BIN)/python" -m benchmarks.chainloop_sync $(BENCH_SYNC_ARGS)
 
 # Not in CI (tests/local/test_load.py runs it small): cas-local run on 127.0.0.1 under 8 clients, 2,000
 # requests or 30 s; exit 1 on an error, a lost request or RSS growth (benchmarks/load.py).

@@ -31,6 +31,7 @@ from tests.support.moto_servers import (
     BlackHole,
     start_aws_servers,
 )
+from tests.support.tables import create_tables
 from tests.support.world import Tables, World
 
 
@@ -41,58 +42,6 @@ def aws_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsServers
         yield servers
     finally:
         servers.stop()
-
-
-def create_tables(servers: AwsServers, suffix: str) -> Tables:
-    """The two tables exactly as SPEC.md names their keys, on the control server."""
-    tables = Tables(backends=f"cas-backends-{suffix}", mappings=f"cas-mappings-{suffix}")
-    ddb = servers.control_client("dynamodb")
-    ddb.create_table(
-        TableName=tables.backends,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "id", "AttributeType": "S"},
-            {"AttributeName": "org_id", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "org_id-index",
-                "KeySchema": [{"AttributeName": "org_id", "KeyType": "HASH"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-    ddb.create_table(
-        TableName=tables.mappings,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "digest", "AttributeType": "S"},
-            {"AttributeName": "org_backend", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "digest", "KeyType": "HASH"},
-            {"AttributeName": "org_backend", "KeyType": "RANGE"},
-        ],
-    )
-    waiter = ddb.get_waiter("table_exists")
-    for name in (tables.backends, tables.mappings):
-        waiter.wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    return tables
-
-
-def create_verifications_table(servers: AwsServers, suffix: str) -> str:
-    """The service's own Verifications table (template: VerificationsTable), on the control server."""
-    name = f"cas-verifications-{suffix}"
-    ddb = servers.control_client("dynamodb")
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "object_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "object_id", "KeyType": "HASH"}],
-    )
-    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    return name
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -56,7 +56,7 @@ class RequestRecord:
 
 # The SDKs log request headers and response bodies (a GetSecretValue body is the secret itself) at
 # DEBUG. Whatever level the function runs at, their loggers stop at WARNING.
-QUIET_LIBRARY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "pynamodb")
+QUIET_LIBRARY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "pynamodb", "psycopg")
 
 
 def quiet_library_loggers() -> None:

@@ -36,10 +36,10 @@ from hypothesis import strategies as st
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import handle
-from tests.conftest import create_tables
 from tests.hardening.figures import count
 from tests.support.events import EVENTS_DIR, EXAMPLE_DIGEST, FakeLambdaContext, load_event
 from tests.support.moto_servers import AwsServers
+from tests.support.tables import create_tables
 
 # The spec's error table (plus the service's own 405 and 500), written out here so that the oracle
 # does not trust the code it judges.

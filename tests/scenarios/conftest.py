@@ -19,12 +19,12 @@ import pytest
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import handle
-from tests.conftest import create_tables, create_verifications_table
 from tests.support.azure import Azurite, new_account_key, start_azurite
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
 from tests.support.moto_servers import AwsServers
 from tests.support.registry import Registry, start_registry
+from tests.support.tables import create_tables, create_verifications_table
 from tests.support.token_issuer import TokenIssuer
 from tests.support.world import BackendRef, World
 

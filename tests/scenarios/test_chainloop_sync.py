@@ -369,8 +369,14 @@ def count_mappings(world: World, org: str, backend: str) -> int:
 
 
 def test_the_scheduled_function_syncs_with_an_rds_style_secret(
-    world: World, postgres: Postgres, chainloop: ChainloopRows, lambda_context: Any
+    world: World,
+    postgres: Postgres,
+    chainloop: ChainloopRows,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # (at DEBUG, where the SDKs would log GetSecretValue's answer: the suite-wide scan holds the password)
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
     # Given the database secret in Secrets Manager, in RDS's format
     org = new_org()
     backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s", default=True)

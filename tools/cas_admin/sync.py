@@ -45,6 +45,8 @@ def cmd_sync_chainloop(args: argparse.Namespace, store: AdminStore) -> int:
         raise UsageError(
             f"which database? pass --dsn or set {DSN_VARIABLE} (e.g. postgresql://user@host/chainloop)"
         )
+    if args.overlap_seconds < 0:
+        raise UsageError("--overlap-seconds must be 0 or more")
     target = SyncTarget(
         store.session.client("dynamodb", region_name=store.region, config=sync_client_config()),
         store.backends_table,

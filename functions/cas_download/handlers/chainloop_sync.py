@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from cas_download.config import SyncSettings
 from cas_download.data.chainloop_db import ChainloopDatabase, SourceUnavailable, dsn_from_secret
 from cas_download.data.sync_target import SyncTarget, TargetError, sync_client_config
 from cas_download.logic.chainloop_sync import SyncSummary, run_sync
+from cas_download.observability import Telemetry
 
 # Stop taking new chunks when less than this is left of Lambda's timeout: time to save the watermark.
 _RESERVE_SECONDS = 30.0
@@ -35,8 +34,7 @@ class Container:
     settings: SyncSettings
     target: SyncTarget
     secrets: Any
-    logger: Logger
-    metrics: Metrics
+    telemetry: Telemetry
 
 
 _container: Container | None = None
@@ -53,8 +51,8 @@ def build(settings: SyncSettings, session: boto3.session.Session | None = None) 
             settings.mappings_table,
         ),
         secrets=session.client("secretsmanager", region_name=settings.region, config=config),
-        logger=Logger(service=settings.service_name),
-        metrics=Metrics(namespace=settings.metrics_namespace, service=settings.service_name),
+        # Telemetry quiets the SDKs' DEBUG logs: GetSecretValue's answer is the database password.
+        telemetry=Telemetry(settings.service_name, settings.metrics_namespace),
     )
 
 
@@ -85,23 +83,22 @@ def run(container: Container, context: Any) -> dict[str, Any]:
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
         message = f"reading the database secret failed: {code}"
-        container.logger.error("chainloop sync failed", extra={"error": message})
+        container.telemetry.logger.error("chainloop sync failed", extra={"error": message})
         raise SyncFailed(message) from None
     except (SourceUnavailable, TargetError) as error:
-        container.logger.error("chainloop sync failed", extra={"error": str(error)})
+        container.telemetry.logger.error("chainloop sync failed", extra={"error": str(error)})
         raise SyncFailed(str(error)) from None
     _report(container, summary)
     return summary.as_dict()
 
 
 def _report(container: Container, summary: SyncSummary) -> None:
-    document = summary.as_dict()
-    container.logger.info("chainloop sync done", extra=document)
-    metrics = container.metrics
-    metrics.add_metric("BackendsCreated", MetricUnit.Count, summary.backends.created)
-    metrics.add_metric("BackendsUpdated", MetricUnit.Count, summary.backends.updated)
-    metrics.add_metric("MappingsCreated", MetricUnit.Count, summary.mappings.created)
+    telemetry = container.telemetry
+    telemetry.logger.info("chainloop sync done", extra=summary.as_dict())
+    telemetry.count("BackendsCreated", summary.backends.created)
+    telemetry.count("BackendsUpdated", summary.backends.updated)
+    telemetry.count("MappingsCreated", summary.mappings.created)
     skipped = sum(summary.backends.skipped.values()) + sum(summary.mappings.skipped.values())
-    metrics.add_metric("SyncRowsSkipped", MetricUnit.Count, skipped)
-    metrics.add_metric("SyncIncomplete", MetricUnit.Count, 0 if summary.complete else 1)
-    metrics.flush_metrics()
+    telemetry.count("SyncRowsSkipped", skipped)
+    telemetry.count("SyncIncomplete", 0 if summary.complete else 1)
+    telemetry.flush()
