@@ -24,6 +24,11 @@ export PYTHON ?= $(abspath $(BIN))/python
 REGISTRY_DIR ?= .local/registry
 REGISTRY_BIN := $(REGISTRY_DIR)/usr/bin/docker-registry
 
+# checkov (a template scanner nobody here wrote) in a venv of its own: its pins (boto3 1.35, packaging
+# 23...) conflict with the project's, so it never shares the project venv.
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV_BIN := .local/checkov/bin/checkov
+
 # Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with npm.
 AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
 
@@ -40,7 +45,7 @@ help:
 	@echo "make format         ruff format + ruff check --fix"
 	@echo "make typecheck      mypy (strict) on the package and scripts"
 	@echo "make template       cfn-lint + sam validate --lint"
-	@echo "make security       bandit on functions/ (medium+ fails) + cfn-lint least-privilege rule E9101"
+	@echo "make security       bandit on functions/ (medium+ fails) + cfn-lint least-privilege rule E9101 + checkov"
 	@echo "make test           pytest (PYTEST_ARGS=...)"
 	@echo "make package-check  sam build into a temp dir, report sizes, check the artifacts"
 	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
@@ -75,11 +80,19 @@ template:
 	"$(BIN)/cfn-lint" template.yaml
 	AWS_EC2_METADATA_DISABLED=true "$(BIN)/sam" validate --lint --template-file template.yaml --region $(VALIDATE_REGION)
 
-# Static security checks: bandit (config in pyproject.toml) and the template's least privilege on tables,
-# secrets and KMS keys (cfn-lint custom rule E9101 in scripts/cfnlint_rules/).
-security:
+# Static security checks: bandit (config in pyproject.toml), the template's least privilege on tables,
+# secrets and KMS keys (cfn-lint custom rule E9101 in scripts/cfnlint_rules/), and checkov on the
+# template: any failed check fails; each check the template does not follow is skipped in the template
+# itself (Metadata: checkov: skip:) with the reason (README "Security scan").
+security: $(CHECKOV_BIN)
 	"$(BIN)/bandit" -c pyproject.toml -r functions --severity-level medium --quiet
 	"$(BIN)/cfn-lint" template.yaml --append-rules scripts/cfnlint_rules
+	"$(CHECKOV_BIN)" --file template.yaml --framework cloudformation --compact --quiet --skip-download
+
+$(CHECKOV_BIN):
+	test -x .local/checkov/bin/python || "$(BOOTSTRAP_PYTHON)" -m venv .local/checkov
+	.local/checkov/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
+	test -x "$@"
 
 test:
 	"$(BIN)/pytest" $(PYTEST_ARGS)

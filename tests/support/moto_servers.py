@@ -51,6 +51,13 @@ ADMIN_USER = "cas-test-admin"
 # black hole
 
 
+
+# The tests' own clients, once the servers are up, retry what a loaded moto answers transiently (500,
+# 503, throttling: botocore's standard mode): on a busy machine a seeding call once got a 500 and
+# failed an isolation case. The servers' bootstrap keeps SETUP_CONFIG (no retry: a retry would spend
+# one of the few unauthenticated requests the storage server allows).
+SEEDING_CONFIG = SETUP_CONFIG.merge(Config(retries={"total_max_attempts": 5, "mode": "standard"}))
+
 class BlackHole:
     """A TCP listener on 127.0.0.1 that accepts connections and never answers.
 
@@ -181,7 +188,7 @@ class AwsServers:
             region_name=REGION,
             aws_access_key_id=CONTROL_ACCESS_KEY_ID,
             aws_secret_access_key=CONTROL_SECRET_ACCESS_KEY,
-            config=SETUP_CONFIG,
+            config=SEEDING_CONFIG,
             **kwargs,
         )
 
@@ -200,7 +207,7 @@ class AwsServers:
             region_name=REGION,
             aws_access_key_id=access_key_id or self.admin_access_key_id,
             aws_secret_access_key=secret_access_key or self.admin_secret_access_key,
-            config=SETUP_CONFIG.merge(config) if config else SETUP_CONFIG,
+            config=SEEDING_CONFIG.merge(config) if config else SEEDING_CONFIG,
         )
 
     def stop(self) -> None:
