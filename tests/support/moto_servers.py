@@ -51,12 +51,12 @@ ADMIN_USER = "cas-test-admin"
 # black hole
 
 
-
 # The tests' own clients, once the servers are up, retry what a loaded moto answers transiently (500,
 # 503, throttling: botocore's standard mode): on a busy machine a seeding call once got a 500 and
 # failed an isolation case. The servers' bootstrap keeps SETUP_CONFIG (no retry: a retry would spend
 # one of the few unauthenticated requests the storage server allows).
 SEEDING_CONFIG = SETUP_CONFIG.merge(Config(retries={"total_max_attempts": 5, "mode": "standard"}))
+
 
 class BlackHole:
     """A TCP listener on 127.0.0.1 that accepts connections and never answers.
