@@ -16,6 +16,7 @@ from cas_admin.oci_push import push_artifact
 from cas_download.data.storage.oci import RegistryClient, url_expiry
 from tests.scenarios.conftest import Service, assert_failed
 from tests.support.calls import CallRecorder
+from tests.support.moto_servers import AwsServers
 from tests.support.registry import Registry, RegistryUser
 from tests.support.token_issuer import TokenIssuer
 from tests.support.world import BackendRef, World, sha256_digest
@@ -397,7 +398,7 @@ def test_a_token_is_not_used_past_the_lifetime_the_issuer_advertised(
 # steady state: a verification record and a cached login
 
 
-def test_with_a_record_a_redirect_costs_two_registry_calls_and_no_hash(
+def test_with_a_record_a_redirect_costs_two_registry_calls_a_one_byte_storage_read_and_no_hash(
     world: World,
     service: Service,
     hosted_registry: Registry,
@@ -405,15 +406,17 @@ def test_with_a_record_a_redirect_costs_two_registry_calls_and_no_hash(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given an artifact on a hosted registry, verification records on, and every HTTP call the
-    # registry client makes recorded
+    # registry client makes recorded (path segment, Range header)
     org, _oci, _user, digest = oci_world(world, hosted_registry, is_default=True)
     service.configure(VERIFICATIONS_TABLE=verifications_table)
-    calls: list[str] = []
+    calls: list[tuple[str, str | None]] = []
     original = RegistryClient.request
 
-    def recording(self: RegistryClient, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(urlsplit(url).path.rsplit("/", 2)[-2])
-        return original(self, method, url, *args, **kwargs)
+    def recording(
+        self: RegistryClient, method: str, url: str, timeout: Any, headers: dict[str, str] | None = None
+    ) -> Any:
+        calls.append((urlsplit(url).path.rsplit("/", 2)[-2], (headers or {}).get("Range")))
+        return original(self, method, url, timeout, headers)
 
     monkeypatch.setattr(RegistryClient, "request", recording)
     first = service.get(digest, orgs=org)
@@ -423,11 +426,51 @@ def test_with_a_record_a_redirect_costs_two_registry_calls_and_no_hash(
     # When the same artifact is asked for again
     second = service.get(digest, orgs=org)
 
-    # Then the first request read the bytes once to hash them, and the second made two registry
-    # calls (manifest, blob redirect) and read no bytes: the record proved them
+    # Then the first request read the bytes once to hash them; the second made two registry calls
+    # (manifest, blob redirect) and read one byte of storage (its ETag ties the record to the bytes)
     assert first.status == 307
-    assert hashed.count("blobs") == 1
-    assert len([c for c in hashed if c not in {"manifests", "blobs"}]) == 1  # the storage GET hashed
+    assert [segment for segment, _ in hashed].count("blobs") == 1
+    assert [r for _, r in hashed].count("bytes=0-0") == 1  # the storage's ETag, then the hashing GET
+    assert len([seg for seg, r in hashed if seg not in {"manifests", "blobs"} and r is None]) == 1
     assert second.status == 307
-    assert calls == ["manifests", "blobs"]
+    assert [segment for segment, _ in calls[:2]] == ["manifests", "blobs"]
+    assert [r for _, r in calls] == [None, None, "bytes=0-0"]
     assert fetch(second.headers["Location"]) == DATA
+
+
+def test_a_registry_that_swaps_a_blobs_bytes_after_the_record_is_caught(
+    world: World,
+    service: Service,
+    hosted_registry: Registry,
+    aws_servers: AwsServers,
+    verifications_table: str,
+) -> None:
+    # Given an artifact on a hosted registry, proven once and recorded, and a good copy in an S3 fallback
+    data = unique_data()
+    org, _oci, _user, digest = oci_world(world, hosted_registry, data, is_default=True)
+    fallback = world.backend(org, "s3-copy", is_fallback=True)
+    world.put(fallback, data)
+    service.configure(VERIFICATIONS_TABLE=verifications_table)
+    assert service.get(digest, orgs=org).headers["X-Cas-Backend"] == "registry"
+
+    # When the registry's storage now holds other bytes of the same length under that digest
+    s3 = aws_servers.control_client("s3")
+    hex_part = digest.removeprefix("sha256:")
+    keys = [
+        (bucket["Name"], item["Key"])
+        for bucket in s3.list_buckets()["Buckets"]
+        if bucket["Name"].startswith("registry-")
+        for item in s3.list_objects_v2(Bucket=bucket["Name"], Prefix="registry/").get("Contents", [])
+        if item["Key"].endswith(f"/sha256/{hex_part[:2]}/{hex_part}/data")
+    ]
+    assert len(keys) == 1
+    swapped = bytes(reversed(data))
+    s3.put_object(Bucket=keys[0][0], Key=keys[0][1], Body=swapped)
+    service.configure(VERIFICATIONS_TABLE=verifications_table)  # a new container: no proof in memory
+
+    # Then the record no longer proves the blob (its storage ETag changed): the bytes are hashed, fail,
+    # and the good copy serves
+    response = service.get(digest, orgs=org, mode="url")
+    assert response.status == 200
+    assert response.headers["X-Cas-Backend"] == "s3-copy"
+    assert response.headers["X-Cas-Fallback"] == "true"

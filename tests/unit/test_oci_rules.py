@@ -150,3 +150,16 @@ def test_a_followed_redirect_to_a_name_that_resolves_to_a_link_local_address_is_
         oci.refuse_link_local_resolution("http://metadata.example/latest/meta-data/")
     assert refused.value.reason is AttemptReason.UNREACHABLE
     oci.refuse_link_local_resolution("https://storage.example/blob?sig=1")
+
+
+class _Answer:
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status = status
+        self.headers = headers
+
+
+def test_the_stored_size_comes_from_content_range_or_content_length() -> None:
+    assert oci._stored_size(_Answer(206, {"Content-Range": "bytes 0-0/12345"})) == 12345  # type: ignore[arg-type]
+    assert oci._stored_size(_Answer(206, {"Content-Range": "bytes 0-0/*"})) is None  # type: ignore[arg-type]
+    assert oci._stored_size(_Answer(200, {"Content-Length": "77"})) == 77  # type: ignore[arg-type]
+    assert oci._stored_size(_Answer(200, {})) is None  # type: ignore[arg-type]

@@ -6,6 +6,8 @@ Speaks only the storage port: the same steps for every provider.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cas_download.data.secrets import SecretUnavailable
 from cas_download.data.storage.port import BackendStore, DirectUrl, ObjectDescription, SecretFields
 from cas_download.digests import digest_hex
@@ -74,6 +76,10 @@ def _prove(
 ) -> VerificationMethod:
     if description.provider_proof:
         return VerificationMethod.CHECKSUM
+    if url.storage_etag is not None:
+        # The URL's storage, not the provider, says which bytes are stored: a record holds only while
+        # they stay the same (a registry that swaps a blob's bytes cannot keep its storage's ETag).
+        description = replace(description, info=replace(description.info, etag=url.storage_etag))
     records = services.verification_records
     if records.proves(description, digest):
         return VerificationMethod.RECORD

@@ -249,9 +249,10 @@ class OciStore:
         title = annotations.get(TITLE_ANNOTATION) if annotations else None
         info = ObjectInfo(
             size=int(layer["size"]),
-            # A blob is named by its digest: the record of a full hash stays valid while the registry
-            # names the same blob (the bytes it serves are hashed whenever no record exists).
-            etag=digest,
+            # No ETag of the registry's: it names a blob by its digest whatever the blob holds, so it
+            # cannot tie a verification record to the bytes. The storage its URL leads to can
+            # (direct_url: storage_etag); without one, the bytes are hashed every time.
+            etag=None,
             filename=title if isinstance(title, str) and title else None,
         )
         return ObjectDescription(
@@ -282,10 +283,14 @@ class OciStore:
         try:
             if response.status in _REDIRECTS:
                 target = _redirect_target(response, self._blob_url(digest))
-                return DirectUrl(target, url_expiry(target, datetime.now(UTC)))
+            else:
+                target = None
         finally:
             discard(response)  # a 200 is the blob itself: a few KiB at most are read off
-        raise AttemptFailed(AttemptReason.NO_DIRECT_URL, "the registry serves the blob itself")
+        if target is None:
+            raise AttemptFailed(AttemptReason.NO_DIRECT_URL, "the registry serves the blob itself")
+        etag = self._storage_etag(target, description.info.size)
+        return DirectUrl(target, url_expiry(target, datetime.now(UTC)), storage_etag=etag)
 
     def probe(self, key_prefix: str) -> AttemptReason | None:
         """Authenticate for pull on the location, reading nothing."""
@@ -403,11 +408,40 @@ class OciStore:
             )
         raise AttemptFailed(AttemptReason.UNREACHABLE, "too many redirects")
 
+    def _storage_etag(self, url: str, size: int) -> str | None:
+        """The ETag the storage behind ``url`` gives the stored bytes (one byte read), or None when it
+        gives none, answers otherwise or redirects again (then no record applies: the bytes are
+        hashed). A stored size other than the manifest's is not the artifact."""
+        refuse_link_local_resolution(url)
+        response = self._client.request("GET", url, self._timeout, {"Range": "bytes=0-0"})
+        try:
+            if response.status not in (200, 206):
+                return None
+            stored = _stored_size(response)
+            if stored is not None and stored != size:
+                raise AttemptFailed(
+                    AttemptReason.DIGEST_MISMATCH,
+                    f"the storage holds {stored} bytes, the manifest says {size}",
+                )
+            etag = (response.headers.get("ETag") or "").strip()
+            return etag or None
+        finally:
+            discard(response)
+
     def _credentials_fingerprint(self) -> str:
         return self._credentials.fingerprint() if self._credentials else "anonymous"
 
     def _refused(self) -> AttemptReason:
         return AttemptReason.CREDENTIALS_INVALID if self._credentials else AttemptReason.ACCESS_DENIED
+
+
+def _stored_size(response: urllib3.BaseHTTPResponse) -> int | None:
+    """The whole object's size from a ranged answer (``Content-Range: bytes 0-0/N``) or a full one."""
+    if response.status == 206:
+        total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("Content-Length") or ""
+    return int(length) if length.isdigit() else None
 
 
 class BlobStream:

@@ -74,6 +74,10 @@ class DirectUrl:
 
     url: str
     expires_at: datetime = field(compare=False)
+    # What the storage behind the URL calls the stored bytes (its ETag), for providers whose own
+    # description cannot tie a verification record to them: a registry names a blob by its digest
+    # whatever it holds. A record then proves the object only while that storage ETag is unchanged.
+    storage_etag: str | None = field(default=None, compare=False)
 
 
 class ObjectStream(Protocol):
