@@ -17,7 +17,7 @@ from botocore.retries.standard import ExponentialBackoff
 from hypothesis import HealthCheck, settings
 
 from tests.hardening.figures import summary_lines
-from tests.scenarios.conftest import HttpResult, Service
+from tests.scenarios.conftest import HttpResult, Service, azurite, hosted_registry  # noqa: F401 - fixtures of the isolation worlds
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext
 from tests.support.faults import FaultServer

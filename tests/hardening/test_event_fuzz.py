@@ -260,6 +260,30 @@ def test_every_field_deleted_or_of_the_wrong_type_gets_a_json_error(fuzz_app: Ap
     fuzzer.assert_clean("field mutations")
 
 
+@pytest.mark.parametrize("name", EVENT_NAMES)
+def test_every_pair_of_fields_deleted_gets_a_json_error(fuzz_app: App, name: str) -> None:
+    # Given the event file, and every two of its fields that are not one inside the other
+    event = load_event(name)
+    paths = list(field_paths(event))
+    pairs = [
+        (first, second)
+        for i, first in enumerate(paths)
+        for second in paths[i + 1 :]
+        if second[: len(first)] != first
+    ]
+    fuzzer = Fuzzer(fuzz_app)
+
+    # When both are missing at once (a handler that copes with each missing field alone may not)
+    for first, second in pairs:
+        fuzzer.check(
+            mutated(mutated(event, second, _DELETE), first, _DELETE),
+            f"{name} without {'.'.join(map(str, first))} and {'.'.join(map(str, second))}",
+        )
+
+    # Then every answer is an error of the spec's form
+    fuzzer.assert_clean("field pairs deleted")
+
+
 # ---------------------------------------------------------------------------------------------------
 # digests, methods, claims, headers, queries, whole events
 
@@ -479,7 +503,7 @@ def mutated_events(draw: st.DrawFn) -> object:
     return event
 
 
-@settings(max_examples=400)
+@settings(max_examples=1000)
 @given(event=mutated_events())
 def test_randomly_mutated_events_get_a_json_error(fuzz_app: App, event: object) -> None:
     fuzzer = Fuzzer(fuzz_app)

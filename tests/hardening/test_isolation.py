@@ -1,10 +1,12 @@
 """Tenant isolation under generated data, against the moto servers.
 
-Each case is a world generated from a seed: 2-3 orgs with 1-3 backends each (buckets drawn from a small
-pool, so orgs share buckets and one org's keys could read another's objects), some backends Invalid,
-deleted, revoked or with an unreadable secret; 2-3 artifacts stored in random buckets; mappings drawn at
-random (a few inconsistent: a mapping of one org naming another org's backend); callers of random sets
-of orgs (and strangers) asking in random modes.
+Each case is a world generated from a seed: 2-3 orgs with 1-3 backends each, of all three providers
+(S3 buckets, repositories of one hosted OCI registry, containers of one Azurite account, each drawn
+from a small pool, so orgs share buckets, registries and containers and one org's credentials could read
+another's objects), some backends Invalid, deleted, revoked or with an unreadable secret; 3-4
+artifacts stored in random places of any provider; mappings drawn at random (a few inconsistent: a
+mapping of one org naming another org's backend); callers of random sets of orgs (and strangers)
+asking in random modes.
 
 One warm app serves every world in turn, as one Lambda container serves many tenants, so its caches
 (backend rows, credentials, S3 clients, failure memory) are part of what is checked. For every request:
@@ -13,15 +15,23 @@ One warm app serves every world in turn, as one Lambda container serves many ten
 * served: through a backend of an org that holds a mapping in the caller's orgs (``X-Cas-Backend``, the
   presigned URL's key id and bucket), with exactly the artifact's bytes (body mode: every response; a
   presigned URL: the first of each world is fetched, since fetching costs a client per URL);
-* whatever the outcome: every secret read, every storage call's signing key and every attempt named
-  belongs to such a backend, and never to a deleted one.
+* a URL of a registry's storage or an Azure SAS is fetched every time and must serve the artifact's bytes;
+* whatever the outcome: every secret read, every S3 call's signing key and every attempt named belongs
+  to such a backend, and never to a deleted one. Registry and Azure calls carry only credentials from
+  secrets the service read, so the secret check covers them: no other org's credentials can reach them.
+
+Each request gets its own Lambda context (a fresh time budget), as each invocation does: one context
+shared by the whole module ran out after 25 s and turned every later request into a 504.
 
 Every breach is recorded (not just the first), then the case fails listing them all.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import random
+import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,16 +39,21 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from cas_admin.oci_push import push_artifact
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import handle
 from tests.hardening.figures import count
-from tests.scenarios.conftest import HttpResult
+from tests.scenarios.conftest import AZURE_ACCOUNT, HttpResult
+from tests.support.azure import Azurite, new_account_key, put_blob
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
-from tests.support.world import BackendRef, Tables, World, sha256_digest
+from tests.support.registry import Registry
+from tests.support.world import BackendRef, Tables, World, iso, sha256_digest
 
-WORLDS = 32
+WORLDS = 26
+CALLERS_PER_ARTIFACT = 12  # 26 worlds x 3-4 artifacts x 12 callers: more than 1,000 requests
+PROVIDERS = ("AWS-S3", "AWS-S3", "AWS-S3", "OCI", "AzureBlob")
 MODES = ("redirect", "redirect", "url", "body")
 TIMES = ("2025-01-01T00:00:00.000000Z", "2025-04-01T00:00:00.000000Z", "2025-08-01T00:00:00.000000Z")
 
@@ -49,12 +64,28 @@ class Warm:
 
     app: App
     recorder: CallRecorder
-    context: FakeLambdaContext = field(default_factory=FakeLambdaContext)
 
     def request(self, event: dict[str, Any]) -> HttpResult:
         self.recorder.clear()
-        raw = handle(event, self.context, self.app)
+        raw = handle(event, FakeLambdaContext(), self.app)  # each invocation has its own time budget
         return HttpResult(raw["statusCode"], raw["headers"], raw)
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The shared storage of every world: a hosted registry, an Azurite account."""
+
+    registry: Registry
+    azurite: Azurite
+
+    @property
+    def azure_key(self) -> str:
+        return self.azurite.accounts[AZURE_ACCOUNT][0]
+
+
+@pytest.fixture(scope="module")
+def stores(hosted_registry: Registry, azurite: Azurite) -> Stores:
+    return Stores(hosted_registry, azurite)
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +103,33 @@ class Generated:
     deleted: set[str] = field(default_factory=set)
     artifacts: dict[str, bytes] = field(default_factory=dict)  # digest -> bytes
     mappings: list[tuple[str, str, BackendRef]] = field(default_factory=list)  # (digest, org, backend)
+    containers: dict[str, str] = field(default_factory=dict)  # Azure backend id -> its container
 
 
-def generate(world: World, rng: random.Random) -> Generated:
+def generate(world: World, stores: Stores, rng: random.Random) -> Generated:
     """Draw the whole world from ``rng`` first, then build it concurrently (the draws stay in order)."""
     orgs = [world.org() for _ in range(rng.randint(2, 3))]
     generated = Generated(world, orgs)
+    pusher = stores.registry.new_user()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        buckets = list(pool.map(lambda _: world.bucket(), range(rng.randint(2, 3))))
+        places: dict[str, list[str]] = {
+            "AWS-S3": list(pool.map(lambda _: world.bucket(), range(rng.randint(2, 3)))),
+            "OCI": [stores.registry.location() for _ in range(rng.randint(1, 2))],
+            "AzureBlob": [f"iso-{uuid.uuid4().hex[:10]}" for _ in range(rng.randint(1, 2))],
+        }
+        for container in places["AzureBlob"]:
+            put_blob(stores.azurite, AZURE_ACCOUNT, stores.azure_key, container, "placeholder", b"")
 
         specs: list[dict[str, Any]] = []
         for org in orgs:
             for index in range(rng.randint(1, 3)):
+                provider = rng.choice(PROVIDERS)
                 specs.append(
                     {
                         "org": org,
                         "name": f"{org}-b{index}",
-                        "bucket": rng.choice(buckets),
+                        "provider": provider,
+                        "place": rng.choice(places[provider]),
                         "is_default": index == 0 and rng.random() < 0.8,
                         "is_fallback": index == 1 and rng.random() < 0.6,
                         "status": rng.choice([None, "OK", "Invalid"]),
@@ -99,33 +140,19 @@ def generate(world: World, rng: random.Random) -> Generated:
                     }
                 )
 
-        def create(spec: dict[str, Any]) -> BackendRef:
-            backend = world.backend(
-                spec["org"],
-                spec["name"],
-                bucket=spec["bucket"],
-                is_default=spec["is_default"],
-                is_fallback=spec["is_fallback"],
-                status=spec["status"],
-                deleted=spec["deleted"],
-                secret=spec["secret"],
-                created_at=spec["created_at"],
-            )
-            if spec["revoke"]:
-                world.revoke(backend)
-            return backend
-
-        generated.backends = list(pool.map(create, specs))
+        generated.backends = list(
+            pool.map(lambda spec: create_backend(world, stores, generated, spec), specs)
+        )
         generated.deleted = {
             b.id for b, spec in zip(generated.backends, specs, strict=True) if spec["deleted"]
         }
 
-        puts: list[tuple[str, bytes, bool]] = []
+        puts: list[tuple[str, str, bytes, bool]] = []
         maps: list[tuple[str, str, BackendRef, str]] = []
-        for index in range(rng.randint(2, 3)):
+        for index in range(rng.randint(3, 4)):
             data = f"artifact {index} of {orgs[0]} {rng.random()}\n".encode() * rng.randint(1, 50)
-            for bucket in rng.sample(buckets, rng.randint(1, 2)):
-                puts.append((bucket, data, rng.random() < 0.8))
+            for provider in rng.sample(list(places), rng.randint(1, 2)):
+                puts.append((provider, rng.choice(places[provider]), data, rng.random() < 0.8))
             digest = sha256_digest(data)
             generated.artifacts[digest] = data
             for _ in range(rng.randint(1, 3)):
@@ -134,24 +161,71 @@ def generate(world: World, rng: random.Random) -> Generated:
                 # mostly one of the org's own backends; sometimes (bad data) another org's
                 backend = rng.choice(own if own and rng.random() < 0.85 else generated.backends)
                 maps.append((digest, org, backend, rng.choice(TIMES)))
-        list(pool.map(lambda put: world.put(put[0], put[1], checksum=put[2]), puts))
+
+        def store(put: tuple[str, str, bytes, bool]) -> None:
+            provider, place, data, checksum = put
+            if provider == "AWS-S3":
+                world.put(place, data, checksum=checksum)
+            elif provider == "OCI":
+                push_artifact(place, data, "artifact.bin", pusher.name, pusher.password)
+            else:
+                put_blob(stores.azurite, AZURE_ACCOUNT, stores.azure_key, place, sha256_digest(data), data)
+
+        list(pool.map(store, puts))
         list(pool.map(lambda m: world.map(m[0], m[1], m[2], created_at=m[3]), maps))
     generated.mappings = [(digest, org, backend) for digest, org, backend, _ in maps]
     return generated
 
 
+def create_backend(world: World, stores: Stores, generated: Generated, spec: dict[str, Any]) -> BackendRef:
+    flags = {"is_default": spec["is_default"], "is_fallback": spec["is_fallback"], "status": spec["status"]}
+    if spec["provider"] == "AWS-S3":
+        backend = world.backend(
+            spec["org"], spec["name"], bucket=spec["place"], deleted=spec["deleted"], secret=spec["secret"],
+            created_at=spec["created_at"], **flags,
+        )  # fmt: skip
+        if spec["revoke"]:
+            world.revoke(backend)
+        return backend
+    if spec["provider"] == "OCI":
+        user = stores.registry.new_user()
+        secret = {"Username": user.name} if spec["secret"] == "malformed" else None
+        backend = world.oci_backend(
+            spec["org"],
+            spec["name"],
+            spec["place"],
+            user,
+            secret=secret,
+            created_at=spec["created_at"],
+            **flags,
+        )
+        if spec["revoke"]:
+            stores.registry.set_password(user, "revoked-" + uuid.uuid4().hex)
+    else:
+        key = new_account_key() if spec["revoke"] else stores.azure_key  # a key the account does not have
+        secret = {} if spec["secret"] == "malformed" else {"AccountKey": key}
+        location = stores.azurite.location(AZURE_ACCOUNT, spec["place"])
+        backend = world.azure_backend(
+            spec["org"], spec["name"], location, secret, created_at=spec["created_at"], **flags
+        )
+        generated.containers[backend.id] = spec["place"]
+    if spec["deleted"]:
+        world.update_backend(backend, deleted_at=iso(dt.datetime.now(dt.UTC)))
+    return backend
+
+
 def caller_sets(generated: Generated, rng: random.Random) -> list[list[str]]:
     everyone = [*generated.orgs, "org-stranger"]
-    return [rng.sample(everyone, rng.randint(1, 2)) for _ in range(3)]
+    return [rng.sample(everyone, rng.randint(1, 2)) for _ in range(CALLERS_PER_ARTIFACT)]
 
 
 @pytest.mark.parametrize("seed", range(WORLDS))
 def test_a_caller_is_served_only_its_orgs_digests_through_its_orgs_backends(
-    world: World, warm: Warm, seed: int
+    world: World, warm: Warm, stores: Stores, seed: int
 ) -> None:
     # Given a generated world
     rng = random.Random(seed)
-    generated = generate(world, rng)
+    generated = generate(world, stores, rng)
     violations: list[str] = []
     cases = 0
     fetch = [True]  # fetch the first presigned URL of the world
@@ -166,6 +240,12 @@ def test_a_caller_is_served_only_its_orgs_digests_through_its_orgs_backends(
             # Then nothing crosses the tenants' boundary
             violations += breaches(generated, digest, data, callers, mode, response, warm.recorder, fetch)
             count(f"isolation: answered {response.status}")
+            if response.status == 504:
+                count("isolation: deadline answers (checked like any other)")
+            served = response.headers.get("X-Cas-Backend")
+            provider = next((b.provider for b in generated.backends if b.name == served), None)
+            if provider and response.status < 400:
+                count(f"isolation: served through {provider}")
 
     count("isolation: worlds", 1)
     count("isolation: requests checked", cases)
@@ -226,6 +306,9 @@ def breaches(
             found.append(f"{label}: body is not the artifact's bytes")
         return found
     url = response.headers["Location"] if mode == "redirect" else response.json["url"]
+    backend = next(b for b in allowed if b.name == served_by)
+    if backend.provider != "AWS-S3":
+        return found + foreign_url_breaches(generated, backend, url, data, label)
     key_id = parse_qs(urlsplit(url).query)["X-Amz-Credential"][0].split("/", 1)[0]
     if key_id not in allowed_keys:
         found.append(f"{label}: URL signed with a key outside the holding orgs")
@@ -237,4 +320,20 @@ def breaches(
         fetched = world.fetch_presigned(url)
         if fetched.status != 200 or fetched.body != data:
             found.append(f"{label}: the URL does not serve the artifact's bytes ({fetched.status})")
+    return found
+
+
+def foreign_url_breaches(
+    generated: Generated, backend: BackendRef, url: str, data: bytes, label: str
+) -> list[str]:
+    """A registry's storage URL or an Azure SAS: into the serving backend's own container (Azure), and
+    serving exactly the artifact's bytes (always fetched: these URLs need no World to check them)."""
+    found = []
+    if backend.provider == "AzureBlob":
+        container = urlsplit(url).path.lstrip("/").split("/")[1]
+        if container != generated.containers[backend.id]:
+            found.append(f"{label}: SAS into container {container!r}, not the serving backend's")
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        if answer.read() != data:
+            found.append(f"{label}: the {backend.provider} URL does not serve the artifact's bytes")
     return found
