@@ -60,6 +60,12 @@ def registry() -> SecretRegistry:
             "Authorization: AWS4-HMAC-SHA256 Credential=x, SignedHeaders=host, Signature=" + "ab" * 32,
             "request_signature",
         ),
+        (
+            "https://acct.blob.core.windows.net/c/b?sv=2024-08-04&sp=r&sig=Zm9vYmFyYmF6cXV4%2Bq%3D",
+            "sas_signature",
+        ),
+        ("Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl", "bearer_token"),
+        ("Authorization: Basic dXNlci0xMjM0OnBhc3N3b3JkLTU2Nzg=", "basic_credentials"),
     ],
 )
 def test_registered_and_recognisable_secrets_are_found_wherever_they_sit(
@@ -74,6 +80,8 @@ def test_output_without_secrets_is_clean(registry: SecretRegistry) -> None:
         '{"level":"INFO","message":"download request","digest":"sha256:' + "ab" * 32 + '",'
         '"attempts":[{"backend_id":"1a83fe63-240d-4145-9f9a-8956ee095f48","reason":"credentials_invalid"}],'
         '"served_by":{"name":"AKIAZZZZZZZZ-lookalike"}} X-Amz-Expires=300 AKIAZZZZZZZZTESTKEY2'
+        ' WWW-Authenticate: Bearer realm="https://auth.example/token",service="registry"'
+        " Authorization: Bearer local:org-a,org-b sp=r&se=2026-01-01"
     )
     assert registry.find(text) == []
 

@@ -31,6 +31,10 @@ GENERIC_PATTERNS = (
     ("url_signature", re.compile(r"(?i)x-amz-signature=[0-9a-f]{16,}")),
     ("session_token", re.compile(r"(?i)x-amz-security-token=[^&\s\"'<>]{8,}")),
     ("request_signature", re.compile(r"\bSignature=[0-9a-f]{64}\b")),
+    # Azure SAS signatures, and registry (or Entra ID) credentials in an Authorization header
+    ("sas_signature", re.compile(r"(?i)[?&]sig=[A-Za-z0-9%+/=]{16,}")),
+    ("bearer_token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}")),
+    ("basic_credentials", re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/]{16,}")),
 )
 # Secret JSON keys (normalized as the service does: lower case, no "_"/"-") whose values are secret.
 CREDENTIAL_KEYS = {

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -45,6 +46,8 @@ _PUBLIC_SUFFIX = "blob.core.windows.net"
 # A user delegation key is asked for this long, and replaced when less than a URL's lifetime is left.
 _DELEGATION_KEY_LIFETIME = timedelta(hours=1)
 _DELEGATION_KEY_MARGIN = timedelta(minutes=5)
+# Azure refuses a request whose date is more than 15 minutes from its clock.
+_SKEW_TOLERANCE = timedelta(minutes=15)
 
 _CREDENTIAL_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo"})
 _DENIED_CODES = frozenset(
@@ -373,6 +376,10 @@ def classify(error: BaseException) -> AttemptReason:
     """An Azure answer as the spec's reason, by its error code first (as Azure answers)."""
     code = getattr(error, "error_code", None)
     status = _status(error)
+    if code == "AuthenticationFailed" and _clock_skewed(error):
+        # Our clock, not the key: a HEAD carries no detail, but Azure's Date says it (as S3's
+        # RequestTimeTooSkewed, a refusal, never a reason to mark a healthy backend Invalid)
+        return AttemptReason.ACCESS_DENIED
     if code in _CREDENTIAL_CODES:
         return AttemptReason.CREDENTIALS_INVALID
     if code == "AuthorizationFailure" and _AZURITE_SIGNATURE_REFUSAL in str(getattr(error, "message", error)):
@@ -395,10 +402,27 @@ def classify(error: BaseException) -> AttemptReason:
         return AttemptReason.ACCESS_DENIED
     if status == 404:
         return AttemptReason.NOT_FOUND
-    if isinstance(error, ServiceRequestTimeoutError | ServiceResponseTimeoutError):
+    # A read that times out mid-body arrives wrapped (HttpResponseError, the timeout as its cause)
+    inner = getattr(error, "inner_exception", None) or error.__cause__
+    if isinstance(error, ServiceRequestTimeoutError | ServiceResponseTimeoutError) or isinstance(
+        inner, ServiceRequestTimeoutError | ServiceResponseTimeoutError
+    ):
         return AttemptReason.TIMEOUT
     # ServiceRequestError (connect), ServiceResponseError (read), 5xx and anything else
     return AttemptReason.UNREACHABLE
+
+
+def _clock_skewed(error: BaseException) -> bool:
+    """Whether the answer's Date is further from our clock than Azure accepts a request's date."""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        answered_at = parsedate_to_datetime(headers.get("Date") or "")
+    except (TypeError, ValueError):
+        return False
+    if answered_at.tzinfo is None:
+        return False
+    return abs(answered_at - datetime.now(UTC)) > _SKEW_TOLERANCE
 
 
 def describe_error(error: BaseException) -> str:
