@@ -7,7 +7,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 BOOTSTRAP_PYTHON ?= python3
-SOURCES := functions tests scripts tools benchmarks
+SOURCES := functions tests scripts tools benchmarks mutation
 VALIDATE_REGION ?= us-east-1
 PYTEST_ARGS ?=
 DEPLOY_ARGS ?= --guided
@@ -32,7 +32,7 @@ CHECKOV_BIN := .local/checkov/bin/checkov
 # Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with npm.
 AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
 
-.PHONY: help venv registry azurite lint format typecheck template security test package-check check build deploy clean run invoke bench bench-sync load
+.PHONY: help venv registry azurite lint format typecheck template security test package-check check build deploy clean run invoke bench bench-sync load mutate
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
@@ -50,6 +50,7 @@ help:
 	@echo "make package-check  sam build into a temp dir, report sizes, check the artifacts"
 	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
 	@echo "make bench-sync     the Chainloop sync: 10,000 and 100,000 mappings, real PostgreSQL, moto (~5 min): BENCHMARKS.md §8"
+	@echo "make mutate         mutation testing (cosmic-ray, ~1 h): proof/classification must kill all; logic/ score"
 	@echo "make load           the local HTTP server under a bounded concurrent load (~45 s): errors, p50/p99, memory (LOAD_ARGS=...)"
 	@echo "make build          sam build into .aws-sam/build"
 	@echo "make deploy         sam build + sam deploy $(DEPLOY_ARGS)"
@@ -127,6 +128,22 @@ bench: venv
 # Not a test, not in CI: the Chainloop sync at scale (benchmarks/chainloop_sync.py, BENCH_SYNC_ARGS=...).
 bench-sync: venv
 	"$(BIN)/python" -m benchmarks.chainloop_sync $(BENCH_SYNC_ARGS)
+
+# Not in CI (slow): mutation testing with cosmic-ray (its own venv, .local/cosmic-ray) on a copy of the
+# last commit. proof: every mutant of the proof and classification functions must be killed (exit 1
+# otherwise); logic: the score of logic/ on a fixed 20 % sample (MUTATE_SAMPLE=1 for all of it).
+COSMIC_RAY_VERSION ?= 8.7.0
+COSMIC_RAY := .local/cosmic-ray/bin/cosmic-ray
+MUTATE_SAMPLE ?= 0.2
+
+mutate: venv $(COSMIC_RAY)
+	.local/cosmic-ray/bin/python mutation/run.py proof
+	.local/cosmic-ray/bin/python mutation/run.py logic --sample $(MUTATE_SAMPLE)
+
+$(COSMIC_RAY):
+	test -x .local/cosmic-ray/bin/python || "$(BOOTSTRAP_PYTHON)" -m venv .local/cosmic-ray
+	.local/cosmic-ray/bin/python -m pip install --quiet "cosmic-ray==$(COSMIC_RAY_VERSION)"
+	test -x "$@"
 
 # Not in CI (tests/local/test_load.py runs it small): cas-local run on 127.0.0.1 under 8 clients, 2,000
 # requests or 30 s; exit 1 on an error, a lost request or RSS growth (benchmarks/load.py).

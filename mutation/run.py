@@ -1,0 +1,161 @@
+"""``make mutate``: mutation testing with cosmic-ray against the fast unit layer (no servers).
+
+    .local/cosmic-ray/bin/python mutation/run.py proof|logic [--sample FRACTION]
+
+Runs in cosmic-ray's own venv (``make mutate`` creates it). cosmic-ray mutates source files in place,
+one mutant at a time, so it works on a copy of the last commit (``build/mutation-tree``, imported
+first through ``PYTHONPATH``): the working tree is never touched, and other work can go on meanwhile.
+Each mutant runs the config's ``test-command`` (the project venv's pytest).
+
+* ``proof``: the functions that prove bytes and classify providers' answers (mutation/proof.toml,
+  ``[select]``): every mutant must be killed.
+* ``logic``: the whole of ``logic/`` (mutation/logic.toml): a score, on a fixed sample when
+  ``--sample`` is given (each mutant costs a pytest run).
+
+Mutants outside the selected functions are marked skipped before the run; the report names every
+survivor by file, line, enclosing function and operator. Not part of CI: it takes minutes to hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+from cosmic_ray.work_db import WorkDB, use_db
+from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def function_ranges(path: Path) -> dict[str, tuple[int, int]]:
+    """``qualified name -> (first line, last line)`` of every function and method of a module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    ranges: dict[str, tuple[int, int]] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                ranges[f"{prefix}{child.name}"] = (child.lineno, child.end_lineno or child.lineno)
+                visit(child, f"{prefix}{child.name}.")
+
+    visit(tree, "")
+    return ranges
+
+
+def enclosing(ranges: dict[str, tuple[int, int]], line: int) -> str:
+    inside = [(end - start, name) for name, (start, end) in ranges.items() if start <= line <= end]
+    return min(inside)[1] if inside else "<module>"
+
+
+def select(db: WorkDB, selected: dict[str, list[str]], sample: float | None, seed: int) -> int:
+    """Skip every mutant outside the selected functions (all of a module when its list is empty),
+    then keep a fixed random ``sample`` of the rest. Returns how many remain."""
+    ranges = {path: function_ranges(ROOT / path) for path in selected}
+    rng = random.Random(seed)
+    skipped, kept = [], 0
+    for item in db.pending_work_items:
+        (mutation,) = item.mutations
+        path = str(Path(mutation.module_path))
+        wanted = selected.get(path)
+        name = enclosing(ranges[path], mutation.start_pos[0]) if path in ranges else "<module>"
+        inside = path in selected and (not wanted or name in wanted or name.split(".")[0] in wanted)
+        if not inside or (sample is not None and rng.random() >= sample):
+            skipped.append(item.job_id)
+        else:
+            kept += 1
+    if skipped:
+        db.set_multiple_results(
+            skipped, WorkResult(output="not selected", worker_outcome=WorkerOutcome.SKIPPED)
+        )
+    return kept
+
+
+def report(db: WorkDB, selected: dict[str, list[str]]) -> int:
+    ranges = {path: function_ranges(ROOT / path) for path in selected}
+    outcomes: Counter[str] = Counter()
+    survivors: list[str] = []
+    for item, result in db.completed_work_items:
+        if result.worker_outcome is WorkerOutcome.SKIPPED:
+            continue
+        (mutation,) = item.mutations
+        if result.worker_outcome is not WorkerOutcome.NORMAL:
+            outcomes[str(result.worker_outcome.value)] += 1
+            continue
+        outcomes[str(result.test_outcome.value)] += 1
+        if result.test_outcome is TestOutcome.SURVIVED:
+            path = str(Path(mutation.module_path))
+            function = enclosing(ranges.get(path, {}), mutation.start_pos[0])
+            survivors.append(
+                f"  {path}:{mutation.start_pos[0]} {function}: {mutation.operator_name} #{mutation.occurrence}"
+            )
+    killed = outcomes.get(TestOutcome.KILLED.value, 0) + outcomes.get(TestOutcome.INCOMPETENT.value, 0)
+    total = killed + outcomes.get(TestOutcome.SURVIVED.value, 0)
+    print(f"mutants run: {total}; killed: {killed}; survived: {len(survivors)}; other: {dict(outcomes)}")
+    if total:
+        print(f"score: {100.0 * killed / total:.1f} % killed")
+    if survivors:
+        print("survivors:")
+        print("\n".join(sorted(survivors)))
+    return len(survivors)
+
+
+def copy_of_last_commit(tree: Path, config_path: Path) -> Path:
+    """``git archive HEAD`` into ``tree``, and the config there with the project venv's python."""
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    python = str(ROOT / ".venv" / "bin" / "python")
+    text = config_path.read_text(encoding="utf-8").replace('".venv/bin/python ', f'"{python} ')
+    copy = tree / "mutation" / config_path.name
+    copy.write_text(text, encoding="utf-8")
+    return copy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("target", choices=["proof", "logic"])
+    parser.add_argument(
+        "--sample", type=float, default=None, help="fraction of the mutants to run (fixed seed)"
+    )
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--report-only", action="store_true", help="report the last session, run nothing")
+    args = parser.parse_args(argv)
+
+    config_path = ROOT / "mutation" / f"{args.target}.toml"
+    config = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    tree = ROOT / "build" / "mutation-tree"
+    selected: dict[str, list[str]] = config.get("select", {}).get("functions") or {
+        path: [] for path in config["cosmic-ray"]["module-path"]
+    }
+    session = ROOT / "build" / f"mutation-{args.target}.sqlite"
+    if not args.report_only:
+        session.parent.mkdir(parents=True, exist_ok=True)
+        session.unlink(missing_ok=True)
+        config_copy = copy_of_last_commit(tree, config_path)
+        env = {**os.environ, "PYTHONPATH": str(tree / "functions")}
+        cosmic_ray = str(BIN / "cosmic-ray")
+        subprocess.run([cosmic_ray, "init", str(config_copy), str(session)], check=True, cwd=tree, env=env)
+        with use_db(str(session)) as db:
+            print(f"{select(db, selected, args.sample, args.seed)} mutants selected", flush=True)
+        # a clean baseline first: the tests must pass on the unmutated copy
+        subprocess.run([cosmic_ray, "baseline", str(config_copy)], check=True, cwd=tree, env=env)
+        subprocess.run([cosmic_ray, "exec", str(config_copy), str(session)], check=True, cwd=tree, env=env)
+    with use_db(str(session)) as db:
+        survived = report(db, selected)
+    return 1 if args.target == "proof" and survived else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
