@@ -53,6 +53,24 @@ def function_ranges(path: Path) -> dict[str, tuple[int, int]]:
     return ranges
 
 
+def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the module's annotations are: with ``from __future__ import annotations`` they are never
+    evaluated, so a mutant inside one is equivalent and not counted."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    spans = []
+    for node in ast.walk(tree):
+        found: list[ast.expr | None] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append(node.returns)
+        elif isinstance(node, ast.arg | ast.AnnAssign):
+            found.append(node.annotation)
+        for annotation in found:
+            if annotation is not None and annotation.end_lineno is not None:
+                end = (annotation.end_lineno, annotation.end_col_offset or 0)
+                spans.append(((annotation.lineno, annotation.col_offset), end))
+    return spans
+
+
 def enclosing(ranges: dict[str, tuple[int, int]], line: int) -> str:
     inside = [(end - start, name) for name, (start, end) in ranges.items() if start <= line <= end]
     return min(inside)[1] if inside else "<module>"
@@ -62,6 +80,7 @@ def select(db: WorkDB, selected: dict[str, list[str]], sample: float | None, see
     """Skip every mutant outside the selected functions (all of a module when its list is empty),
     then keep a fixed random ``sample`` of the rest. Returns how many remain."""
     ranges = {path: function_ranges(ROOT / path) for path in selected}
+    annotations = {path: annotation_spans(ROOT / path) for path in selected}
     rng = random.Random(seed)
     skipped, kept = [], 0
     for item in db.pending_work_items:
@@ -70,7 +89,9 @@ def select(db: WorkDB, selected: dict[str, list[str]], sample: float | None, see
         wanted = selected.get(path)
         name = enclosing(ranges[path], mutation.start_pos[0]) if path in ranges else "<module>"
         inside = path in selected and (not wanted or name in wanted or name.split(".")[0] in wanted)
-        if not inside or (sample is not None and rng.random() >= sample):
+        start = tuple(mutation.start_pos)
+        in_annotation = any(first <= start < last for first, last in annotations.get(path, []))
+        if not inside or in_annotation or (sample is not None and rng.random() >= sample):
             skipped.append(item.job_id)
         else:
             kept += 1

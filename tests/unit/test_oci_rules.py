@@ -3,6 +3,7 @@ redirect targets."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -163,3 +164,60 @@ def test_the_stored_size_comes_from_content_range_or_content_length() -> None:
     assert oci._stored_size(_Answer(206, {"Content-Range": "bytes 0-0/*"})) is None  # type: ignore[arg-type]
     assert oci._stored_size(_Answer(200, {"Content-Length": "77"})) == 77  # type: ignore[arg-type]
     assert oci._stored_size(_Answer(200, {})) is None  # type: ignore[arg-type]
+
+
+LAYER_DIGEST = "sha256:" + "ab" * 32
+MEDIA = "application/vnd.oci.image.manifest.v1+json"
+
+
+def manifest(**changes: object) -> bytes:
+    document: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA,
+        "layers": [{"mediaType": "application/octet-stream", "digest": LAYER_DIGEST, "size": 12}],
+    }
+    document.update(changes)
+    return json.dumps({k: v for k, v in document.items() if v is not None}).encode()
+
+
+def test_chainloops_single_layer_manifest_names_the_artifact() -> None:
+    assert oci._single_layer(manifest(), None, LAYER_DIGEST)["size"] == 12
+
+
+def test_a_manifest_without_its_media_type_is_read_by_its_content_type() -> None:
+    body = manifest(mediaType=None)
+    assert oci._single_layer(body, f"{MEDIA}; charset=utf-8", LAYER_DIGEST)["digest"] == LAYER_DIGEST
+    assert oci._single_layer(body, MEDIA, LAYER_DIGEST)["digest"] == LAYER_DIGEST
+    with pytest.raises(AttemptFailed) as refused:
+        oci._single_layer(body, "application/vnd.docker.distribution.manifest.v2+json", LAYER_DIGEST)
+    assert refused.value.reason is AttemptReason.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (manifest(mediaType="application/vnd.oci.image.index.v1+json"), AttemptReason.NOT_FOUND),
+        (manifest(layers=[]), AttemptReason.NOT_FOUND),
+        (manifest(layers=[{"digest": LAYER_DIGEST, "size": 12}] * 2), AttemptReason.NOT_FOUND),
+        (manifest(layers=[{"digest": "sha256:" + "cd" * 32, "size": 12}]), AttemptReason.NOT_FOUND),
+        (manifest(layers=["not an object"]), AttemptReason.NOT_FOUND),
+        (manifest(layers={"digest": LAYER_DIGEST}), AttemptReason.NOT_FOUND),
+        (manifest(layers=[{"digest": LAYER_DIGEST, "size": -1}]), AttemptReason.UNREACHABLE),
+        (manifest(layers=[{"digest": LAYER_DIGEST, "size": True}]), AttemptReason.UNREACHABLE),
+        (manifest(layers=[{"digest": LAYER_DIGEST, "size": "12"}]), AttemptReason.UNREACHABLE),
+        (manifest(layers=[{"digest": LAYER_DIGEST}]), AttemptReason.UNREACHABLE),
+        (b"[1, 2]", AttemptReason.UNREACHABLE),
+        (b"not json", AttemptReason.UNREACHABLE),
+    ],
+)
+def test_anything_but_that_manifest_is_refused_with_its_reason(body: bytes, reason: AttemptReason) -> None:
+    with pytest.raises(AttemptFailed) as refused:
+        oci._single_layer(body, None, LAYER_DIGEST)
+    assert refused.value.reason is reason
+
+
+def test_a_zero_size_layer_is_an_artifact_too() -> None:
+    assert (
+        oci._single_layer(manifest(layers=[{"digest": LAYER_DIGEST, "size": 0}]), None, LAYER_DIGEST)["size"]
+        == 0
+    )

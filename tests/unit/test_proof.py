@@ -4,6 +4,7 @@ character only is refused (stream hash, base64 stream, S3 checksum, verification
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -93,3 +94,28 @@ def test_a_verification_record_of_a_digest_one_hex_character_off_proves_nothing(
     tables: Any = _RecordTables(record)
     assert record_proves(tables, record.object_id, head.etag, head.size, f"sha256:{TRUE_HEX}") is True
     assert record_proves(tables, record.object_id, head.etag, head.size, f"sha256:{expected_hex}") is False
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, True),
+        ({"checksum_type": None}, True),  # older answers carry no type: a full-object checksum
+        ({"checksum_type": "full_object"}, True),
+        ({"checksum_type": "COMPOSITE"}, None),
+        ({"checksum_type": "ANOTHER_TYPE"}, None),  # sorts before FULL_OBJECT
+        ({"checksum_type": "ZZZ_TYPE"}, None),  # sorts after it
+        ({"checksum_sha256": None}, None),
+        ({"checksum_sha256": ""}, None),
+        ({"etag": '"0123456789abcdef0123456789abcdef-3"'}, None),  # a multipart upload
+        ({"checksum_sha256": "not base64!"}, None),
+        ({"checksum_sha256": base64.b64encode(b"short").decode()}, None),
+    ],
+)
+def test_only_a_full_object_sha256_checksum_proves_anything(
+    changes: dict[str, Any], expected: bool | None
+) -> None:
+    # Given S3's answer for the true bytes, changed in one way
+    head = dataclasses.replace(head_with_checksum(DATA), **changes)
+    # Then only a full-object SHA-256 of the right size proves them; anything else is no proof at all
+    assert checksum_proof(head, TRUE_HEX) is expected
