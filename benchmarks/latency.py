@@ -49,11 +49,12 @@ class Samples:
         return sum(self.wall_s)
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (p99 of 500 samples is the 495th smallest)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100.0 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
+def percentile(values: Sequence[float], pct: int) -> float:
+    """The ``pct``-th percentile (1-99) of the samples: the standard library's ``statistics.quantiles``
+    (inclusive method: interpolated between the two nearest samples)."""
+    if len(values) == 1:
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 def interleaved(

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.env import ROOT, Machine
+from benchmarks.latency import percentile
 from cas_local.moto import PREEXEC
 from cas_local.stack import StackEndpoints
 
@@ -456,12 +457,6 @@ class Sampler:
 
 
 # ----------------------------------------------------------------------------------------- report
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest rank: the smallest value with at least ``p`` % of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 @dataclass

@@ -3,9 +3,10 @@
     .local/cosmic-ray/bin/python mutation/run.py proof|logic [--sample FRACTION]
 
 Runs in cosmic-ray's own venv (``make mutate`` creates it). cosmic-ray mutates source files in place,
-one mutant at a time, so it works on a copy of the last commit (``build/mutation-tree``, imported
-first through ``PYTHONPATH``): the working tree is never touched, and other work can go on meanwhile.
-Each mutant runs the config's ``test-command`` (the project venv's pytest).
+one mutant at a time, so it works on a copy of the last commit, one per target
+(``build/mutation-tree-<target>``, imported first through ``PYTHONPATH``): the working tree is never
+touched, and other work can go on meanwhile. Each mutant runs the config's ``test-command`` (the
+project venv's pytest).
 
 * ``proof``: the functions that prove bytes and classify providers' answers (mutation/proof.toml,
   ``[select]``): every mutant must be killed.
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config_path = ROOT / "mutation" / f"{args.target}.toml"
     config = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    tree = ROOT / "build" / "mutation-tree"
+    tree = ROOT / "build" / f"mutation-tree-{args.target}"  # one per target: both can run at once
     selected: dict[str, list[str]] = config.get("select", {}).get("functions") or {
         path: [] for path in config["cosmic-ray"]["module-path"]
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from email.errors import HeaderParseError
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from urllib.parse import quote
 
 _MAX_FILENAME_LENGTH = 255
@@ -27,6 +27,15 @@ def decode_filename(raw: str | None) -> str | None:
     if text in {"", ".", ".."}:
         return None
     return text[:_MAX_FILENAME_LENGTH]
+
+
+def encode_filename(filename: str) -> str:
+    """What writers of metadata (cas-admin, the local demo, the tests) store for a filename: ASCII as
+    it is, anything else one RFC 2047 encoded word (``email.header``), never folded (metadata is one
+    line). :func:`decode_filename` reads both."""
+    if filename.isascii() and filename.isprintable():
+        return filename
+    return Header(filename, "utf-8", maxlinelen=1_000_000).encode()
 
 
 def content_disposition(filename: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cas_admin.artifacts import _Progress
+from cas_admin.artifacts import progress_bar
 from cas_admin.cli import build_parser
 from cas_admin.cli import main as admin_main
 from cas_local.seed import BACKEND_POLICY_NAME
@@ -258,11 +258,12 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_progress_bar_draws_on_a_stream() -> None:
     stream = io.StringIO()
-    bar = _Progress(4 * 1024 * 1024, out=stream)
-    bar.update(1024 * 1024)
-    bar.finish()
-    assert "100%" in stream.getvalue()
-    assert "4.0/4.0 MiB" in stream.getvalue()
+    bar = progress_bar(4 * 1024 * 1024, "notes.txt", out=stream)
+    for _ in range(4):
+        bar.update(1024 * 1024)
+    bar.close()
+    assert "notes.txt: 100%" in stream.getvalue()
+    assert "4.00M/4.00M" in stream.getvalue()
 
 
 def test_console_scripts_are_installed() -> None:

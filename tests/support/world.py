@@ -29,6 +29,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from cas_download.data.items import to_item, to_value
+from cas_download.filenames import encode_filename
 from cas_local.presign import verify_presigned
 
 from .hygiene import register as register_secret
@@ -66,13 +68,6 @@ def b64_sha256(data: bytes) -> str:
 def iso(moment: dt.datetime) -> str:
     """ISO 8601 UTC with a ``Z``, the form the control plane writes."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def rfc2047(filename: str) -> str:
-    """S3 metadata is ASCII: encode a non-ASCII name as ``=?UTF-8?B?...?=``; ASCII passes unchanged."""
-    if filename.isascii():
-        return filename
-    return "=?UTF-8?B?" + base64.b64encode(filename.encode()).decode() + "?="
 
 
 def _unique(prefix: str) -> str:
@@ -353,7 +348,7 @@ class World:
 
     def put_backend_row(self, row: Mapping[str, Any]) -> None:
         """Write a raw Backends row (plain Python values; None values are left out)."""
-        self.dynamodb.put_item(TableName=self.tables.backends, Item=to_dynamo(row))
+        self.dynamodb.put_item(TableName=self.tables.backends, Item=to_item(row))
 
     def update_backend(self, backend: BackendRef, **attrs: Any) -> None:
         """Set (or, with None, remove) attributes of a backend row, e.g. ``validation_status="Invalid"``,
@@ -374,9 +369,7 @@ class World:
             "ExpressionAttributeNames": names,
         }
         if sets:
-            kwargs["ExpressionAttributeValues"] = {
-                f":v{i}": to_dynamo_value(v) for i, v in enumerate(sets.values())
-            }
+            kwargs["ExpressionAttributeValues"] = {f":v{i}": to_value(v) for i, v in enumerate(sets.values())}
         self.dynamodb.update_item(**kwargs)
 
     def delete_backend_row(self, backend: BackendRef) -> None:
@@ -511,7 +504,7 @@ class World:
             "created_at": _as_iso(created_at) or iso(dt.datetime.now(dt.UTC)),
             "workflow_run_id": workflow_run_id,
         }
-        self.dynamodb.put_item(TableName=self.tables.mappings, Item=to_dynamo(row))
+        self.dynamodb.put_item(TableName=self.tables.mappings, Item=to_item(row))
 
     def _locate(self, target: BackendRef | str, digest: str, key_prefix: str | None) -> tuple[str, str]:
         if isinstance(target, BackendRef):
@@ -538,7 +531,7 @@ class World:
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
         meta = dict(metadata or {})
         if filename is not None:
-            meta["filename"] = rfc2047(filename)
+            meta["filename"] = encode_filename(filename)
         if meta:
             args["Metadata"] = meta
         if content_type is not None:
@@ -717,30 +710,6 @@ def _secret_string(secret: SecretSpec, key_id: str, key_secret: str) -> str:
     )
 
 
-def to_dynamo_value(value: Any) -> dict[str, Any]:
-    """A plain Python value as a DynamoDB attribute value (str, bool, int/float, list, dict)."""
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, int | float):
-        return {"N": str(value)}
-    if isinstance(value, bytes):
-        return {"B": value}
-    if isinstance(value, list | tuple):
-        return {"L": [to_dynamo_value(v) for v in value]}
-    if isinstance(value, Mapping):
-        return {"M": {k: to_dynamo_value(v) for k, v in value.items()}}
-    if value is None:
-        return {"NULL": True}
-    raise TypeError(f"no DynamoDB form for {type(value).__name__}")
-
-
-def to_dynamo(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row of plain values as a DynamoDB item; None values are left out."""
-    return {k: to_dynamo_value(v) for k, v in row.items() if v is not None}
-
-
 __all__ = [
     "ACCOUNT_ID",
     "BackendRef",
@@ -752,7 +721,5 @@ __all__ = [
     "b64_sha256",
     "iso",
     "read_policy",
-    "rfc2047",
     "sha256_digest",
-    "to_dynamo",
 ]

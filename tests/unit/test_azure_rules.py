@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -123,6 +125,41 @@ def http_error(code: str | None, status: int, cls: type[HttpResponseError] = Htt
 )
 def test_an_azure_answer_has_one_reason(error: Exception, reason: AttemptReason) -> None:
     assert azure.classify(error) is reason
+
+
+@pytest.mark.parametrize(
+    ("offset", "reason"),
+    [
+        (timedelta(0), AttemptReason.CREDENTIALS_INVALID),
+        (timedelta(minutes=14), AttemptReason.CREDENTIALS_INVALID),
+        (timedelta(minutes=16), AttemptReason.ACCESS_DENIED),
+        (-timedelta(hours=1), AttemptReason.ACCESS_DENIED),
+    ],
+    ids=["same-clock", "14-minutes", "16-minutes", "an-hour-behind"],
+)
+def test_an_authentication_refusal_is_our_clock_only_when_azures_date_is_beyond_its_tolerance(
+    offset: timedelta, reason: AttemptReason
+) -> None:
+    # Given AuthenticationFailed (a HEAD: no detail) answered at Azure's time, ours plus ``offset``
+    error = http_error("AuthenticationFailed", 403)
+    answered = datetime.now(UTC) + offset
+    error.response = SimpleNamespace(headers={"Date": format_datetime(answered, usegmt=True)})
+    # Then beyond Azure's 15 minutes it is a clock skew (refused), within them the credentials
+    assert azure.classify(error) is reason
+
+
+@pytest.mark.parametrize("date", ["", "not a date", "Mon, 30 Nov 2026 21:00:00"])
+def test_an_unreadable_date_is_not_a_clock_skew(date: str) -> None:
+    error = http_error("AuthenticationFailed", 403)
+    error.response = SimpleNamespace(headers={"Date": date})
+    assert azure.classify(error) is AttemptReason.CREDENTIALS_INVALID
+
+
+def test_a_read_timing_out_mid_body_is_a_timeout() -> None:
+    # the storage SDK wraps it: an HttpResponseError whose inner exception is the timeout
+    wrapped = HttpResponseError(message="Read timed out.")
+    wrapped.inner_exception = ServiceResponseTimeoutError(message="Read timed out.")
+    assert azure.classify(wrapped) is AttemptReason.TIMEOUT
 
 
 def test_a_token_request_that_never_got_an_answer_is_unreachable_not_a_refusal() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cas_download.filenames import content_disposition, decode_filename
+from cas_download.filenames import content_disposition, decode_filename, encode_filename
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,15 @@ def test_non_ascii_filename_adds_an_rfc5987_parameter() -> None:
 
 def test_a_name_with_no_ascii_at_all_still_has_a_fallback() -> None:
     assert content_disposition("报告.pdf").startswith('attachment; filename=".pdf"; filename*=UTF-8')
+
+
+@pytest.mark.parametrize(
+    "name", ["plain.txt", "résumé.pdf", "報告書.tar.gz", "x" * 40 + "é" * 120 + ".bin", "tab\there.txt"]
+)
+def test_an_encoded_filename_is_one_ascii_line_that_decodes_back(name: str) -> None:
+    encoded = encode_filename(name)
+    assert encoded.isascii()
+    assert "\n" not in encoded
+    assert "\r" not in encoded
+    expected = name.replace("\t", "")  # control characters are dropped on the way back
+    assert decode_filename(encoded) == expected

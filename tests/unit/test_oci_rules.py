@@ -200,6 +200,7 @@ def test_a_manifest_without_its_media_type_is_read_by_its_content_type() -> None
         (manifest(layers=[]), AttemptReason.NOT_FOUND),
         (manifest(layers=[{"digest": LAYER_DIGEST, "size": 12}] * 2), AttemptReason.NOT_FOUND),
         (manifest(layers=[{"digest": "sha256:" + "cd" * 32, "size": 12}]), AttemptReason.NOT_FOUND),
+        (manifest(layers=[{"digest": "sha256:" + "00" * 32, "size": 12}]), AttemptReason.NOT_FOUND),
         (manifest(layers=["not an object"]), AttemptReason.NOT_FOUND),
         (manifest(layers={"digest": LAYER_DIGEST}), AttemptReason.NOT_FOUND),
         (manifest(layers=[{"digest": LAYER_DIGEST, "size": -1}]), AttemptReason.UNREACHABLE),

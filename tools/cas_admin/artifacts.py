@@ -11,7 +11,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,7 +30,7 @@ from cas_download.data.storage.oci import credentials_from_secret as oci_credent
 from cas_download.digests import digest_hex, parse_digest
 from cas_download.domain import AttemptFailed, Backend, Mapping, Provider
 from cas_download.errors import InvalidDigest
-from cas_download.filenames import decode_filename
+from cas_download.filenames import decode_filename, encode_filename
 from cas_download.logic.candidates import holding_orgs, plan_candidates
 
 _CHUNK = 1024 * 1024
@@ -46,13 +45,6 @@ def canonical_digest(raw: str) -> str:
         return parse_digest(raw)
     except InvalidDigest:
         raise UsageError(f"bad digest {raw!r}: expected sha256:<64 hex> or 64 hex characters") from None
-
-
-def rfc2047(filename: str) -> str:
-    """S3 metadata is ASCII: a non-ASCII name is sent as one RFC 2047 encoded word."""
-    if filename.isascii() and filename.isprintable():
-        return filename
-    return "=?UTF-8?B?" + base64.b64encode(filename.encode()).decode("ascii") + "?="
 
 
 # ---------------------------------------------------------------------------------------------- put
@@ -118,7 +110,7 @@ def _upload_to_s3(
     key = f"{backend.key_prefix or ''}{digest}"
     uploaded = not _already_stored(client, bucket, key, checksum)
     if uploaded:
-        extra = {"ContentType": content_type, "Metadata": {"filename": rfc2047(filename)}}
+        extra = {"ContentType": content_type, "Metadata": {"filename": encode_filename(filename)}}
         try:
             with path.open("rb") as body:
                 if size <= MAX_SINGLE_PUT_BYTES:
@@ -170,7 +162,7 @@ def _upload_to_azure(
             blob.upload_blob(
                 body,
                 overwrite=True,
-                metadata={"Filename": rfc2047(filename)},
+                metadata={"Filename": encode_filename(filename)},
                 content_settings=ContentSettings(content_type=content_type),
             )
     except ResourceExistsError:
@@ -367,7 +359,7 @@ def _download_verified(url: str, digest: str, target: Path, *, progress: bool) -
     except (urllib.error.URLError, OSError) as error:
         raise AdminError(f"cannot reach storage: {getattr(error, 'reason', error)}") from None
     total = int(response.headers.get("Content-Length") or 0)
-    bar = _Progress(total) if progress and total >= PROGRESS_MIN_BYTES else None
+    bar = progress_bar(total, target.name) if progress and total >= PROGRESS_MIN_BYTES else None
     sha = hashlib.sha256()
     size = 0
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -380,9 +372,9 @@ def _download_verified(url: str, digest: str, target: Path, *, progress: bool) -
                 out.write(chunk)
                 size += len(chunk)
                 if bar:
-                    bar.update(size)
+                    bar.update(len(chunk))
         if bar:
-            bar.finish()
+            bar.close()
         if f"sha256:{sha.hexdigest()}" != digest:
             raise IntegrityError(
                 f"the downloaded bytes hash to sha256:{sha.hexdigest()}, not {digest}: discarded"
@@ -402,34 +394,11 @@ def _s3_code(body: bytes) -> str:
     return text[start + 6 : end] if 0 <= start < end else ""
 
 
-class _Progress:
-    """A one-line progress bar on stderr."""
+def progress_bar(total: int, name: str, out: IO[str] | None = None) -> Any:
+    """tqdm's bar on stderr, in bytes (KiB, MiB...), for one download."""
+    from tqdm import tqdm  # noqa: PLC0415 - only a download on a terminal draws one
 
-    def __init__(self, total: int, out: IO[str] | None = None) -> None:
-        self.total = total
-        self.out = out or sys.stderr
-        self.started = time.monotonic()
-        self._last = 0.0
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < self.total:
-            return
-        self._last = now
-        fraction = min(1.0, done / self.total) if self.total else 0.0
-        width = 30
-        filled = int(fraction * width)
-        rate = done / max(now - self.started, 1e-6) / _CHUNK
-        self.out.write(
-            f"\r{fraction:4.0%} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{done / _CHUNK:.1f}/{self.total / _CHUNK:.1f} MiB  {rate:.1f} MiB/s"
-        )
-        self.out.flush()
-
-    def finish(self) -> None:
-        self.update(self.total)
-        self.out.write("\n")
-        self.out.flush()
+    return tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024, file=out or sys.stderr)
 
 
 # -------------------------------------------------------------------------------------------- where

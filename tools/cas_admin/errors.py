@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_FAILURE = 1  # the request was understood and could not be done (unknown org, duplicate, API error)
 EXIT_USAGE = 2  # bad input (argparse uses 2 as well): bad digest, missing file, conflicting options
 EXIT_INTEGRITY = 3  # downloaded bytes do not hash to the digest

@@ -14,12 +14,12 @@ from functools import cached_property
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cas_admin.errors import AdminError, UsageError
 from cas_download.config import Settings
+from cas_download.data.items import from_item, to_item
 from cas_download.data.secrets import secret_fields
 from cas_download.data.storage.oci import parse_location as parse_registry_location
 from cas_download.data.storage.port import SecretFields
@@ -30,17 +30,6 @@ from cas_download.domain import AttemptFailed, Backend, Provider, ValidationStat
 from cas_download.logic.health import utc_now_iso
 
 _CONFIG = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-def to_item(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain values -> a DynamoDB item; None values are left out."""
-    return {k: _serializer.serialize(v) for k, v in row.items() if v is not None}
-
-
-def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
 
 
 @dataclass
@@ -280,16 +269,6 @@ class AdminStore:
             raise
 
     # ------------------------------------------------------------------ mappings
-
-    def mappings_of(self, digest: str) -> list[dict[str, Any]]:
-        paginator = self.client("dynamodb").get_paginator("query")
-        pages = paginator.paginate(
-            TableName=self.mappings_table,
-            KeyConditionExpression="digest = :d",
-            ExpressionAttributeValues={":d": {"S": digest}},
-            ConsistentRead=True,
-        )
-        return [from_item(item) for page in pages for item in page.get("Items", [])]
 
     def put_mapping(self, digest: str, org: str, backend_id: str, workflow_run_id: str | None) -> bool:
         """Write the mapping unless it exists; True when written."""

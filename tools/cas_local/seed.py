@@ -19,9 +19,10 @@ from typing import Any
 
 from botocore.config import Config
 
-from cas_admin.artifacts import rfc2047
 from cas_admin.oci_push import push_artifact
-from cas_admin.store import BackendRow, to_item
+from cas_admin.store import BackendRow
+from cas_download.data.items import to_item
+from cas_download.filenames import encode_filename
 from cas_local.azurite import Azurite, new_account_key
 from cas_local.events import EXAMPLE_DATA
 from cas_local.registry import Registry, RegistryUser
@@ -137,7 +138,7 @@ def seed(stack: LocalStack) -> Demo:
             "Bucket": BUCKET,
             "Key": digest,
             "Body": data,
-            "Metadata": {"filename": rfc2047(name)},
+            "Metadata": {"filename": encode_filename(name)},
             "ContentType": "text/plain; charset=utf-8"
             if name.endswith(".txt")
             else "application/octet-stream",

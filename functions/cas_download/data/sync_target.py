@@ -1,8 +1,7 @@
 """The two tables of SPEC.md as the Chainloop sync writes them: batched reads to learn what exists,
 batched writes of what is missing, one conditional update per changed backend, and the watermark.
 
-Plain rows in, DynamoDB items out (boto3's own TypeSerializer); an attribute whose value is None is
-absent. Throttling is retried by botocore (its standard retry mode, see ``sync_client_config``), and
+Plain rows in, DynamoDB items out (``data/items.py``); an attribute whose value is None is absent. Throttling is retried by botocore (its standard retry mode, see ``sync_client_config``), and
 what a batch call leaves unprocessed is sent again with backoff here.
 """
 
@@ -12,9 +11,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from cas_download.data.items import from_item, to_item, to_value
 
 Row = dict[str, Any]
 
@@ -26,9 +26,6 @@ _BATCH_GET_LIMIT = 100
 _BATCH_WRITE_LIMIT = 25
 _UNPROCESSED_RETRIES = 8
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
 
 def sync_client_config() -> Config:
     """Patient retries: a throttled sync should slow down, not fail (the schedule is the only deadline)."""
@@ -37,14 +34,6 @@ def sync_client_config() -> Config:
 
 class TargetError(Exception):
     """DynamoDB refused a write even after retries; the message is one line."""
-
-
-def to_item(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _serializer.serialize(value) for name, value in row.items() if value is not None}
-
-
-def from_item(item: Mapping[str, Any]) -> Row:
-    return {name: _deserializer.deserialize(value) for name, value in item.items()}
 
 
 class SyncTarget:
@@ -89,7 +78,7 @@ class SyncTarget:
                 removes.append(name(attribute))
             else:
                 placeholder = f":v{len(values)}"
-                values[placeholder] = _serializer.serialize(value)
+                values[placeholder] = to_value(value)
                 sets.append(f"{name(attribute)} = {placeholder}")
         expression = " ".join(
             part
@@ -105,7 +94,7 @@ class SyncTarget:
                 conditions.append(f"attribute_not_exists({name(attribute)})")
             else:
                 placeholder = f":e{len(values)}"
-                values[placeholder] = _serializer.serialize(seen)
+                values[placeholder] = to_value(seen)
                 conditions.append(f"{name(attribute)} = {placeholder}")
         request: dict[str, Any] = {
             "TableName": self.backends_table,
