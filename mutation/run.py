@@ -77,9 +77,32 @@ def enclosing(ranges: dict[str, tuple[int, int]], line: int) -> str:
     return min(inside)[1] if inside else "<module>"
 
 
-def select(db: WorkDB, selected: dict[str, list[str]], sample: float | None, seed: int) -> int:
+def survivors_of(session: Path) -> set[tuple[str, str, int]]:
+    """``(module, operator, occurrence)`` of every mutant that survived in a session."""
+    if not session.exists():
+        return set()
+    with use_db(str(session)) as db:
+        return {
+            (
+                str(Path(item.mutations[0].module_path)),
+                item.mutations[0].operator_name,
+                item.mutations[0].occurrence,
+            )
+            for item, result in db.completed_work_items
+            if result.worker_outcome is WorkerOutcome.NORMAL and result.test_outcome is TestOutcome.SURVIVED
+        }
+
+
+def select(
+    db: WorkDB,
+    selected: dict[str, list[str]],
+    sample: float | None,
+    seed: int,
+    only: set[tuple[str, str, int]] | None = None,
+) -> int:
     """Skip every mutant outside the selected functions (all of a module when its list is empty),
-    then keep a fixed random ``sample`` of the rest. Returns how many remain."""
+    then keep a fixed random ``sample`` of the rest (or, with ``only``, just those mutants). Returns
+    how many remain."""
     ranges = {path: function_ranges(ROOT / path) for path in selected}
     annotations = {path: annotation_spans(ROOT / path) for path in selected}
     rng = random.Random(seed)
@@ -92,7 +115,9 @@ def select(db: WorkDB, selected: dict[str, list[str]], sample: float | None, see
         inside = path in selected and (not wanted or name in wanted or name.split(".")[0] in wanted)
         start = tuple(mutation.start_pos)
         in_annotation = any(first <= start < last for first, last in annotations.get(path, []))
-        if not inside or in_annotation or (sample is not None and rng.random() >= sample):
+        key = (path, mutation.operator_name, mutation.occurrence)
+        unwanted = only is not None and key not in only
+        if not inside or in_annotation or unwanted or (sample is not None and rng.random() >= sample):
             skipped.append(item.job_id)
         else:
             kept += 1
@@ -153,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--report-only", action="store_true", help="report the last session, run nothing")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="run only the mutants that survived the last session (after a fix)",
+    )
     args = parser.parse_args(argv)
 
     config_path = ROOT / "mutation" / f"{args.target}.toml"
@@ -163,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     session = ROOT / "build" / f"mutation-{args.target}.sqlite"
     if not args.report_only:
+        only = survivors_of(session) if args.survivors else None
         session.parent.mkdir(parents=True, exist_ok=True)
         session.unlink(missing_ok=True)
         config_copy = copy_of_last_commit(tree, config_path)
@@ -170,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         cosmic_ray = str(BIN / "cosmic-ray")
         subprocess.run([cosmic_ray, "init", str(config_copy), str(session)], check=True, cwd=tree, env=env)
         with use_db(str(session)) as db:
-            print(f"{select(db, selected, args.sample, args.seed)} mutants selected", flush=True)
+            print(f"{select(db, selected, args.sample, args.seed, only)} mutants selected", flush=True)
         # a clean baseline first: the tests must pass on the unmutated copy
         subprocess.run([cosmic_ray, "baseline", str(config_copy)], check=True, cwd=tree, env=env)
         subprocess.run([cosmic_ray, "exec", str(config_copy), str(session)], check=True, cwd=tree, env=env)

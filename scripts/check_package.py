@@ -34,7 +34,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-from cas_local.template import load_template
+from cfnlint.decode.decode import decode  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -302,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         print("sam not found: install aws-sam-cli (pip install -e '.[dev]')", file=sys.stderr)
         return 1
 
-    functions, layers = read_specs(load_template(TEMPLATE))
+    template, problems = decode(str(TEMPLATE))  # cfn-lint's reader, as the rest of the repository
+    if problems:
+        print(f"FAIL: {TEMPLATE.name}: {problems[0].message}")
+        return 1
+    functions, layers = read_specs(template)
     with tempfile.TemporaryDirectory(prefix="cas-download-build-") as scratch:
         build_dir = (args.build_dir or Path(scratch, "build")).resolve()
         if not args.no_build:

@@ -58,3 +58,18 @@ def test_an_s3_error_answer_has_one_reason(code: str, status: int, reason: Attem
 )
 def test_a_transport_failure_has_one_reason(error: Exception, reason: AttemptReason) -> None:
     assert classify(error) is reason
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("AccessDenied", AttemptReason.ACCESS_DENIED),
+        ("NoSuchKey", AttemptReason.NOT_FOUND),
+        ("", AttemptReason.UNREACHABLE),
+    ],
+)
+def test_an_answer_without_its_http_status_is_read_by_its_code_alone(
+    code: str, reason: AttemptReason
+) -> None:
+    error = ClientError({"Error": {"Code": code, "Message": "m"} if code else {}}, "GetObject")  # type: ignore[typeddict-item]
+    assert classify(error) is reason

@@ -109,6 +109,15 @@ def test_a_verification_record_of_a_digest_one_hex_character_off_proves_nothing(
         ({"checksum_sha256": ""}, None),
         ({"etag": '"0123456789abcdef0123456789abcdef-3"'}, None),  # a multipart upload
         ({"checksum_sha256": "not base64!"}, None),
+        # the right checksum with one character that is not base64: refused, not skipped over
+        (
+            {
+                "checksum_sha256": head_with_checksum(DATA).checksum_sha256[:10]
+                + "!"
+                + head_with_checksum(DATA).checksum_sha256[10:]
+            },
+            None,
+        ),
         ({"checksum_sha256": base64.b64encode(b"short").decode()}, None),
     ],
 )
@@ -119,3 +128,45 @@ def test_only_a_full_object_sha256_checksum_proves_anything(
     head = dataclasses.replace(head_with_checksum(DATA), **changes)
     # Then only a full-object SHA-256 of the right size proves them; anything else is no proof at all
     assert checksum_proof(head, TRUE_HEX) is expected
+
+
+def test_a_record_proves_with_equal_values_whatever_objects_carry_them() -> None:
+    # Given a record, and the same etag, size and digest arriving as other (equal) objects
+    head = head_with_checksum(DATA)
+    record = VerificationRecord(
+        object_id="endpoint|bucket|key|",
+        digest=f"sha256:{TRUE_HEX}",
+        etag=str(head.etag),
+        size=head.size,
+        version_id=None,
+        verified_at="2026-01-01T00:00:00Z",
+    )
+    tables: Any = _RecordTables(record)
+    etag, size, digest = "".join(list(str(head.etag))), int(str(head.size)), "".join(["sha256:", TRUE_HEX])
+    # Then the record proves them: values are compared, not identities
+    assert record_proves(tables, record.object_id, etag, size, digest) is True
+    assert record_proves(tables, record.object_id, etag, size + 1, digest) is False
+    assert record_proves(tables, record.object_id, etag + "x", size, digest) is False
+
+
+class _CountingChunks:
+    """A stream of 1 KiB chunks that counts how many were taken (it never ends on its own)."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def __iter__(self) -> Any:
+        while self.taken < 1000:
+            self.taken += 1
+            yield b"x" * 1024
+
+
+@pytest.mark.parametrize("prove", [hash_chunks, hash_and_encode], ids=["hash", "hash-and-encode"])
+def test_proof_stops_reading_at_the_first_byte_beyond_the_announced_size(prove: Any) -> None:
+    # Given a stream far longer than the 3 KiB the object was announced as
+    chunks = _CountingChunks()
+    # When it is proven, Then it fails and no more than one chunk past the size was read
+    with pytest.raises(AttemptFailed) as failed:
+        prove(chunks, TRUE_HEX, 3 * 1024, Deadline(10))
+    assert failed.value.reason is AttemptReason.UNREACHABLE
+    assert chunks.taken == 4

@@ -10,13 +10,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -40,33 +39,6 @@ class TemplateError(ValueError):
     """template.yaml does not say what the local stack needs."""
 
 
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that reads CloudFormation short-form tags (``!Ref``, ``!GetAtt``...) as plain data.
-
-    The one CloudFormation YAML reader of the repository: the local stack, the template tests and the
-    package check all load template.yaml through :func:`load_template`."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        return {"Fn::GetAtt": value.split(".", 1)}
-    if suffix == "Condition":
-        return {"Condition": value}
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     """template.yaml as plain data (a fresh copy each call: callers may modify it)."""
     return copy.deepcopy(_load(path.resolve()))
@@ -74,9 +46,17 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
 
 @cache
 def _load(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        loaded = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
-    if not isinstance(loaded, dict) or not isinstance(loaded.get("Resources"), dict):
+    """Read by cfn-lint's own decoder (short-form tags become ``Ref``/``Fn::*``): the repository's one
+    CloudFormation reader, for the local stack, the template tests and the package check."""
+    from cfnlint.decode.decode import decode  # type: ignore[import-untyped]  # noqa: PLC0415 - a dev tool
+
+    decoded, problems = decode(str(path))
+    if problems or not isinstance(decoded, dict):
+        detail = problems[0].message if problems else "not a mapping"
+        raise TemplateError(f"{path} could not be read: {detail}")
+    # cfn-lint's nodes carry their source marks; plain dicts, lists and strings are what callers expect
+    loaded: dict[str, Any] = json.loads(json.dumps(decoded))
+    if not isinstance(loaded.get("Resources"), dict):
         raise TemplateError(f"{path} is not a CloudFormation template with Resources")
     return loaded
 

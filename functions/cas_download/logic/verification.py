@@ -26,6 +26,8 @@ def hash_chunks(chunks: Iterable[bytes], expected_hex: str, expected_size: int, 
     for chunk in chunks:
         digest.update(chunk)
         seen += len(chunk)
+        if seen > expected_size:
+            break  # more bytes than announced (a storage that never stops): not the described object
         if deadline.expired():
             raise AttemptFailed(AttemptReason.TIMEOUT, "deadline reached while hashing")
     _check(digest, seen, expected_hex, expected_size)

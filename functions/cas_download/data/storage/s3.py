@@ -427,8 +427,9 @@ def probe_read_access(client: S3Client, bucket: str, prefix: str) -> AttemptReas
     return None if code == "NoSuchKey" else classify(refusal)
 
 
-def _http_status(error: ClientError) -> int:
-    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+def _http_status(error: ClientError) -> object:
+    """The HTTP status S3 answered with (None when the error never got an answer)."""
+    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
 def classify(error: BaseException) -> AttemptReason:
