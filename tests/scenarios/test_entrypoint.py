@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pynamodb.connection.base as pynamodb_connection
 import pytest
+from aws_lambda_powertools import Logger
 
 from cas_download.handlers import download as entrypoint
 from tests.scenarios.conftest import Service
@@ -63,6 +65,40 @@ def test_the_entry_point_builds_one_app_from_the_environment_and_reuses_it(
     assert app is not None
     assert entrypoint._app is app
     assert app.settings.backends_table == app_env["BACKENDS_TABLE"]
+
+
+@pytest.mark.usefixtures("cold_container", "app_env")
+def test_every_log_line_of_a_request_carries_its_api_gateway_request_id_and_the_cold_start_flag() -> None:
+    # Given the function's log lines as Powertools formats them, and two requests of one container,
+    # each with its own API Gateway request id
+    Logger(service="cas-download")  # the logger and its formatter, shared by every Logger of the service
+    lines: list[dict[str, Any]] = []
+    service_logger = logging.getLogger("cas-download")
+    formatter = service_logger.handlers[0].formatter
+    assert formatter is not None
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(formatter.format(record)))
+
+    keep = Keep()
+    service_logger.addHandler(keep)
+    events = [load_event("get_not_found"), load_event("get_invalid_digest")]
+    events[0]["requestContext"]["requestId"] = "req-one"
+    events[1]["requestContext"]["requestId"] = "req-two"
+
+    # When both are handled by the entry point
+    try:
+        for event in events:
+            entrypoint.lambda_handler(event, FakeLambdaContext())
+    finally:
+        service_logger.removeHandler(keep)
+
+    # Then each line names its request and the Lambda context; the second is not a cold start
+    logged = [line for line in lines if line["message"] == "download request"]
+    assert [line["correlation_id"] for line in logged] == ["req-one", "req-two"]
+    assert all("function_request_id" in line and "cold_start" in line for line in logged)
+    assert logged[1]["cold_start"] is False
 
 
 def test_the_tables_use_the_app_session_instead_of_a_botocore_session_per_model(

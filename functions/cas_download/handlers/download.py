@@ -6,6 +6,8 @@ import logging
 import time
 from typing import Any
 
+from aws_lambda_powertools.logging import correlation_paths
+
 from cas_download.app import App
 from cas_download.config import ConfigError, Settings
 from cas_download.domain import Artifact
@@ -31,6 +33,17 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
             # No App, so no Powertools logger yet: the runtime's own logging still reaches CloudWatch.
             logging.getLogger(__name__).error("service misconfigured: %s", error)
             return error_response(CasError(f"service misconfigured: {error}"))
+    # Powertools' own decorator: every line the request logs carries the API Gateway request id
+    # (correlation_id) and the Lambda context (cold_start, function_request_id, ...).
+    with_context = _app.telemetry.logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+    )(_handle_with_container_app)
+    response: Response = with_context(event, context)
+    return response
+
+
+def _handle_with_container_app(event: dict[str, Any], context: Any) -> Response:
+    assert _app is not None  # built by lambda_handler before it calls this
     return handle(event, context, _app)
 
 
