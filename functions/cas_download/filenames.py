@@ -35,7 +35,9 @@ def encode_filename(filename: str) -> str:
     line). :func:`decode_filename` reads both."""
     if filename.isascii() and filename.isprintable():
         return filename
-    return Header(filename, "utf-8", maxlinelen=1_000_000).encode()
+    encoded = Header(filename, "utf-8", maxlinelen=1_000_000).encode()
+    # The spelling SPEC.md shows (charset and encoding are case-insensitive to every reader)
+    return encoded.replace("=?utf-8?b?", "=?UTF-8?B?").replace("=?utf-8?q?", "=?UTF-8?Q?")
 
 
 def content_disposition(filename: str) -> str:
