@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     config = tomllib.loads(config_path.read_text(encoding="utf-8"))
     tree = ROOT / "build" / f"mutation-tree-{args.target}"  # one per target: both can run at once
     selected: dict[str, list[str]] = config.get("select", {}).get("functions") or {
-        path: [] for path in config["cosmic-ray"]["module-path"]
+        str(module.relative_to(ROOT)): []
+        for path in config["cosmic-ray"]["module-path"]
+        for module in ([ROOT / path] if (ROOT / path).is_file() else sorted((ROOT / path).rglob("*.py")))
     }
     session = ROOT / "build" / f"mutation-{args.target}.sqlite"
     if not args.report_only:
