@@ -43,12 +43,15 @@ DIGEST = f"sha256:{hashlib.sha256(DATA).hexdigest()}"
 
 @dataclass
 class FakeStore:
-    """A provider holding ``data`` under every digest; ``proof`` is its own checksum verdict."""
+    """A provider holding ``data`` under every digest; ``proof`` is its own checksum verdict;
+    ``url_refused``: it serves the bytes but refuses to sign a URL (an Azure principal refused a user
+    delegation key)."""
 
     data: bytes = DATA
     proof: bool | None = None
     url: str | None = "https://storage.example/blob?sig=x"
     failure: AttemptFailed | None = None
+    url_refused: AttemptReason | None = None
     calls: list[str] = field(default_factory=list)
 
     def describe(self, digest: str) -> ObjectDescription:
@@ -77,6 +80,8 @@ class FakeStore:
 
     def direct_url(self, digest: str, description: Any, ttl: int, disposition: str | None) -> DirectUrl:
         self.calls.append("direct_url")
+        if self.url_refused is not None:
+            raise AttemptFailed(self.url_refused, "no key to sign with")
         if self.url is None:
             raise AttemptFailed(AttemptReason.NO_DIRECT_URL, "serves the bytes itself")
         return DirectUrl(self.url, datetime.now(UTC) + timedelta(seconds=ttl))
@@ -183,6 +188,19 @@ def test_body_mode_hashes_and_encodes_the_bytes() -> None:
     artifact = serve_through(backend("a"), DIGEST, Mode.BODY, Deadline(5), services_for({"a": FakeStore()}))
     assert artifact.verification is VerificationMethod.STREAM_HASH
     assert artifact.body_base64 is not None
+
+
+def test_a_store_that_cannot_sign_a_url_still_serves_the_body_and_moves_on_otherwise() -> None:
+    # Given a backend whose storage serves its bytes but refuses to sign a URL (a delegation key refused)
+    refusing = FakeStore(url_refused=AttemptReason.ACCESS_DENIED)
+    # When the body is asked for, Then it is served (body mode needs no URL)
+    served = serve_through(backend("a"), DIGEST, Mode.BODY, Deadline(5), services_for({"a": refusing}))
+    assert served.body_base64 is not None
+    assert "direct_url" not in refusing.calls
+    # When a redirect is asked for, Then that attempt is access_denied and the next candidate serves
+    artifact = walk({"a": refusing, "b": FakeStore()}, [backend("a"), backend("b", is_default=True)])
+    assert artifact.backend.id == "b"
+    assert [(a.backend.id, a.reason) for a in artifact.attempts] == [("a", AttemptReason.ACCESS_DENIED)]
 
 
 def test_body_mode_over_the_limit_is_too_large_for_body() -> None:

@@ -22,7 +22,7 @@ from azure.storage.blob import UserDelegationKey
 
 from cas_download.data.storage import azure
 from cas_download.data.storage.port import ObjectDescription
-from cas_download.domain import AttemptReason, ObjectInfo
+from cas_download.domain import AttemptFailed, AttemptReason, ObjectInfo
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -175,3 +175,28 @@ def test_azurites_signature_refusal_reads_as_rejected_credentials_and_nothing_el
     azurite.message = "Server failed to authenticate the request. Make sure the value of ..."
     assert azure.classify(azurite) is AttemptReason.CREDENTIALS_INVALID
     assert azure.classify(http_error("AuthorizationFailure", 403)) is AttemptReason.ACCESS_DENIED
+
+
+class RefusingDelegationService(DelegatingService):
+    """A storage account that refuses this principal a user delegation key (no Storage Blob Delegator
+    role), and still serves its blobs to the principal (the data roles are separate)."""
+
+    def get_user_delegation_key(self, start: datetime, expiry: datetime) -> UserDelegationKey:
+        self.keys_asked += 1
+        raise http_error("AuthorizationPermissionMismatch", 403)
+
+
+def test_a_refused_delegation_key_is_access_denied_for_a_url_and_never_cached() -> None:
+    # Given a principal the account refuses a user delegation key
+    service = RefusingDelegationService()
+    clients = azure.AzureClients(1.0, 1.0)
+    description = ObjectDescription(ObjectInfo(size=3, etag='"e"'))
+
+    # When a URL is asked for, twice
+    for _ in range(2):
+        with pytest.raises(AttemptFailed) as refused:
+            service_principal_store(service, clients).direct_url(DIGEST, description, 300, None)
+        # Then the attempt is access_denied (redirect and url modes move to the next candidate)
+        assert refused.value.reason is AttemptReason.ACCESS_DENIED
+    # and a refusal is not remembered as a key: the second request asked again
+    assert service.keys_asked == 2
