@@ -92,7 +92,7 @@ def test_the_delegation_key_is_reused_until_near_its_expiry() -> None:
 
 def http_error(code: str | None, status: int, cls: type[HttpResponseError] = HttpResponseError) -> Any:
     error = cls(message="m")
-    error.error_code = code
+    error.error_code = "".join(list(code)) if code else code  # a fresh string, as the SDK parses it
     error.status_code = status
     return error
 
@@ -114,6 +114,11 @@ def http_error(code: str | None, status: int, cls: type[HttpResponseError] = Htt
         (http_error("ServerBusy", 503), AttemptReason.UNREACHABLE),
         (http_error(None, 403), AttemptReason.ACCESS_DENIED),
         (http_error(None, 404), AttemptReason.NOT_FOUND),
+        (http_error(None, 401), AttemptReason.CREDENTIALS_INVALID),
+        (http_error(None, 412), AttemptReason.UNVERIFIABLE),
+        (http_error("ConditionNotMet", 0), AttemptReason.UNVERIFIABLE),
+        (http_error(None, 403, ClientAuthenticationError), AttemptReason.ACCESS_DENIED),
+        (http_error(None, 400), AttemptReason.UNREACHABLE),
         (
             ClientAuthenticationError(message="AADSTS7000215 invalid_client"),
             AttemptReason.CREDENTIALS_INVALID,

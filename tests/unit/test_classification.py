@@ -10,6 +10,7 @@ from cas_download.domain import AttemptReason
 
 
 def client_error(code: str, status: int) -> ClientError:
+    code = "".join(list(code))  # a fresh string, as botocore parses it: codes compare by value, not identity
     error = {"Code": code, "Message": "m"} if code else {}
     return ClientError(
         {"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}},  # type: ignore[typeddict-item]

@@ -197,6 +197,7 @@ def test_a_manifest_without_its_media_type_is_read_by_its_content_type() -> None
     ("body", "reason"),
     [
         (manifest(mediaType="application/vnd.oci.image.index.v1+json"), AttemptReason.NOT_FOUND),
+        (manifest(mediaType="application/vnd.oci.image.zzz.v1+json"), AttemptReason.NOT_FOUND),
         (manifest(layers=[]), AttemptReason.NOT_FOUND),
         (manifest(layers=[{"digest": LAYER_DIGEST, "size": 12}] * 2), AttemptReason.NOT_FOUND),
         (manifest(layers=[{"digest": "sha256:" + "cd" * 32, "size": 12}]), AttemptReason.NOT_FOUND),

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cas_download.data.storage.s3 import HeadResult, checksum_proof
+from cas_download.data.tables import TableError
 from cas_download.domain import AttemptFailed, AttemptReason, VerificationRecord
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.verification import hash_and_encode, hash_chunks, record_proves
@@ -119,6 +120,7 @@ def test_a_verification_record_of_a_digest_one_hex_character_off_proves_nothing(
             None,
         ),
         ({"checksum_sha256": base64.b64encode(b"short").decode()}, None),
+        ({"checksum_sha256": base64.b64encode(hashlib.sha256(DATA).digest() + b"x").decode()}, None),
     ],
 )
 def test_only_a_full_object_sha256_checksum_proves_anything(
@@ -170,3 +172,52 @@ def test_proof_stops_reading_at_the_first_byte_beyond_the_announced_size(prove: 
         prove(chunks, TRUE_HEX, 3 * 1024, Deadline(10))
     assert failed.value.reason is AttemptReason.UNREACHABLE
     assert chunks.taken == 4
+
+
+def test_the_s3_checksum_refuses_a_digest_above_the_true_one_too() -> None:
+    above = "f" + TRUE_HEX[1:] if TRUE_HEX[0] != "f" else "f" * 64
+    assert checksum_proof(head_with_checksum(DATA), above) is False
+
+
+@pytest.mark.parametrize("sizes", [(1,), (2,), (4, 5), (1, 1, 1, 7), (3, 3, 2)], ids=str)
+def test_body_mode_encodes_any_split_of_the_stream_as_one_base64_text(sizes: tuple[int, ...]) -> None:
+    # Given the bytes arriving in chunks of uneven sizes (base64 works in groups of 3 bytes)
+    data = DATA + b"odd"
+    chunks, start, index = [], 0, 0
+    while start < len(data):
+        size = sizes[index % len(sizes)] * 97
+        chunks.append(data[start : start + size])
+        start, index = start + size, index + 1
+    digest_hex = hashlib.sha256(data).hexdigest()
+    # Then the encoded body is exactly the base64 of the whole
+    assert hash_and_encode(chunks, digest_hex, len(data), Deadline(10)) == base64.b64encode(data).decode()
+
+
+class _UnreadableTables:
+    def verification_record(self, object_id: str) -> VerificationRecord | None:
+        raise TableError("throttled")
+
+
+def test_an_unreadable_record_proves_nothing_and_raises_nothing() -> None:
+    tables: Any = _UnreadableTables()
+    assert record_proves(tables, "id", '"e"', 1, f"sha256:{TRUE_HEX}") is False
+
+
+def test_a_record_of_another_size_or_etag_either_side_proves_nothing() -> None:
+    head = head_with_checksum(DATA)
+    record = VerificationRecord(
+        object_id="o", digest=f"sha256:{TRUE_HEX}", etag='"m"', size=head.size, version_id=None,
+        verified_at="2026-01-01T00:00:00Z",
+    )  # fmt: skip
+    tables: Any = _RecordTables(record)
+    digest = f"sha256:{TRUE_HEX}"
+    assert record_proves(tables, "o", '"m"', head.size, digest) is True
+    for etag, size in (
+        ('"a"', head.size),
+        ('"z"', head.size),
+        ('"m"', head.size - 1),
+        ('"m"', head.size + 1),
+    ):
+        assert record_proves(tables, "o", etag, size, digest) is False
+    assert record_proves(tables, "o", '"m"', head.size, "sha256:" + "0" * 64) is False
+    assert record_proves(tables, "o", '"m"', head.size, "sha256:" + "f" * 64) is False
