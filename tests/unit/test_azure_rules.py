@@ -180,6 +180,10 @@ def test_azurites_signature_refusal_reads_as_rejected_credentials_and_nothing_el
     azurite.message = "Server failed to authenticate the request. Make sure the value of ..."
     assert azure.classify(azurite) is AttemptReason.CREDENTIALS_INVALID
     assert azure.classify(http_error("AuthorizationFailure", 403)) is AttemptReason.ACCESS_DENIED
+    # the same words under another code are that code's answer
+    other = http_error("AuthorizationPermissionMismatch", 403)
+    other.message = azurite.message
+    assert azure.classify(other) is AttemptReason.ACCESS_DENIED
 
 
 class RefusingDelegationService(DelegatingService):
