@@ -153,6 +153,15 @@ def test_an_authentication_refusal_is_our_clock_only_when_azures_date_is_beyond_
     assert azure.classify(error) is reason
 
 
+def test_a_skewed_date_says_clock_only_for_an_authentication_refusal() -> None:
+    # another refusal answered an hour off is still what its code says
+    error = http_error("InvalidAuthenticationInfo", 401)
+    error.response = SimpleNamespace(
+        headers={"Date": format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)}
+    )
+    assert azure.classify(error) is AttemptReason.CREDENTIALS_INVALID
+
+
 @pytest.mark.parametrize("date", ["", "not a date", "Mon, 30 Nov 2026 21:00:00"])
 def test_an_unreadable_date_is_not_a_clock_skew(date: str) -> None:
     error = http_error("AuthenticationFailed", 403)

@@ -223,3 +223,19 @@ def test_a_zero_size_layer_is_an_artifact_too() -> None:
         oci._single_layer(manifest(layers=[{"digest": LAYER_DIGEST, "size": 0}]), None, LAYER_DIGEST)["size"]
         == 0
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "link_local"),
+    [
+        (None, False),
+        ("", False),
+        ("registry.example", False),
+        ("127.0.0.1", False),
+        ("169.254.169.254", True),
+        ("[fd00:ec2::254]", True),
+        ("fe80::1", True),
+    ],
+)
+def test_only_link_local_addresses_are_link_local(host: str | None, link_local: bool) -> None:
+    assert oci._is_link_local(host) is link_local

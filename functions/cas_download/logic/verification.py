@@ -52,7 +52,7 @@ def hash_and_encode(
         if seen > expected_size:
             break  # more bytes than announced: not the object that was described
         data = carry + chunk if carry else chunk
-        whole = len(data) - len(data) % 3
+        whole = len(data) // 3 * 3  # whole 3-byte groups now; the rest waits for the next chunk
         pieces.append(binascii.b2a_base64(memoryview(data)[:whole], newline=False).decode("ascii"))
         carry = data[whole:]
         if deadline.expired():
