@@ -8,6 +8,7 @@ document: status, content type, headers and body. A mismatch is a bug in the cod
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ SCHEMA = schemathesis.openapi.from_path(ROOT / "openapi.yaml")
 EVENTS = sorted((ROOT / "events").glob("*.json"))
 
 
+@cache
 def document() -> dict[str, Any]:
+    """openapi.yaml as plain data, read once (callers must not modify it)."""
     from cfnlint.decode.decode import decode  # noqa: PLC0415 - any YAML reader; cfn-lint's is the repo's
 
     loaded, problems = decode(str(ROOT / "openapi.yaml"))

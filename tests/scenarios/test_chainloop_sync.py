@@ -368,6 +368,16 @@ def count_mappings(world: World, org: str, backend: str) -> int:
 # ---------------------------------------------------------------------- the scheduled function
 
 
+def scheduled_function(world: World, database_secret: dict[str, Any]) -> chainloop_sync.Container:
+    """The function's container as Lambda builds it, its database secret stored in Secrets Manager."""
+    arn = world.secrets.create_secret(
+        Name=f"chainloop-db-{uuid.uuid4().hex}", SecretString=json.dumps(database_secret)
+    )["ARN"]
+    env = {"BACKENDS_TABLE": world.tables.backends, "MAPPINGS_TABLE": world.tables.mappings,
+           "CHAINLOOP_DATABASE_SECRET_ARN": arn}  # fmt: skip
+    return chainloop_sync.build(SyncSettings.from_env(env))
+
+
 def test_the_scheduled_function_syncs_with_an_rds_style_secret(
     world: World,
     postgres: Postgres,
@@ -385,15 +395,9 @@ def test_the_scheduled_function_syncs_with_an_rds_style_secret(
     database = chainloop.dsn.rsplit("/", 1)[1]
     secret = {"engine": "postgres", "host": "127.0.0.1", "port": postgres.port, "username": postgres.user,
               "password": postgres.password, "dbname": database}  # fmt: skip
-    arn = world.secrets.create_secret(
-        Name=f"chainloop-db-{uuid.uuid4().hex}", SecretString=json.dumps(secret)
-    )["ARN"]
-    env = {"BACKENDS_TABLE": world.tables.backends, "MAPPINGS_TABLE": world.tables.mappings,
-           "CHAINLOOP_DATABASE_SECRET_ARN": arn}  # fmt: skip
 
     # When the function runs
-    container = chainloop_sync.build(SyncSettings.from_env(env))
-    result = chainloop_sync.run(container, lambda_context)
+    result = chainloop_sync.run(scheduled_function(world, secret), lambda_context)
 
     # Then it wrote what Chainloop has, and says so
     assert (result["backends"]["created"], result["mappings"]["created"], result["complete"]) == (1, 1, True)
@@ -406,12 +410,6 @@ def test_the_scheduled_function_syncs_with_an_rds_style_secret(
 
 
 def test_the_scheduled_function_fails_loudly_without_its_database(world: World, lambda_context: Any) -> None:
-    arn = world.secrets.create_secret(
-        Name=f"chainloop-db-{uuid.uuid4().hex}",
-        SecretString=json.dumps({"dsn": "postgresql://u:p@127.0.0.1:9/x"}),
-    )["ARN"]
-    env = {"BACKENDS_TABLE": world.tables.backends, "MAPPINGS_TABLE": world.tables.mappings,
-           "CHAINLOOP_DATABASE_SECRET_ARN": arn}  # fmt: skip
-    container = chainloop_sync.build(SyncSettings.from_env(env))
+    container = scheduled_function(world, {"dsn": "postgresql://u:p@127.0.0.1:9/x"})
     with pytest.raises(chainloop_sync.SyncFailed, match="cannot connect to Chainloop's database"):
         chainloop_sync.run(container, lambda_context)

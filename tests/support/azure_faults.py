@@ -9,17 +9,14 @@ body); GET is the download, or a SAS URL's read.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import http.server
-import socket
-import struct
 import threading
 import time
-import urllib.error
-import urllib.request
 from enum import StrEnum
 from typing import Any
+
+from .faults import ask_upstream, reset_connection
 
 HOST = "127.0.0.1"
 _HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
@@ -151,15 +148,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-        request = urllib.request.Request(
-            self.owner.upstream + self.path, data=body or None, headers=headers, method=self.command
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                return answer.status, list(answer.headers.items()), answer.read()
-        except urllib.error.HTTPError as error:
-            return error.code, list(error.headers.items()), error.read()
+        return ask_upstream(self, self.owner.upstream, body or None, _HOP_BY_HOP)
 
     def _faulty_body(
         self, fault: AzureFault, status: int, headers: list[tuple[str, str]], payload: bytes
@@ -205,12 +194,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(document)
 
     def _reset(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.wfile.flush()
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.rfile.close()
-            self.connection.close()
+        reset_connection(self)
 
 
 _BODY_FAULTS = {AzureFault.BODY_STALL, AzureFault.BODY_SHORT, AzureFault.BODY_RESET, AzureFault.OTHER_BYTES}

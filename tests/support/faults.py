@@ -413,15 +413,7 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
         if upstream is None:
             self._json(500, {"__type": "InternalFailure", "message": "no upstream"}, "application/json")
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-        request = urllib.request.Request(
-            upstream + self.path, data=body, headers=headers, method=self.command
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                status, answer_headers, payload = answer.status, list(answer.headers.items()), answer.read()
-        except urllib.error.HTTPError as error:
-            status, answer_headers, payload = error.code, list(error.headers.items()), error.read()
+        status, answer_headers, payload = ask_upstream(self, upstream, body, _HOP_BY_HOP)
         self.send_response(status)
         for name, value in answer_headers:
             if name.lower() not in _HOP_BY_HOP | {"date", "server"}:
@@ -431,13 +423,33 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _reset(self) -> None:
-        """Abort the connection with a TCP RST (SO_LINGER 0, then close every reference)."""
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.wfile.flush()
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.rfile.close()
-            self.connection.close()
+        reset_connection(self)
+
+
+def ask_upstream(
+    handler: http.server.BaseHTTPRequestHandler, upstream: str, body: bytes | None, hop_by_hop: set[str]
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The request ``handler`` received, sent on to ``upstream`` (its headers but ``hop_by_hop``):
+    the answer's status, headers and body, errors included."""
+    headers = {k: v for k, v in handler.headers.items() if k.lower() not in hop_by_hop}
+    request = urllib.request.Request(
+        upstream + handler.path, data=body, headers=headers, method=handler.command
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, list(answer.headers.items()), answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, list(error.headers.items()), error.read()
+
+
+def reset_connection(handler: http.server.BaseHTTPRequestHandler) -> None:
+    """Abort the handler's connection with a TCP RST (SO_LINGER 0, then close every reference)."""
+    handler.close_connection = True
+    with contextlib.suppress(OSError):
+        handler.wfile.flush()
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.rfile.close()
+        handler.connection.close()
 
 
 def closed_port_url() -> str:

@@ -8,7 +8,7 @@ what a batch call leaves unprocessed is sent again with backoff here.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from botocore.config import Config
@@ -128,18 +128,11 @@ class SyncTarget:
             requests = [
                 {"PutRequest": {"Item": to_item(row)}} for row in rows[start : start + _BATCH_WRITE_LIMIT]
             ]
-            pending: dict[str, Any] = {self.mappings_table: requests}
-            for attempt in range(_UNPROCESSED_RETRIES + 1):
-                answer = self._call("batch_write_item", RequestItems=pending)
-                pending = answer.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                if attempt == _UNPROCESSED_RETRIES:
-                    raise TargetError(
-                        f"BatchWriteItem on {self.mappings_table}: items still unprocessed after "
-                        f"{_UNPROCESSED_RETRIES} retries"
-                    )
-                self._sleep(_backoff(attempt))
+            pending = {self.mappings_table: requests}
+            what = f"BatchWriteItem on {self.mappings_table}: items"
+            list(
+                self._until_processed("batch_write_item", pending, "UnprocessedItems", what)
+            )  # answers unused
 
     # ------------------------------------------------------------------ watermark
 
@@ -172,17 +165,27 @@ class SyncTarget:
             }
             if projection:
                 request["ProjectionExpression"] = projection
-            pending: dict[str, Any] = {table: request}
-            for attempt in range(_UNPROCESSED_RETRIES + 1):
-                answer = self._call("batch_get_item", RequestItems=pending)
+            answers = self._until_processed(
+                "batch_get_item", {table: request}, "UnprocessedKeys", f"BatchGetItem on {table}: keys"
+            )
+            for answer in answers:
                 rows += [from_item(item) for item in answer.get("Responses", {}).get(table, [])]
-                pending = answer.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-                if attempt == _UNPROCESSED_RETRIES:
-                    raise TargetError(f"BatchGetItem on {table}: keys still unprocessed after retries")
-                self._sleep(_backoff(attempt))
         return rows
+
+    def _until_processed(
+        self, operation: str, pending: dict[str, Any], unprocessed: str, what: str
+    ) -> Iterator[Any]:
+        """Each answer of a batch ``operation``, resending with backoff what DynamoDB leaves in the
+        answer's ``unprocessed`` part, at most ``_UNPROCESSED_RETRIES`` times."""
+        for attempt in range(_UNPROCESSED_RETRIES + 1):
+            answer = self._call(operation, RequestItems=pending)
+            yield answer
+            pending = answer.get(unprocessed) or {}
+            if not pending:
+                return
+            if attempt == _UNPROCESSED_RETRIES:
+                raise TargetError(f"{what} still unprocessed after {_UNPROCESSED_RETRIES} retries")
+            self._sleep(_backoff(attempt))
 
     def _call(self, operation: str, **request: Any) -> Any:
         try:
