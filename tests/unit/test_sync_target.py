@@ -23,6 +23,7 @@ class PartialClient:
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
         self.calls: list[str] = []
+        self.requests: list[dict[str, Any]] = []
 
     def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls.append("write")
@@ -32,6 +33,7 @@ class PartialClient:
 
     def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls.append("get")
+        self.requests.append(RequestItems)
         if len(self.calls) <= self.refusals:
             return {"Responses": {}, "UnprocessedKeys": RequestItems}
         (table, request), *_ = RequestItems.items()
@@ -62,3 +64,10 @@ def test_a_batch_still_unprocessed_after_the_retries_is_an_error() -> None:
     with pytest.raises(TargetError, match="still unprocessed after 8 retries"):
         target(client, sleeps).put_mappings([ROW])
     assert len(client.calls) == 9
+
+
+def test_existing_rows_are_read_consistently() -> None:
+    # A mapping written one chunk ago must be found, or a later duplicate would overwrite it
+    client = PartialClient(refusals=0)
+    target(client, []).existing_mappings([(ROW["digest"], ROW["org_backend"])])
+    assert [request["mappings"]["ConsistentRead"] for request in client.requests] == [True]

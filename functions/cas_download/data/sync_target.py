@@ -161,7 +161,9 @@ class SyncTarget:
         rows: list[Row] = []
         for start in range(0, len(keys), _BATCH_GET_LIMIT):
             request: dict[str, Any] = {
-                "Keys": [to_item(key) for key in keys[start : start + _BATCH_GET_LIMIT]]
+                "Keys": [to_item(key) for key in keys[start : start + _BATCH_GET_LIMIT]],
+                # A row this run wrote one chunk ago must be seen: the first mapping of a copy wins
+                "ConsistentRead": True,
             }
             if projection:
                 request["ProjectionExpression"] = projection
