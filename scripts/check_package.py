@@ -34,7 +34,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-from cfnlint.decode.decode import decode  # type: ignore[import-untyped]
+from cas_local.template import TemplateError, function_properties, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -108,7 +108,6 @@ def _zipped_size(base: Path, files: dict[str, int]) -> int:
 
 
 def read_specs(template: dict[str, Any]) -> tuple[list[FunctionSpec], dict[str, LayerSpec]]:
-    globals_ = template.get("Globals", {}).get("Function", {})
     resources: dict[str, Any] = template.get("Resources", {})
     layers = {
         logical_id: LayerSpec(logical_id, ROOT / str(resource["Properties"]["ContentUri"]))
@@ -119,7 +118,7 @@ def read_specs(template: dict[str, Any]) -> tuple[list[FunctionSpec], dict[str, 
     for logical_id, resource in resources.items():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
-        props = {**globals_, **resource.get("Properties", {})}
+        props = function_properties(template, logical_id)
         built, external = [], []
         for layer in props.get("Layers", []):
             if isinstance(layer, dict) and layer.get("Ref") in layers:
@@ -302,9 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         print("sam not found: install aws-sam-cli (pip install -e '.[dev]')", file=sys.stderr)
         return 1
 
-    template, problems = decode(str(TEMPLATE))  # cfn-lint's reader, as the rest of the repository
-    if problems:
-        print(f"FAIL: {TEMPLATE.name}: {problems[0].message}")
+    try:
+        template = load_template(TEMPLATE)  # the repository's one reader (cfn-lint's decoder)
+    except TemplateError as error:
+        print(f"FAIL: {error}")
         return 1
     functions, layers = read_specs(template)
     with tempfile.TemporaryDirectory(prefix="cas-download-build-") as scratch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from botocore.client import BaseClient
 
 from cas_download.config import ENV_VARS, REQUIRED_ENV_VARS, Settings
-from cas_local.template import load_template
+from cas_local.template import function_properties, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -93,8 +94,19 @@ def _resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[st
 
 
 def _function_props(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
-    props: dict[str, Any] = template["Resources"][logical_id]["Properties"]
-    return {**template.get("Globals", {}).get("Function", {}), **props}
+    props = function_properties(template, logical_id)
+    # the template's own managed policies, resolved to their statements (what the role will hold)
+    props["Policies"] = [_resolved_policy(template, policy) for policy in props.get("Policies", [])]
+    return props
+
+
+def _resolved_policy(template: dict[str, Any], policy: Any) -> dict[str, Any]:
+    if isinstance(policy, dict) and set(policy) == {"Ref"}:
+        resource = template["Resources"].get(policy["Ref"], {})
+        assert resource.get("Type") == "AWS::IAM::ManagedPolicy", f"{policy!r} is not this template's"
+        return {"Statement": resource["Properties"]["PolicyDocument"]["Statement"]}
+    assert isinstance(policy, dict), f"only inline statements are allowed, got {policy!r}"
+    return dict(policy)
 
 
 def _statements(props: dict[str, Any]) -> list[dict[str, Any]]:
@@ -374,14 +386,61 @@ def test_verification_model_matches_the_table() -> None:
 # --- IAM ---------------------------------------------------------------------------------------
 
 
-def test_function_role_is_built_only_from_inline_statements(any_function: tuple[str, dict[str, Any]]) -> None:
-    # given the function's permissions
-    _, props = any_function
-    # then no external role, no managed policy and no SAM policy template widens them
-    assert "Role" not in props
-    for policy in props["Policies"]:
+def test_function_role_is_built_only_from_statements_in_this_template(
+    template: dict[str, Any], any_function: tuple[str, dict[str, Any]]
+) -> None:
+    # given the function's permissions as written
+    logical_id, _ = any_function
+    written = function_properties(template, logical_id)
+    # then no external role, no AWS managed policy and no SAM policy template widens them: each
+    # policy is inline, or a managed policy this template defines
+    assert "Role" not in written
+    for policy in written["Policies"]:
         assert isinstance(policy, dict)
-        assert set(policy) == {"Statement"}
+        if set(policy) == {"Ref"}:
+            assert template["Resources"][policy["Ref"]]["Type"] == "AWS::IAM::ManagedPolicy"
+        else:
+            assert set(policy) == {"Statement"}
+
+
+def test_what_every_function_shares_is_said_once_in_globals(template: dict[str, Any]) -> None:
+    # given the Globals section, in the SAM starters' style
+    shared = template["Globals"]["Function"]
+    assert {"Runtime", "Architectures", "Layers", "Tracing", "CodeUri", "Environment"} <= set(shared)
+    assert {"POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"} <= set(shared["Environment"]["Variables"])
+    for logical_id in FUNCTIONS:
+        written = template["Resources"][logical_id]["Properties"]
+        # then no function restates a shared value: one place to change the runtime or a variable
+        for key in ("Runtime", "Architectures", "Tracing", "CodeUri"):
+            assert key not in written, f"{logical_id} restates {key}"
+        own_variables = written.get("Environment", {}).get("Variables", {})
+        assert not set(own_variables) & set(shared["Environment"]["Variables"]), logical_id
+        assert not [layer for layer in written.get("Layers", []) if layer in shared["Layers"]], logical_id
+        # and each still deploys with them, with Lambda's own X-Ray segment
+        merged = function_properties(template, logical_id)
+        assert merged["Tracing"] == "Active"
+        assert merged["Layers"][0] == {"Ref": "DependenciesLayer"}
+        assert merged["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"].startswith("cas-download")
+
+
+def test_the_status_write_grant_is_written_once_and_shared(template: dict[str, Any]) -> None:
+    # given every statement of the template that allows UpdateItem on Backends with an attribute limit
+    status_grants = [
+        statement
+        for statement in _all_statements(template["Resources"])
+        if "dynamodb:Attributes" in json.dumps(statement.get("Condition", {}))
+    ]
+    # then there is exactly one, in one managed policy, attached to both service functions
+    assert len(status_grants) == 1
+    (policy_id,) = [
+        name
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::IAM::ManagedPolicy"
+        and status_grants[0] in resource["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    for logical_id in ("DownloadFunction", "ValidatorFunction"):
+        assert {"Ref": policy_id} in template["Resources"][logical_id]["Properties"]["Policies"]
+    assert {"Ref": policy_id} not in template["Resources"]["ChainloopSyncFunction"]["Properties"]["Policies"]
 
 
 def test_each_function_is_granted_exactly_its_actions_on_exactly_its_resources(

@@ -61,6 +61,24 @@ def _load(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def function_properties(document: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    """A function's properties as SAM deploys them: ``Globals.Function`` merged in by SAM's own
+    translator (a function's value wins, its ``Layers`` come after the shared ones, its variables join
+    the shared ones). The one Globals merge of the repository: the local stack, the template tests and
+    the package check use it."""
+    from samtranslator.plugins.globals.globals import (  # type: ignore[import-untyped]  # noqa: PLC0415 - a dev tool
+        Globals,
+    )
+
+    resource = document["Resources"][logical_id]
+    if resource.get("Type") != FUNCTION_TYPE:
+        raise TemplateError(f"{logical_id} is not an {FUNCTION_TYPE}")
+    merged: dict[str, Any] = Globals(copy.deepcopy(document)).merge(
+        FUNCTION_TYPE, copy.deepcopy(resource.get("Properties") or {}), logical_id
+    )
+    return merged
+
+
 def local_table_name(logical_id: str) -> str:
     """``BackendsTable`` -> ``cas-local-backends``: fixed names, so events/env.json can name them."""
     stem = logical_id.removesuffix("Table") or logical_id
@@ -119,12 +137,11 @@ class Template:
         return found
 
     def download_function(self) -> tuple[str, dict[str, Any]]:
-        """(logical id, properties merged over ``Globals.Function``) of the download function."""
-        globals_ = (self.document.get("Globals") or {}).get("Function") or {}
+        """(logical id, properties with ``Globals.Function`` merged) of the download function."""
         for logical_id, resource in self.resources.items():
             props = resource.get("Properties") or {}
             if resource.get("Type") == FUNCTION_TYPE and props.get("Handler") == DOWNLOAD_HANDLER:
-                return logical_id, {**globals_, **props}
+                return logical_id, function_properties(self.document, logical_id)
         raise TemplateError(f"{self.path} has no function with Handler {DOWNLOAD_HANDLER}")
 
     def function_timeout_seconds(self) -> int:
