@@ -14,11 +14,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # not imported at run time: the import of the handler is what is measured
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 class _Context:
-    """The little of a LambdaContext the handler reads."""
+    """The little of a LambdaContext the handler and Powertools read (duck-typed: importing Powertools'
+    class here would move part of the measured import out of the timed section)."""
 
     aws_request_id = "00000000-0000-0000-0000-000000000000"
     function_name = "cas-download"
@@ -38,9 +42,9 @@ def _app(event_path: str) -> dict[str, Any]:
     from cas_download.handlers import download  # noqa: PLC0415 - the import is what is measured
 
     imported = time.perf_counter()
-    first = download.lambda_handler(event, _Context())
+    first = download.lambda_handler(event, cast("LambdaContext", _Context()))
     served = time.perf_counter()
-    second = download.lambda_handler(event, _Context())
+    second = download.lambda_handler(event, cast("LambdaContext", _Context()))
     warm = time.perf_counter()
     if first["statusCode"] != 307 or second["statusCode"] != 307:
         raise SystemExit(f"unexpected status {first['statusCode']}/{second['statusCode']}: {first['body']}")

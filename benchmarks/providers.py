@@ -31,7 +31,7 @@ from benchmarks.counting import total
 from benchmarks.scenarios import DATA, Scenarios
 from cas_admin.oci_push import push_artifact
 from cas_download.data.storage.oci import MANIFEST_MEDIA_TYPE, RegistryClient
-from cas_download.handlers.download import handle
+from cas_download.handlers.download import instrumented_handler
 from cas_local.registry import Registry, registry_binary, start_registry
 
 S3_FIRST_AFTER_MARKED_ROTATION_TARGET = 4
@@ -172,7 +172,7 @@ def oci_steady_state(
 
     def serve() -> None:
         event = load_event("get_redirect", digest=digest, orgs=org)
-        response = handle(event, FakeLambdaContext(), app)
+        response = instrumented_handler(app)(event, FakeLambdaContext())
         if response["statusCode"] != 307:
             raise RuntimeError(f"OCI redirect answered {response['statusCode']}: {response.get('body')}")
 
@@ -223,7 +223,7 @@ def oci_after_rotation(
     app = scenarios.app(VERIFICATIONS_TABLE=verifications_table, BACKEND_CACHE_TTL_SECONDS=1)
     event = load_event("get_redirect", digest=digest, orgs=org)
     for _ in range(3):
-        handle(event, FakeLambdaContext(), app)
+        instrumented_handler(app)(event, FakeLambdaContext())
     new_user = registry.new_user()
     world.oci_backend(org, "registry-new", location, new_user, is_default=True)
     world.update_backend(oci, is_default=False)
@@ -233,7 +233,7 @@ def oci_after_rotation(
     watcher = registry_calls()
     mark = counter.mark()
     with watcher.watching():
-        response = handle(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext(), app)
+        response = instrumented_handler(app)(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext())
     if response["statusCode"] != 307:
         raise RuntimeError(f"OCI rotation answered {response['statusCode']}: {response.get('body')}")
     results.oci_rotation_registry_calls = list(watcher.calls)
@@ -301,7 +301,7 @@ def azure_rows(
         watcher = azure_calls()
 
         def serve() -> None:
-            response = handle(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext(), app)
+            response = instrumented_handler(app)(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext())
             if response["statusCode"] != 307:
                 raise RuntimeError(
                     f"Azure redirect answered {response['statusCode']}: {response.get('body')}"

@@ -17,7 +17,7 @@ from tests.support.world import BackendRef, World
 from benchmarks.counting import CallCounter, Calls
 from cas_download.app import App
 from cas_download.config import Settings
-from cas_download.handlers.download import handle
+from cas_download.handlers.download import instrumented_handler
 
 # The artifact of the call-count and latency scenarios: small, stored with a full-object SHA-256.
 DATA = b"cas-download benchmark artifact\n" * 64  # 2 KiB
@@ -79,8 +79,10 @@ class Scenarios:
         def prepare() -> tuple[dict[str, Any], FakeLambdaContext]:
             return load_event(event_name, digest=digest, orgs=org, headers=headers), FakeLambdaContext()
 
+        handler = instrumented_handler(app)  # what Lambda runs: metrics flushed per request
+
         def serve(prepared: tuple[dict[str, Any], FakeLambdaContext]) -> dict[str, Any]:
-            response = handle(prepared[0], prepared[1], app)
+            response = dict(handler(prepared[0], prepared[1]))
             if response["statusCode"] != status:
                 raise UnexpectedResponse(
                     f"{key}: expected {status}, got {response['statusCode']}: {str(response.get('body'))[:300]}"

@@ -303,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         template = load_template(TEMPLATE)  # the repository's one reader (cfn-lint's decoder)
-    except TemplateError as error:
-        print(f"FAIL: {error}")
+    except TemplateError as unreadable:
+        print(f"FAIL: {unreadable}")
         return 1
     functions, layers = read_specs(template)
     with tempfile.TemporaryDirectory(prefix="cas-download-build-") as scratch:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, single_metric
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from cas_download.domain import Artifact, Attempt, AttemptReason, NotModified
@@ -41,6 +43,7 @@ class RequestRecord:
                 {
                     "backend_id": a.backend.id,
                     "backend_name": a.backend.name,
+                    "provider": a.backend.provider,
                     "reason": a.reason.value,
                     "ms": round(a.elapsed_ms, 1),
                 }
@@ -64,6 +67,9 @@ def quiet_library_loggers() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
 class Telemetry:
     def __init__(self, service: str, namespace: str) -> None:
         quiet_library_loggers()
@@ -71,11 +77,23 @@ class Telemetry:
         self._namespace = namespace
         self._metrics = Metrics(namespace=namespace, service=service)
 
-    def record(self, record: RequestRecord) -> None:
-        self.logger.info("download request", extra=record.log_fields())
-        self._emit_metrics(record)
+    def instrument(self, handler: Handler) -> Handler:
+        """``handler`` as Powertools wraps a Lambda handler: every line it logs carries the API Gateway
+        request id (``correlation_id``) and the Lambda context (``cold_start``, ``function_request_id``,
+        ...); the metrics it adds are flushed once when it returns, with a ``ColdStart`` metric on a
+        container's first invocation."""
+        with_metrics = self._metrics.log_metrics(capture_cold_start_metric=True)(handler)
+        instrumented: Handler = self.logger.inject_lambda_context(
+            correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+        )(with_metrics)
+        return instrumented
 
-    def _emit_metrics(self, record: RequestRecord) -> None:
+    def record(self, record: RequestRecord) -> None:
+        """Log the request's summary line and add its metrics (flushed by :meth:`instrument`'s wrapper)."""
+        self.logger.info("download request", extra=record.log_fields())
+        self._add_metrics(record)
+
+    def _add_metrics(self, record: RequestRecord) -> None:
         failures = Counter(
             a.reason.value for a in record.attempts if a.reason is not AttemptReason.SKIPPED_INVALID
         )
@@ -92,7 +110,6 @@ class Telemetry:
         if record.status >= 500:
             self._metrics.add_metric("ServerErrors", MetricUnit.Count, 1)
         self._metrics.add_metric("Requests", MetricUnit.Count, 1)
-        self._metrics.flush_metrics()
 
     def count(self, name: str, value: int) -> None:
         self._metrics.add_metric(name, MetricUnit.Count, value)

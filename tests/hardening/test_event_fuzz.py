@@ -1,5 +1,5 @@
 """Event fuzzing: generated and mutated API Gateway events always get an error
-response of the spec's form through ``handle(event, context, app)``, never an unhandled exception.
+response of the spec's form through the handler Lambda runs (``instrumented_handler(app)``), never an unhandled exception.
 
 Every case goes through the real handler and app, against tables of its own that hold no mapping (so no
 case can succeed: every answer must be an error). Checked for each response:
@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from cas_download.app import App
 from cas_download.config import Settings
-from cas_download.handlers.download import handle
+from cas_download.handlers.download import instrumented_handler
 from tests.hardening.figures import count
 from tests.support.events import EVENTS_DIR, EXAMPLE_DIGEST, FakeLambdaContext, load_event
 from tests.support.moto_servers import AwsServers
@@ -112,6 +112,7 @@ class Fuzzer:
     def __init__(self, app: App) -> None:
         self.app = app
         self.context = FakeLambdaContext()
+        self.handler = instrumented_handler(app)  # what Lambda runs, Powertools' wrappers included
         self.cases = 0
         self.failures: list[str] = []
 
@@ -119,7 +120,7 @@ class Fuzzer:
         """Send one event; record a failure (with ``label``) instead of raising, so all cases run."""
         self.cases += 1
         try:
-            response = handle(event, self.context, self.app)  # type: ignore[arg-type]
+            response = dict(self.handler(event, self.context))  # type: ignore[arg-type]
             problem = response_problem(response)
         except Exception as error:  # an exception escaping handle() is the worst finding
             response, problem = None, f"handle raised {type(error).__name__}: {error}"

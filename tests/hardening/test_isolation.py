@@ -42,7 +42,7 @@ import pytest
 from cas_admin.oci_push import push_artifact
 from cas_download.app import App
 from cas_download.config import Settings
-from cas_download.handlers.download import handle
+from cas_download.handlers.download import instrumented_handler
 from tests.hardening.figures import count
 from tests.scenarios.conftest import AZURE_ACCOUNT, HttpResult
 from tests.support.azure import Azurite, new_account_key, put_blob
@@ -67,7 +67,8 @@ class Warm:
 
     def request(self, event: dict[str, Any]) -> HttpResult:
         self.recorder.clear()
-        raw = handle(event, FakeLambdaContext(), self.app)  # each invocation has its own time budget
+        # each invocation has its own time budget
+        raw = dict(instrumented_handler(self.app)(event, FakeLambdaContext()))
         return HttpResult(raw["statusCode"], raw["headers"], raw)
 
 

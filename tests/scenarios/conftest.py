@@ -18,7 +18,7 @@ import pytest
 
 from cas_download.app import App
 from cas_download.config import Settings
-from cas_download.handlers.download import handle
+from cas_download.handlers.download import instrumented_handler
 from tests.support.azure import Azurite, new_account_key, start_azurite
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
@@ -73,7 +73,8 @@ class Service:
 
     def request(self, event_name: str = "get_redirect", **event_fields: Any) -> HttpResult:
         event = load_event(event_name, **event_fields)
-        raw = handle(event, self._context, self.app)
+        # what Lambda runs: handle() inside Powertools' logger and metrics wrappers
+        raw = dict(instrumented_handler(self.app)(event, self._context))
         return HttpResult(raw["statusCode"], raw["headers"], raw)
 
     def get(self, digest: str, orgs: Any, mode: str | None = None, **fields: Any) -> HttpResult:

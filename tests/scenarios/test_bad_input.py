@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cas_download.handlers.download import handle
+from cas_download.handlers.download import instrumented_handler
 from tests.scenarios.conftest import HttpResult, Service
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
@@ -36,7 +36,7 @@ def assert_json_error(response: HttpResult, status: int, code: str) -> None:
 
 
 def call_handler(service: Service, event: Any, context: FakeLambdaContext) -> HttpResult:
-    raw = handle(event, context, service.app)
+    raw = dict(instrumented_handler(service.app)(event, context))
     return HttpResult(raw["statusCode"], raw["headers"], raw)
 
 

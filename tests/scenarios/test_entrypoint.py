@@ -9,6 +9,7 @@ from typing import Any
 import pynamodb.connection.base as pynamodb_connection
 import pytest
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics.provider import cold_start
 
 from cas_download.handlers import download as entrypoint
 from tests.scenarios.conftest import Service
@@ -145,3 +146,78 @@ def test_the_tables_use_the_app_session_instead_of_a_botocore_session_per_model(
         ("PutItem", verifications_table),
     }
     assert new_sessions == []
+
+
+def _emf_documents(stdout: str) -> list[dict[str, Any]]:
+    """The CloudWatch embedded-metric-format documents among the lines the function printed."""
+    documents = []
+    for line in stdout.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            document = json.loads(line)
+            if "CloudWatchMetrics" in document["_aws"]:
+                documents.append(document)
+    return documents
+
+
+def _metric_names(document: dict[str, Any]) -> set[str]:
+    return {m["Name"] for block in document["_aws"]["CloudWatchMetrics"] for m in block["Metrics"]}
+
+
+@pytest.mark.usefixtures("cold_container", "app_env")
+def test_each_invocation_flushes_its_metrics_once_and_only_the_first_counts_a_cold_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a new container (Powertools keeps the cold-start flag per process)
+    monkeypatch.setattr(cold_start, "is_cold_start", True)
+
+    # When two requests reach it, one answered 404 and one 400
+    entrypoint.lambda_handler(load_event("get_not_found"), FakeLambdaContext())
+    first = _emf_documents(capsys.readouterr().out)
+    entrypoint.lambda_handler(load_event("get_invalid_digest"), FakeLambdaContext())
+    second = _emf_documents(capsys.readouterr().out)
+
+    # Then the first invocation adds a ColdStart metric, named by function and service
+    cold = [d for d in first if "ColdStart" in _metric_names(d)]
+    assert len(cold) == 1
+    assert cold[0]["ColdStart"] == [1.0] or cold[0]["ColdStart"] == 1.0
+    assert cold[0]["function_name"] == FakeLambdaContext().function_name
+    assert cold[0]["service"] == "cas-download"
+    # and each invocation flushes the request's metrics exactly once, in the service's namespace
+    for documents in (first, second):
+        requests = [d for d in documents if "Requests" in _metric_names(d)]
+        assert len(requests) == 1
+        assert requests[0]["Requests"] in (1.0, [1.0])
+        namespace = requests[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"]
+        assert entrypoint._app is not None
+        assert namespace == entrypoint._app.settings.metrics_namespace
+    # and the second is no cold start
+    assert not [d for d in second if "ColdStart" in _metric_names(d)]
+
+
+@pytest.mark.usefixtures("cold_container", "app_env")
+def test_with_tracing_active_every_log_line_carries_the_x_ray_trace_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given Lambda's own X-Ray segment (Tracing: Active), whose id the runtime puts in the environment
+    trace_id = "1-6745f1a0-3c8a1e2b9d4f5a6b7c8d9e0f"
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", f"Root={trace_id};Parent=53995c3f42cd8ad8;Sampled=1")
+    Logger(service="cas-download")
+    lines: list[dict[str, Any]] = []
+    service_logger = logging.getLogger("cas-download")
+    formatter = service_logger.handlers[0].formatter
+    assert formatter is not None
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(formatter.format(record)))
+
+    keep = Keep()
+    service_logger.addHandler(keep)
+
+    # When a request is handled
+    try:
+        entrypoint.lambda_handler(load_event("get_not_found"), FakeLambdaContext())
+    finally:
+        service_logger.removeHandler(keep)
+
+    # Then its lines lead from CloudWatch Logs to the trace
+    assert lines
+    assert all(line["xray_trace_id"] == trace_id for line in lines)

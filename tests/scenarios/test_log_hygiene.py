@@ -34,7 +34,7 @@ TEMPORARY_SECRET = {
 
 # The service's own loggers: everything they emit, at any level, must be clean.
 SERVICE_LOGGERS = ("cas-download", "cas_download", "aws_lambda_powertools")
-ATTEMPT_FIELDS = {"backend_id", "backend_name", "reason", "ms"}
+ATTEMPT_FIELDS = {"backend_id", "backend_name", "provider", "reason", "ms"}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -296,7 +296,7 @@ def banner(endpoints: StackEndpoints, state_file: Path) -> str:
 def cmd_invoke(args: argparse.Namespace) -> int:
     from cas_download.app import App  # noqa: PLC0415
     from cas_download.config import Settings  # noqa: PLC0415
-    from cas_download.handlers.download import handle  # noqa: PLC0415
+    from cas_download.handlers.download import instrumented_handler  # noqa: PLC0415
     from cas_local.events import LocalLambdaContext, load_event_file  # noqa: PLC0415
     from cas_local.seed import seed  # noqa: PLC0415
     from cas_local.stack import LocalStack, process_environment, start_stack  # noqa: PLC0415
@@ -326,7 +326,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         with process_environment(process_env), contextlib.redirect_stdout(sys.stderr):
             app = App.create(Settings.from_env(process_env))
             context = LocalLambdaContext(timeout_ms=template.function_timeout_seconds() * 1000)
-            response = handle(event, context, app)
+            response = dict(instrumented_handler(app)(event, context))
     finally:
         if stack is not None:
             stack.stop()

@@ -8,9 +8,10 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 ROUTE_PATH = "/v1/artifacts/{digest}"
 ROUTE_PREFIX = "/v1/artifacts/"
@@ -116,22 +117,19 @@ def load_event_file(path: Path) -> dict[str, Any]:
     return event
 
 
-@dataclass
-class LocalLambdaContext:
-    """Enough of ``LambdaContext`` for the handler and Powertools, with the template's timeout."""
+class LocalLambdaContext(LambdaContext):
+    """Powertools' ``LambdaContext``, filled in as Lambda fills it, with the template's timeout."""
 
-    timeout_ms: int = 25_000
-    function_name: str = "cas-download-local"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/cas-download-local"
-    log_stream_name: str = "local"
-    _started: float = field(default_factory=time.monotonic)
+    def __init__(self, timeout_ms: int = 25_000, function_name: str = "cas-download-local") -> None:
+        self.timeout_ms = timeout_ms
+        self._function_name = function_name
+        self._function_version = "$LATEST"
+        self._invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        self._memory_limit_in_mb = 512
+        self._aws_request_id = str(uuid.uuid4())
+        self._log_group_name = f"/aws/lambda/{function_name}"
+        self._log_stream_name = "local"
+        self._started = time.monotonic()
 
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]  # static in the stub class
         return max(0, int(self.timeout_ms - (time.monotonic() - self._started) * 1000))

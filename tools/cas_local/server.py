@@ -24,7 +24,7 @@ from email.utils import format_datetime
 from typing import Any, TextIO
 
 from cas_download.app import App
-from cas_download.handlers.download import handle
+from cas_download.handlers.download import instrumented_handler
 from cas_local.events import ROUTE_METHODS, LocalLambdaContext, http_event, local_orgs, route_digest
 from cas_local.httpbase import DispatchingHandler, LoopbackServer, bound_handler
 
@@ -44,6 +44,8 @@ class ApiServer(LoopbackServer):
         access_log: TextIO | None = sys.stderr,
     ) -> None:
         self.app = app
+        # What Lambda runs: handle() with Powertools' correlation id, cold start and metrics flush.
+        self._handler = instrumented_handler(app)
         self.org_claim = app.settings.org_claim
         self.timeout_ms = timeout_seconds * 1000
         self.access_log = access_log
@@ -54,7 +56,7 @@ class ApiServer(LoopbackServer):
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            return handle(event, LocalLambdaContext(timeout_ms=self.timeout_ms), self.app)
+            return dict(self._handler(event, LocalLambdaContext(timeout_ms=self.timeout_ms)))
 
     def log(self, line: str) -> None:
         if self.access_log is not None:

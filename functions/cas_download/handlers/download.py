@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cas_download.app import App
 from cas_download.config import ConfigError, Settings
 from cas_download.domain import Artifact
 from cas_download.errors import CasError
-from cas_download.handlers.requests import parse_request, request_method
+from cas_download.handlers.requests import http_event, parse_request, request_method
 from cas_download.handlers.responses import Response, error_response, success_response
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.download import download
@@ -21,38 +22,46 @@ from cas_download.observability import RequestRecord
 # Time kept back from Lambda's own timeout so that a response is always written.
 _RESPONSE_RESERVE_SECONDS = 1.5
 
+LambdaHandler = Callable[[dict[str, Any], LambdaContext], Response]
+
+# One App per container, built on the first request, and handle() bound to it and instrumented.
 _app: App | None = None
+_handler: LambdaHandler | None = None
 
 
-def lambda_handler(event: dict[str, Any], context: Any) -> Response:
-    global _app  # noqa: PLW0603 - one App per container, built on the first request
-    if _app is None:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Response:
+    global _app, _handler  # noqa: PLW0603 - the container's one App, built on the first request
+    if _app is None or _handler is None:
         try:
             _app = App.create(Settings.from_env())
         except ConfigError as error:
             # No App, so no Powertools logger yet: the runtime's own logging still reaches CloudWatch.
             logging.getLogger(__name__).error("service misconfigured: %s", error)
             return error_response(CasError(f"service misconfigured: {error}"))
-    # Powertools' own decorator: every line the request logs carries the API Gateway request id
-    # (correlation_id) and the Lambda context (cold_start, function_request_id, ...).
-    with_context = _app.telemetry.logger.inject_lambda_context(
-        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
-    )(_handle_with_container_app)
-    response: Response = with_context(event, context)
-    return response
+        _handler = instrumented_handler(_app)
+    return _handler(event, context)
 
 
-def _handle_with_container_app(event: dict[str, Any], context: Any) -> Response:
-    assert _app is not None  # built by lambda_handler before it calls this
-    return handle(event, context, _app)
+def instrumented_handler(app: App) -> LambdaHandler:
+    """:func:`handle` bound to ``app`` and wrapped by Powertools as a Lambda handler (correlation id
+    and cold start on every log line, metrics flushed once per invocation): what Lambda runs, and what
+    the local server runs."""
+
+    def handler(event: dict[str, Any], context: LambdaContext) -> Response:
+        return handle(event, context, app)
+
+    return app.telemetry.instrument(handler)
 
 
-def handle(event: dict[str, Any], context: Any, app: App) -> Response:
+def handle(event: object, context: LambdaContext, app: App) -> Response:
+    """Parse, download, answer. The request's log line and metrics are recorded; the metrics are
+    flushed by :func:`instrumented_handler`'s wrapper."""
     started = time.monotonic()
     record = RequestRecord()
     try:
-        record.method = request_method(event)
-        request = parse_request(event, app.settings.org_claim)
+        parsed_event = http_event(event)
+        record.method = request_method(parsed_event)
+        request = parse_request(parsed_event, app.settings.org_claim)
         record.digest, record.orgs, record.mode = request.digest, request.orgs, request.mode.value
         outcome = download(request, app.services, Deadline(_budget(app.settings, context)))
         record.outcome = outcome
@@ -72,7 +81,7 @@ def handle(event: dict[str, Any], context: Any, app: App) -> Response:
     return response
 
 
-def _budget(settings: Settings, context: Any) -> float:
+def _budget(settings: Settings, context: LambdaContext) -> float:
     budget = settings.request_deadline_seconds
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
     if callable(remaining_ms):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TypedDict
 from urllib.parse import quote
 
 from cas_download.domain import Artifact, Attempt, Mode, NotModified, etag_for
@@ -13,7 +13,14 @@ from cas_download.filenames import content_disposition
 RETRY_AFTER_SECONDS = "1"
 _NO_STORE = "private, no-store"
 
-Response = dict[str, Any]
+
+class Response(TypedDict):
+    """A Lambda proxy response (API Gateway HTTP API, payload format 2.0)."""
+
+    statusCode: int
+    headers: dict[str, str]
+    body: str
+    isBase64Encoded: bool
 
 
 def success_response(outcome: Artifact | NotModified, mode: Mode, method: str) -> Response:
