@@ -195,7 +195,9 @@ def test_each_invocation_flushes_its_metrics_once_and_only_the_first_counts_a_co
 
 
 @pytest.mark.usefixtures("cold_container", "app_env")
-def test_with_tracing_active_every_log_line_carries_the_x_ray_trace_id(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_tracing_active_every_log_line_carries_the_x_ray_trace_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Given Lambda's own X-Ray segment (Tracing: Active), whose id the runtime puts in the environment
     trace_id = "1-6745f1a0-3c8a1e2b9d4f5a6b7c8d9e0f"
     monkeypatch.setenv("_X_AMZN_TRACE_ID", f"Root={trace_id};Parent=53995c3f42cd8ad8;Sampled=1")
