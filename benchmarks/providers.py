@@ -233,7 +233,9 @@ def oci_after_rotation(
     watcher = registry_calls()
     mark = counter.mark()
     with watcher.watching():
-        response = instrumented_handler(app)(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext())
+        response = instrumented_handler(app)(
+            load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext()
+        )
     if response["statusCode"] != 307:
         raise RuntimeError(f"OCI rotation answered {response['statusCode']}: {response.get('body')}")
     results.oci_rotation_registry_calls = list(watcher.calls)
@@ -301,7 +303,9 @@ def azure_rows(
         watcher = azure_calls()
 
         def serve() -> None:
-            response = instrumented_handler(app)(load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext())
+            response = instrumented_handler(app)(
+                load_event("get_redirect", digest=digest, orgs=org), FakeLambdaContext()
+            )
             if response["statusCode"] != 307:
                 raise RuntimeError(
                     f"Azure redirect answered {response['statusCode']}: {response.get('body')}"
