@@ -300,7 +300,7 @@ def _body(results: Results) -> str:
         "Timed in the same rounds: **app** = a `mode=body` request through the handler; **irreducible** = "
         "the same work written plainly with boto3 (one DynamoDB `Query` of the mapping, one `GetObject` "
         "through the backend's key, `read()`, SHA-256, base64 to text); **floor** = SHA-256 + base64 to "
-        "text of the same bytes already in memory (the issue's reference: it has no I/O at all). Throughput "
+        "text of the same bytes already in memory (the body-mode target's reference: it has no I/O at all). Throughput "
         "ratios are of MiB/s (higher is better). "
         "Peak = tracemalloc peak during one request above what was allocated before it, the response "
         f"included (a separate pass). Medians of {results.args.body_reps}.\n\n"

@@ -41,7 +41,7 @@ from benchmarks.scenarios import (
 STEADY_REQUESTS = 20  # counted per scenario for the call table, after 2 warm-up requests
 ROTATIONS = 5  # rotations seen by warm containers
 
-# The issue's targets.
+# The performance targets the service is held to (README "Performance").
 CALL_TARGETS = {"healthy": 2, "rotation": 2, "body": 2, "url": 2, "not_modified": 1}
 FIRST_AFTER_ROTATION_TARGET = 4
 LATENCY_TARGET = 1.25  # median and p99, healthy and rotation steady state, against the baseline
@@ -52,7 +52,7 @@ BODY_PEAK_TARGET = 3.0
 
 @dataclass
 class Goal:
-    """One target of the issue: what was measured against what was asked."""
+    """One performance target: what was measured against what was asked."""
 
     key: str
     what: str

@@ -3,9 +3,11 @@ failure type an attempt through a backend ends with."""
 
 from __future__ import annotations
 
+from collections import abc
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class AttemptReason(StrEnum):
@@ -81,6 +83,15 @@ def etag_for(digest: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Backend:
+    """A Backends row (SPEC.md "Backends table"): the one backend type of the service, the validator,
+    the Chainloop sync and cas-admin, read and written with :meth:`from_row` and :meth:`to_row`.
+
+    What else looks like a backend is another thing: ``BackendRecord`` (data/tables.py) is the table's
+    PynamoDB schema, read into this type; ``ChainloopBackend`` (data/chainloop_db.py) is Chainloop's
+    ``cas_backends`` row, with PostgreSQL's types, that the sync turns into this type; the tests'
+    ``BackendRef`` is a handle on what a test created (its IAM user and current keys), not a row.
+    """
+
     id: str
     org_id: str
     name: str
@@ -91,13 +102,74 @@ class Backend:
     key_prefix: str = ""
     is_default: bool = False
     is_fallback: bool = False
-    validation_status: ValidationStatus = ValidationStatus.OK
+    # None: never validated, which the spec reads as OK (see ``status``)
+    validation_status: ValidationStatus | None = None
+    validation_error: str | None = None
+    validated_at: str | None = None
     created_at: str = ""
-    deleted: bool = False
+    deleted_at: str | None = None
+
+    @property
+    def status(self) -> ValidationStatus:
+        return self.validation_status or ValidationStatus.OK
 
     @property
     def is_invalid(self) -> bool:
-        return self.validation_status == ValidationStatus.INVALID
+        return self.validation_status is ValidationStatus.INVALID
+
+    @property
+    def deleted(self) -> bool:
+        return bool(self.deleted_at)
+
+    @classmethod
+    def from_row(cls, row: abc.Mapping[str, Any]) -> Backend:
+        """A row's plain values (a DynamoDB item deserialized, a PynamoDB record's attributes). Missing
+        optional attributes read as the spec reads them: no flag, no status (OK), not deleted."""
+        return cls(
+            id=str(row.get("id") or ""),
+            org_id=str(row.get("org_id") or ""),
+            name=str(row.get("name") or row.get("id") or ""),
+            provider=str(row.get("provider") or ""),
+            location=str(row.get("location") or ""),
+            secret_name=str(row.get("secret_name") or ""),
+            region=row.get("region") or None,
+            key_prefix=row.get("key_prefix") or "",
+            is_default=bool(row.get("is_default")),
+            is_fallback=bool(row.get("is_fallback")),
+            validation_status=_validation_status(row.get("validation_status")),
+            validation_error=row.get("validation_error") or None,
+            validated_at=row.get("validated_at") or None,
+            created_at=str(row.get("created_at") or ""),
+            deleted_at=row.get("deleted_at") or None,
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        """The row's plain values; None means the attribute is absent. Only true flags are written (a
+        missing flag means false, as the spec reads it), and an empty prefix or region not at all."""
+        return {
+            "id": self.id,
+            "org_id": self.org_id,
+            "name": self.name,
+            "provider": self.provider,
+            "location": self.location,
+            "secret_name": self.secret_name,
+            "region": self.region or None,
+            "key_prefix": self.key_prefix or None,
+            "is_default": True if self.is_default else None,
+            "is_fallback": True if self.is_fallback else None,
+            "validation_status": self.validation_status.value if self.validation_status else None,
+            "validation_error": self.validation_error,
+            "validated_at": self.validated_at,
+            "created_at": self.created_at,
+            "deleted_at": self.deleted_at,
+        }
+
+
+def _validation_status(value: object) -> ValidationStatus | None:
+    if value is None or value == "":
+        return None
+    # Only "Invalid" defers a backend; any other recorded value reads as OK, as the spec says.
+    return ValidationStatus.INVALID if value == ValidationStatus.INVALID else ValidationStatus.OK
 
 
 @dataclass(frozen=True, slots=True)

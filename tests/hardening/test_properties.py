@@ -277,7 +277,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     st.sampled_from([ValidationStatus.OK, ValidationStatus.OK, ValidationStatus.INVALID])
                 ),
                 created_at=draw(st.sampled_from(TIMES)),
-                deleted=draw(st.sampled_from([False, False, False, True])),
+                deleted_at=draw(st.sampled_from([None, None, None, "2025-06-01T00:00:00.000000Z"])),
             )
         )
     ids = [b.id for b in backends] + ["missing-backend"]

@@ -11,6 +11,8 @@ INVALID = ValidationStatus.INVALID
 def backend(bid: str, org: str = "o1", **kw: object) -> Backend:
     fields: dict = {"provider": "AWS-S3", "location": f"bucket-{bid}", "secret_name": f"s/{bid}"}
     fields.update(kw)
+    if fields.pop("deleted", False):
+        fields["deleted_at"] = "2025-06-01T00:00:00.000000Z"
     return Backend(id=bid, org_id=org, name=bid, **fields)
 
 

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cas_admin.errors import AdminError, IntegrityError, UsageError
 from cas_admin.oci_push import PushError, push_artifact
 from cas_admin.output import note, print_json, print_table
-from cas_admin.store import AdminStore, BackendRow
+from cas_admin.store import AdminStore
 from cas_download.data.storage.oci import credentials_from_secret as oci_credentials
 from cas_download.digests import digest_hex, parse_digest
 from cas_download.domain import AttemptFailed, Backend, Mapping, Provider
@@ -96,7 +96,7 @@ def cmd_put(args: argparse.Namespace, store: AdminStore) -> int:
 
 def _upload_to_s3(
     store: AdminStore,
-    backend: BackendRow,
+    backend: Backend,
     path: Path,
     digest: str,
     checksum: str,
@@ -136,7 +136,7 @@ def _upload_to_s3(
 
 
 def _upload_to_azure(
-    store: AdminStore, backend: BackendRow, path: Path, digest: str, filename: str, content_type: str
+    store: AdminStore, backend: Backend, path: Path, digest: str, filename: str, content_type: str
 ) -> bool:
     """Blob ``{key_prefix}sha256:<hex>`` with the ``Filename`` metadata, as Chainloop writes it; False
     if the blob is already there with that size."""
@@ -172,7 +172,7 @@ def _upload_to_azure(
     return True
 
 
-def _push_to_registry(store: AdminStore, backend: BackendRow, path: Path, filename: str) -> bool:
+def _push_to_registry(store: AdminStore, backend: Backend, path: Path, filename: str) -> bool:
     """Push in Chainloop's layout (image chainloop-<hex>:latest, one layer, the title annotation)."""
     secret = store.read_secret(backend.secret_name)
     try:
@@ -192,7 +192,7 @@ def _push_to_registry(store: AdminStore, backend: BackendRow, path: Path, filena
     return True
 
 
-def _upload_backend(rows: list[BackendRow], org: str, name: str | None) -> BackendRow:
+def _upload_backend(rows: list[Backend], org: str, name: str | None) -> Backend:
     live = [r for r in rows if not r.deleted]
     if name:
         for row in live:
@@ -552,7 +552,7 @@ def _line(
         "backend": {"id": backend.id, "name": backend.name},
         "org_id": backend.org_id,
         "roles": roles,
-        "status": backend.validation_status,
+        "status": backend.status,
         "result": result,
         "serves": serving is not None and serving.id == backend.id,
     }

@@ -9,16 +9,16 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from botocore.exceptions import ClientError
 
 from cas_admin.errors import AdminError, UsageError
 from cas_admin.output import note, print_json, print_table
-from cas_admin.store import AdminStore, BackendRow, parse_location_or_fail
+from cas_admin.store import AdminStore, parse_location_or_fail, public
 from cas_download.data.storage.port import SecretFields
 from cas_download.data.storage.s3 import Credentials, probe_read_access
-from cas_download.domain import AttemptFailed, Provider, ValidationStatus
+from cas_download.domain import AttemptFailed, Backend, Provider, ValidationStatus
 from cas_download.logic.health import utc_now_iso
 
 SECRET_ENV = "CAS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
@@ -238,17 +238,17 @@ def _validate(
     return None if reason is None else reason.value
 
 
-def _probe_with_port(store: AdminStore, row: BackendRow, new: NewCredentials) -> str | None:
+def _probe_with_port(store: AdminStore, row: Backend, new: NewCredentials) -> str | None:
     """The service's own read-only probe through the provider's adapter; None when healthy."""
     try:
         secret = store.read_secret(new.secret_name) if new.secret_name else SecretFields(new.secret_value())
-        reason = store.providers.open(row.to_domain(), secret).probe(row.key_prefix or "")
+        reason = store.providers.open(row, secret).probe(row.key_prefix or "")
     except AttemptFailed as failure:
         reason = failure.reason
     return None if reason is None else reason.value
 
 
-def _describe(row: BackendRow) -> str:
+def _describe(row: Backend) -> str:
     role = "default" if row.is_default else "fallback" if row.is_fallback else "neither default nor fallback"
     return f"{row.name} ({row.id}) in org {row.org_id}: {row.location}, {role}, status {row.status}"
 
@@ -275,8 +275,8 @@ def cmd_add(args: argparse.Namespace, store: AdminStore) -> int:
     live = [r for r in existing if not r.deleted]
     make_default = args.default or (not args.fallback and not any(r.is_default for r in live))
     row = _new_row(args.org, args.name, args.location, args.backend_region, args.key_prefix, args.provider)
-    row.is_default, row.is_fallback = make_default, bool(args.fallback)
-    _register(
+    row = replace(row, is_default=make_default, is_fallback=bool(args.fallback))
+    row = _register(
         args,
         store,
         row,
@@ -292,8 +292,8 @@ def cmd_add(args: argparse.Namespace, store: AdminStore) -> int:
 
 def _new_row(
     org: str, name: str, location: str, region: str | None, key_prefix: str | None, provider: str
-) -> BackendRow:
-    return BackendRow(
+) -> Backend:
+    return Backend(
         id=str(uuid.uuid4()),
         org_id=org,
         name=name,
@@ -302,18 +302,19 @@ def _new_row(
         secret_name="",
         created_at=utc_now_iso(),
         region=region or None,
-        key_prefix=key_prefix or None,
+        key_prefix=key_prefix or "",
     )
 
 
 def _register(
     args: argparse.Namespace,
     store: AdminStore,
-    row: BackendRow,
+    row: Backend,
     new: NewCredentials,
-    unset: list[tuple[BackendRow, str]],
-) -> None:
-    """Validate the keys (unless --no-validate), store them, write the row (and flag changes)."""
+    unset: list[tuple[Backend, str]],
+) -> Backend:
+    """Validate the keys (unless --no-validate), store them, write the row (and flag changes): the row
+    as written."""
     if not args.no_validate and row.provider in {Provider.OCI, Provider.AZURE_BLOB}:
         reason = _probe_with_port(store, row, new)
         if reason is not None:
@@ -321,7 +322,7 @@ def _register(
                 f"the credentials cannot read {row.location}: {reason}; nothing was written",
                 hint="check the login, key or client secret, or pass --no-validate",
             )
-        row.validation_status, row.validated_at = ValidationStatus.OK.value, utc_now_iso()
+        row = replace(row, validation_status=ValidationStatus.OK, validated_at=utc_now_iso())
     if not args.no_validate and row.provider == Provider.S3 and new.credentials is not None:
         reason = _validate(
             store,
@@ -336,18 +337,19 @@ def _register(
                 f"the credentials cannot read {row.location}: {reason}; nothing was written",
                 hint="check the keys and their policy (s3:GetObject, s3:ListBucket), or pass --no-validate",
             )
-        row.validation_status, row.validated_at = ValidationStatus.OK.value, utc_now_iso()
+        row = replace(row, validation_status=ValidationStatus.OK, validated_at=utc_now_iso())
     if new.secret_name:
-        row.secret_name = new.secret_name
+        row = replace(row, secret_name=new.secret_name)
     else:
-        row.secret_name = f"{args.secret_prefix}{row.org_id}/{row.name}"
+        row = replace(row, secret_name=f"{args.secret_prefix}{row.org_id}/{row.name}")
         store.create_secret(row.secret_name, new.secret_value(), row.region)
     store.write_backend(row, unset_flags_of=unset)
+    return row
 
 
-def _print_row(args: argparse.Namespace, row: BackendRow, verb: str) -> None:
+def _print_row(args: argparse.Namespace, row: Backend, verb: str) -> None:
     if args.json:
-        print_json(row.public())
+        print_json(public(row))
     else:
         print(f"{verb} {_describe(row)}")
 
@@ -360,7 +362,7 @@ def cmd_list(args: argparse.Namespace, store: AdminStore) -> int:
     if not args.all:
         rows = [r for r in rows if not r.deleted]
     if args.json:
-        print_json([r.public() for r in rows])
+        print_json([public(r) for r in rows])
         return 0
     headers = ["NAME", "DEFAULT", "FALLBACK", "STATUS", "VALIDATED_AT", "LOCATION", "ID"]
     if args.all:
@@ -421,10 +423,10 @@ def cmd_set_fallback(args: argparse.Namespace, store: AdminStore) -> int:
     return 0
 
 
-def _print_flags(args: argparse.Namespace, store: AdminStore, row: BackendRow, message: str) -> None:
+def _print_flags(args: argparse.Namespace, store: AdminStore, row: Backend, message: str) -> None:
     if args.json:
         fresh = store.get_backend(row.id)
-        print_json((fresh or row).public())
+        print_json(public(fresh or row))
     else:
         print(message)
 
@@ -438,7 +440,7 @@ def cmd_delete(args: argparse.Namespace, store: AdminStore) -> int:
     if row.is_default:
         note(f"warning: {row.name} was the default backend: {args.org} has no default now")
     if args.json:
-        print_json({**row.public(), "deleted_at": at, "is_default": False, "is_fallback": False})
+        print_json({**public(row), "deleted_at": at, "is_default": False, "is_fallback": False})
     else:
         print(
             f"deleted {row.name} ({row.id}) at {at}: the service never uses it again; "
@@ -471,9 +473,10 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
         new = _create_key(store, old_user)
     if args.revoke_old and old_user is None:
         raise AdminError(f"cannot revoke {old.name}'s key: its IAM user is unknown (already deleted?)")
-    row = _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider)
-    row.is_default = True
-    _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])
+    row = replace(
+        _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider), is_default=True
+    )
+    row = _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])
     revoked = False
     if args.revoke_old and old_user is not None:
         store.client("iam").delete_access_key(UserName=old_user, AccessKeyId=old_credentials.access_key_id)
@@ -482,7 +485,7 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
         )
         revoked = True
     if args.json:
-        print_json({"old": old.public(), "new": row.public(), "old_key_revoked": revoked})
+        print_json({"old": public(old), "new": public(row), "old_key_revoked": revoked})
     else:
         print(f"rotated {old.name} -> {_describe(row)}")
         if revoked:
@@ -496,7 +499,7 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
 
 
 def _rotate_provider_secret(
-    args: argparse.Namespace, store: AdminStore, old: BackendRow, live: list[BackendRow], name: str
+    args: argparse.Namespace, store: AdminStore, old: Backend, live: list[Backend], name: str
 ) -> int:
     """OCI and AzureBlob: a new backend on the same location with the new login, key or client
     secret, made the default. Revoking the old one is the registry's or the account's business."""
@@ -509,11 +512,12 @@ def _rotate_provider_secret(
         raise UsageError(
             "give the new credentials: a login, an account key, a service principal or --secret-name"
         )
-    row = _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider)
-    row.is_default = True
-    _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])
+    row = replace(
+        _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider), is_default=True
+    )
+    row = _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])
     if args.json:
-        print_json({"old": old.public(), "new": row.public(), "old_key_revoked": False})
+        print_json({"old": public(old), "new": public(row), "old_key_revoked": False})
     else:
         print(f"rotated {old.name} -> {_describe(row)}")
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
@@ -32,76 +31,11 @@ from cas_download.logic.health import utc_now_iso
 _CONFIG = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
 
 
-@dataclass
-class BackendRow:
-    """A Backends row (SPEC.md "Backends table")."""
-
-    id: str
-    org_id: str
-    name: str
-    provider: str
-    location: str
-    secret_name: str
-    created_at: str
-    region: str | None = None
-    key_prefix: str | None = None
-    is_default: bool = False
-    is_fallback: bool = False
-    validation_status: str | None = None
-    validation_error: str | None = None
-    validated_at: str | None = None
-    deleted_at: str | None = None
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> BackendRow:
-        raw = from_item(item)
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in raw.items() if k in known}
-        values["name"] = values.get("name") or raw.get("id", "")
-        for name in ("id", "org_id", "provider", "location", "secret_name", "created_at"):
-            values.setdefault(name, "")
-        values["is_default"] = bool(values.get("is_default"))
-        values["is_fallback"] = bool(values.get("is_fallback"))
-        return cls(**values)
-
-    def to_item(self) -> dict[str, Any]:
-        row = asdict(self)
-        # Only true flags are written: a missing flag means false, as the spec reads it.
-        row["is_default"] = True if self.is_default else None
-        row["is_fallback"] = True if self.is_fallback else None
-        return to_item(row)
-
-    @property
-    def deleted(self) -> bool:
-        return bool(self.deleted_at)
-
-    @property
-    def status(self) -> str:
-        return self.validation_status or ValidationStatus.OK.value
-
-    def public(self) -> dict[str, Any]:
-        """The row for --json output (no secret values: ``secret_name`` only names the secret)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    def to_domain(self) -> Backend:
-        """The service's own view of the row (cas_download.domain.Backend)."""
-        return Backend(
-            id=self.id,
-            org_id=self.org_id,
-            name=self.name or self.id,
-            provider=self.provider,
-            location=self.location,
-            secret_name=self.secret_name,
-            region=self.region or None,
-            key_prefix=self.key_prefix or "",
-            is_default=self.is_default,
-            is_fallback=self.is_fallback,
-            validation_status=ValidationStatus(self.status)
-            if self.status in {s.value for s in ValidationStatus}
-            else ValidationStatus.OK,
-            created_at=self.created_at,
-            deleted=self.deleted,
-        )
+def public(backend: Backend) -> dict[str, Any]:
+    """A backend for --json output: its row with both flags spelled out (no secret values:
+    ``secret_name`` only names the secret)."""
+    row = {**backend.to_row(), "is_default": backend.is_default, "is_fallback": backend.is_fallback}
+    return {name: value for name, value in row.items() if value is not None}
 
 
 class AdminStore:
@@ -131,7 +65,7 @@ class AdminStore:
 
     # ------------------------------------------------------------------ backends
 
-    def backends_of_org(self, org: str, *, include_deleted: bool = True) -> list[BackendRow]:
+    def backends_of_org(self, org: str, *, include_deleted: bool = True) -> list[Backend]:
         paginator = self.client("dynamodb").get_paginator("query")
         pages = paginator.paginate(
             TableName=self.backends_table,
@@ -139,11 +73,11 @@ class AdminStore:
             KeyConditionExpression="org_id = :org",
             ExpressionAttributeValues={":org": {"S": org}},
         )
-        rows = [BackendRow.from_item(item) for page in pages for item in page.get("Items", [])]
+        rows = [Backend.from_row(from_item(item)) for page in pages for item in page.get("Items", [])]
         rows = [r for r in rows if r.org_id == org and (include_deleted or not r.deleted)]
         return sorted(rows, key=lambda r: (r.created_at, r.name))
 
-    def known_org(self, org: str) -> list[BackendRow]:
+    def known_org(self, org: str) -> list[Backend]:
         """The org's backends (deleted included); an org with none is unknown."""
         rows = self.backends_of_org(org)
         if not rows:
@@ -153,7 +87,7 @@ class AdminStore:
             )
         return rows
 
-    def find_backend(self, org: str, name_or_id: str, *, live: bool = True) -> BackendRow:
+    def find_backend(self, org: str, name_or_id: str, *, live: bool = True) -> Backend:
         rows = self.known_org(org)
         matches = [r for r in rows if name_or_id in (r.name, r.id)]
         live_matches = [r for r in matches if not r.deleted]
@@ -168,24 +102,22 @@ class AdminStore:
         names = ", ".join(r.name for r in rows if not r.deleted) or "none"
         raise AdminError(f"org {org!r} has no backend {name_or_id!r} (live backends: {names})")
 
-    def get_backend(self, backend_id: str) -> BackendRow | None:
+    def get_backend(self, backend_id: str) -> Backend | None:
         item = (
             self.client("dynamodb")
             .get_item(TableName=self.backends_table, Key={"id": {"S": backend_id}}, ConsistentRead=True)
             .get("Item")
         )
-        return BackendRow.from_item(item) if item else None
+        return Backend.from_row(from_item(item)) if item else None
 
-    def write_backend(
-        self, row: BackendRow, *, unset_flags_of: Iterable[tuple[BackendRow, str]] = ()
-    ) -> None:
+    def write_backend(self, row: Backend, *, unset_flags_of: Iterable[tuple[Backend, str]] = ()) -> None:
         """Put a new row (it must not exist) and, in the same transaction, clear ``is_default`` or
         ``is_fallback`` (the str) on other rows that still have it."""
         items: list[dict[str, Any]] = [
             {
                 "Put": {
                     "TableName": self.backends_table,
-                    "Item": row.to_item(),
+                    "Item": to_item(row.to_row()),
                     "ConditionExpression": "attribute_not_exists(id)",
                 }
             }
@@ -193,7 +125,7 @@ class AdminStore:
         items += [self._unset(other, flag) for other, flag in unset_flags_of]
         self._transact(items)
 
-    def set_flag(self, row: BackendRow, flag: str, *, clear: Iterable[tuple[BackendRow, str]] = ()) -> None:
+    def set_flag(self, row: Backend, flag: str, *, clear: Iterable[tuple[Backend, str]] = ()) -> None:
         """Set ``flag`` on ``row`` (live, same org), clearing it (or others) elsewhere, atomically."""
         condition = "attribute_exists(id) AND org_id = :org AND attribute_not_exists(deleted_at)"
         values: dict[str, Any] = {":true": {"BOOL": True}, ":org": {"S": row.org_id}}
@@ -212,12 +144,12 @@ class AdminStore:
         }
         self._transact([{"Update": update}, *(self._unset(o, f) for o, f in clear)])
 
-    def clear_flags(self, rows: Iterable[tuple[BackendRow, str]]) -> None:
+    def clear_flags(self, rows: Iterable[tuple[Backend, str]]) -> None:
         items = [self._unset(row, flag) for row, flag in rows]
         if items:
             self._transact(items)
 
-    def soft_delete(self, row: BackendRow) -> str:
+    def soft_delete(self, row: Backend) -> str:
         at = utc_now_iso()
         self._transact(
             [
@@ -243,11 +175,11 @@ class AdminStore:
             )
         )
 
-    def record_validation(self, row: BackendRow, status: ValidationStatus, error: str | None) -> None:
+    def record_validation(self, row: Backend, status: ValidationStatus, error: str | None) -> None:
         """The same conditional status write as the service's (never over a newer validation)."""
         self.tables.record_status(row.id, status, error, utc_now_iso(), StatusGuard.NOT_NEWER)
 
-    def _unset(self, row: BackendRow, flag: str) -> dict[str, Any]:
+    def _unset(self, row: Backend, flag: str) -> dict[str, Any]:
         return {
             "Update": {
                 "TableName": self.backends_table,

@@ -20,8 +20,8 @@ from typing import Any
 from botocore.config import Config
 
 from cas_admin.oci_push import push_artifact
-from cas_admin.store import BackendRow
 from cas_download.data.items import to_item
+from cas_download.domain import Backend
 from cas_download.filenames import encode_filename
 from cas_local.azurite import Azurite, new_account_key
 from cas_local.events import EXAMPLE_DATA
@@ -112,7 +112,7 @@ def seed(stack: LocalStack) -> Demo:
     iam.create_user(UserName=IAM_USER)
     grant_bucket_access(iam, IAM_USER, BUCKET)
 
-    def new_backend(name: str, created_at: str, *, is_default: bool) -> tuple[BackendRow, str]:
+    def new_backend(name: str, created_at: str, *, is_default: bool) -> tuple[Backend, str]:
         key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
         key_id, key_secret = str(key["AccessKeyId"]), str(key["SecretAccessKey"])
         stack.keys.add(key_id, key_secret)
@@ -125,7 +125,7 @@ def seed(stack: LocalStack) -> Demo:
     def put(
         name: str,
         data: bytes,
-        backend: BackendRow,
+        backend: Backend,
         mapped_at: str,
         *,
         checksum: bool,
@@ -223,7 +223,7 @@ def seed(stack: LocalStack) -> Demo:
 def seed_azure(
     azurite: Azurite,
     location: str,
-    new_s3: BackendRow,
+    new_s3: Backend,
     put: Any,
     ddb: Any,
     secrets: Any,
@@ -246,7 +246,7 @@ def seed_azure(
     container = service.get_container_client("cas")
     container.create_container()
 
-    def azure_backend(name: str, account_key: str, created_at: str) -> BackendRow:
+    def azure_backend(name: str, account_key: str, created_at: str) -> Backend:
         return write_backend(
             ddb, secrets, env, name, "AzureBlob", location, {"AccountKey": account_key}, created_at
         )
@@ -272,8 +272,8 @@ def seed_azure(
 def seed_registry(
     registry: Registry,
     location: str,
-    old_s3: BackendRow,
-    new_s3: BackendRow,
+    old_s3: Backend,
+    new_s3: Backend,
     put: Any,
     ddb: Any,
     secrets: Any,
@@ -291,7 +291,7 @@ def seed_registry(
     registry.set_password(ci_user, ci_user.password)
     registry.set_password(ro_user, ro_user.password)
 
-    def oci_backend(name: str, user: RegistryUser, created_at: str, *, is_fallback: bool) -> BackendRow:
+    def oci_backend(name: str, user: RegistryUser, created_at: str, *, is_fallback: bool) -> Backend:
         # Chainloop's form of a registry secret (its Repo key is ignored: the row's location wins)
         value = {"Username": user.name, "Password": user.password, "Repo": location}
         return write_backend(
@@ -329,11 +329,11 @@ def write_backend(
     *,
     is_default: bool = False,
     is_fallback: bool = False,
-) -> BackendRow:
+) -> Backend:
     """A demo backend of ``DEMO_ORG``: its secret under the template's prefix, then its row."""
     secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
     secrets.create_secret(Name=secret_name, SecretString=json.dumps(secret))
-    row = BackendRow(
+    row = Backend(
         id=_backend_id(name),
         org_id=DEMO_ORG,
         name=name,
@@ -344,11 +344,11 @@ def write_backend(
         is_default=is_default,
         is_fallback=is_fallback,
     )
-    ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=row.to_item())
+    ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=to_item(row.to_row()))
     return row
 
 
-def put_mapping(ddb: Any, env: dict[str, str], digest: str, backend: BackendRow, mapped_at: str) -> None:
+def put_mapping(ddb: Any, env: dict[str, str], digest: str, backend: Backend, mapped_at: str) -> None:
     mapping = {
         "digest": digest,
         "org_backend": f"{DEMO_ORG}#{backend.id}",

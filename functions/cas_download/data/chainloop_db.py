@@ -47,7 +47,8 @@ class SourceUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ChainloopBackend:
-    """A ``cas_backends`` row, as Chainloop wrote it."""
+    """A ``cas_backends`` row, as Chainloop wrote it (PostgreSQL's types); the sync turns it into the
+    service's ``domain.Backend`` (logic/chainloop_sync.py: ``backend_row``)."""
 
     id: str
     org_id: str

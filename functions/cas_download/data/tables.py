@@ -150,26 +150,7 @@ class Tables:
 
 
 def _backend(record: Any) -> Backend:
-    return Backend(
-        id=record.id,
-        org_id=record.org_id,
-        name=record.name or record.id,
-        provider=record.provider or "",
-        location=record.location or "",
-        secret_name=record.secret_name or "",
-        region=record.region or None,
-        key_prefix=record.key_prefix or "",
-        is_default=bool(record.is_default),
-        is_fallback=bool(record.is_fallback),
-        validation_status=_status(record.validation_status),
-        created_at=record.created_at or "",
-        deleted=bool(record.deleted_at),
-    )
-
-
-def _status(value: str | None) -> ValidationStatus:
-    # Only "Invalid" defers a backend; a missing or unknown value reads as OK, as the spec says.
-    return ValidationStatus.INVALID if value == ValidationStatus.INVALID else ValidationStatus.OK
+    return Backend.from_row(record.attribute_values)
 
 
 def build_tables(settings: Settings, botocore_session: BotocoreSession | None = None) -> Tables:
@@ -194,6 +175,8 @@ def build_tables(settings: Settings, botocore_session: BotocoreSession | None = 
         org_id = UnicodeAttribute(hash_key=True)
 
     class BackendRecord(Model):
+        """The Backends table's schema as PynamoDB reads it; the service works on ``domain.Backend``."""
+
         class Meta(_Meta):
             table_name = settings.backends_table
 

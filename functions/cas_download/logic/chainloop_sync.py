@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cas_download.data.chainloop_db import ChainloopBackend, ChainloopMapping
-from cas_download.domain import ValidationStatus
+from cas_download.domain import Backend, ValidationStatus
 
 Row = dict[str, Any]
 
@@ -162,26 +162,32 @@ def backend_row(backend: ChainloopBackend) -> Row | str:
     if not backend.org_id:
         return SkipReason.MISSING_ORG
     deleted = backend.deleted_at is not None
-    status = backend.validation_status if backend.validation_status in set(ValidationStatus) else None
-    return {
-        "id": backend.id,
-        "org_id": backend.org_id,
-        "name": backend.name or backend.id,
+    status = (
+        ValidationStatus(backend.validation_status)
+        if backend.validation_status in set(ValidationStatus)
+        else None
+    )
+    row = Backend(
+        id=backend.id,
+        org_id=backend.org_id,
+        name=backend.name or backend.id,
         # Copied as Chainloop names it: INLINE and AWS-S3-ACCESS-POINT rows are skipped by the service
         # (unsupported_provider) and still prove that an org holds a digest.
-        "provider": backend.provider,
-        "location": backend.location or "",
-        "secret_name": backend.secret_name or "",
-        "created_at": utc_iso(backend.created_at),
-        # Only true flags are written (absent means false); a deleted backend is never a candidate.
-        "is_default": True if backend.is_default and not deleted else None,
-        # The spec: never both default and fallback; default wins.
-        "is_fallback": True if backend.is_fallback and not backend.is_default and not deleted else None,
-        "deleted_at": utc_iso(backend.deleted_at) if backend.deleted_at else None,
-        "validation_status": status,
-        "validation_error": (backend.validation_error or None) if status else None,
-        "validated_at": utc_iso(backend.validated_at) if status and backend.validated_at else None,
-    }
+        provider=backend.provider,
+        location=backend.location or "",
+        secret_name=backend.secret_name or "",
+        created_at=utc_iso(backend.created_at),
+        # A deleted backend is never a candidate; the spec: never both default and fallback, default wins.
+        is_default=backend.is_default and not deleted,
+        is_fallback=backend.is_fallback and not backend.is_default and not deleted,
+        deleted_at=utc_iso(backend.deleted_at) if backend.deleted_at else None,
+        validation_status=status,
+        validation_error=(backend.validation_error or None) if status else None,
+        validated_at=utc_iso(backend.validated_at) if status and backend.validated_at else None,
+    ).to_row()
+    # region and key_prefix are the operator's (Chainloop has neither): not Chainloop's to write.
+    del row["region"], row["key_prefix"]
+    return row
 
 
 def mapping_row(mapping: ChainloopMapping, known_backends: Mapping[str, str]) -> Row | str:
