@@ -76,8 +76,10 @@ def _unique(prefix: str) -> str:
 
 @dataclass
 class BackendRef:
-    """A backend the World created. ``access_key_id``/``secret_access_key`` are the user's current key
-    (updated by ``rotate_secret_in_place``); ``revoked`` is True after ``World.revoke``."""
+    """A backend the World created: not a Backends row (that is ``cas_download.domain.Backend``) but
+    the test's handle on what stands behind one: its bucket, IAM user and keys. ``access_key_id``/
+    ``secret_access_key`` are the user's current key (updated by ``rotate_secret_in_place``);
+    ``revoked`` is True after ``World.revoke``."""
 
     id: str
     name: str
