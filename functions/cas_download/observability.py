@@ -77,14 +77,16 @@ class Telemetry:
         self._namespace = namespace
         self._metrics = Metrics(namespace=namespace, service=service)
 
-    def instrument(self, handler: Handler) -> Handler:
-        """``handler`` as Powertools wraps a Lambda handler: every line it logs carries the API Gateway
-        request id (``correlation_id``) and the Lambda context (``cold_start``, ``function_request_id``,
-        ...); the metrics it adds are flushed once when it returns, with a ``ColdStart`` metric on a
-        container's first invocation."""
+    def instrument(
+        self, handler: Handler, correlation_id_path: str = correlation_paths.API_GATEWAY_HTTP
+    ) -> Handler:
+        """``handler`` as Powertools wraps a Lambda handler: every line it logs carries the event's id
+        (``correlation_id``: the API Gateway request id, or the EventBridge event id) and the Lambda
+        context (``cold_start``, ``function_request_id``, ...); the metrics it adds are flushed once when
+        it returns or raises, with a ``ColdStart`` metric on a container's first invocation."""
         with_metrics = self._metrics.log_metrics(capture_cold_start_metric=True)(handler)
         instrumented: Handler = self.logger.inject_lambda_context(
-            correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+            correlation_id_path=correlation_id_path, clear_state=True
         )(with_metrics)
         return instrumented
 
@@ -112,10 +114,8 @@ class Telemetry:
         self._metrics.add_metric("Requests", MetricUnit.Count, 1)
 
     def count(self, name: str, value: int) -> None:
+        """Add a count to this invocation's metrics (flushed by :meth:`instrument`'s wrapper)."""
         self._metrics.add_metric(name, MetricUnit.Count, value)
-
-    def flush(self) -> None:
-        self._metrics.flush_metrics()
 
     def _dimensioned(self, name: str, value: int, **dimensions: str) -> None:
         with single_metric(

@@ -397,7 +397,9 @@ def test_the_scheduled_function_syncs_with_an_rds_style_secret(
               "password": postgres.password, "dbname": database}  # fmt: skip
 
     # When the function runs
-    result = chainloop_sync.run(scheduled_function(world, secret), lambda_context)
+    result = chainloop_sync.instrumented_handler(scheduled_function(world, secret))(
+        {"id": "e"}, lambda_context
+    )
 
     # Then it wrote what Chainloop has, and says so
     assert (result["backends"]["created"], result["mappings"]["created"], result["complete"]) == (1, 1, True)
@@ -412,4 +414,4 @@ def test_the_scheduled_function_syncs_with_an_rds_style_secret(
 def test_the_scheduled_function_fails_loudly_without_its_database(world: World, lambda_context: Any) -> None:
     container = scheduled_function(world, {"dsn": "postgresql://u:p@127.0.0.1:9/x"})
     with pytest.raises(chainloop_sync.SyncFailed, match="cannot connect to Chainloop's database"):
-        chainloop_sync.run(container, lambda_context)
+        chainloop_sync.instrumented_handler(container)({"id": "e"}, lambda_context)

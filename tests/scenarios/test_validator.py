@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
+import pytest
+
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.data.tables import StatusGuard, build_tables
-from cas_download.handlers.validator import run
+from cas_download.handlers.validator import instrumented_handler
 from tests.scenarios.conftest import AZURE_ACCOUNT
 from tests.support.azure import Azurite, new_account_key, put_blob
 from tests.support.events import FakeLambdaContext
 from tests.support.moto_servers import AwsServers
 from tests.support.registry import Registry
 from tests.support.world import BackendRef, World
+
+
+def run_validator(app: App) -> dict[str, Any]:
+    """One scheduled run, as Lambda invokes it (an EventBridge event, Powertools' wrappers)."""
+    return instrumented_handler(app)({"id": "scheduled-run"}, FakeLambdaContext(timeout_ms=60_000))
 
 
 def validator(world: World, **env: object) -> App:
@@ -40,7 +48,7 @@ def test_a_revoked_backend_is_marked_invalid_and_a_repaired_one_ok(
     repaired = world.backend(org, "repaired", status="Invalid", validation_error="old failure")
 
     # When the validator runs
-    summary = run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+    summary = run_validator(validator(world))
 
     # Then the revoked one is Invalid with a reason, the repaired one OK, and both changes are reported
     assert status_of(aws_servers, world, revoked)["validation_status"] == "Invalid"
@@ -51,6 +59,36 @@ def test_a_revoked_backend_is_marked_invalid_and_a_repaired_one_ok(
     assert summary["recovered"] == [repaired.id]
 
 
+def test_a_run_flushes_its_counts_once_as_embedded_metrics(
+    isolated_world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given one revoked backend and one healthy backend
+    world = isolated_world
+    org = world.org()
+    revoked = world.backend(org, "revoked", is_default=True)
+    world.revoke(revoked)
+    world.backend(org, "healthy")
+    app = validator(world)
+    capsys.readouterr()
+
+    # When the validator runs
+    run_validator(app)
+
+    # Then one EMF document carries the run's counts, in the service's namespace
+    documents = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and '"BackendsValidated"' in line
+    ]
+    assert len(documents) == 1
+    (document,) = documents
+    assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == app.settings.metrics_namespace
+    counts = {
+        name: document[name] for name in ("BackendsValidated", "BackendInvalidated", "ValidationErrors")
+    }
+    assert counts == {"BackendsValidated": 2.0, "BackendInvalidated": 1.0, "ValidationErrors": 0.0}
+
+
 def test_read_only_keys_are_valid(isolated_world: World, aws_servers: AwsServers) -> None:
     # Given keys that may only read (list + get), and keys that may only get objects
     world = isolated_world
@@ -59,7 +97,7 @@ def test_read_only_keys_are_valid(isolated_world: World, aws_servers: AwsServers
     getter = world.backend(org, "getter", actions=["s3:GetObject"])
 
     # When the validator runs
-    run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+    run_validator(validator(world))
 
     # Then both are OK: the probe never writes
     assert status_of(aws_servers, world, reader)["validation_status"] == "OK"
@@ -77,7 +115,7 @@ def test_a_missing_secret_or_bucket_is_invalid_and_deleted_backends_are_left_alo
     deleted = world.backend(org, "deleted", deleted=True)
 
     # When the validator runs
-    summary = run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+    summary = run_validator(validator(world))
 
     # Then each failure is recorded with its reason and the deleted backend is not validated
     assert status_of(aws_servers, world, no_secret)["validation_error"].startswith("secret_unavailable")
@@ -95,10 +133,7 @@ def test_one_hanging_backend_does_not_stop_the_others(isolated_world: World, aws
 
     # When the validator runs with tight storage timeouts
     started = time.monotonic()
-    summary = run(
-        validator(world, S3_CONNECT_TIMEOUT_SECONDS=0.5, S3_READ_TIMEOUT_SECONDS=0.5),
-        FakeLambdaContext(timeout_ms=60_000),
-    )
+    summary = run_validator(validator(world, S3_CONNECT_TIMEOUT_SECONDS=0.5, S3_READ_TIMEOUT_SECONDS=0.5))
     elapsed = time.monotonic() - started
 
     # Then the healthy one is validated OK and the stuck one is Invalid (timeout), well inside the budget
@@ -150,7 +185,7 @@ def test_an_oci_backend_is_probed_by_authenticating_for_pull(
     registry.set_password(stale_user, "changed-" + stale_user.password)
 
     # When the validator runs
-    summary = run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+    summary = run_validator(validator(world))
 
     # Then the working one is OK again and the stale one Invalid, with the reason
     assert status_of(aws_servers, world, good)["validation_status"] == "OK"
@@ -175,7 +210,7 @@ def test_an_azure_backend_is_probed_read_only_with_its_key(
     )
 
     # When the validator runs
-    summary = run(validator(world), FakeLambdaContext(timeout_ms=60_000))
+    summary = run_validator(validator(world))
 
     # Then the working one is OK again and the stale one Invalid, with the reason
     assert status_of(aws_servers, world, good)["validation_status"] == "OK"

@@ -9,10 +9,13 @@ watermark first and the next run goes on from there.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from cas_download.config import SyncSettings
@@ -37,7 +40,10 @@ class Container:
     telemetry: Telemetry
 
 
+ScheduledHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
 _container: Container | None = None
+_handler: ScheduledHandler | None = None
 
 
 def build(settings: SyncSettings, session: boto3.session.Session | None = None) -> Container:
@@ -56,14 +62,25 @@ def build(settings: SyncSettings, session: boto3.session.Session | None = None) 
     )
 
 
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _container  # noqa: PLW0603 - one set of clients per container
-    if _container is None:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _container, _handler  # noqa: PLW0603 - one set of clients per container
+    if _container is None or _handler is None:
         _container = build(SyncSettings.from_env())
-    return run(_container, context)
+        _handler = instrumented_handler(_container)
+    return _handler(event, context)
 
 
-def run(container: Container, context: Any) -> dict[str, Any]:
+def instrumented_handler(container: Container) -> ScheduledHandler:
+    """:func:`run` bound to ``container``, wrapped by Powertools (the EventBridge event id as
+    correlation id, the run's metrics flushed once, also when it fails)."""
+
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return run(container, context)
+
+    return container.telemetry.instrument(handler, correlation_paths.EVENT_BRIDGE)
+
+
+def run(container: Container, context: LambdaContext) -> dict[str, Any]:
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
 
     def should_stop() -> bool:
@@ -101,4 +118,3 @@ def _report(container: Container, summary: SyncSummary) -> None:
     skipped = sum(summary.backends.skipped.values()) + sum(summary.mappings.skipped.values())
     telemetry.count("SyncRowsSkipped", skipped)
     telemetry.count("SyncIncomplete", 0 if summary.complete else 1)
-    telemetry.flush()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cas_download.app import App
 from cas_download.config import Settings
@@ -14,17 +18,32 @@ from cas_download.logic.validation import Validation, ValidationReport, validate
 _RESERVE_SECONDS = 5.0
 _DEFAULT_BUDGET_SECONDS = 60.0
 
+ScheduledHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+# One App per container, built on the first invocation, and run() bound to it and instrumented.
 _app: App | None = None
+_handler: ScheduledHandler | None = None
 
 
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _app  # noqa: PLW0603 - one App per container, built on the first invocation
-    if _app is None:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _app, _handler  # noqa: PLW0603 - the container's one App, built on the first invocation
+    if _app is None or _handler is None:
         _app = App.create(Settings.from_env())
-    return run(_app, context)
+        _handler = instrumented_handler(_app)
+    return _handler(event, context)
 
 
-def run(app: App, context: Any) -> dict[str, Any]:
+def instrumented_handler(app: App) -> ScheduledHandler:
+    """:func:`run` bound to ``app``, wrapped by Powertools (the EventBridge event id as correlation id,
+    the run's metrics flushed once)."""
+
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return run(app, context)
+
+    return app.telemetry.instrument(handler, correlation_paths.EVENT_BRIDGE)
+
+
+def run(app: App, context: LambdaContext) -> dict[str, Any]:
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
     budget = remaining_ms() / 1000.0 - _RESERVE_SECONDS if callable(remaining_ms) else _DEFAULT_BUDGET_SECONDS
     report = validate_backends(app.services, Deadline(budget))
@@ -39,7 +58,6 @@ def run(app: App, context: Any) -> dict[str, Any]:
     telemetry.count("BackendInvalidated", len(report.invalidated))
     telemetry.count("BackendRecovered", len(report.recovered))
     telemetry.count("ValidationErrors", len(report.write_errors) + len(report.not_finished))
-    telemetry.flush()
     return summary
 
 
