@@ -35,7 +35,8 @@ def test_add_put_where_and_rotate_with_a_registry(
     location = registry.location()
     artifact = tmp_path / "notes.txt"
     artifact.write_bytes(DATA)
-    login = ["--username", user.name, "--password", user.password]
+    # "--password=..." in one word: a generated password may start with "-"
+    login = ["--username", user.name, f"--password={user.password}"]
 
     # When cas-admin registers the registry as the org's backend and puts the file through it
     code, out, err = admin(world, capsys, "backend", "add", "reg", "--org", org, "--provider", "OCI",
@@ -60,7 +61,7 @@ def test_add_put_where_and_rotate_with_a_registry(
     # When the registry password changes and cas-admin rotates to the new login
     registry.set_password(user, "rotated-" + user.password)
     code, out, err = admin(world, capsys, "backend", "rotate", "reg", "--org", org, "--new-name", "reg-2",
-                           "--username", user.name, "--password", user.password, "--json")  # fmt: skip
+                           "--username", user.name, f"--password={user.password}", "--json")  # fmt: skip
     assert code == 0, err
 
     # Then the API serves the artifact mapped to the old backend through the new one
@@ -79,7 +80,7 @@ def test_a_registry_login_that_cannot_pull_is_refused_and_nothing_written(
     user = registry.new_user()
     code, _, err = admin(world, capsys, "backend", "add", "reg", "--org", org, "--provider", "OCI",
                          "--location", registry.location(), "--username", user.name,
-                         "--password", "not-" + user.password)  # fmt: skip
+                         "--password=not-" + user.password)  # fmt: skip
     assert code != 0
     assert "credentials_invalid" in err
     code, _, err = admin(world, capsys, "backend", "list", "--org", org)
@@ -101,7 +102,7 @@ def test_add_put_where_and_rotate_with_an_azure_container(
 
         # When cas-admin registers the container with the first key and puts the file through it
         code, out, err = admin(world, capsys, "backend", "add", "blob", "--org", org, "--provider", "AzureBlob",
-                               "--location", location, "--account-key", first, "--json")  # fmt: skip
+                               "--location", location, f"--account-key={first}", "--json")  # fmt: skip
         assert code == 0, err
         assert json.loads(out)["validation_status"] == "OK"
         code, out, err = admin(world, capsys, "artifact", "put", str(artifact), "--org", org, "--json")
@@ -117,7 +118,7 @@ def test_add_put_where_and_rotate_with_an_azure_container(
 
         # When cas-admin rotates to the second key and the first is revoked
         code, out, err = admin(world, capsys, "backend", "rotate", "blob", "--org", org, "--new-name", "blob-2",
-                               "--account-key", second, "--json")  # fmt: skip
+                               f"--account-key={second}", "--json")  # fmt: skip
         assert code == 0, err
         server.restart({"adminacct": [second]})
 
