@@ -86,7 +86,7 @@ def test_a_run_flushes_its_counts_once_as_embedded_metrics(
     counts = {
         name: document[name] for name in ("BackendsValidated", "BackendInvalidated", "ValidationErrors")
     }
-    assert counts == {"BackendsValidated": 2.0, "BackendInvalidated": 1.0, "ValidationErrors": 0.0}
+    assert counts == {"BackendsValidated": [2.0], "BackendInvalidated": [1.0], "ValidationErrors": [0.0]}
 
 
 def test_read_only_keys_are_valid(isolated_world: World, aws_servers: AwsServers) -> None:

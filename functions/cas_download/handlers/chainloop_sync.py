@@ -100,13 +100,18 @@ def run(container: Container, context: LambdaContext) -> dict[str, Any]:
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
         message = f"reading the database secret failed: {code}"
-        container.telemetry.logger.error("chainloop sync failed", extra={"error": message})
-        raise SyncFailed(message) from None
+        raise _failed(container, message) from None
     except (SourceUnavailable, TargetError) as error:
-        container.telemetry.logger.error("chainloop sync failed", extra={"error": str(error)})
-        raise SyncFailed(str(error)) from None
+        raise _failed(container, str(error)) from None
     _report(container, summary)
     return summary.as_dict()
+
+
+def _failed(container: Container, message: str) -> SyncFailed:
+    """Log the failure and count it (the run's one metric: flushed as Lambda records the error)."""
+    container.telemetry.logger.error("chainloop sync failed", extra={"error": message})
+    container.telemetry.count("SyncFailed", 1)
+    return SyncFailed(message)
 
 
 def _report(container: Container, summary: SyncSummary) -> None:
