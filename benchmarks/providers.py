@@ -47,6 +47,7 @@ class ProviderResults:
     oci_skipped: str | None = None
     oci_steady_registry_calls: float = 0.0
     oci_steady_storage_reads: float = 0.0
+    oci_steady_etag_reads: float = 0.0
     oci_steady_aws_calls: float = 0.0
     oci_first_calls: list[str] = field(default_factory=list)
     oci_median_ms: float = 0.0
@@ -93,12 +94,23 @@ class RecordedCalls:
             setattr(self._owner, self._method, original)
 
 
-def registry_calls() -> RecordedCalls:
-    """The registry client's HTTP requests, by kind: manifests, blobs, or storage (a redirect target)."""
+def registry_calls(registry_host: str) -> RecordedCalls:
+    """The registry client's HTTP requests, by kind: to the registry (manifests, blobs), or to the
+    storage behind a redirect: a one-byte ranged read of its ETag (``storage etag``) or a read of the
+    bytes (``storage``). By host, not path: a storage path may well contain ``/blobs/``."""
 
-    def kind(method: str, url: str, *_: Any) -> str:
-        path = urlsplit(url).path
-        return "manifests" if "/manifests/" in path else "blobs" if "/blobs/" in path else "storage"
+    def kind(method: str, url: str, *rest: Any) -> str:
+        parts = urlsplit(url)
+        if parts.netloc == registry_host:
+            return (
+                "manifests"
+                if "/manifests/" in parts.path
+                else "blobs"
+                if "/blobs/" in parts.path
+                else "registry"
+            )
+        headers = next((r for r in rest if isinstance(r, dict)), {})
+        return "storage etag" if headers.get("Range") == "bytes=0-0" else "storage"
 
     return RecordedCalls(RegistryClient, "request", kind)
 
@@ -168,7 +180,7 @@ def oci_steady_state(
     world, counter = scenarios.world, scenarios.counter
     org, _oci, user, location, digest = _oci_world(world, registry, is_default=True)
     app = scenarios.app(VERIFICATIONS_TABLE=verifications_table)
-    watcher = registry_calls()
+    watcher = registry_calls(registry.host)
 
     def serve() -> None:
         event = load_event("get_redirect", digest=digest, orgs=org)
@@ -202,6 +214,7 @@ def oci_steady_state(
         kinds = Counter(watcher.calls)
         results.oci_steady_registry_calls = (kinds["manifests"] + kinds["blobs"]) / steady
         results.oci_steady_storage_reads = kinds["storage"] / steady
+        results.oci_steady_etag_reads = kinds["storage etag"] / steady
         results.oci_steady_aws_calls = total(counter.since(mark)) / steady
 
     service_ms, plain_ms, plain_mapping_ms = _interleave(
@@ -230,7 +243,7 @@ def oci_after_rotation(
     registry.set_password(user, "rotated-" + user.password)
     time.sleep(app.settings.backend_cache_ttl_seconds + 0.5)  # the cached rows expire
 
-    watcher = registry_calls()
+    watcher = registry_calls(registry.host)
     mark = counter.mark()
     with watcher.watching():
         response = instrumented_handler(app)(

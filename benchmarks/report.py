@@ -436,6 +436,10 @@ def _providers(results: Results) -> str:
                 ("first request's registry client calls", ", ".join(p.oci_first_calls)),
                 ("registry calls per redirect, steady state", f"{p.oci_steady_registry_calls:.2f}"),
                 ("bytes read per redirect, steady state (storage GETs)", f"{p.oci_steady_storage_reads:.2f}"),
+                (
+                    "storage ETag reads per redirect, steady state (1 byte each: the record's tie to the bytes)",
+                    f"{p.oci_steady_etag_reads:.2f}",
+                ),
                 ("AWS calls per redirect, steady state", f"{p.oci_steady_aws_calls:.2f}"),
                 (
                     f"warm latency, service median / p99 ({p.requests} requests)",
@@ -466,7 +470,9 @@ def _providers(results: Results) -> str:
         "The plain client sends Basic up front and makes the two registry calls a verified redirect needs "
         "(the manifest for the filename, the blob GET for the storage URL). The service adds the mapping "
         "query (DynamoDB), which any caller-scoped service needs, hence the second baseline; a warm container "
-        "proves the bytes from its memory of the verification record it read or wrote.",
+        "proves the bytes from its memory of the verification record it read or wrote, after one ranged "
+        "read of one byte at the storage URL: the record holds for the stored object's ETag only, so a "
+        "registry that swaps a blob's bytes is caught (the plain client does not do this read).",
     ]
     return "\n".join(lines)
 
