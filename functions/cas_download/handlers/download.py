@@ -13,7 +13,7 @@ from cas_download.app import App
 from cas_download.config import ConfigError, Settings
 from cas_download.domain import Artifact
 from cas_download.errors import CasError
-from cas_download.handlers.requests import http_event, parse_request, request_method
+from cas_download.handlers.requests import parse_request, request_method
 from cas_download.handlers.responses import Response, error_response, success_response
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.download import download
@@ -59,9 +59,8 @@ def handle(event: object, context: LambdaContext, app: App) -> Response:
     started = time.monotonic()
     record = RequestRecord()
     try:
-        parsed_event = http_event(event)
-        record.method = request_method(parsed_event)
-        request = parse_request(parsed_event, app.settings.org_claim)
+        record.method = request_method(event)
+        request = parse_request(event, app.settings.org_claim)
         record.digest, record.orgs, record.mode = request.digest, request.orgs, request.mode.value
         outcome = download(request, app.services, Deadline(_budget(app.settings, context)))
         record.outcome = outcome
