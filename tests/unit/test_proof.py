@@ -79,12 +79,9 @@ class _RecordTables:
         return self.record if object_id == self.record.object_id else None
 
 
-@NEAR_MISSES
-def test_a_verification_record_of_a_digest_one_hex_character_off_proves_nothing(
-    expected_hex: str,
-) -> None:
-    head = head_with_checksum(DATA)
-    record = VerificationRecord(
+def _record_of_true_bytes(head: HeadResult) -> VerificationRecord:
+    """The record a full hash of ``DATA`` leaves for the object ``head`` describes."""
+    return VerificationRecord(
         object_id="endpoint|bucket|key|",
         digest=f"sha256:{TRUE_HEX}",
         etag=str(head.etag),
@@ -92,6 +89,14 @@ def test_a_verification_record_of_a_digest_one_hex_character_off_proves_nothing(
         version_id=None,
         verified_at="2026-01-01T00:00:00Z",
     )
+
+
+@NEAR_MISSES
+def test_a_verification_record_of_a_digest_one_hex_character_off_proves_nothing(
+    expected_hex: str,
+) -> None:
+    head = head_with_checksum(DATA)
+    record = _record_of_true_bytes(head)
     tables: Any = _RecordTables(record)
     assert record_proves(tables, record.object_id, head.etag, head.size, f"sha256:{TRUE_HEX}") is True
     assert record_proves(tables, record.object_id, head.etag, head.size, f"sha256:{expected_hex}") is False
@@ -135,14 +140,7 @@ def test_only_a_full_object_sha256_checksum_proves_anything(
 def test_a_record_proves_with_equal_values_whatever_objects_carry_them() -> None:
     # Given a record, and the same etag, size and digest arriving as other (equal) objects
     head = head_with_checksum(DATA)
-    record = VerificationRecord(
-        object_id="endpoint|bucket|key|",
-        digest=f"sha256:{TRUE_HEX}",
-        etag=str(head.etag),
-        size=head.size,
-        version_id=None,
-        verified_at="2026-01-01T00:00:00Z",
-    )
+    record = _record_of_true_bytes(head)
     tables: Any = _RecordTables(record)
     etag, size, digest = "".join(list(str(head.etag))), int(str(head.size)), "".join(["sha256:", TRUE_HEX])
     # Then the record proves them: values are compared, not identities
