@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cas_download.domain import Artifact, Attempt, AttemptReason, NotModified
 
@@ -68,6 +69,8 @@ def quiet_library_loggers() -> None:
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+# A scheduled function's handler (the validator, the Chainloop sync): an EventBridge event in, a summary out.
+ScheduledHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
 
 class Telemetry:

@@ -18,7 +18,7 @@ import pytest
 
 from cas_download.app import App
 from cas_download.config import Settings
-from cas_download.handlers.download import instrumented_handler
+from cas_download.handlers.download import LambdaHandler, instrumented_handler
 from tests.support.azure import Azurite, new_account_key, start_azurite
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
@@ -61,21 +61,29 @@ class Service:
         self._recorder = recorder
         self._context = context
         self._app: App | None = None
+        self._handler: LambdaHandler | None = None
 
     def configure(self, **env: object) -> App:
         settings = Settings.from_env(self._world.settings_env(**env))
         self._app = App.create(settings, session=self._recorder.session)
+        # what Lambda runs: handle() inside Powertools' logger and metrics wrappers, built once per App
+        self._handler = instrumented_handler(self._app)
         return self._app
 
     @property
     def app(self) -> App:
         return self._app or self.configure()
 
+    def invoke(self, event: Any, context: FakeLambdaContext) -> HttpResult:
+        """``event`` as it is, through the container's wrapped handler."""
+        if self._handler is None:
+            self.configure()
+        assert self._handler is not None
+        raw = self._handler(event, context)
+        return HttpResult(raw["statusCode"], raw["headers"], dict(raw))
+
     def request(self, event_name: str = "get_redirect", **event_fields: Any) -> HttpResult:
-        event = load_event(event_name, **event_fields)
-        # what Lambda runs: handle() inside Powertools' logger and metrics wrappers
-        raw = dict(instrumented_handler(self.app)(event, self._context))
-        return HttpResult(raw["statusCode"], raw["headers"], raw)
+        return self.invoke(load_event(event_name, **event_fields), self._context)
 
     def get(self, digest: str, orgs: Any, mode: str | None = None, **fields: Any) -> HttpResult:
         name = {None: "get_redirect", "redirect": "get_redirect", "url": "get_url", "body": "get_body"}

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from cas_download.handlers.download import instrumented_handler
 from tests.scenarios.conftest import HttpResult, Service
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
@@ -33,11 +32,6 @@ def assert_json_error(response: HttpResult, status: int, code: str) -> None:
     assert isinstance(document["error"]["message"], str)
     assert document["error"]["message"]
     assert document["error"]["attempts"] == []
-
-
-def call_handler(service: Service, event: Any, context: FakeLambdaContext) -> HttpResult:
-    raw = dict(instrumented_handler(service.app)(event, context))
-    return HttpResult(raw["statusCode"], raw["headers"], raw)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,7 +221,7 @@ def test_event_that_is_not_an_http_api_event_is_a_4xx_json_error(
 ) -> None:
     # Given an event that is not an API Gateway HTTP API event
     # When the function is invoked with it
-    response = call_handler(service, event, lambda_context)
+    response = service.invoke(event, lambda_context)
 
     # Then a 400 invalid_request JSON error, not a crash
     assert_json_error(response, 400, "invalid_request")
@@ -245,7 +239,7 @@ def test_event_without_request_context_is_a_4xx_json_error(
         del event["requestContext"]["http"]
 
     # When the function is invoked with it
-    response = call_handler(service, event, lambda_context)
+    response = service.invoke(event, lambda_context)
 
     # Then a 400 invalid_request JSON error, not a crash
     assert_json_error(response, 400, "invalid_request")

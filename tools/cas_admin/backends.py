@@ -274,8 +274,16 @@ def cmd_add(args: argparse.Namespace, store: AdminStore) -> int:
         raise UsageError("give the credentials: --access-key-id, --new-key-for-user or --secret-name")
     live = [r for r in existing if not r.deleted]
     make_default = args.default or (not args.fallback and not any(r.is_default for r in live))
-    row = _new_row(args.org, args.name, args.location, args.backend_region, args.key_prefix, args.provider)
-    row = replace(row, is_default=make_default, is_fallback=bool(args.fallback))
+    row = _new_row(
+        args.org,
+        args.name,
+        args.location,
+        args.backend_region,
+        args.key_prefix,
+        args.provider,
+        is_default=make_default,
+        is_fallback=bool(args.fallback),
+    )
     row = _register(
         args,
         store,
@@ -291,7 +299,15 @@ def cmd_add(args: argparse.Namespace, store: AdminStore) -> int:
 
 
 def _new_row(
-    org: str, name: str, location: str, region: str | None, key_prefix: str | None, provider: str
+    org: str,
+    name: str,
+    location: str,
+    region: str | None,
+    key_prefix: str | None,
+    provider: str,
+    *,
+    is_default: bool = False,
+    is_fallback: bool = False,
 ) -> Backend:
     return Backend(
         id=str(uuid.uuid4()),
@@ -303,6 +319,8 @@ def _new_row(
         created_at=utc_now_iso(),
         region=region or None,
         key_prefix=key_prefix or "",
+        is_default=is_default,
+        is_fallback=is_fallback,
     )
 
 
@@ -473,9 +491,7 @@ def cmd_rotate(args: argparse.Namespace, store: AdminStore) -> int:
         new = _create_key(store, old_user)
     if args.revoke_old and old_user is None:
         raise AdminError(f"cannot revoke {old.name}'s key: its IAM user is unknown (already deleted?)")
-    row = replace(
-        _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider), is_default=True
-    )
+    row = _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider, is_default=True)
     row = _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])
     revoked = False
     if args.revoke_old and old_user is not None:
@@ -512,9 +528,7 @@ def _rotate_provider_secret(
         raise UsageError(
             "give the new credentials: a login, an account key, a service principal or --secret-name"
         )
-    row = replace(
-        _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider), is_default=True
-    )
+    row = _new_row(args.org, name, old.location, old.region, old.key_prefix, old.provider, is_default=True)
     row = _register(args, store, row, new, unset=[(r, "is_default") for r in live if r.is_default])
     if args.json:
         print_json({"old": public(old), "new": public(row), "old_key_revoked": False})

@@ -9,7 +9,6 @@ watermark first and the next run goes on from there.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ from cas_download.config import SyncSettings
 from cas_download.data.chainloop_db import ChainloopDatabase, SourceUnavailable, dsn_from_secret
 from cas_download.data.sync_target import SyncTarget, TargetError, sync_client_config
 from cas_download.logic.chainloop_sync import SyncSummary, run_sync
-from cas_download.observability import Telemetry
+from cas_download.observability import ScheduledHandler, Telemetry
 
 # Stop taking new chunks when less than this is left of Lambda's timeout: time to save the watermark.
 _RESERVE_SECONDS = 30.0
@@ -39,8 +38,6 @@ class Container:
     secrets: Any
     telemetry: Telemetry
 
-
-ScheduledHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
 _container: Container | None = None
 _handler: ScheduledHandler | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -13,12 +12,11 @@ from cas_download.config import Settings
 from cas_download.domain import ValidationStatus
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.validation import Validation, ValidationReport, validate_backends
+from cas_download.observability import ScheduledHandler
 
 # Time kept back from Lambda's own timeout to write the results and the log line.
 _RESERVE_SECONDS = 5.0
 _DEFAULT_BUDGET_SECONDS = 60.0
-
-ScheduledHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
 # One App per container, built on the first invocation, and run() bound to it and instrumented.
 _app: App | None = None
