@@ -411,7 +411,13 @@ def test_the_scheduled_function_syncs_with_an_rds_style_secret(
     assert watermark["created_at"]["S"] == result["watermark"]
 
 
-def test_the_scheduled_function_fails_loudly_without_its_database(world: World, lambda_context: Any) -> None:
+def test_the_scheduled_function_fails_loudly_without_its_database(
+    world: World, lambda_context: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     container = scheduled_function(world, {"dsn": "postgresql://u:p@127.0.0.1:9/x"})
+    capsys.readouterr()
     with pytest.raises(chainloop_sync.SyncFailed, match="cannot connect to Chainloop's database"):
         chainloop_sync.instrumented_handler(container)({"id": "e"}, lambda_context)
+    # and the failed run is counted in the metrics its wrapper flushes
+    flushed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"SyncFailed"' in line]
+    assert [document["SyncFailed"] for document in flushed] == [[1.0]]
