@@ -40,7 +40,8 @@ from cas_download.data.storage.port import DirectUrl, ObjectDescription, SecretF
 from cas_download.domain import AttemptFailed, AttemptReason, Backend, ObjectInfo
 from cas_download.filenames import decode_filename
 
-_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+# Any case, as Chainloop accepts it (DNS is case-insensitive); sent lowercased, Azure's own spelling.
+_ACCOUNT = re.compile(r"^[A-Za-z0-9]{3,24}$")
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 _PUBLIC_SUFFIX = "blob.core.windows.net"
 # A user delegation key is asked for this long, and replaced when less than a URL's lifetime is left.
@@ -83,21 +84,23 @@ def parse_location(location: str) -> ContainerLocation:
         segments = parts.path.strip("/").split("/")
         if parts.scheme not in {"http", "https"} or not parts.netloc or len(segments) != 2:
             raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid Azure location")
-        account, container = segments
-        account_url = f"{parts.scheme}://{parts.netloc}/{account}"
-    else:
-        segments = location.strip().split("/")
-        if len(segments) == 2:
-            account, container = segments
-            account_url = f"https://{account}.{_PUBLIC_SUFFIX}"
-        elif len(segments) == 3 and "." in segments[0]:
-            suffix, account, container = segments
-            account_url = f"https://{account}.{suffix}"
-        else:
-            raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid Azure location")
+        account, container = _checked(*segments)
+        return ContainerLocation(f"{parts.scheme}://{parts.netloc}/{account}", account, container)
+    segments = location.strip().split("/")
+    if len(segments) == 2:
+        account, container = _checked(*segments)
+        return ContainerLocation(f"https://{account}.{_PUBLIC_SUFFIX}", account, container)
+    if len(segments) == 3 and "." in segments[0]:
+        account, container = _checked(segments[1], segments[2])
+        return ContainerLocation(f"https://{account}.{segments[0]}", account, container)
+    raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid Azure location")
+
+
+def _checked(account: str, container: str) -> tuple[str, str]:
+    """The account lowercased, the container as it is: both valid Azure names, else unreachable."""
     if not _ACCOUNT.match(account) or not _CONTAINER.match(container):
         raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid Azure account or container name")
-    return ContainerLocation(account_url, account, container)
+    return account.lower(), container
 
 
 @dataclass(frozen=True, slots=True)
