@@ -91,10 +91,21 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
+# Cloudflare R2 does not support ChecksumMode: Chainloop turns it off there
+# (pkg/blobmanager/s3/backend.go, checksumVerificationEnabled), and so does the service.
+_NO_CHECKSUM_MODE_DOMAIN = "r2.cloudflarestorage.com"
+
+
 @dataclass(frozen=True, slots=True)
 class StorageLocation:
     bucket: str
     endpoint_url: str | None  # None: the standard S3 endpoint (AWS_ENDPOINT_URL_S3 applies)
+
+    @property
+    def checksum_mode(self) -> bool:
+        """Whether a HEAD asks for the stored checksum (``ChecksumMode=ENABLED``)."""
+        host = (urlsplit(self.endpoint_url).hostname or "") if self.endpoint_url else ""
+        return not (host == _NO_CHECKSUM_MODE_DOMAIN or host.endswith("." + _NO_CHECKSUM_MODE_DOMAIN))
 
 
 def parse_location(location: str) -> StorageLocation:
@@ -224,7 +235,9 @@ class S3Store:
         return f"{self._key_prefix}{digest}"
 
     def describe(self, digest: str) -> ObjectDescription:
-        head = head_object(self.client, self.location.bucket, self.key(digest))
+        head = head_object(
+            self.client, self.location.bucket, self.key(digest), checksum_mode=self.location.checksum_mode
+        )
         hex_digest = digest.removeprefix("sha256:")
         endpoint = self.location.endpoint_url or "s3"
         return ObjectDescription(
@@ -336,9 +349,12 @@ def checksum_proof(head: HeadResult, expected_hex: str) -> bool | None:
     return actual.hex() == expected_hex
 
 
-def head_object(client: S3Client, bucket: str, key: str) -> HeadResult:
+def head_object(client: S3Client, bucket: str, key: str, *, checksum_mode: bool = True) -> HeadResult:
     try:
-        response = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        if checksum_mode:
+            response = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        else:
+            response = client.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
         reason = classify(error)
         if _http_status(error) in {400, 403}:
