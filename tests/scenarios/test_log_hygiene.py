@@ -165,7 +165,7 @@ def run_story(world: World, service: Service, logs: LogCapture) -> Story:
     # healthy: redirect, url, body
     org = world.org()
     healthy = world.backend(org, "healthy", is_default=True)
-    digest = world.put(healthy, DATA, filename="sbom.json")
+    digest = world.put(healthy, DATA, filename="sbom.json", checksum=True)
     world.map(digest, org, healthy)
     redirect = logs.get(service, "healthy redirect", digest, org)
     assert redirect.status == 307
@@ -324,19 +324,20 @@ def test_download_lines_describe_what_happened(world: World, service: Service, l
         name = line["served_by"]["name"] if line.get("served_by") else None
         return name, line.get("fallback"), line.get("verification")
 
-    # Then a healthy request served at once, proven by S3's checksum (body mode: by hashing)
+    # Then a healthy request served at once, proven by S3's checksum (body mode: by hashing); the
+    # objects written as Chainloop writes them (no SHA-256 checksum) proven by hashing them
     assert attempts("healthy redirect") == []
     assert served("healthy redirect") == ("healthy", False, "checksum_sha256")
     assert served("url mode") == ("healthy", False, "checksum_sha256")
     assert served("body mode") == ("healthy", False, "stream_hash")
     # the revoked key is an attempt with credentials_invalid, then the new default served as a fallback
     assert attempts("rotation fallback") == [("old", "credentials_invalid")]
-    assert served("rotation fallback") == ("new", True, "checksum_sha256")
+    assert served("rotation fallback") == ("new", True, "stream_hash")
     # the malformed secret is secret_unavailable
     assert attempts("secret malformed, token refused")[0] == ("malformed", "secret_unavailable")
-    assert served("secret malformed, token refused") == ("default", True, "checksum_sha256")
+    assert served("secret malformed, token refused") == ("default", True, "stream_hash")
     # rotation in place served through the same backend
-    assert served("after rotation in place") == ("in-place", False, "checksum_sha256")
+    assert served("after rotation in place") == ("in-place", False, "stream_hash")
     # everything revoked: three attempts in order, nothing served
     assert attempts("everything revoked") == [
         ("revoked-mapped", "credentials_invalid"),

@@ -51,7 +51,7 @@ def test_full_object_checksum_proves_the_bytes_with_one_head_and_no_get(
     # Given an artifact stored with its full-object SHA-256 (a single PUT)
     org = world.org()
     backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
+    digest = world.put(backend, DATA, checksum=True)
     world.map(digest, org, backend)
     assert world.head(backend, digest)["ChecksumSHA256"]  # the precondition: S3 holds the checksum
 
@@ -142,7 +142,7 @@ def test_unverifiable_copy_falls_back_to_a_copy_with_a_full_object_checksum(
     mapped = world.backend(org, "no-checksum")
     default = world.backend(org, "with-checksum", is_default=True)
     digest = world.put(mapped, DATA, checksum=False)
-    world.put(default, DATA)
+    world.put(default, DATA, checksum=True)
     world.map(digest, org, mapped)
     # and a hashing limit below the size
     service.configure(MAX_HASH_BYTES=len(DATA) - 1)
@@ -187,7 +187,7 @@ def test_multipart_object_is_served_only_after_a_full_hash(
     # Given an artifact uploaded in two parts (S3 holds a composite SHA-256, never the digest)
     org = world.org()
     backend = world.backend(org, is_default=True)
-    digest = world.put(backend, MULTIPART_DATA, multipart=True)
+    digest = world.put(backend, MULTIPART_DATA, checksum=True, multipart=True)
     world.map(digest, org, backend)
     head = world.head(backend, digest)
     assert head["ETag"].endswith('-2"')

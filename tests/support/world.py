@@ -29,6 +29,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from cas_admin.chainloop_layout import s3 as chainloop_s3
 from cas_download.data.items import to_item, to_value
 from cas_download.filenames import encode_filename
 from cas_local.presign import verify_presigned
@@ -430,7 +431,7 @@ class World:
         data: bytes,
         *,
         filename: str | None = None,
-        checksum: bool = True,
+        checksum: bool = False,
         multipart: bool = False,
         part_size: int = MIN_PART_SIZE,
         content_type: str | None = None,
@@ -440,8 +441,10 @@ class World:
         """Upload ``data`` under ``{prefix}sha256:<hex>`` and return the digest.
 
         ``target``: a backend (its bucket and, unless ``key_prefix`` is given, its prefix) or a bucket
-        name. ``checksum``: SHA-256 flexible checksum (full-object for a single PUT, COMPOSITE
-        ``...-N`` for multipart); False stores no checksum at all. ``filename`` goes to the
+        name. By default the object is written as Chainloop writes it (``cas_admin.chainloop_layout.s3``:
+        ``author`` and ``filename`` metadata, no SHA-256 checksum, multipart from 5 MiB on).
+        ``checksum``: instead, an object with an S3 SHA-256 checksum (full-object for a single PUT,
+        COMPOSITE ``...-N`` with ``multipart``), the case S3 itself proves. ``filename`` goes to the
         ``filename`` metadata, RFC 2047-encoded when not ASCII.
         """
         digest = sha256_digest(data)
@@ -465,12 +468,13 @@ class World:
         digest: str,
         data: bytes,
         *,
-        checksum: bool = True,
+        checksum: bool = False,
         filename: str | None = None,
         key_prefix: str | None = None,
     ) -> PutResult:
-        """Store bytes that do NOT hash to ``digest`` under ``digest``'s key. With ``checksum`` S3
-        holds their (true, hence mismatching) SHA-256; without, only hashing the body finds out."""
+        """Store bytes that do NOT hash to ``digest`` under ``digest``'s key, as Chainloop would have
+        written them. With ``checksum`` S3 holds their (true, hence mismatching) SHA-256; without,
+        only hashing the body finds out."""
         if sha256_digest(data) == digest:
             raise ValueError("put_corrupt needs bytes that differ from the digest's")
         return self._put_bytes(
@@ -529,6 +533,20 @@ class World:
         metadata: Mapping[str, str] | None = None,
     ) -> PutResult:
         bucket, key = self._locate(target, digest, key_prefix)
+        if not (checksum or metadata or multipart):
+            written = chainloop_s3.put_object(
+                self.s3,
+                bucket,
+                digest,
+                data,
+                filename,
+                key_prefix=key.removesuffix(digest),
+                content_type=content_type,
+                part_size=part_size,
+            )
+            result = PutResult(bucket, key, digest, written.version_id, written.etag, written.checksum_sha256)
+            self.puts[(bucket, key)] = result
+            return result
         client = self.s3 if checksum else self.s3_plain
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
         meta = dict(metadata or {})
