@@ -29,7 +29,7 @@ from tests.support.world import World
 
 from benchmarks.counting import total
 from benchmarks.scenarios import DATA, Scenarios
-from cas_admin.oci_push import push_artifact
+from cas_admin.chainloop_layout.oci import push_artifact
 from cas_download.data.storage.oci import MANIFEST_MEDIA_TYPE, RegistryClient
 from cas_download.handlers.download import instrumented_handler
 from cas_local.registry import Registry, registry_binary, start_registry

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cas_admin.oci_push import push_artifact
+from cas_admin.chainloop_layout.oci import push_artifact
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import instrumented_handler

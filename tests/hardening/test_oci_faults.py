@@ -17,6 +17,7 @@ import urllib3
 
 from tests.hardening.figures import fault_covered
 from tests.scenarios.conftest import Service
+from tests.scenarios.test_deadline import download_log_line, service_log  # noqa: F401 - a fixture
 from tests.support.hostile_registry import HostileRegistry
 from tests.support.world import World
 
@@ -104,24 +105,36 @@ def test_a_registry_fault_is_its_one_reason_when_no_other_copy_exists(
 
 @pytest.mark.parametrize("fault", sorted(OCI_FAULTS))
 def test_a_registry_fault_falls_back_to_the_orgs_s3_default_with_the_bytes(
-    world: World, service: Service, hostile: HostileRegistry, fault: str
+    world: World,
+    service: Service,
+    hostile: HostileRegistry,
+    fault: str,
+    service_log: pytest.CaptureFixture[str],  # noqa: F811 - the fixture imported above
 ) -> None:
     # Given the same fault, and the org's S3 default holding the same bytes
-    mode, _reason = OCI_FAULTS[fault]
+    mode, reason = OCI_FAULTS[fault]
     org = mapped_to_hostile(world, hostile, fault)
     default = world.backend(org, "s3-default", is_default=True)
     world.put(default, DATA)
     service.configure(**FAST)
+    service_log.readouterr()
 
     # When the caller asks for it
     response = service.get(hostile.digest, orgs=org, mode=mode)
 
-    # Then the default serves the right bytes, as a fallback
-    assert response.status in (200, 307)
+    # Then the registry's attempt failed with the fault's one reason, and the default serves the right
+    # bytes, as a fallback (in redirect mode: the bytes its URL serves)
+    attempts = download_log_line(service_log.readouterr().out)["attempts"]
+    assert [(a["backend_name"], a["reason"]) for a in attempts] == [("hostile", reason)]
+    assert response.status == (307 if mode == "redirect" else 200)
     assert response.headers["X-Cas-Backend"] == "s3-default"
     assert response.headers["X-Cas-Fallback"] == "true"
     if mode == "body":
         assert response.body == DATA
+    else:
+        fetched = world.fetch_presigned(response.headers["Location"])
+        assert fetched.status == 200
+        assert fetched.body == DATA
 
 
 def test_an_honest_run_of_the_scripted_registry_serves_the_bytes(

@@ -297,3 +297,25 @@ def test_s3_compatible_location(
     got = admin.ok("artifact", "get", digest, "--org", org, "-o", str(tmp_path / "out.bin"), "--json").json
     assert (got["backend"], got["fallback"]) == ("compat", False)
     assert (tmp_path / "out.bin").read_bytes() == b"s3-compatible"
+
+
+def test_put_writes_an_object_chainloops_cas_reads(
+    admin: Admin, local_stack: RunningStack, identity: tuple[str, str], tmp_path: Path
+) -> None:
+    # Given an org with an S3 backend
+    user, bucket = identity
+    org = new_org()
+    admin.ok("backend", "add", "cas", "--org", org, "--location", bucket, "--new-key-for-user", user)
+    source = tmp_path / "sbom.json"
+    source.write_bytes(b'{"sbom": true}')
+
+    # When cas-admin uploads a file through it
+    digest = admin.ok("artifact", "put", str(source), "--org", org).out.strip()
+
+    # Then the object is what Chainloop's Describe accepts (pkg/blobmanager/s3/backend.go): its author
+    # mark and filename, and a SHA-256 checksum, if any, that is the digest's
+    head = local_stack.client("s3", storage=True).head_object(
+        Bucket=bucket, Key=digest, ChecksumMode="ENABLED"
+    )
+    assert head["Metadata"] == {"author": "chainloop.dev", "filename": "sbom.json"}
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == digest.removeprefix("sha256:")

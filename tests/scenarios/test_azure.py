@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from cas_admin.oci_push import push_artifact
+from cas_admin.chainloop_layout.oci import push_artifact
 from cas_download.data.storage import azure
 from cas_download.data.storage.port import SecretFields
 from cas_download.domain import AttemptFailed, AttemptReason
@@ -267,9 +267,7 @@ def test_a_location_names_the_account_endpoint_and_the_container(
     assert (parsed.account_url, parsed.container) == (account_url, container)
 
 
-@pytest.mark.parametrize(
-    "location", ["acct", "acct/", "acct/Cas", "a/b/c/d", "ftp://h/a/c", "acct/ca"]
-)
+@pytest.mark.parametrize("location", ["acct", "acct/", "acct/Cas", "a/b/c/d", "ftp://h/a/c", "acct/ca"])
 def test_a_bad_location_is_refused(location: str) -> None:
     with pytest.raises(AttemptFailed):
         azure.parse_location(location)

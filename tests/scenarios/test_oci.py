@@ -3,7 +3,7 @@ Chainloop's layout, proof by hashing, the registry's redirect as the URL, fallba
 
 from __future__ import annotations
 
-import time
+import json
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,9 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cas_admin.oci_push import push_artifact
-from cas_download.data.storage.oci import RegistryClient, url_expiry
+from cas_admin.chainloop_layout.oci import push_artifact
+from cas_download.data.storage.oci import RegistryClient, RegistryCredentials, parse_location, url_expiry
 from tests.scenarios.conftest import Service, assert_failed
+from tests.scenarios.test_deadline import download_log_line, service_log  # noqa: F401 - a fixture
 from tests.support.calls import CallRecorder
 from tests.support.moto_servers import AwsServers
 from tests.support.registry import Registry, RegistryUser
@@ -53,21 +54,78 @@ def oci_world(
     return org, oci, user, digest
 
 
-def test_body_mode_serves_the_hashed_bytes_of_the_layer_with_its_title_as_filename(
+def test_body_mode_serves_the_hashed_bytes_of_the_layer_with_the_manifests_title_as_filename(
     world: World, service: Service, registry: Registry
 ) -> None:
-    # Given an artifact in Chainloop's layout on a self-hosted registry
-    org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+    # Given an artifact written as Chainloop writes it on a self-hosted registry: the title is on the
+    # manifest only, never on the layer
+    org, oci, user, digest = oci_world(world, registry, is_default=True)
+    manifest, _config = read_image(registry, user, oci.location, digest)
+    assert manifest["annotations"]["org.opencontainers.image.title"] == "release.tgz"
+    assert "annotations" not in manifest["layers"][0]
 
     # When the caller asks for the body
     response = service.get(digest, orgs=org, mode="body")
 
-    # Then the bytes are served through that backend, with the layer's title as the filename
+    # Then the bytes are served through that backend, with the manifest's title as the filename
     assert response.status == 200
     assert response.body == DATA
     assert response.headers["X-Cas-Backend"] == "registry"
     assert response.headers["X-Cas-Fallback"] == "false"
     assert response.headers["Content-Disposition"].startswith('attachment; filename="release.tgz"')
+
+
+def test_what_the_writer_stores_passes_chainloops_describe_and_download_checks(
+    registry: Registry,
+) -> None:
+    # Given an artifact pushed by the writer, read back from the real registry
+    user = registry.new_user()
+    location = registry.location()
+    pushed = push_artifact(location, DATA, "release.tgz", user.name, user.password)
+    manifest, config = read_image(registry, user, location, pushed.digest)
+
+    # Then validateImage's checks hold: Chainloop's author, a title, one layer of the digest
+    assert manifest["annotations"] == {
+        "org.opencontainers.image.authors": "chainloop.dev",
+        "org.opencontainers.image.title": "release.tgz",
+    }
+    assert [layer["digest"] for layer in manifest["layers"]] == [pushed.digest]
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    # and Download's LayerByDiffID finds the layer: the OCI image config's diff_ids name it
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert config["rootfs"] == {"type": "layers", "diff_ids": [pushed.digest]}
+    # and the layer is the raw bytes
+    assert registry_get(registry, user, f"/v2/{pushed.repository}/blobs/{pushed.digest}") == DATA
+
+
+def read_image(
+    registry: Registry, user: RegistryUser, location: str, digest: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and config of a digest's image under ``location``, as the registry stores them."""
+    repository = parse_location(location).artifact_repository(digest)
+    manifest = json.loads(
+        registry_get(
+            registry,
+            user,
+            f"/v2/{repository}/manifests/latest",
+            {"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        )
+    )
+    config = json.loads(
+        registry_get(registry, user, f"/v2/{repository}/blobs/{manifest['config']['digest']}")
+    )
+    return manifest, config
+
+
+def registry_get(
+    registry: Registry, user: RegistryUser, path: str, headers: dict[str, str] | None = None
+) -> bytes:
+    request = urllib.request.Request(
+        registry.url + path,
+        headers={"Authorization": RegistryCredentials(user.name, user.password).basic(), **(headers or {})},
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return bytes(answer.read())
 
 
 def test_a_self_hosted_registry_has_no_direct_url_and_the_next_candidate_serves(
@@ -346,19 +404,20 @@ def test_a_token_refused_for_the_credentials_given_is_credentials_invalid(
 def test_a_token_the_registry_stops_accepting_is_replaced_and_the_request_served(
     world: World, service: Service, token_registry: Registry, token_issuer: TokenIssuer
 ) -> None:
-    # Given a request that cached a token the registry accepts for about 2 s more (its JWT expired
-    # 58 s ago; distribution allows 60 s of clock skew) though the issuer advertised 300 s
-    org, _user, digest = token_world(world, token_registry, token_issuer)
-    world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
-    token_issuer.token_lifetime_s = -58
-    try:
-        assert service.get(digest, orgs=org, mode="body").status == 200
-    finally:
-        token_issuer.token_lifetime_s = 300
+    # Given the service holds, for the artifact's image, a token the issuer advertised for 300 s but
+    # signed as if 10 minutes ago: by the registry's clock it expired (beyond its 60 s of skew)
+    org, user, digest = token_world(world, token_registry, token_issuer)
+    backend = next(b for b in world.backends.values() if b.org == org)
+    world.map(digest, org, backend)
+    location = parse_location(backend.location)
+    repository = location.artifact_repository(digest)
+    stale = token_issuer.issue_at(token_issuer.clock() - 600, user.name, f"repository:{repository}:pull")
+    credentials = RegistryCredentials(user.name, user.password)
+    client = service.app.services.storage.registry_client()
+    client.remember_token((location.base_url, repository, credentials.fingerprint()), stale, 300)
     issued = len(token_issuer.issued)
-    time.sleep(3)
 
-    # When the caller asks again, the registry refusing the cached token
+    # When the caller asks for the body, the registry refusing the cached token
     response = service.get(digest, orgs=org, mode="body")
 
     # Then the registry's 401 makes the service fetch a new token (once), and the request is served
@@ -372,24 +431,41 @@ def _repository_of(world: World, org: str) -> str:
     return backend.location.split("/", 1)[1]
 
 
+class ManualClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_token_is_not_used_past_the_lifetime_the_issuer_advertised(
     world: World, service: Service, token_registry: Registry, token_issuer: TokenIssuer
 ) -> None:
-    # Given tokens advertised for 6 s (the service stops using one 5 s before it expires)
+    # Given tokens advertised for 6 s (the service stops using one 5 s before it expires), and the
+    # service's token clock under the test's control
     org, _user, digest = token_world(world, token_registry, token_issuer)
     world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
+    clock = ManualClock()
+    service.app.services.storage.registry_client().clock = clock
     token_issuer.advertised_lifetime_s = 6
     try:
         assert service.get(digest, orgs=org, mode="body").status == 200
         issued = len(token_issuer.issued)
-        time.sleep(1.5)
+        clock.now += 0.5
+        assert service.get(digest, orgs=org, mode="body").status == 200
+        reused = len(token_issuer.issued)
+        clock.now += 1.0
 
-        # When the caller asks again after the token's usable life
+        # When the caller asks again after the token's usable life (1.5 s of its 6)
         response = service.get(digest, orgs=org, mode="body")
     finally:
         token_issuer.advertised_lifetime_s = 300
 
-    # Then a new token was fetched up front and the request served
+    # Then the token was reused within its usable life, and past it a new one was fetched up front
+    assert reused == issued
     assert response.status == 200
     assert len(token_issuer.issued) == issued + 1
 
@@ -444,6 +520,7 @@ def test_a_registry_that_swaps_a_blobs_bytes_after_the_record_is_caught(
     hosted_registry: Registry,
     aws_servers: AwsServers,
     verifications_table: str,
+    service_log: pytest.CaptureFixture[str],  # noqa: F811 - the fixture imported above
 ) -> None:
     # Given an artifact on a hosted registry, proven once and recorded, and a good copy in an S3 fallback
     data = unique_data()
@@ -468,9 +545,16 @@ def test_a_registry_that_swaps_a_blobs_bytes_after_the_record_is_caught(
     s3.put_object(Bucket=keys[0][0], Key=keys[0][1], Body=swapped)
     service.configure(VERIFICATIONS_TABLE=verifications_table)  # a new container: no proof in memory
 
-    # Then the record no longer proves the blob (its storage ETag changed): the bytes are hashed, fail,
-    # and the good copy serves
+    service_log.readouterr()
     response = service.get(digest, orgs=org, mode="url")
+
+    # Then the record no longer proves the blob (its storage ETag changed): the bytes are hashed and
+    # fail the proof, and the good copy serves, its URL handing out the artifact's own bytes
+    attempts = download_log_line(service_log.readouterr().out)["attempts"]
+    assert [(a["backend_name"], a["reason"]) for a in attempts] == [("registry", "digest_mismatch")]
     assert response.status == 200
     assert response.headers["X-Cas-Backend"] == "s3-copy"
     assert response.headers["X-Cas-Fallback"] == "true"
+    fetched = world.fetch_presigned(response.json["url"])
+    assert fetched.status == 200
+    assert fetched.body == data

@@ -2,7 +2,7 @@
 requests the way a broken or hostile registry (or its token endpoint, or its storage) would.
 
 The honest parts follow the distribution API closely enough for the service: a Bearer challenge
-whose realm is this server, a token endpoint, a manifest in Chainloop's layout, and a blob GET that
+whose realm is this server, a token endpoint, the manifest Chainloop writes, and a blob GET that
 redirects to this server's own "storage" path.
 """
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cas_download.data.storage.oci import MANIFEST_MEDIA_TYPE, TITLE_ANNOTATION
+from cas_admin.chainloop_layout.oci import image_config, image_manifest
+from cas_download.data.storage.oci import MANIFEST_MEDIA_TYPE
 
 Handler = BaseHTTPRequestHandler
 
@@ -126,25 +127,12 @@ class HostileRegistry:
             return
         if not self._challenge(request, fault):
             return
-        size = len(self.data)
-        layer: dict[str, Any] = {
-            "mediaType": "application/octet-stream",
-            "digest": self.digest,
-            "size": size,
-            "annotations": {TITLE_ANNOTATION: "artifact.bin"},
-        }
-        manifest: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": "sha256:" + "0" * 64,
-                "size": 2,
-            },
-            "layers": [layer],
-        }
+        # Chainloop's manifest (the writer's), padded past the service's bound for huge_manifest
+        manifest: dict[str, Any] = json.loads(
+            image_manifest(self.data, "artifact.bin", image_config(self.digest))
+        )
         if fault == "huge_manifest":
-            manifest["annotations"] = {"padding": "x" * (512 * 1024)}
+            manifest["annotations"]["padding"] = "x" * (512 * 1024)
         _send(request, 200, json.dumps(manifest).encode(), {"Content-Type": MANIFEST_MEDIA_TYPE})
 
     def _blob(self, request: Handler, fault: str) -> None:

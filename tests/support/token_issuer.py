@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,7 +37,8 @@ def _b64url(data: bytes) -> str:
 @dataclass
 class TokenIssuer:
     """Issues tokens to known users. ``token_lifetime_s`` is what the JWT says; ``advertised_lifetime_s``
-    what the answer's ``expires_in`` says (they differ to test a token that expires early)."""
+    what the answer's ``expires_in`` says (they differ to test a token that expires early). ``clock``
+    (epoch seconds) dates the tokens; the registry checks them by its own clock."""
 
     cert_path: Path
     users: dict[str, str] = field(default_factory=dict)
@@ -44,6 +46,7 @@ class TokenIssuer:
     advertised_lifetime_s: int = 300
     issued: list[str] = field(default_factory=list)  # the scopes of the tokens issued, in order
     refused: int = 0
+    clock: Callable[[], float] = time.time
     _key: Any = None
     _cert_der: bytes = b""
     _server: ThreadingHTTPServer | None = None
@@ -102,16 +105,22 @@ class TokenIssuer:
                 self.refused += 1
             send_json(request, 401, {"errors": [{"code": "UNAUTHORIZED"}]})
             return
+        scopes = query.get("scope", [])
+        token = self.issue_at(self.clock(), user, *scopes)
+        with self._lock:
+            self.issued.append(" ".join(scopes))
+        send_json(request, 200, {"token": token, "expires_in": self.advertised_lifetime_s})
+
+    def issue_at(self, issued_at: float, user: str, *scopes: str) -> str:
+        """A token for ``scopes`` (``repository:<name>:<actions>``), dated ``issued_at``."""
         access = []
-        for scope in query.get("scope", []):
+        for scope in scopes:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
-        token = self._sign(user, access)
+        token = self._sign(int(issued_at), user, access)
         register_secret(token, "bearer_token")
-        with self._lock:
-            self.issued.append(" ".join(query.get("scope", [])))
-        send_json(request, 200, {"token": token, "expires_in": self.advertised_lifetime_s})
+        return token
 
     def _basic_user(self, header: str | None) -> str | None:
         if not header or not header.startswith("Basic "):
@@ -123,8 +132,7 @@ class TokenIssuer:
         with self._lock:
             return name if self.users.get(name) == password else None
 
-    def _sign(self, user: str, access: list[dict[str, Any]]) -> str:
-        now = int(time.time())
+    def _sign(self, now: int, user: str, access: list[dict[str, Any]]) -> str:
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self._cert_der).decode()]}
         claims = {
             "iss": ISSUER,

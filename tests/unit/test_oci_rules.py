@@ -1,5 +1,5 @@
-"""The OCI adapter's rules as the spec states them: location forms, secrets, challenges, answers,
-redirect targets."""
+"""The OCI adapter's rules as the spec states them: secrets, challenges, answers, the manifest,
+redirect targets (location forms: test_oci_location.py)."""
 
 from __future__ import annotations
 
@@ -12,34 +12,6 @@ import pytest
 from cas_download.data.storage import oci
 from cas_download.data.storage.port import SecretFields
 from cas_download.domain import AttemptFailed, AttemptReason
-
-
-@pytest.mark.parametrize(
-    ("location", "base_url", "repository"),
-    [
-        ("ghcr.io/acme/cas", "https://ghcr.io", "acme/cas"),
-        ("127.0.0.1:5000/cas", "http://127.0.0.1:5000", "cas"),
-        ("localhost:5000/a/b", "http://localhost:5000", "a/b"),
-        ("[::1]:5000/cas", "http://[::1]:5000", "cas"),
-        ("docker.io/acme/cas", "https://registry-1.docker.io", "acme/cas"),
-        ("http://registry.internal:8080/cas", "http://registry.internal:8080", "cas"),
-        ("https://127.0.0.1:5000/cas", "https://127.0.0.1:5000", "cas"),
-        ("harbor.example.com/project/cas/", "https://harbor.example.com", "project/cas"),
-    ],
-)
-def test_a_location_names_the_registry_and_the_repository(
-    location: str, base_url: str, repository: str
-) -> None:
-    assert oci.parse_location(location) == oci.RegistryLocation(base_url, repository)
-
-
-@pytest.mark.parametrize(
-    "location", ["", "ghcr.io", "ghcr.io/", "ghcr.io/acme/cas:latest", "ghcr.io/a@sha256:00"]
-)
-def test_a_location_with_no_repository_or_with_a_tag_or_digest_is_refused(location: str) -> None:
-    with pytest.raises(AttemptFailed) as refused:
-        oci.parse_location(location)
-    assert refused.value.reason is AttemptReason.UNREACHABLE
 
 
 def test_secret_keys_match_in_any_case_and_repo_is_ignored() -> None:
@@ -181,13 +153,13 @@ def manifest(**changes: object) -> bytes:
 
 
 def test_chainloops_single_layer_manifest_names_the_artifact() -> None:
-    assert oci._single_layer(manifest(), None, LAYER_DIGEST)["size"] == 12
+    assert oci._single_layer(manifest(), None, LAYER_DIGEST)[1]["size"] == 12
 
 
 def test_a_manifest_without_its_media_type_is_read_by_its_content_type() -> None:
     body = manifest(mediaType=None)
-    assert oci._single_layer(body, f"{MEDIA}; charset=utf-8", LAYER_DIGEST)["digest"] == LAYER_DIGEST
-    assert oci._single_layer(body, MEDIA, LAYER_DIGEST)["digest"] == LAYER_DIGEST
+    assert oci._single_layer(body, f"{MEDIA}; charset=utf-8", LAYER_DIGEST)[1]["digest"] == LAYER_DIGEST
+    assert oci._single_layer(body, MEDIA, LAYER_DIGEST)[1]["digest"] == LAYER_DIGEST
     with pytest.raises(AttemptFailed) as refused:
         oci._single_layer(body, "application/vnd.docker.distribution.manifest.v2+json", LAYER_DIGEST)
     assert refused.value.reason is AttemptReason.NOT_FOUND
@@ -220,9 +192,42 @@ def test_anything_but_that_manifest_is_refused_with_its_reason(body: bytes, reas
 
 def test_a_zero_size_layer_is_an_artifact_too() -> None:
     assert (
-        oci._single_layer(manifest(layers=[{"digest": LAYER_DIGEST, "size": 0}]), None, LAYER_DIGEST)["size"]
+        oci._single_layer(manifest(layers=[{"digest": LAYER_DIGEST, "size": 0}]), None, LAYER_DIGEST)[1][
+            "size"
+        ]
         == 0
     )
+
+
+TITLE = "org.opencontainers.image.title"
+
+
+def filename_of(body: bytes) -> str | None:
+    return oci._filename(*oci._single_layer(body, None, LAYER_DIGEST))
+
+
+def test_the_filename_is_the_manifests_title_as_chainloop_writes_it() -> None:
+    # Given Chainloop's manifest: the title among the manifest's annotations, none on the layer
+    body = manifest(annotations={"org.opencontainers.image.authors": "chainloop.dev", TITLE: "sbom.json"})
+    # Then that title is the filename
+    assert filename_of(body) == "sbom.json"
+
+
+def test_the_manifests_title_wins_over_the_layers() -> None:
+    layer = {"digest": LAYER_DIGEST, "size": 12, "annotations": {TITLE: "layer.bin"}}
+    assert filename_of(manifest(annotations={TITLE: "manifest.bin"}, layers=[layer])) == "manifest.bin"
+
+
+@pytest.mark.parametrize("manifest_annotations", [None, {}, {TITLE: ""}, {TITLE: 7}, ["not", "a", "map"]])
+def test_without_a_usable_manifest_title_the_layers_title_is_the_filename(
+    manifest_annotations: object,
+) -> None:
+    layer = {"digest": LAYER_DIGEST, "size": 12, "annotations": {TITLE: "layer.bin"}}
+    assert filename_of(manifest(annotations=manifest_annotations, layers=[layer])) == "layer.bin"
+
+
+def test_without_any_title_there_is_no_filename() -> None:
+    assert filename_of(manifest(annotations={"org.opencontainers.image.authors": "chainloop.dev"})) is None
 
 
 @pytest.mark.parametrize(

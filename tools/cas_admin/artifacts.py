@@ -22,15 +22,16 @@ from typing import IO, Any
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cas_admin.chainloop_layout import s3 as chainloop_s3
+from cas_admin.chainloop_layout.oci import PushError, push_artifact
 from cas_admin.errors import AdminError, IntegrityError, UsageError
-from cas_admin.oci_push import PushError, push_artifact
 from cas_admin.output import note, print_json, print_table
 from cas_admin.store import AdminStore
 from cas_download.data.storage.oci import credentials_from_secret as oci_credentials
 from cas_download.digests import digest_hex, parse_digest
 from cas_download.domain import AttemptFailed, Backend, Mapping, Provider
 from cas_download.errors import InvalidDigest
-from cas_download.filenames import decode_filename, encode_filename
+from cas_download.filenames import decode_filename
 from cas_download.logic.candidates import holding_orgs, plan_candidates
 
 _CHUNK = 1024 * 1024
@@ -104,45 +105,41 @@ def _upload_to_s3(
     content_type: str,
     size: int,
 ) -> bool:
-    """Upload under ``{key_prefix}sha256:<hex>`` with the full-object SHA-256; False if already there."""
+    """Upload in Chainloop's layout (``chainloop_layout.s3``) plus the full-object SHA-256 that
+    Chainloop checks when present, so the service proves it with one HEAD; False if already there."""
     credentials = store.read_credentials(backend.secret_name)
     client, bucket = store.s3_for(credentials, backend.location, backend.region)
-    key = f"{backend.key_prefix or ''}{digest}"
-    uploaded = not _already_stored(client, bucket, key, checksum)
-    if uploaded:
-        extra = {"ContentType": content_type, "Metadata": {"filename": encode_filename(filename)}}
-        try:
-            with path.open("rb") as body:
-                if size <= MAX_SINGLE_PUT_BYTES:
-                    client.put_object(
-                        Bucket=bucket,
-                        Key=key,
-                        Body=body,
-                        ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=checksum,
-                        **extra,
-                    )
-                else:
-                    note(
-                        "over 5 GiB: multipart upload; its SHA-256 is composite, the service proves it by hashing"
-                    )
-                    client.upload_fileobj(
-                        body, bucket, key, ExtraArgs={**extra, "ChecksumAlgorithm": "SHA256"}
-                    )
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "error")
-            raise AdminError(f"upload through {backend.name} failed: {code}") from None
-    return uploaded
+    key = chainloop_s3.object_key(digest, backend.key_prefix or "")
+    if _already_stored(client, bucket, key, checksum):
+        return False
+    if size > MAX_SINGLE_PUT_BYTES:
+        note("over 5 GiB: multipart upload, as Chainloop writes it; the service proves it by hashing")
+    try:
+        with path.open("rb") as body:
+            chainloop_s3.put_object(
+                client,
+                bucket,
+                digest,
+                body,
+                filename,
+                key_prefix=backend.key_prefix or "",
+                content_type=content_type,
+                sha256_checksum=checksum if size <= MAX_SINGLE_PUT_BYTES else None,
+            )
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        raise AdminError(f"upload through {backend.name} failed: {code}") from None
+    return True
 
 
 def _upload_to_azure(
     store: AdminStore, backend: Backend, path: Path, digest: str, filename: str, content_type: str
 ) -> bool:
-    """Blob ``{key_prefix}sha256:<hex>`` with the ``Filename`` metadata, as Chainloop writes it; False
-    if the blob is already there with that size."""
+    """Blob ``{key_prefix}sha256:<hex>`` in Chainloop's layout (``chainloop_layout.azure``); False if
+    the blob is already there with that size."""
     from azure.core.exceptions import AzureError, ResourceExistsError  # noqa: PLC0415 - Azure only
-    from azure.storage.blob import ContentSettings  # noqa: PLC0415
 
+    from cas_admin.chainloop_layout import azure as chainloop_azure  # noqa: PLC0415
     from cas_download.data.storage import azure  # noqa: PLC0415
 
     try:
@@ -152,18 +149,20 @@ def _upload_to_azure(
     except AttemptFailed as error:
         raise AdminError(f"{backend.name} cannot be used: {error}") from None
     container = service.get_container_client(location.container)
-    blob = container.get_blob_client(f"{backend.key_prefix or ''}{digest}")
+    blob = container.get_blob_client(chainloop_azure.blob_name(digest, backend.key_prefix or ""))
     try:
         if blob.exists() and blob.get_blob_properties().size == path.stat().st_size:
             return False
         if not container.exists():
             container.create_container()
         with path.open("rb") as body:
-            blob.upload_blob(
+            chainloop_azure.put_blob(
+                container,
+                digest,
                 body,
-                overwrite=True,
-                metadata={"Filename": encode_filename(filename)},
-                content_settings=ContentSettings(content_type=content_type),
+                filename,
+                key_prefix=backend.key_prefix or "",
+                content_type=content_type,
             )
     except ResourceExistsError:
         return False

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.config import Config
 
-from cas_admin.oci_push import push_artifact
+from cas_admin.chainloop_layout.oci import push_artifact
 from cas_download.data.items import to_item
 from cas_download.domain import Backend
 from cas_download.filenames import encode_filename

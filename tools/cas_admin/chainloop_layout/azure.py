@@ -47,7 +47,7 @@ def put_blob(
 
     stream = io.BytesIO(body) if isinstance(body, bytes) else body
     blob = container.get_blob_client(blob_name(digest, key_prefix))
-    blocks = []
+    blocks: list[BlobBlock] = []
     while chunk := stream.read(block_size):
         block_id = base64.b64encode(f"{len(blocks):08d}".encode()).decode()
         blob.stage_block(block_id, chunk)

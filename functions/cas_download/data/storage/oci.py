@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,46 +54,93 @@ _LINK_LOCAL = (
     ipaddress.ip_network("fe80::/10"),
     ipaddress.ip_network("fd00:ec2::/32"),
 )
+# go-containerregistry names Docker Hub ``index.docker.io`` (``docker.io`` and no host are aliases);
+# the spec names its API host, which serves the same registry.
 _DOCKER_HUB = "registry-1.docker.io"
+_DOCKER_HUB_NAMES = frozenset({"", "docker.io", "index.docker.io"})
+_REPOSITORY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-./"
+_MAX_REPOSITORY_CHARS = 255
+# An RFC 3986 authority as go-containerregistry accepts one: a name or IPv4 address, or an IPv6
+# literal in brackets, and an optional port.
+_REGISTRY_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_RFC1918 = (
+    ipaddress.ip_network("10.0.0.0/8"),
+    ipaddress.ip_network("172.16.0.0/12"),
+    ipaddress.ip_network("192.168.0.0/16"),
+)
+# name.Registry.Scheme()'s patterns, besides RFC 1918 addresses and ``localhost:<port>``.
+_PLAIN_HTTP_REGISTRIES = (
+    re.compile(r"[^\n]*\.localhost(?::[0-9]{1,5})?"),
+    re.compile(r"127\.0\.0\.1(?::[0-9]{1,5})?"),
+    re.compile(r"::1|\[::1\](?::[0-9]{1,5})?"),
+)
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 
 
 @dataclass(frozen=True, slots=True)
 class RegistryLocation:
     base_url: str  # scheme://host[:port]
-    repository: str  # the location's path: artifacts live at {repository}/chainloop-<hex>
+    repository: str  # the location's path, maybe empty: artifacts live at {repository}/chainloop-<hex>
+
+    def artifact_repository(self, digest: str) -> str:
+        """The repository of a digest's image ``{location}/chainloop-<hex>``, named as
+        go-containerregistry names it: on Docker Hub a single-segment name is in ``library/``."""
+        name = f"chainloop-{digest.removeprefix('sha256:')}"
+        if self.repository:
+            return f"{self.repository}/{name}"
+        return f"library/{name}" if self.base_url == f"https://{_DOCKER_HUB}" else name
 
 
 def parse_location(location: str) -> RegistryLocation:
-    """``host[:port]/path``; plain HTTP for localhost and loopback, HTTPS otherwise; an explicit
-    ``http://``/``https://`` prefix overrides. ``docker.io`` is Docker Hub."""
+    """A location as Chainloop's CAS reads it: go-containerregistry's ``name.ParseReference`` of
+    ``{location}/chainloop-<hex>`` (pkg/name/repository.go, registry.go). The first segment is the
+    registry when it is ``localhost`` or holds a ``.`` or a ``:``; otherwise the whole location is a
+    Docker Hub repository (``docker.io`` is Docker Hub too). The scheme is :func:`registry_scheme`'s;
+    an explicit ``http://``/``https://`` prefix (this service's own) overrides it."""
     scheme = None
     rest = location.strip()
     for prefix in ("http://", "https://"):
         if rest.startswith(prefix):
             scheme, rest = prefix[:-3], rest[len(prefix) :]
-    host, _, path = rest.partition("/")
-    path = path.strip("/")
-    if not host or not path or "@" in path or ":" in path.rsplit("/", 1)[-1] or not location.isprintable():
-        raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid registry location")
-    if host == "docker.io":
+    rest = rest.rstrip("/")
+    first, _, path = rest.partition("/")
+    if first == "localhost" or "." in first or ":" in first:
+        host = first
+    elif scheme is None:
+        host, path = "", rest  # no registry host: Docker Hub
+    else:
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid registry location: no registry host")
+    if not rest or not location.isprintable() or (host and not _REGISTRY_HOST.fullmatch(host)):
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid registry location: bad registry host")
+    if path.strip(_REPOSITORY_CHARS) or "//" in path or path.startswith("/"):
+        # go-containerregistry's repository characters: lower case, digits, ``_-./``; a tag or a
+        # digest (``:``, ``@``) is refused: the location names a repository.
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid registry location: bad repository")
+    if len(path) + len("/chainloop-") + 64 > _MAX_REPOSITORY_CHARS:
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid registry location: repository too long")
+    if host in _DOCKER_HUB_NAMES:
         host = _DOCKER_HUB
-    if scheme is None:
-        scheme = "http" if _is_loopback(host) else "https"
-    return RegistryLocation(f"{scheme}://{host}", path)
+    return RegistryLocation(f"{scheme or registry_scheme(host)}://{host}", path)
 
 
-def _is_loopback(host: str) -> bool:
+def registry_scheme(registry: str) -> str:
+    """``name.Registry.Scheme()``: plain HTTP for RFC 1918 addresses, ``localhost:<port>``,
+    ``*.localhost``, ``127.0.0.1`` and ``::1`` (each with or without a port); and, as the spec says,
+    for every loopback address and ``localhost`` without a port (a registry there has no certificate
+    either). HTTPS for anything else, ``*.local`` included."""
     try:
-        name = urlsplit(f"//{host}").hostname or ""
+        address = ipaddress.ip_address(registry.partition(":")[0])
     except ValueError:
-        return False
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+        address = None
+    if address is not None and (address.is_loopback or any(address in network for network in _RFC1918)):
+        return "http"
+    if (
+        registry == "localhost"
+        or registry.startswith("localhost:")
+        or any(rule.fullmatch(registry) for rule in _PLAIN_HTTP_REGISTRIES)
+    ):
+        return "http"
+    return "https"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +195,14 @@ class RegistryClient:
     """One per container: a connection pool, and bearer tokens by registry, scope and credentials,
     each reused until it expires."""
 
-    def __init__(self, connect_timeout_seconds: float, read_timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        connect_timeout_seconds: float,
+        read_timeout_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.connect_timeout_seconds = connect_timeout_seconds
+        self.clock = clock  # the tokens' expiry clock (tests move it)
         self.read_timeout_seconds = read_timeout_seconds
         self._http = urllib3.PoolManager(retries=False, maxsize=4)
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
@@ -184,14 +237,14 @@ class RegistryClient:
             if entry is None:
                 return None
             token, expires = entry
-            if time.monotonic() >= expires:
+            if self.clock() >= expires:
                 del self._tokens[key]
                 return None
             return token
 
     def remember_token(self, key: tuple[str, str, str], token: str, lifetime_seconds: float) -> None:
         with self._lock:
-            self._tokens[key] = (token, time.monotonic() + lifetime_seconds - _TOKEN_EXPIRY_MARGIN_SECONDS)
+            self._tokens[key] = (token, self.clock() + lifetime_seconds - _TOKEN_EXPIRY_MARGIN_SECONDS)
 
     def wants_basic(self, base_url: str) -> bool:
         with self._lock:
@@ -244,16 +297,14 @@ class OciStore:
             body = _read_bounded(response, MAX_MANIFEST_BYTES)
         finally:
             response.release_conn()
-        layer = _single_layer(body, response.headers.get("Content-Type"), digest)
-        annotations = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
-        title = annotations.get(TITLE_ANNOTATION) if annotations else None
+        manifest, layer = _single_layer(body, response.headers.get("Content-Type"), digest)
         info = ObjectInfo(
             size=int(layer["size"]),
             # No ETag of the registry's: it names a blob by its digest whatever the blob holds, so it
             # cannot tie a verification record to the bytes. The storage its URL leads to can
             # (direct_url: storage_etag); without one, the bytes are hashed every time.
             etag=None,
-            filename=title if isinstance(title, str) and title else None,
+            filename=_filename(manifest, layer),
         )
         return ObjectDescription(
             info=info, provider_proof=None, record_key=f"oci|{self._location.base_url}|{repository}|{digest}"
@@ -304,7 +355,7 @@ class OciStore:
     # -------------------------------------------------------------- requests
 
     def _repository(self, digest: str) -> str:
-        return f"{self._location.repository}/chainloop-{digest.removeprefix('sha256:')}"
+        return self._location.artifact_repository(digest)
 
     def _blob_url(self, digest: str) -> str:
         repository = self._repository(digest)
@@ -511,8 +562,10 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def _single_layer(body: bytes, content_type: str | None, digest: str) -> dict[str, Any]:
-    """The manifest's one layer, if this is the artifact's image as Chainloop writes it."""
+def _single_layer(
+    body: bytes, content_type: str | None, digest: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and its one layer, if this is the artifact's image as Chainloop writes it."""
     manifest = _json_object(body)
     if manifest is None:
         raise AttemptFailed(AttemptReason.UNREACHABLE, "manifest is not a JSON object")
@@ -526,7 +579,18 @@ def _single_layer(body: bytes, content_type: str | None, digest: str) -> dict[st
     size = layer.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise AttemptFailed(AttemptReason.UNREACHABLE, "the layer has no valid size")
-    return layer
+    return manifest, layer
+
+
+def _filename(manifest: dict[str, Any], layer: dict[str, Any]) -> str | None:
+    """The title Chainloop puts on the manifest (pkg/blobmanager/oci/backend.go: craftImage's
+    ``mutate.Annotations``, read back by Describe), else a title on the layer (other writers)."""
+    for described in (manifest, layer):
+        annotations = described.get("annotations")
+        title = annotations.get(TITLE_ANNOTATION) if isinstance(annotations, dict) else None
+        if isinstance(title, str) and title:
+            return title
+    return None
 
 
 def _redirect_target(response: urllib3.BaseHTTPResponse, base: str) -> str:
