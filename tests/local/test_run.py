@@ -272,3 +272,27 @@ def test_the_azure_demo_redirects_to_a_sas_and_falls_back_to_the_bucket(local_st
     assert fallback.status == 307
     assert fallback.headers["x-cas-backend"] == local_stack.demo["new_backend"]
     assert fallback.headers["x-cas-fallback"] == "true"
+
+
+def test_a_second_run_in_the_same_checkout_starts_cleanly(tmp_path: Path) -> None:
+    # Given a stack that ran with its demo (Azurite's and the registry's data written under logs/) and
+    # was stopped with Ctrl-C
+    first, state, _out, err = start_run(tmp_path)
+    try:
+        wait_for_state(first, state, err)
+    finally:
+        assert stop_run(first) == 0
+
+    # When the same command runs again in the same place
+    second, state, _out, err = start_run(tmp_path)
+    try:
+        endpoints = wait_for_state(second, state, err)
+
+        # Then it starts, with its demo written anew, and serves it
+        demo = endpoints.demo
+        hello = next(a for a in demo["artifacts"] if a["name"] == "hello.txt")
+        served = http(f"{endpoints.api_url}/v1/artifacts/{hello['digest']}", headers=bearer(demo["org"]))
+        assert served.status == 307
+    finally:
+        assert stop_run(second) == 0
+    assert "Traceback" not in err.read_text()

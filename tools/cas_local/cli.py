@@ -20,17 +20,21 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cas_local.stack import (
     DEFAULT_STATE_FILE,
     ENV_JSON_PATH,
     FOREIGN_AWS_VARIABLES,
+    LocalStack,
     StackEndpoints,
     env_json_document,
     function_environment,
 )
 from cas_local.template import REPO_ROOT, Template, TemplateError
+
+if TYPE_CHECKING:
+    from cas_local.seed import Demo
 
 PROG = "cas-local"
 # The function's EMF metric lines are noise on a terminal; `--metrics` keeps them.
@@ -113,7 +117,6 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from cas_download.app import App  # noqa: PLC0415 - heavy imports only for the commands using them
     from cas_download.config import Settings  # noqa: PLC0415
-    from cas_local.seed import seed  # noqa: PLC0415
     from cas_local.server import ApiServer  # noqa: PLC0415
     from cas_local.stack import process_environment, start_stack  # noqa: PLC0415
 
@@ -146,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise LocalError(f"the local stack did not start: {error}\n(moto logs: {log_dir})") from None
     server: ApiServer | None = None
     try:
-        demo = None if args.no_seed else seed(stack)
+        demo = None if args.no_seed else _seed_demo(stack, log_dir)
         endpoints = stack.endpoints
         process_env = {**endpoints.aws_env(), **stack.function_env}
         if not args.metrics:
@@ -177,6 +180,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                 args.state_file.unlink()
         print("stopped: moto servers and gateway are down", file=sys.stderr, flush=True)
     return 0
+
+
+def _seed_demo(stack: LocalStack, log_dir: Path) -> Demo:
+    """The demo data, or one line saying why it could not be written (never a traceback)."""
+    from cas_local.seed import seed  # noqa: PLC0415
+
+    try:
+        return seed(stack)
+    except Exception as error:
+        raise LocalError(
+            f"the demo data could not be written: {type(error).__name__}: {error}\n(logs: {log_dir})"
+        ) from None
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -299,7 +314,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     from cas_download.handlers.download import instrumented_handler  # noqa: PLC0415
     from cas_local.events import LocalLambdaContext, load_event_file  # noqa: PLC0415
     from cas_local.seed import seed  # noqa: PLC0415
-    from cas_local.stack import LocalStack, process_environment, start_stack  # noqa: PLC0415
+    from cas_local.stack import process_environment, start_stack  # noqa: PLC0415
 
     path = Path(args.event)
     try:

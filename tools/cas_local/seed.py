@@ -17,12 +17,10 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from botocore.config import Config
-
+from cas_admin.chainloop_layout import s3 as chainloop_s3
 from cas_admin.chainloop_layout.oci import push_artifact
 from cas_download.data.items import to_item
 from cas_download.domain import Backend
-from cas_download.filenames import encode_filename
 from cas_local.azurite import Azurite, new_account_key
 from cas_local.events import EXAMPLE_DATA
 from cas_local.registry import Registry, RegistryUser
@@ -99,10 +97,6 @@ def grant_bucket_access(iam: Any, user: str, bucket: str) -> None:
 def seed(stack: LocalStack) -> Demo:
     iam = stack.storage_client("iam")
     s3 = stack.storage_client("s3")
-    s3_plain = stack.storage_client(
-        "s3",
-        Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
-    )
     ddb = stack.control_client("dynamodb")
     secrets = stack.control_client("secretsmanager")
     env = stack.function_env
@@ -134,21 +128,16 @@ def seed(stack: LocalStack) -> Demo:
     ) -> DemoArtifact:
         sha = hashlib.sha256(data)
         digest = f"sha256:{sha.hexdigest()}"
-        args: dict[str, Any] = {
-            "Bucket": BUCKET,
-            "Key": digest,
-            "Body": data,
-            "Metadata": {"filename": encode_filename(name)},
-            "ContentType": "text/plain; charset=utf-8"
-            if name.endswith(".txt")
-            else "application/octet-stream",
-        }
-        if checksum:
-            s3.put_object(
-                **args, ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(sha.digest()).decode()
-            )
-        else:
-            s3_plain.put_object(**args)
+        # As Chainloop writes it; ``checksum`` adds the full-object SHA-256 that cas-admin writes too
+        chainloop_s3.put_object(
+            s3,
+            BUCKET,
+            digest,
+            data,
+            name,
+            content_type="text/plain; charset=utf-8" if name.endswith(".txt") else "application/octet-stream",
+            sha256_checksum=base64.b64encode(sha.digest()).decode() if checksum else None,
+        )
         if map_it:
             put_mapping(ddb, env, digest, backend, mapped_at)
         return DemoArtifact(name, digest, len(data), backend.name, checksum, note)
@@ -239,6 +228,8 @@ def seed_azure(
     from azure.core.credentials import AzureNamedKeyCredential  # noqa: PLC0415 - the demo's Azure part
     from azure.storage.blob import BlobServiceClient  # noqa: PLC0415
 
+    from cas_admin.chainloop_layout import azure as chainloop_azure  # noqa: PLC0415
+
     key = azurite.accounts[DEMO_AZURE_ACCOUNT][0]
     service = BlobServiceClient(
         azurite.account_url(DEMO_AZURE_ACCOUNT), credential=AzureNamedKeyCredential(DEMO_AZURE_ACCOUNT, key)
@@ -261,7 +252,7 @@ def seed_azure(
         ("archive.tgz", archive, rotated, "2024-06-01T10:00:00.000000Z"),
     ):
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-        container.upload_blob(digest, data, metadata={"Filename": name})
+        chainloop_azure.put_blob(container, digest, data, name)
         put_mapping(ddb, env, digest, backend, mapped_at)
         artifacts.append(DemoArtifact(name, digest, len(data), backend.name, False, "Azure demo"))
     # archive.tgz's bytes are in the bucket too (copied there at the rotation), mapped only to Azure

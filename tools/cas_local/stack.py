@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -263,6 +264,10 @@ def start_stack(
     stack = LocalStack(moto, gateway, keys, template, function_env, log_dir)
     try:
         create_tables(stack)
+        # The registry's and Azurite's data of a previous run in the same place: every run starts from
+        # nothing, as moto does, so the demo writes its objects anew.
+        for data_dir in (log_dir / "registry", log_dir / "azurite"):
+            shutil.rmtree(data_dir, ignore_errors=True)
         if with_registry and registry_binary() is not None:
             stack.registry = start_registry(log_dir / "registry")
         if with_registry and azurite_binary() is not None:
