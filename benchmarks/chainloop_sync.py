@@ -95,9 +95,10 @@ def one_sync(servers: AwsServers, dsn: str, tables: Any, *, traced: bool = False
 def measure(servers: AwsServers, postgres: Postgres, mappings: int, backends: int) -> Size:
     rows = ChainloopRows(postgres.create_database(f"bench_{uuid.uuid4().hex[:10]}"))
     rows.create_schema()
-    orgs = [str(uuid.uuid4()) for _ in range(ORGS)]
+    # As Chainloop's API creates them: each org with its INLINE backend (counted among ``backends``)
+    orgs = [rows.add_org().id for _ in range(ORGS)]
     ids, owners = [], []
-    for n in range(backends):
+    for n in range(backends - ORGS):
         org = orgs[n % ORGS]
         ids.append(rows.add_backend(org, f"backend-{n}", location=f"bucket-{n}", secret_name=f"chainloop/{org}/{n}",
                                     default=n < ORGS))  # fmt: skip

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,8 +61,9 @@ def dynamodb_faults(aws_servers: AwsServers, monkeypatch: pytest.MonkeyPatch) ->
         server.stop()
 
 
-def new_org() -> str:
-    return str(uuid.uuid4())  # Chainloop's org ids are uuids
+def new_org(chainloop: ChainloopRows) -> str:
+    """An org as Chainloop's API creates one (with its INLINE default backend)."""
+    return chainloop.add_org().id
 
 
 def sync(world: World, capsys: pytest.CaptureFixture[str], dsn: str, *options: str) -> tuple[int, str, str]:
@@ -99,7 +101,7 @@ def test_the_api_serves_a_chainloop_artifact_through_fallback_after_chainloop_ro
     world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given an org whose artifact Chainloop uploaded through its default S3 backend
-    org = new_org()
+    org = new_org(chainloop)
     old = world.backend(org, "cas-old", write_row=False)
     digest = world.put(old, DATA, filename="attestation.json")
     chainloop.add_backend(org, "cas-old", location=old.location, secret_name=old.secret_name, default=True,
@@ -123,7 +125,7 @@ def test_the_api_serves_a_chainloop_artifact_through_fallback_after_chainloop_ro
     summary = sync_json(world, capsys, chainloop.dsn)
 
     # Then the sync moved the default, and the API serves the same bytes through the new backend
-    assert summary["backends"] == {"created": 1, "updated": 1, "unchanged": 0, "skipped": {}}
+    assert summary["backends"] == {"created": 1, "updated": 1, "unchanged": 1, "skipped": {}}
     assert "is_default" not in backend_item(world, old.id)
     service.configure()
     served = service.get(digest, orgs=org, mode="body")
@@ -136,13 +138,14 @@ def test_the_api_serves_a_chainloop_artifact_through_fallback_after_chainloop_ro
 def test_an_inline_backend_is_copied_skipped_by_the_service_and_still_proves_the_org_holds_the_digest(
     world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given a digest Chainloop mapped only to an INLINE backend, and the same bytes in the org's S3 default
-    org = new_org()
+    # Given a digest Chainloop mapped only to the org's INLINE backend, and the same bytes in its S3 default
+    created = chainloop.add_org()
+    org, inline = created.id, created.inline_backend
+    assert inline is not None
     store = world.backend(org, "s3", write_row=False)
     digest = world.put(store, DATA)
     chainloop.add_backend(org, "s3", location=store.location, secret_name=store.secret_name, default=True,
                           backend_id=store.id)  # fmt: skip
-    inline = chainloop.add_backend(org, "inline", provider="INLINE")
     chainloop.add_mapping(digest, org, inline)
 
     sync_json(world, capsys, chainloop.dsn)
@@ -155,66 +158,181 @@ def test_an_inline_backend_is_copied_skipped_by_the_service_and_still_proves_the
     # (the mapped INLINE backend was the first candidate, skipped: what serves is a fallback)
     assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("s3", "true")
     # and another org, which holds no mapping of the digest, is not served
-    assert service.get(digest, orgs=new_org(), mode="body").status == 404
+    assert service.get(digest, orgs=new_org(chainloop), mode="body").status == 404
 
 
 def test_a_second_run_with_nothing_new_writes_nothing(
     world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given a synced Chainloop: 2 backends, 600 mappings (more than one chunk)
-    org = new_org()
+    # Given a synced Chainloop: 3 backends (the org's INLINE one and 2), 600 mappings (more than one chunk)
+    org = new_org(chainloop)
     backends = [
         chainloop.add_backend(org, f"b{i}", location=f"bucket-{i}", secret_name=f"s/{i}") for i in range(2)
     ]
     chainloop.add_generated_mappings(600, backends, [org, org])
     first = sync_json(world, capsys, chainloop.dsn)
-    assert (first["backends"]["created"], first["mappings"]["created"]) == (2, 600)
+    assert (first["backends"]["created"], first["mappings"]["created"]) == (3, 600)
 
     # When it runs again
     dynamodb_faults.reset()
     second = sync_json(world, capsys, chainloop.dsn)
 
-    # Then not one write reached DynamoDB
-    writes = [
-        s.operation
-        for s in dynamodb_faults.seen
-        if s.operation in {"PutItem", "UpdateItem", "BatchWriteItem"}
-    ]
-    assert writes == []
-    assert second["backends"] == {"created": 0, "updated": 0, "unchanged": 2, "skipped": {}}
-    assert second["mappings"]["created"] == 0
+    # Then its reads went through the counting endpoint: the watermark, the 3 backends (one batch) and
+    # the 600 mappings of the overlap (chunks of 500 and 100, 100 keys a batch: 5 + 1)
+    operations = Counter(s.operation for s in dynamodb_faults.seen if s.service == "dynamodb")
+    assert (operations["GetItem"], operations["BatchGetItem"]) == (1, 1 + 6)
+    # and not one write reached DynamoDB
+    assert [op for op in operations if op in {"PutItem", "UpdateItem", "BatchWriteItem"}] == []
+    assert second["backends"] == {"created": 0, "updated": 0, "unchanged": 3, "skipped": {}}
+    assert (second["mappings"]["created"], second["mappings"]["unchanged"]) == (0, 600)
 
 
 def test_bad_rows_are_skipped_and_reported(
     world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    org = new_org()
+    # Given a good mapping (upper-case hex), a malformed digest, and a mapping of an org Chainloop
+    # does not have (cas_mappings has no foreign key to organizations)
+    org = new_org(chainloop)
     backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
     good = "sha256:" + hashlib.sha256(b"good").hexdigest()
+    stray = "sha256:" + hashlib.sha256(b"stray").hexdigest()
     chainloop.add_mapping(good.upper().replace("SHA256:", "sha256:"), org, backend)
     chainloop.add_mapping("sha256:short", org, backend)
-    chainloop.add_mapping("sha256:" + hashlib.sha256(b"orphan").hexdigest(), org, str(uuid.uuid4()))
+    chainloop.add_mapping(stray, str(uuid.uuid4()), backend)
 
     code, out, err = sync(world, capsys, chainloop.dsn)
 
+    # Then the good one is copied, lowered, and each skip is counted by its reason
     assert code == 0, err
-    assert "malformed_digest 1, unknown_backend 1" in out
+    assert "malformed_digest 1, unknown_org 1" in out
     assert mapping_keys(world, good) == {f"{org}#{backend}"}
+    assert mapping_keys(world, stray) == set()
+
+
+def test_a_mapping_to_a_backend_chainloop_removed_is_copied_and_served_through_the_orgs_default(
+    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an artifact uploaded through a backend whose row Chainloop then removed (CASBackendRepo.Delete;
+    # cas_mappings has no foreign key to keep it), and the same bytes in the org's S3 default
+    org = new_org(chainloop)
+    store = world.backend(org, "store", write_row=False)
+    digest = world.put(store, DATA)
+    chainloop.add_backend(org, "store", location=store.location, secret_name=store.secret_name, default=True,
+                          backend_id=store.id)  # fmt: skip
+    removed = chainloop.add_backend(org, "removed", location=store.location, secret_name="gone")
+    chainloop.add_mapping(digest, org, removed)
+    chainloop.remove_backend(removed)
+
+    # When it is synced
+    code, out, err = sync(world, capsys, chainloop.dsn)
+
+    # Then the mapping is copied as Chainloop has it, and counted apart, not skipped
+    assert code == 0, err
+    assert "mappings whose backend Chainloop no longer has: 1" in out
+    assert {key for key in mapping_keys(world, digest) if key.startswith(f"{org}#")} == {f"{org}#{removed}"}
+    summary = sync_json(world, capsys, chainloop.dsn)
+    assert (summary["mappings"]["backend_missing"], summary["mappings"]["skipped"]) == (1, {})
+    # and it proves the org holds the digest: served through the org's default
+    served = service.get(digest, orgs=org, mode="body")
+    assert served.status == 200
+    assert served.body == DATA
+    assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("store", "true")
+    # to that org only
+    assert service.get(digest, orgs=new_org(chainloop), mode="body").status == 404
+
+
+def test_a_deleted_orgs_backends_stop_serving_and_a_rerun_does_not_bring_them_back(
+    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a synced org whose artifact the API serves through its default
+    org = new_org(chainloop)
+    store = world.backend(org, "store", write_row=False)
+    digest = world.put(store, DATA)
+    chainloop.add_backend(org, "store", location=store.location, secret_name=store.secret_name, default=True,
+                          backend_id=store.id)  # fmt: skip
+    chainloop.add_mapping(digest, org, store.id)
+    sync_json(world, capsys, chainloop.dsn)
+    assert service.get(digest, orgs=org, mode="body").status == 200
+
+    # When Chainloop soft-deletes the org (organizations.deleted_at; its backend rows stay as they are)
+    chainloop.delete_org(org)
+    summary = sync_json(world, capsys, chainloop.dsn)
+
+    # Then both its backends (the INLINE one and the store) are deleted and neither is the default
+    assert summary["backends"]["updated"] == 2
+    row = backend_item(world, store.id)
+    assert "deleted_at" in row
+    assert "is_default" not in row
+    # the mapping re-read in the overlap is not copied again: it is the deleted org's
+    assert summary["mappings"]["skipped"] == {"deleted_org": 1}
+    # and the API no longer serves the artifact, to that org or any other
+    service.configure()
+    gone = service.get(digest, orgs=org, mode="body")
+    # (its mapping is still there and proves the org held the digest, but no backend of it may be tried)
+    assert (gone.status, gone.error_code, gone.attempts) == (502, "backends_unavailable", [])
+    assert service.get(digest, orgs=new_org(chainloop), mode="body").status == 404
+
+    # When the sync runs again
+    again = sync_json(world, capsys, chainloop.dsn)
+
+    # Then nothing is brought back
+    assert again["backends"]["updated"] == 0
+    assert backend_item(world, store.id)["deleted_at"] == row["deleted_at"]
+    assert "is_default" not in backend_item(world, store.id)
+
+
+# Each column the sync reads that an older Chainloop lacks, put back as that Chainloop had it.
+OLDER_SCHEMAS = {
+    # before migration 20250902095134 (Chainloop v1.43.2)
+    "cas_backends.validation_error": "ALTER TABLE cas_backends DROP COLUMN validation_error",
+    # before migration 20250827093032 (v1.43.1)
+    "organizations.deleted_at": "DROP INDEX organization_name; ALTER TABLE organizations DROP COLUMN deleted_at",
+    # before migration 20241123161902 (v0.123.0)
+    "cas_mappings.organization_id": (
+        "ALTER TABLE cas_mappings RENAME COLUMN organization_id TO cas_mapping_organization"
+    ),
+}
+
+
+@pytest.mark.parametrize("column", sorted(OLDER_SCHEMAS))
+def test_an_older_chainloop_schema_is_refused_in_one_line_before_anything_is_written(
+    column: str, world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a Chainloop database from before the column was added, holding a backend
+    org = new_org(chainloop)
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    chainloop.connection().execute(OLDER_SCHEMAS[column].encode())
+
+    # When it is synced
+    code, out, err = sync(world, capsys, chainloop.dsn)
+
+    # Then exit 1, one line on stderr naming the missing column and the oldest supported release
+    assert (code, out) == (1, "")
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"cas-admin: error: Chainloop's database lacks {column} (")
+    assert lines[0].endswith("the sync needs Chainloop v1.43.2 or later")
+    # and nothing was written, not even the backends a newer schema's run would copy first
+    assert (
+        world.dynamodb.get_item(TableName=world.tables.backends, Key={"id": {"S": backend}}).get("Item")
+        is None
+    )
 
 
 def test_a_dry_run_writes_nothing(
     world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    org = new_org()
+    org = new_org(chainloop)
     backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
     digest = "sha256:" + hashlib.sha256(b"dry").hexdigest()
     chainloop.add_mapping(digest, org, backend)
 
     summary = sync_json(world, capsys, chainloop.dsn, "--dry-run")
 
+    # (the org's INLINE backend and b)
     assert (summary["dry_run"], summary["backends"]["created"], summary["mappings"]["created"]) == (
         True,
-        1,
+        2,
         1,
     )
     assert (
@@ -228,7 +346,7 @@ def test_a_status_the_service_repaired_survives_a_sync_of_an_older_chainloop_sta
     world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a backend Chainloop last saw Invalid an hour ago, synced
-    org = new_org()
+    org = new_org(chainloop)
     an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s", status="Invalid",
                                     validation_error="AccessDenied", validated_at=an_hour_ago)  # fmt: skip
@@ -291,21 +409,21 @@ def test_the_dsn_may_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    org = new_org()
+    org = new_org(chainloop)
     chainloop.add_backend(org, "b", location="bucket", secret_name="s")
     monkeypatch.setenv("CHAINLOOP_DATABASE_URL", chainloop.dsn)
     capsys.readouterr()
     code = admin_main(["--backends-table", world.tables.backends, "--mappings-table", world.tables.mappings,
                        "sync", "chainloop", "--json"])  # fmt: skip
     assert code == 0
-    assert json.loads(capsys.readouterr().out)["backends"]["created"] == 1
+    assert json.loads(capsys.readouterr().out)["backends"]["created"] == 2  # b and the org's INLINE one
 
 
 def test_dynamodb_throttling_mid_run_is_retried(
     world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given 300 mappings, and DynamoDB throttling the next 3 batch writes
-    org = new_org()
+    org = new_org(chainloop)
     backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
     chainloop.add_generated_mappings(300, [backend], [org])
     dynamodb_faults.throttle_dynamodb(times=3, operations=["BatchWriteItem"])
@@ -322,7 +440,7 @@ def test_a_run_killed_midway_and_run_again_reaches_the_same_state(
     world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given 3,000 mappings, and a sync in another process
-    org = new_org()
+    org = new_org(chainloop)
     backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
     chainloop.add_generated_mappings(3000, [backend], [org])
     env = {**os.environ, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_faults.url}
@@ -388,7 +506,7 @@ def test_the_scheduled_function_syncs_with_an_rds_style_secret(
     # (at DEBUG, where the SDKs would log GetSecretValue's answer: the suite-wide scan holds the password)
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
     # Given the database secret in Secrets Manager, in RDS's format
-    org = new_org()
+    org = new_org(chainloop)
     backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s", default=True)
     digest = "sha256:" + hashlib.sha256(b"scheduled").hexdigest()
     chainloop.add_mapping(digest, org, backend)
@@ -402,7 +520,7 @@ def test_the_scheduled_function_syncs_with_an_rds_style_secret(
     )
 
     # Then it wrote what Chainloop has, and says so
-    assert (result["backends"]["created"], result["mappings"]["created"], result["complete"]) == (1, 1, True)
+    assert (result["backends"]["created"], result["mappings"]["created"], result["complete"]) == (2, 1, True)
     assert backend_item(world, backend)["is_default"] is True
     assert mapping_keys(world, digest) == {f"{org}#{backend}"}
     watermark = world.dynamodb.get_item(
@@ -421,3 +539,33 @@ def test_the_scheduled_function_fails_loudly_without_its_database(
     # and the failed run is counted in the metrics its wrapper flushes
     flushed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"SyncFailed"' in line]
     assert [document["SyncFailed"] for document in flushed] == [[1.0]]
+
+
+def test_the_scheduled_function_refuses_an_older_chainloop_schema_with_one_log_line(
+    world: World,
+    chainloop: ChainloopRows,
+    lambda_context: Any,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given Chainloop's database from before v1.43.2 (no cas_backends.validation_error)
+    chainloop.connection().execute(b"ALTER TABLE cas_backends DROP COLUMN validation_error")
+    container = scheduled_function(world, {"dsn": chainloop.dsn})
+    capsys.readouterr()
+
+    # When the function runs, it raises the sync's own error, coded, not the driver's
+    with pytest.raises(chainloop_sync.SyncFailed) as raised:
+        chainloop_sync.instrumented_handler(container)({"id": "e"}, lambda_context)
+    assert raised.value.code == "schema_unsupported"
+    assert "cas_backends.validation_error" in str(raised.value)
+
+    # Then it logged one line with the reason, without a traceback
+    failures = [record for record in caplog.records if record.getMessage() == "chainloop sync failed"]
+    assert len(failures) == 1
+    assert failures[0].__dict__["code"] == "schema_unsupported"
+    assert (
+        failures[0].__dict__["error"].startswith("Chainloop's database lacks cas_backends.validation_error (")
+    )
+    assert failures[0].exc_info is None
+    output = capsys.readouterr()
+    assert "Traceback" not in output.out + output.err

@@ -31,11 +31,17 @@ def digest_of(n: int) -> str:
 
 class FakeChainloop:
     def __init__(self) -> None:
+        self.org_rows: dict[str, dt.datetime | None] = {}
         self.backend_rows: list[ChainloopBackend] = []
         self.mapping_rows: list[ChainloopMapping] = []
         self.fail_after_rows: int | None = None
 
+    def delete_org(self, org: str, at: dt.datetime) -> None:
+        self.org_rows[org] = at
+
     def add_backend(self, org: str, name: str, **fields: Any) -> ChainloopBackend:
+        if org:
+            self.org_rows.setdefault(org, None)  # a live org, as Chainloop's foreign key requires
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "org_id": org,
@@ -69,6 +75,9 @@ class FakeChainloop:
         backend_id = backend if isinstance(backend, str) else backend.id
         owner = org or (backend.org_id if isinstance(backend, ChainloopBackend) else str(uuid.uuid4()))
         self.mapping_rows.append(ChainloopMapping(str(uuid.uuid4()), digest, at, backend_id, owner, None))
+
+    def organizations(self) -> dict[str, dt.datetime | None]:
+        return dict(self.org_rows)
 
     def backends(self) -> list[ChainloopBackend]:
         return list(self.backend_rows)
@@ -201,7 +210,9 @@ def test_every_chainloop_provider_is_copied_as_named(
 
 
 def test_default_wins_over_fallback_on_one_backend() -> None:
-    row = backend_row(FakeChainloop().add_backend("org", "b", is_default=True, is_fallback=True))
+    row = backend_row(
+        FakeChainloop().add_backend("org", "b", is_default=True, is_fallback=True), {"org": None}
+    )
     assert isinstance(row, dict)
     assert (row["is_default"], row["is_fallback"]) == (True, None)
 
@@ -247,18 +258,89 @@ def test_mappings_are_written_with_lowercase_digests_and_the_org_backend_key(
 def test_bad_mappings_are_skipped_counted_and_never_written(
     chainloop: FakeChainloop, tables: FakeTables
 ) -> None:
-    # Given one good mapping, two malformed digests and one mapping to a backend Chainloop does not know
+    # Given one good mapping, two malformed digests, one of an org Chainloop does not know and one of
+    # an org it deleted
     backend = chainloop.add_backend("org", "b")
+    gone = chainloop.add_backend("gone-org", "b")
+    chainloop.delete_org("gone-org", T0)
     chainloop.add_mapping(digest_of(1), backend, T0)
     chainloop.add_mapping("sha256:not-hex", backend, T0)
     chainloop.add_mapping("md5:" + "a" * 32, backend, T0)
-    chainloop.add_mapping(digest_of(2), str(uuid.uuid4()), T0)
+    chainloop.add_mapping(digest_of(2), str(uuid.uuid4()), T0, org="no-such-org")
+    chainloop.add_mapping(digest_of(3), gone, T0)
 
     summary = sync(chainloop, tables)
 
+    # Then only the good one is written, and each skip is counted under its reason
     assert summary.mappings.created == 1
-    assert summary.mappings.skipped == {SkipReason.MALFORMED_DIGEST: 2, SkipReason.UNKNOWN_BACKEND: 1}
+    assert summary.mappings.skipped == {
+        SkipReason.MALFORMED_DIGEST: 2,
+        SkipReason.UNKNOWN_ORG: 1,
+        SkipReason.DELETED_ORG: 1,
+    }
     assert [key[0] for key in tables.mapping_items] == [digest_of(1)]
+
+
+def test_a_mapping_to_a_backend_chainloop_no_longer_has_is_copied_and_counted_apart(
+    chainloop: FakeChainloop, tables: FakeTables
+) -> None:
+    # Given a live org's mapping to a backend row Chainloop removed (no foreign key holds it)
+    chainloop.add_backend("org", "default", is_default=True)
+    removed = str(uuid.uuid4())
+    chainloop.add_mapping(digest_of(1), removed, T0, org="org")
+
+    summary = sync(chainloop, tables)
+
+    # Then it is copied as Chainloop has it (it proves the org holds the digest), not skipped
+    assert (summary.mappings.created, summary.mappings.skipped) == (1, {})
+    assert summary.mappings.backend_missing == 1
+    assert summary.as_dict()["mappings"]["backend_missing"] == 1
+    assert tables.mapping_items[(digest_of(1), f"org#{removed}")]["backend_id"] == removed
+
+
+def test_a_deleted_orgs_backends_are_written_deleted_and_a_rerun_keeps_them_so(
+    chainloop: FakeChainloop, tables: FakeTables
+) -> None:
+    # Given a synced org with a default and a fallback backend
+    default = chainloop.add_backend("org", "default", is_default=True)
+    fallback = chainloop.add_backend("org", "fallback", is_fallback=True)
+    sync(chainloop, tables)
+    assert tables.backend_items[default.id]["is_default"] is True
+
+    # When Chainloop soft-deletes the org (its backend rows unchanged) and the sync runs
+    chainloop.delete_org("org", T0 + dt.timedelta(days=3))
+    summary = sync(chainloop, tables)
+
+    # Then both backends are deleted as of the org's deletion, and neither is a default or fallback
+    assert summary.backends.updated == 2
+    for backend in (default, fallback):
+        row = tables.backend_items[backend.id]
+        assert row["deleted_at"] == "2026-11-04T12:00:00.000000Z"
+        assert ("is_default" in row, "is_fallback" in row) == (False, False)
+    # and a run after that writes nothing and brings nothing back
+    writes = tables.writes
+    again = sync(chainloop, tables)
+    assert (again.backends.unchanged, tables.writes) == (2, writes)
+    assert tables.backend_items[default.id]["deleted_at"] == "2026-11-04T12:00:00.000000Z"
+
+
+def test_a_backend_deleted_before_its_org_keeps_its_own_deletion(
+    chainloop: FakeChainloop, tables: FakeTables
+) -> None:
+    backend = chainloop.add_backend("org", "old", deleted_at=T0 + dt.timedelta(days=1))
+    chainloop.delete_org("org", T0 + dt.timedelta(days=3))
+    sync(chainloop, tables)
+    assert tables.backend_items[backend.id]["deleted_at"] == "2026-11-02T12:00:00.000000Z"
+
+
+def test_a_backend_of_an_org_chainloop_does_not_know_is_skipped(
+    chainloop: FakeChainloop, tables: FakeTables
+) -> None:
+    backend = chainloop.add_backend("org", "b")
+    del chainloop.org_rows["org"]
+    summary = sync(chainloop, tables)
+    assert summary.backends.skipped == {SkipReason.UNKNOWN_ORG: 1}
+    assert backend.id not in tables.backend_items
 
 
 def test_a_backend_without_an_org_is_skipped(chainloop: FakeChainloop, tables: FakeTables) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -45,22 +46,25 @@ def target(client: PartialClient, sleeps: list[float]) -> SyncTarget:
 
 
 def test_unprocessed_writes_are_sent_again_with_growing_backoff() -> None:
-    client, sleeps = PartialClient(refusals=2), []
+    # Given DynamoDB leaving a batch unprocessed three times
+    client, sleeps = PartialClient(refusals=3), list[float]()
+    # When the batch is written
     target(client, sleeps).put_mappings([ROW])
-    assert client.calls == ["write"] * 3
-    assert sleeps == sorted(sleeps)
-    assert len(sleeps) == 2
+    # Then it is sent four times, each wait longer than the one before (a constant backoff fails this)
+    assert client.calls == ["write"] * 4
+    assert len(sleeps) == 3
+    assert all(earlier < later for earlier, later in pairwise(sleeps))
 
 
 def test_unprocessed_keys_are_asked_again_and_every_answer_counts() -> None:
-    client, sleeps = PartialClient(refusals=1), []
+    client, sleeps = PartialClient(refusals=1), list[float]()
     found = target(client, sleeps).existing_mappings([(ROW["digest"], ROW["org_backend"])])
     assert found == {(ROW["digest"], ROW["org_backend"])}
     assert client.calls == ["get", "get"]
 
 
 def test_a_batch_still_unprocessed_after_the_retries_is_an_error() -> None:
-    client, sleeps = PartialClient(refusals=100), []
+    client, sleeps = PartialClient(refusals=100), list[float]()
     with pytest.raises(TargetError, match="still unprocessed after 8 retries"):
         target(client, sleeps).put_mappings([ROW])
     assert len(client.calls) == 9

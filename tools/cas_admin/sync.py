@@ -83,6 +83,8 @@ def _print_summary(summary: SyncSummary) -> None:
     verb = "would be " if summary.dry_run else ""
     print(f"chainloop sync{' (dry run: nothing written)' if summary.dry_run else ''}")
     print_table(["rows", f"{verb}created", f"{verb}updated", "unchanged", "skipped"], rows)
+    # Copied all the same: they prove their org holds the digest, served through its default and fallback
+    print(f"mappings whose backend Chainloop no longer has: {summary.mappings.backend_missing}")
     print(f"watermark: {summary.watermark or '-'}")
 
 

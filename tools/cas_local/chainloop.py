@@ -1,6 +1,22 @@
-"""Chainloop's two CAS tables in PostgreSQL, written the way Chainloop writes them: for the tests, the
-sync benchmark and the local stack. The schema is ours, from the column names of Chainloop's
-migrations (enum types, ``"default"`` quoted, soft delete by ``deleted_at``)."""
+"""Chainloop's ``organizations``, ``cas_backends`` and ``cas_mappings`` in PostgreSQL, written the way
+Chainloop writes them: the one writer of the tests (through tests/support/postgres.py) and the sync
+benchmark.
+
+The DDL is ours; what it says is the final state Chainloop's migrations leave these three tables in
+(app/controlplane/pkg/data/ent/migrate/migrations/, 20230706165452_init-schema.sql to
+20260820221508.sql): every column in the order the migrations add it, with its type, nullability and
+default, the primary keys, the one foreign key left (``cas_backends`` -> ``organizations``: the
+mappings' were dropped by 20241126182209) and every index. Providers and statuses are ``character
+varying`` (ent's enums are strings in PostgreSQL). tests/scenarios/test_chainloop_schema.py holds the
+migrations' facts and compares them with this DDL.
+
+The rows are those of Chainloop's ent layer (app/controlplane/pkg/data/{organization,casbackend,
+casmapping}.go and biz/casbackend.go): an org comes with its ``default-inline`` INLINE backend
+(the default until another is made so), a backend made default or fallback takes the flag from the
+org's others in the same transaction, ``max_blob_size_bytes`` is 100 MiB (500 KiB for INLINE), times
+are the writer's clock (ent sets them in Go, not through the column defaults), deletions are soft
+(``deleted_at``) except ``CASBackendRepo.Delete``, which removes the row and leaves its mappings.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +26,76 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA = """
-CREATE TYPE cas_backend_provider AS ENUM ('OCI', 'AWS-S3', 'AzureBlob', 'INLINE', 'AWS-S3-ACCESS-POINT');
-CREATE TYPE cas_backend_validation_status AS ENUM ('OK', 'Invalid');
-CREATE TABLE cas_backends (
-    id uuid PRIMARY KEY,
-    location text NOT NULL,
-    name text NOT NULL,
-    provider cas_backend_provider NOT NULL,
-    description text NULL,
-    secret_name text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    validation_status cas_backend_validation_status NOT NULL DEFAULT 'OK',
-    validation_error text NULL,
-    validated_at timestamptz NOT NULL DEFAULT now(),
+CREATE TABLE "organizations" (
+    "id" uuid NOT NULL,
+    "name" character varying NOT NULL,
+    "created_at" timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "block_on_policy_violation" boolean NOT NULL DEFAULT false,
+    "policies_allowed_hostnames" jsonb NULL,
+    "updated_at" timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "deleted_at" timestamptz NULL,
+    "prevent_implicit_workflow_creation" boolean NOT NULL DEFAULT false,
+    "restrict_contract_creation_to_org_admins" boolean NOT NULL DEFAULT false,
+    "api_token_inactivity_threshold_days" bigint NULL,
+    "enable_ai_agent_collector" boolean NOT NULL DEFAULT false,
+    "suspended" boolean NOT NULL DEFAULT false,
+    "block_attestations_on_released_versions" boolean NOT NULL DEFAULT false,
+    "skip_runner_env_vars" boolean NOT NULL DEFAULT false,
+    CONSTRAINT "organizations_pkey" PRIMARY KEY ("id")
+);
+CREATE UNIQUE INDEX "organization_name" ON "organizations" ("name") WHERE (deleted_at IS NULL);
+CREATE TABLE "cas_backends" (
+    "id" uuid NOT NULL,
+    "location" character varying NOT NULL,
+    "secret_name" character varying NOT NULL,
+    "created_at" timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "validation_status" character varying NOT NULL DEFAULT 'OK',
+    "validated_at" timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "organization_cas_backends" uuid NOT NULL,
+    "provider" character varying NOT NULL,
     "default" boolean NOT NULL DEFAULT false,
-    fallback boolean NOT NULL DEFAULT false,
-    deleted_at timestamptz NULL,
-    managed boolean NOT NULL DEFAULT false,
-    max_blob_size_bytes bigint NOT NULL DEFAULT 104857600,
-    organization_cas_backends uuid NOT NULL
+    "description" character varying NULL,
+    "deleted_at" timestamptz NULL,
+    "fallback" boolean NOT NULL DEFAULT false,
+    "name" character varying NOT NULL,
+    "max_blob_size_bytes" bigint NOT NULL,
+    "validation_error" character varying NULL,
+    "updated_at" timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "managed" boolean NOT NULL DEFAULT false,
+    CONSTRAINT "cas_backends_pkey" PRIMARY KEY ("id"),
+    CONSTRAINT "cas_backends_organizations_cas_backends" FOREIGN KEY ("organization_cas_backends")
+        REFERENCES "organizations" ("id") ON UPDATE NO ACTION ON DELETE CASCADE
 );
-CREATE TABLE cas_mappings (
-    id uuid PRIMARY KEY,
-    digest text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    cas_mapping_cas_backend uuid NOT NULL,
-    workflow_run_id uuid NULL,
-    organization_id uuid NOT NULL,
-    project_id uuid NULL,
-    product_id uuid NULL
+CREATE UNIQUE INDEX "casbackend_name_organization_cas_backends" ON "cas_backends" ("name", "organization_cas_backends")
+    WHERE (deleted_at IS NULL);
+CREATE TABLE "cas_mappings" (
+    "id" uuid NOT NULL,
+    "digest" character varying NOT NULL,
+    "created_at" timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "cas_mapping_cas_backend" uuid NOT NULL,
+    "workflow_run_id" uuid NULL,
+    "organization_id" uuid NOT NULL,
+    "project_id" uuid NULL,
+    "product_id" uuid NULL,
+    CONSTRAINT "cas_mappings_pkey" PRIMARY KEY ("id")
 );
-CREATE INDEX cas_mappings_digest ON cas_mappings (digest);
+CREATE INDEX "casmapping_digest" ON "cas_mappings" ("digest");
+CREATE INDEX "casmapping_organization_id" ON "cas_mappings" ("organization_id");
+CREATE INDEX "casmapping_workflow_run_id" ON "cas_mappings" ("workflow_run_id");
 """
+
+INLINE = "INLINE"
+INLINE_BACKEND_NAME = "default-inline"
+INLINE_DESCRIPTION = "Embed artifacts content in the attestation (fallback)"
+INLINE_MAX_BLOB_SIZE_BYTES = 500 * 1024  # biz.CASBackendInlineDefaultMaxBytes
+DEFAULT_MAX_BLOB_SIZE_BYTES = 100 * 1024 * 1024  # the control plane's default entry max size
+
+
+@dataclass(frozen=True)
+class ChainloopOrg:
+    id: str
+    name: str
+    inline_backend: str | None
 
 
 @dataclass
@@ -62,6 +115,36 @@ class ChainloopRows:
     def create_schema(self) -> None:
         self.connection().execute(SCHEMA.encode())
 
+    def add_org(
+        self, name: str | None = None, *, inline: bool = True, org_id: str | None = None
+    ) -> ChainloopOrg:
+        """An organization as Chainloop's API creates one: the row, then its INLINE default backend."""
+        org_id = org_id or str(uuid.uuid4())
+        name = name or f"org-{org_id[:8]}"
+        now = dt.datetime.now(dt.UTC)
+        self.connection().execute(
+            "INSERT INTO organizations (id, name, created_at, updated_at) VALUES (%s, %s, %s, %s)",
+            (org_id, name, now, now),
+        )
+        inline_backend = None
+        if inline:
+            inline_backend = self.add_backend(
+                org_id,
+                INLINE_BACKEND_NAME,
+                provider=INLINE,
+                default=True,
+                description=INLINE_DESCRIPTION,
+            )
+        return ChainloopOrg(org_id, name, inline_backend)
+
+    def delete_org(self, org: str) -> None:
+        """OrganizationRepo.Delete: a soft delete of the org row alone (its backends are untouched)."""
+        now = dt.datetime.now(dt.UTC)
+        self.connection().execute(
+            "UPDATE organizations SET deleted_at = %s, updated_at = %s WHERE id = %s AND deleted_at IS NULL",
+            (now, now, org),
+        )
+
     def add_backend(
         self,
         org: str,
@@ -70,6 +153,7 @@ class ChainloopRows:
         provider: str = "AWS-S3",
         location: str = "",
         secret_name: str = "",
+        description: str | None = None,
         default: bool = False,
         fallback: bool = False,
         status: str = "OK",
@@ -77,30 +161,49 @@ class ChainloopRows:
         validated_at: dt.datetime | None = None,
         created_at: dt.datetime | None = None,
         backend_id: str | None = None,
+        max_blob_size_bytes: int | None = None,
     ) -> str:
+        """CASBackendRepo.Create: in one transaction, the org's other default (fallback) loses the flag
+        when this one takes it, then the row. A status other than the column's default is what
+        UpdateValidationStatus would write next."""
         backend_id = backend_id or str(uuid.uuid4())
         now = dt.datetime.now(dt.UTC)
-        self.connection().execute(
-            """INSERT INTO cas_backends (id, location, name, provider, secret_name, created_at, updated_at,
-                   validation_status, validation_error, validated_at, "default", fallback,
-                   organization_cas_backends)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-            (
-                backend_id,
-                location,
-                name,
-                provider,
-                secret_name,
-                created_at or now,
-                now,
-                status,
-                validation_error,
-                validated_at or now,
-                default,
-                fallback,
-                org,
-            ),
-        )
+        if max_blob_size_bytes is None:
+            max_blob_size_bytes = (
+                INLINE_MAX_BLOB_SIZE_BYTES if provider == INLINE else DEFAULT_MAX_BLOB_SIZE_BYTES
+            )
+        connection = self.connection()
+        with connection.transaction():
+            for flag, wanted in (("default", default), ("fallback", fallback)):
+                if wanted:
+                    connection.execute(
+                        f'UPDATE cas_backends SET "{flag}" = false, updated_at = %s '  # noqa: S608 - our two column names
+                        f'WHERE organization_cas_backends = %s AND "{flag}"',
+                        (now, org),
+                    )
+            connection.execute(
+                """INSERT INTO cas_backends (id, location, secret_name, created_at, validation_status,
+                       validated_at, organization_cas_backends, provider, "default", description, fallback,
+                       name, max_blob_size_bytes, validation_error, updated_at)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    backend_id,
+                    location,
+                    secret_name,
+                    created_at or now,
+                    status,
+                    validated_at or now,
+                    org,
+                    provider,
+                    default,
+                    description,
+                    fallback,
+                    name,
+                    max_blob_size_bytes,
+                    validation_error,
+                    now,
+                ),
+            )
         return backend_id
 
     def update_backend(self, backend_id: str, **columns: Any) -> None:
@@ -126,6 +229,10 @@ class ChainloopRows:
                 'UPDATE cas_backends SET "default" = true, fallback = false, updated_at = now() WHERE id = %s',
                 (backend_id,),
             )
+
+    def remove_backend(self, backend_id: str) -> None:
+        """CASBackendRepo.Delete: the row goes; its mappings stay (no foreign key holds them)."""
+        self.connection().execute("DELETE FROM cas_backends WHERE id = %s", (backend_id,))
 
     def add_mapping(
         self,

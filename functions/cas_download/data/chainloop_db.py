@@ -1,4 +1,5 @@
-"""Chainloop's PostgreSQL, read only: its ``cas_backends`` and ``cas_mappings`` tables as it writes them.
+"""Chainloop's PostgreSQL, read only: its ``organizations``, ``cas_backends`` and ``cas_mappings``
+tables as it writes them.
 
 psycopg (3) is imported here and nowhere else, so only the Chainloop sync pays for it: the download
 and validator functions never import this module, and their package ships without the driver (it
@@ -6,6 +7,10 @@ lives in its own layer, layers/postgres/).
 
 Mappings are read through a server-side cursor in ``created_at, id`` order, ``itersize`` rows per
 round trip, so memory stays flat however many rows the table holds.
+
+Before reading anything, a session checks that the columns it reads exist: an older Chainloop's
+schema is refused in one line that names what is missing (``SchemaUnsupported``), never a driver
+error half way through a run.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import psycopg
+
+_ORGANIZATIONS_SQL = "SELECT id::text, deleted_at FROM organizations"
 
 # Chainloop's enum columns are read as text, so a new provider value is copied, not refused.
 _BACKENDS_SQL = """
@@ -38,11 +45,42 @@ ORDER BY created_at, id
 
 _COUNT_MAPPINGS_SQL = "SELECT count(*) FROM cas_mappings WHERE created_at >= %(since)s"
 
+# The columns read above that an older Chainloop lacks: the migration that brought each (renamed it,
+# for organization_id: it was cas_mapping_organization), and the first release with it (the oldest tag
+# of Chainloop's repository that contains the migration's commit). Every other column read is as old
+# as Chainloop's CAS backends (2023-07).
+_RECENT_COLUMNS = {
+    ("cas_mappings", "organization_id"): ("20241123161902", "v0.123.0"),
+    ("organizations", "deleted_at"): ("20250827093032", "v1.43.1"),
+    ("cas_backends", "validation_error"): ("20250902095134", "v1.43.2"),
+}
+OLDEST_SUPPORTED_RELEASE = "v1.43.2"
+_READ_COLUMNS = {
+    "organizations": ("id", "deleted_at"),
+    "cas_backends": ("id", "organization_cas_backends", "name", "provider", "location", "secret_name",
+                     "created_at", "validation_status", "validation_error", "validated_at", "default",
+                     "fallback", "deleted_at"),
+    "cas_mappings": ("id", "digest", "created_at", "cas_mapping_cas_backend", "organization_id",
+                     "workflow_run_id"),
+}  # fmt: skip
+_COLUMNS_SQL = """
+SELECT table_name::text, column_name::text FROM information_schema.columns
+WHERE table_schema = ANY (current_schemas(false)) AND table_name = ANY (%(tables)s)
+"""
+
 CONNECT_TIMEOUT_SECONDS = 10
 
 
 class SourceUnavailable(Exception):
     """Chainloop's database could not be reached or read; the message is one line, without secrets."""
+
+    code = "source_unavailable"
+
+
+class SchemaUnsupported(SourceUnavailable):
+    """Chainloop's schema lacks a column the sync reads: a Chainloop older than the sync supports."""
+
+    code = "schema_unsupported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +110,7 @@ class ChainloopMapping:
     id: str
     digest: str | None
     created_at: dt.datetime
-    backend_id: str | None
+    backend_id: str
     org_id: str | None
     workflow_run_id: str | None
 
@@ -99,6 +137,11 @@ class ChainloopDatabase:
             self._connection.read_only = True
         except psycopg.Error as error:
             raise SourceUnavailable(f"cannot connect to Chainloop's database: {_one_line(error)}") from None
+        try:
+            self._check_schema()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(
@@ -107,6 +150,26 @@ class ChainloopDatabase:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+    def _check_schema(self) -> None:
+        rows = self._fetch_all(_COLUMNS_SQL, {"tables": list(_READ_COLUMNS)})
+        present = {(table, column) for table, column in rows}
+        missing = [
+            (table, column)
+            for table, columns in _READ_COLUMNS.items()
+            for column in columns
+            if (table, column) not in present
+        ]
+        if missing:
+            named = ", ".join(f"{table}.{column}" + _since(table, column) for table, column in missing)
+            raise SchemaUnsupported(
+                f"Chainloop's database lacks {named}: the sync needs Chainloop "
+                f"{OLDEST_SUPPORTED_RELEASE} or later"
+            )
+
+    def organizations(self) -> dict[str, dt.datetime | None]:
+        """Every organization's id and when it was deleted (None: live); soft-deleted ones included."""
+        return {row[0]: row[1] for row in self._fetch_all(_ORGANIZATIONS_SQL, {})}
 
     def backends(self) -> list[ChainloopBackend]:
         """Every backend row, soft-deleted ones included (there are few: a list is fine)."""
@@ -173,6 +236,11 @@ class ChainloopDatabase:
         if self._connection is None:
             raise RuntimeError("ChainloopDatabase is used outside its `with` block")
         return self._connection
+
+
+def _since(table: str, column: str) -> str:
+    recent = _RECENT_COLUMNS.get((table, column))
+    return f" (migration {recent[0]}, Chainloop {recent[1]})" if recent else ""
 
 
 def _one_line(error: BaseException) -> str:

@@ -35,6 +35,8 @@ def sync_client_config() -> Config:
 class TargetError(Exception):
     """DynamoDB refused a write even after retries; the message is one line."""
 
+    code = "target_unavailable"
+
 
 class SyncTarget:
     def __init__(

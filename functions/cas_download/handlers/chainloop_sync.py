@@ -28,7 +28,12 @@ _RESERVE_SECONDS = 30.0
 
 
 class SyncFailed(Exception):
-    """The run could not finish; the message is one line without secrets."""
+    """The run could not finish; the message is one line without secrets, ``code`` says which part
+    failed (``schema_unsupported``: Chainloop is older than the sync supports)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -97,18 +102,18 @@ def run(container: Container, context: LambdaContext) -> dict[str, Any]:
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
         message = f"reading the database secret failed: {code}"
-        raise _failed(container, message) from None
+        raise _failed(container, message, "secret_unavailable") from None
     except (SourceUnavailable, TargetError) as error:
-        raise _failed(container, str(error)) from None
+        raise _failed(container, str(error), error.code) from None
     _report(container, summary)
     return summary.as_dict()
 
 
-def _failed(container: Container, message: str) -> SyncFailed:
+def _failed(container: Container, message: str, code: str) -> SyncFailed:
     """Log the failure and count it (the run's one metric: flushed as Lambda records the error)."""
-    container.telemetry.logger.error("chainloop sync failed", extra={"error": message})
+    container.telemetry.logger.error("chainloop sync failed", extra={"error": message, "code": code})
     container.telemetry.count("SyncFailed", 1)
-    return SyncFailed(message)
+    return SyncFailed(message, code)
 
 
 def _report(container: Container, summary: SyncSummary) -> None:
@@ -117,6 +122,7 @@ def _report(container: Container, summary: SyncSummary) -> None:
     telemetry.count("BackendsCreated", summary.backends.created)
     telemetry.count("BackendsUpdated", summary.backends.updated)
     telemetry.count("MappingsCreated", summary.mappings.created)
+    telemetry.count("MappingsBackendMissing", summary.mappings.backend_missing)
     skipped = sum(summary.backends.skipped.values()) + sum(summary.mappings.skipped.values())
     telemetry.count("SyncRowsSkipped", skipped)
     telemetry.count("SyncIncomplete", 0 if summary.complete else 1)

@@ -10,8 +10,14 @@ One implementation for the scheduled sync function and ``cas-admin sync chainloo
   for rows whose transaction committed late), asks DynamoDB which of them exist, and writes only the
   others. The watermark moves after each chunk is written, so a run that dies is resumed by the next
   one, and rewriting a chunk twice writes nothing the second time.
-* Bad rows are skipped and counted, never written: a malformed digest, a mapping to a backend
-  Chainloop does not know, a backend without an org.
+* Organizations are read whole (id and deletion): Chainloop soft-deletes an org and hides its
+  backends through that join, so a deleted org's backends are written deleted (the earlier of the
+  two deletions), and its mappings are not copied.
+* A mapping to a backend row Chainloop no longer has (``cas_mappings`` has had no foreign key since
+  20241126182209) still proves its org holds the digest (SPEC, *Resolution*): it is copied, and
+  counted apart as ``backend_missing``.
+* Bad rows are skipped and counted, never written: a malformed digest, a mapping or backend of an
+  org Chainloop does not know or has deleted, a backend without an org.
 """
 
 from __future__ import annotations
@@ -56,11 +62,17 @@ WATERMARK_EVERY_ROWS = 5000
 
 class SkipReason:
     MALFORMED_DIGEST = "malformed_digest"
-    UNKNOWN_BACKEND = "unknown_backend"
     MISSING_ORG = "missing_org"
+    UNKNOWN_ORG = "unknown_org"
+    DELETED_ORG = "deleted_org"
+
+
+# Each org's id -> when Chainloop deleted it (None: live). An org absent from it is unknown.
+Organizations = Mapping[str, dt.datetime | None]
 
 
 class ChainloopSource(Protocol):
+    def organizations(self) -> dict[str, dt.datetime | None]: ...
     def backends(self) -> list[ChainloopBackend]: ...
     def count_mappings(self, since: dt.datetime) -> int: ...
     def mappings_since(self, since: dt.datetime) -> Iterable[ChainloopMapping]: ...
@@ -108,10 +120,19 @@ class Tally:
 
 
 @dataclass
+class MappingTally(Tally):
+    # Of the mappings copied (created or unchanged), those whose backend row Chainloop no longer has.
+    backend_missing: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "backend_missing": self.backend_missing}
+
+
+@dataclass
 class SyncSummary:
     dry_run: bool
     backends: Tally = field(default_factory=Tally)
-    mappings: Tally = field(default_factory=Tally)
+    mappings: MappingTally = field(default_factory=MappingTally)
     watermark: str | None = None
     complete: bool = True
 
@@ -157,11 +178,25 @@ def normalize_digest(raw: str | None) -> str | None:
     return f"sha256:{match.group(1).lower()}" if match else None
 
 
-def backend_row(backend: ChainloopBackend) -> Row | str:
-    """The spec's Backends row for a Chainloop backend (None: attribute absent), or a skip reason."""
-    if not backend.org_id:
+def _org_skip(org_id: str, organizations: Organizations) -> str | None:
+    """Why rows of this org are not copied, or None when it is a live org."""
+    if not org_id:
         return SkipReason.MISSING_ORG
-    deleted = backend.deleted_at is not None
+    if org_id not in organizations:
+        return SkipReason.UNKNOWN_ORG
+    return SkipReason.DELETED_ORG if organizations[org_id] is not None else None
+
+
+def backend_row(backend: ChainloopBackend, organizations: Organizations) -> Row | str:
+    """The spec's Backends row for a Chainloop backend (None: attribute absent), or a skip reason.
+    A deleted org's backend is written deleted, as Chainloop hides it (not skipped: its row must say
+    so, or a run before the org's deletion would leave it serving)."""
+    skip = _org_skip(backend.org_id, organizations)
+    if skip is not None and skip != SkipReason.DELETED_ORG:
+        return skip
+    deletions = [moment for moment in (backend.deleted_at, organizations[backend.org_id]) if moment]
+    deleted_at = min(deletions, key=utc_iso) if deletions else None
+    deleted = deleted_at is not None
     status = (
         ValidationStatus(backend.validation_status)
         if backend.validation_status in set(ValidationStatus)
@@ -180,7 +215,7 @@ def backend_row(backend: ChainloopBackend) -> Row | str:
         # A deleted backend is never a candidate; the spec: never both default and fallback, default wins.
         is_default=backend.is_default and not deleted,
         is_fallback=backend.is_fallback and not backend.is_default and not deleted,
-        deleted_at=utc_iso(backend.deleted_at) if backend.deleted_at else None,
+        deleted_at=utc_iso(deleted_at) if deleted_at else None,
         validation_status=status,
         validation_error=(backend.validation_error or None) if status else None,
         validated_at=utc_iso(backend.validated_at) if status and backend.validated_at else None,
@@ -190,14 +225,18 @@ def backend_row(backend: ChainloopBackend) -> Row | str:
     return row
 
 
-def mapping_row(mapping: ChainloopMapping, known_backends: Mapping[str, str]) -> Row | str:
-    """The spec's Mappings row for a Chainloop mapping, or a skip reason."""
+def mapping_row(
+    mapping: ChainloopMapping, known_backends: Mapping[str, str], organizations: Organizations
+) -> Row | str:
+    """The spec's Mappings row for a Chainloop mapping, or a skip reason. Its backend need not exist:
+    the row still proves that its org holds the digest."""
     digest = normalize_digest(mapping.digest)
     if digest is None:
         return SkipReason.MALFORMED_DIGEST
-    if not mapping.backend_id or mapping.backend_id not in known_backends:
-        return SkipReason.UNKNOWN_BACKEND
-    org = mapping.org_id or known_backends[mapping.backend_id]
+    org = mapping.org_id or known_backends.get(mapping.backend_id, "")
+    skip = _org_skip(org, organizations)
+    if skip is not None:
+        return skip
     return {
         "digest": digest,
         "org_backend": f"{org}#{mapping.backend_id}",
@@ -239,22 +278,41 @@ def run_sync(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> SyncSummary:
     summary = SyncSummary(dry_run=dry_run)
-    known_backends = _sync_backends(source, target, summary, dry_run)
+    organizations = source.organizations()
+    known_backends = _sync_backends(source, target, summary, organizations, dry_run)
     _sync_mappings(
-        source, target, summary, known_backends, now, dry_run, overlap, progress or _NoProgress(), should_stop
+        source,
+        target,
+        summary,
+        _MappingContext(known_backends, organizations),
+        now,
+        dry_run,
+        overlap,
+        progress or _NoProgress(),
+        should_stop,
     )
     return summary
 
 
+@dataclass(frozen=True)
+class _MappingContext:
+    known_backends: Mapping[str, str]  # backend id -> org id, of every backend row Chainloop has
+    organizations: Organizations
+
+
 def _sync_backends(
-    source: ChainloopSource, target: Target, summary: SyncSummary, dry_run: bool
+    source: ChainloopSource,
+    target: Target,
+    summary: SyncSummary,
+    organizations: Organizations,
+    dry_run: bool,
 ) -> dict[str, str]:
     tally = summary.backends
     records = source.backends()
     known = {record.id: record.org_id for record in records if record.org_id}
     desired: list[Row] = []
     for record in records:
-        row = backend_row(record)
+        row = backend_row(record, organizations)
         if isinstance(row, str):
             tally.skipped[row] += 1
         else:
@@ -293,7 +351,7 @@ def _sync_mappings(
     source: ChainloopSource,
     target: Target,
     summary: SyncSummary,
-    known_backends: Mapping[str, str],
+    context: _MappingContext,
     now: Callable[[], dt.datetime],
     dry_run: bool,
     overlap: dt.timedelta,
@@ -309,7 +367,7 @@ def _sync_mappings(
 
     def flush() -> None:
         nonlocal unsaved_rows
-        _write_mappings(chunk, target, summary.mappings, known_backends, dry_run)
+        _write_mappings(chunk, target, summary.mappings, context, dry_run)
         progress.advance(len(chunk))
         unsaved_rows += len(chunk)
         newest = utc_iso(chunk[-1].created_at)
@@ -342,16 +400,18 @@ def _save(
 def _write_mappings(
     chunk: list[ChainloopMapping],
     target: Target,
-    tally: Tally,
-    known_backends: Mapping[str, str],
+    tally: MappingTally,
+    context: _MappingContext,
     dry_run: bool,
 ) -> None:
     rows: dict[tuple[str, str], Row] = {}
     for mapping in chunk:
-        row = mapping_row(mapping, known_backends)
+        row = mapping_row(mapping, context.known_backends, context.organizations)
         if isinstance(row, str):
             tally.skipped[row] += 1
             continue
+        if mapping.backend_id not in context.known_backends:
+            tally.backend_missing += 1
         key = (row["digest"], row["org_backend"])
         if key in rows:
             tally.unchanged += 1  # a second Chainloop mapping (another run) of the same copy: the first wins
