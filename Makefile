@@ -32,7 +32,7 @@ CHECKOV_BIN := .local/checkov/bin/checkov
 # Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with npm.
 AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
 
-.PHONY: help venv registry azurite lint format typecheck template security test package-check check build deploy clean run invoke bench bench-sync load mutate
+.PHONY: help venv registry azurite lambda-runtime lint format typecheck template security test package-check check build deploy clean run invoke bench bench-sync load mutate
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
@@ -48,6 +48,7 @@ help:
 	@echo "make security       bandit on functions/ (medium+ fails) + cfn-lint least-privilege rule E9101 + checkov"
 	@echo "make test           pytest (PYTEST_ARGS=...)"
 	@echo "make package-check  sam build into a temp dir, report sizes, check the artifacts"
+	@echo "make lambda-runtime tests on CPython 3.13 (x86_64 chroot); sam build's output on emulated arm64 3.13 (root)"
 	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
 	@echo "make bench-sync     the Chainloop sync: 10,000 and 100,000 mappings, real PostgreSQL, moto (~5 min): BENCHMARKS.md §8"
 	@echo "make mutate         mutation testing (cosmic-ray, ~1 h): proof/classification must kill all; logic/ score"
@@ -120,6 +121,13 @@ $(AZURITE_BIN):
 
 check: venv registry azurite
 	$(MAKE) lint typecheck template security test package-check
+
+# CI, after check (root; chroots cached in .local/lambda-runtime): the unit and scenario tests on Debian
+# trixie's CPython 3.13, and sam build's function + layers on 3.13 for arm64 under qemu-user, serving
+# S3, OCI and Azure requests and a Chainloop sync against cas-local run (scripts/lambda_runtime).
+# LAMBDA_RUNTIME_ARGS=--fresh rebuilds the chroots; --part x86_64|arm64; --tests PATH...
+lambda-runtime: venv registry azurite
+	"$(BIN)/python" -m scripts.lambda_runtime $(LAMBDA_RUNTIME_ARGS)
 
 # Not a test, not in CI: calls per request, latency, cold start, body mode, cost (benchmarks/run.py).
 bench: venv

@@ -7,6 +7,10 @@ functions/Makefile ships it) + a ``pip install --target`` of ``layers/dependenci
 for this Python (every pinned package is pure Python, so these are the layer's files; the layer itself
 is built for CPython 3.13 on arm64).
 
+Another interpreter: ``python -m benchmarks.coldstart --python "COMMAND"`` measures only the cold
+start (moto on loopback, one healthy backend), with COMMAND as the child's interpreter; ``make
+lambda-runtime``'s chroot gives CPython 3.13 that way: ``python -m scripts.lambda_runtime --coldstart``.
+
 Byte code: the layer and the function are built with no ``.pyc`` (``--no-compile``; functions/Makefile
 deletes ``__pycache__``) and Lambda's ``/opt`` and ``/var/task`` are read-only, so in Lambda every cold
 start compiles every imported module of the layer and the package from source. That is the ``as
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,16 +81,35 @@ class ColdStart:
     clients: dict[str, float] = field(default_factory=dict)  # kind -> median seconds (with .pyc)
 
 
-def layer_dir() -> Path:
-    """``pip install --target`` of the layer's pins for this interpreter, cached by content."""
-    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
-    target = WORK_DIR / f"layer-py{sys.version_info.major}{sys.version_info.minor}-{key}"
+def interpreter_version(python: Sequence[str]) -> tuple[str, str]:
+    """``python``'s ``sys.version`` and its short tag (``py313``)."""
+    if list(python) == [sys.executable]:
+        return sys.version, f"py{sys.version_info.major}{sys.version_info.minor}"
+    answer = subprocess.run(  # noqa: S603 - the interpreter the user named
+        [
+            *python,
+            "-S",
+            "-c",
+            "import sys; print(sys.version_info.major, sys.version_info.minor, sys.version)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(" ", 2)
+    return answer[2].strip(), f"py{answer[0]}{answer[1]}"
+
+
+def layer_dir(python: Sequence[str] = (sys.executable,)) -> Path:
+    """``pip install --target`` of the layer's pins for ``python``, cached by content."""
+    version, tag = interpreter_version(python)
+    key = hashlib.sha256(REQUIREMENTS.read_bytes() + version.encode()).hexdigest()[:12]
+    target = WORK_DIR / f"layer-{tag}-{key}"
     done = target / ".installed"
     if not done.exists():
         shutil.rmtree(target, ignore_errors=True)
         subprocess.run(  # noqa: S603 - this interpreter's pip, fixed arguments
             [
-                sys.executable,
+                *python,
                 "-m",
                 "pip",
                 "install",
@@ -131,10 +155,12 @@ def _child_env(base: dict[str, str], path: list[Path], mode: str, pycache: Path)
     return env
 
 
-def _run_json(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+def _run_json(
+    args: list[str], env: dict[str, str], cwd: Path, python: Sequence[str] = (sys.executable,)
+) -> dict[str, Any]:
     started = time.perf_counter()
     proc = subprocess.run(  # noqa: S603 - this interpreter, the harness's own child script
-        [sys.executable, "-S", *args],
+        [*python, "-S", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -150,8 +176,10 @@ def _run_json(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]
     return data
 
 
-def _run_child(args: list[str], env: dict[str, str], cwd: Path) -> Run:
-    data = _run_json(args, env, cwd)
+def _run_child(
+    args: list[str], env: dict[str, str], cwd: Path, python: Sequence[str] = (sys.executable,)
+) -> Run:
+    data = _run_json(args, env, cwd, python)
     process_s = float(data["process_s"])
     return Run(
         import_s=data["import_s"],
@@ -164,11 +192,17 @@ def _run_child(args: list[str], env: dict[str, str], cwd: Path) -> Run:
 
 
 def measure(
-    base_env: dict[str, str], event: dict[str, Any], scratch: Path, reps: int, profile_above: float | None
+    base_env: dict[str, str],
+    event: dict[str, Any],
+    scratch: Path,
+    reps: int,
+    profile_above: float | None,
+    python: Sequence[str] = (sys.executable,),
 ) -> ColdStart:
     """``reps`` fresh processes per kind and mode; a cProfile of one more cold start in the worst mode
-    when its ratio is above ``profile_above``."""
-    layer = layer_dir()
+    when its ratio is above ``profile_above``. ``python``: the command of the interpreter to measure
+    (another one than this, e.g. a chroot's 3.13, must see this checkout at the same path)."""
+    layer = layer_dir(python)
     task = task_dir(scratch)
     child = scratch / CHILD.name  # run from scratch: the script's directory lands on sys.path
     shutil.copy(CHILD, child)
@@ -177,13 +211,13 @@ def measure(
     pycache = scratch / "pycache"
     envs = {mode: _child_env(base_env, [task, layer], mode, pycache) for mode in MODES}
     app_args, boto3_args = [str(child), "app", str(event_path)], [str(child), "boto3"]
-    _run_child(app_args, envs[MODES[1]], scratch)  # fill the byte-code cache
-    _run_child(boto3_args, envs[MODES[1]], scratch)
+    _run_child(app_args, envs[MODES[1]], scratch, python)  # fill the byte-code cache
+    _run_child(boto3_args, envs[MODES[1]], scratch, python)
     results = [ModeResult(mode) for mode in MODES]
     for _ in range(reps):  # modes and kinds alternate, so that a busy moment hits them alike
         for result in results:
-            result.app.append(_run_child(app_args, envs[result.mode], scratch))
-            result.boto3.append(_run_child(boto3_args, envs[result.mode], scratch))
+            result.app.append(_run_child(app_args, envs[result.mode], scratch, python))
+            result.boto3.append(_run_child(boto3_args, envs[result.mode], scratch, python))
     for result in results:
         print(f"  cold start, {result.mode}: ratio {result.ratio:.2f}", file=sys.stderr)
     _remove_bytecode(task)
@@ -194,8 +228,8 @@ def measure(
     for mode in MODES:
         env = _child_env(base_env, [task, layer], mode, pycache)
         runs = [
-            subprocess.run(
-                [sys.executable, "-S", "-X", "importtime", "-c", "import cas_download.handlers.download"],
+            subprocess.run(  # noqa: S603 - the measured interpreter, fixed arguments
+                [*python, "-S", "-X", "importtime", "-c", "import cas_download.handlers.download"],
                 env=env,
                 cwd=scratch,
                 capture_output=True,
@@ -208,7 +242,7 @@ def measure(
 
     cold = ColdStart(layer, results, imports, totals)
     env = _child_env(base_env, [task, layer], MODES[1], pycache)
-    client_runs = [_run_json([str(child), "clients"], env, scratch) for _ in range(max(3, reps))]
+    client_runs = [_run_json([str(child), "clients"], env, scratch, python) for _ in range(max(3, reps))]
     cold.clients = {
         k: statistics.median(float(r[k]) for r in client_runs)
         for k in client_runs[0]
@@ -217,7 +251,7 @@ def measure(
     worst = max(results, key=lambda r: r.ratio)
     if profile_above is not None and worst.ratio > profile_above:
         env = _child_env(base_env, [task, layer], worst.mode, pycache)
-        cold.profile, cold.profile_total_ms = _profile(env, child, event_path, scratch)
+        cold.profile, cold.profile_total_ms = _profile(env, child, event_path, scratch, python)
         cold.profile_mode = worst.mode
         _remove_bytecode(task)
         _remove_bytecode(layer)
@@ -281,12 +315,12 @@ _PROFILE_ROWS: tuple[tuple[str, str, str], ...] = (
 
 
 def _profile(
-    env: dict[str, str], child: Path, event_path: Path, scratch: Path
+    env: dict[str, str], child: Path, event_path: Path, scratch: Path, python: Sequence[str]
 ) -> tuple[list[tuple[str, int, float]], float]:
     """cProfile of one more cold start (import + first request): where the time goes."""
     out = scratch / "coldstart.prof"
     subprocess.run(  # noqa: S603 - this interpreter, the harness's own child script
-        [sys.executable, "-S", "-m", "cProfile", "-o", str(out), str(child), "app", str(event_path)],
+        [*python, "-S", "-m", "cProfile", "-o", str(out), str(child), "app", str(event_path)],
         env=env,
         cwd=scratch,
         capture_output=True,
@@ -313,3 +347,52 @@ def _profile(
         default=0.0,
     )
     return rows, total_ms * 1000.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The cold start alone, with another interpreter for the children (3.13 beside 3.11)."""
+    import argparse  # noqa: PLC0415 - only this entry point needs them
+    import shlex  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+
+    from tests.support.events import load_event  # noqa: PLC0415
+    from tests.support.moto_servers import start_aws_servers  # noqa: PLC0415
+    from tests.support.tables import create_tables  # noqa: PLC0415
+    from tests.support.world import World  # noqa: PLC0415
+
+    from benchmarks.counting import CallCounter  # noqa: PLC0415
+    from benchmarks.env import apply_env, aws_env  # noqa: PLC0415
+    from benchmarks.scenarios import Scenarios  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.coldstart", description=main.__doc__)
+    parser.add_argument("--python", default=sys.executable, help="the children's interpreter, a command")
+    parser.add_argument("--reps", type=int, default=15, help="fresh processes per kind and mode")
+    args = parser.parse_args(argv)
+    python = shlex.split(args.python)
+    scratch = WORK_DIR / "coldstart"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    servers = start_aws_servers(scratch)
+    try:
+        apply_env(aws_env(servers, scratch))
+        world = World(servers, create_tables(servers, f"bench-{uuid.uuid4().hex[:8]}"))
+        org, _backend, digest = Scenarios(world, CallCounter()).healthy_backend()
+        event = load_event("get_redirect", digest=digest, orgs=org)
+        cold = measure({**os.environ, **world.settings_env()}, event, scratch, args.reps, None, python)
+    finally:
+        servers.stop()
+    print(f"Python {interpreter_version(python)[0].split()[0]}, {args.reps} processes per kind and mode")
+    print("| mode | app: import + first request (ms) | reference: import + client (ms) | ratio |")
+    print("|---|---|---|---|")
+    for mode in cold.modes:
+        app = [mode.median("app", a) * 1000 for a in ("import_s", "work_s", "total_s")]
+        ref = [mode.median("boto3", a) * 1000 for a in ("import_s", "work_s", "total_s")]
+        print(
+            f"| {mode.mode} | {app[0]:.0f} + {app[1]:.0f} = {app[2]:.0f} "
+            f"| {ref[0]:.0f} + {ref[1]:.0f} = {ref[2]:.0f} | {mode.ratio:.2f}x |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

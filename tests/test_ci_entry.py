@@ -58,3 +58,106 @@ def test_ci_run_survives_a_tool_whose_version_output_is_long(tmp_path: Path) -> 
     assert "stand-in make: venv" in done.stdout
     # and fails only where the stand-in make told it to, not on a broken pipe
     assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
+
+
+# A `make` that records each call (with the CI it saw) and succeeds, except for the target named in
+# STANDIN_FAIL ("target:status"); `make venv` leaves stand-in tools where .ci/run asks their versions.
+RECORDING_MAKE = """#!/usr/bin/env bash
+if [ "${1:-}" = "--version" ]; then echo "GNU Make 4.3 (stand-in)"; exit 0; fi
+echo "make $* CI=${CI-<unset>}" >> "$CALLS"
+if [ "${1:-}" = "venv" ]; then
+  mkdir -p .venv/bin
+  for tool in python ruff mypy pytest cfn-lint sam; do
+    printf '#!/usr/bin/env bash\\necho "%s (stand-in)"\\n' "$tool" > ".venv/bin/$tool"
+    chmod +x ".venv/bin/$tool"
+  done
+fi
+if [ "${STANDIN_FAIL%%:*}" = "${1:-}" ]; then exit "${STANDIN_FAIL##*:}"; fi
+exit 0
+"""
+RECORDING_TOOL = """#!/usr/bin/env bash
+echo "$(basename "$0") $*" >> "$CALLS"
+"""
+ROOT_ID = """#!/usr/bin/env bash
+[ "${1:-}" = "-u" ] && echo 0 || /usr/bin/id "$@"
+"""
+
+
+def run_ci_with_recording_tools(tmp_path: Path, **env_overrides: str | None) -> tuple[int, list[str]]:
+    """.ci/run in a scratch checkout with recording stand-ins for make and apt-get, as root; the
+    exit status and the calls, in order."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("make", RECORDING_MAKE), ("apt-get", RECORDING_TOOL), ("id", ROOT_ID)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(calls)}
+    for name, value in env_overrides.items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
+    done = subprocess.run(
+        ["bash", str(tmp_path / ".ci" / "run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    return done.returncode, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_ci_run_sets_ci_to_true_when_the_machine_does_not(tmp_path: Path) -> None:
+    # Given a CI machine that does not set CI
+    # When the CI script runs
+    status, calls = run_ci_with_recording_tools(tmp_path, CI=None, STANDIN_FAIL="")
+
+    # Then every make it runs sees CI=true, so that a missing server fails instead of skipping
+    assert status == 0, calls
+    assert calls[0] == "make venv BOOTSTRAP_PYTHON=python3 CI=true"
+    assert all(call.endswith("CI=true") for call in calls if call.startswith("make "))
+
+
+def test_ci_run_keeps_the_ci_value_the_machine_set(tmp_path: Path) -> None:
+    # Given a CI system that sets CI=1
+    status, calls = run_ci_with_recording_tools(tmp_path, CI="1", STANDIN_FAIL="")
+
+    # Then the CI script passes it on unchanged
+    assert status == 0, calls
+    assert calls[0] == "make venv BOOTSTRAP_PYTHON=python3 CI=1"
+
+
+def test_ci_run_checks_the_lambda_runtime_after_make_check_with_fresh_chroots(tmp_path: Path) -> None:
+    # Given a root CI machine with apt-get, where every make target passes
+    status, calls = run_ci_with_recording_tools(tmp_path, CI=None, STANDIN_FAIL="")
+
+    # Then after make check it installs the chroot and emulation tools, then runs make lambda-runtime
+    assert status == 0, calls
+    assert calls == [
+        "make venv BOOTSTRAP_PYTHON=python3 CI=true",
+        "make check CI=true",
+        "apt-get update -qq",
+        "apt-get install -y -qq debootstrap qemu-user-static binfmt-support",
+        "make lambda-runtime LAMBDA_RUNTIME_ARGS=--fresh CI=true",
+    ]
+
+
+def test_ci_run_fails_when_the_lambda_runtime_check_fails(tmp_path: Path) -> None:
+    # Given make check passes and make lambda-runtime fails with status 2
+    status, calls = run_ci_with_recording_tools(tmp_path, CI=None, STANDIN_FAIL="lambda-runtime:2")
+
+    # Then the CI run fails with that status
+    assert status == 2
+    assert calls[-1] == "make lambda-runtime LAMBDA_RUNTIME_ARGS=--fresh CI=true"
+
+
+def test_ci_run_stops_before_the_lambda_runtime_when_make_check_fails(tmp_path: Path) -> None:
+    # Given make check fails
+    status, calls = run_ci_with_recording_tools(tmp_path, CI=None, STANDIN_FAIL="check:2")
+
+    # Then the CI run fails with its status and goes no further
+    assert status == 2
+    assert calls[-1] == "make check CI=true"
