@@ -246,9 +246,10 @@ def send(port: int, kind: Kind) -> Outcome:
 
 
 class Schedule:
-    """Hands out the next request's kind until ``limit`` requests were handed out or ``deadline``."""
+    """Hands out the next request's kind until ``limit`` requests were handed out or ``deadline``
+    (None: the request count alone bounds the run)."""
 
-    def __init__(self, kinds: Sequence[Kind], limit: int, deadline: float) -> None:
+    def __init__(self, kinds: Sequence[Kind], limit: int, deadline: float | None) -> None:
         self._kinds = kinds
         self._limit = limit
         self._deadline = deadline
@@ -260,7 +261,7 @@ class Schedule:
         with self._lock:
             if self.issued >= self._limit:
                 return None
-            if time.monotonic() >= self._deadline:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
                 self.timed_out = True
                 return None
             kind = self._kinds[self.issued % len(self._kinds)]
@@ -289,11 +290,11 @@ def drive(
     kinds: Sequence[Kind],
     *,
     requests: int,
-    duration: float,
+    duration: float | None,
     workers: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> Phase:
-    schedule = Schedule(kinds, requests, time.monotonic() + duration)
+    schedule = Schedule(kinds, requests, None if duration is None else time.monotonic() + duration)
     outcomes: list[Outcome] = []
     lock = threading.Lock()
 
@@ -311,7 +312,7 @@ def drive(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=duration + 2 * REQUEST_TIMEOUT_S)
+        thread.join(timeout=None if duration is None else duration + 2 * REQUEST_TIMEOUT_S)
     seconds = time.perf_counter() - started
     with lock:
         return Phase(schedule.issued, list(outcomes), seconds, schedule.timed_out)
@@ -474,7 +475,7 @@ class KindFigures:
 @dataclass
 class Report:
     requests_limit: int
-    duration_limit: float
+    duration_limit: float | None  # None: bounded by the request count alone
     workers: int
     warmup: Phase
     load: Phase
@@ -513,7 +514,9 @@ class Report:
 
     @property
     def bound(self) -> str:
-        return f"{self.duration_limit:.0f} s time bound" if self.load.timed_out else "request bound"
+        if self.load.timed_out and self.duration_limit is not None:
+            return f"{self.duration_limit:.0f} s time bound"
+        return "request bound"
 
 
 def figures(
@@ -604,7 +607,7 @@ def write_readme(text: str, path: Path = README) -> None:
 def run(
     *,
     requests: int = 2000,
-    duration: float = 30.0,
+    duration: float | None = 30.0,
     workers: int = 8,
     warmup: int = 100,
     max_growth_mib: float = 8.0,
@@ -621,9 +624,11 @@ def run(
         say(f"stack up: API {stack.endpoints.api_url}, pid {pid}; logs in {work_dir}")
         before = Memory.of(pid)
         say(f"warm-up: {warmup} requests, one client ...")
-        warm_phase = drive(port, kinds, requests=warmup, duration=max(60.0, duration), workers=1)
+        warm_limit = None if duration is None else max(60.0, duration)
+        warm_phase = drive(port, kinds, requests=warmup, duration=warm_limit, workers=1)
         warm = Memory.of(pid)
-        say(f"load: up to {requests} requests or {duration:g} s, {workers} workers ...")
+        bound = f"up to {requests} requests" + ("" if duration is None else f" or {duration:g} s")
+        say(f"load: {bound}, {workers} workers ...")
         with Sampler(pid) as sampler:
             load_phase = drive(
                 port,

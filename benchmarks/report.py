@@ -83,6 +83,7 @@ def _summary(results: Results) -> str:
         )
         for g in results.goals
     ]
+    rows += [(what, "not run", "", f"**NOT RUN**: {why}") for what, why in results.not_measured]
     return "## Targets\n\n" + table(("target", "measured", "target", ""), rows)
 
 

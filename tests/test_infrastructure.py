@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from benchmarks import report as bench_report
+from benchmarks.env import Machine
+from benchmarks.providers import ProviderResults
+from benchmarks.run import AZURE_TARGETS, OCI_TARGETS, Results, not_measured, providers_not_run
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
@@ -331,3 +336,32 @@ def test_an_unset_or_falsy_ci_lets_a_missing_server_skip(
 def test_without_ci_a_missing_server_skips(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
     assert not missing_server_fails()
+
+
+def test_bench_lists_the_targets_it_could_not_run_and_why() -> None:
+    # Given a `make bench` run without Azurite and without the registry, and a measurement that raised
+    results = Results(machine=Machine.describe(), args=argparse.Namespace())
+    skipped = ProviderResults(
+        requests=1,
+        azure_skipped="Azurite is not installed (make azurite)",
+        oci_skipped="docker-registry is not installed (make registry)",
+    )
+    results.not_measured += providers_not_run(skipped)
+    not_measured(results, "where body mode's memory goes at 1 MiB", KeyError("encode_body"))
+
+    # When its targets table is written
+    targets = bench_report._summary(results)
+
+    # Then every Azure and OCI target is a row saying it did not run and why, and so is the failed
+    # measurement, named by its exception
+    for what in AZURE_TARGETS:
+        assert f"| {what} | not run |  | **NOT RUN**: Azurite is not installed (make azurite) |" in targets
+    for what in OCI_TARGETS:
+        assert (
+            f"| {what} | not run |  | **NOT RUN**: docker-registry is not installed (make registry) |"
+            in targets
+        )
+    assert (
+        "| where body mode's memory goes at 1 MiB | not run |  | **NOT RUN**: KeyError: 'encode_body' |"
+        in targets
+    )

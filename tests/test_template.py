@@ -15,6 +15,7 @@ from botocore.client import BaseClient
 
 from cas_download.config import ENV_VARS, REQUIRED_ENV_VARS, Settings
 from cas_local.template import function_properties, load_template
+from tests.support.ci import require
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -736,19 +737,50 @@ def test_functions_share_code_runtime_and_architecture(template: dict[str, Any])
 
 
 def test_functions_makefile_builds_every_function(template: dict[str, Any], tmp_path: Path) -> None:
-    # sam build runs `make build-<LogicalId>` in the CodeUri for each makefile-built function
+    # Given sam build's contract: `make build-<LogicalId>` in the CodeUri, ARTIFACTS_DIR per function;
+    # and a copy of the CodeUri whose package holds what a developer's tree may hold besides the source
     make = shutil.which("make")
-    if make is None:
-        pytest.skip("make is not installed")
+    require(make, "make is not installed")
+    assert make is not None
+    code_uri = tmp_path / "functions"
+    shutil.copytree(ROOT / "functions", code_uri, ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]"))
+    source_files = _shipped_sources(code_uri / "cas_download")
+    assert "__init__.py" in source_files
+    (code_uri / "cas_download" / "__pycache__").mkdir()
+    (code_uri / "cas_download" / "__pycache__" / "app.cpython-313.pyc").write_bytes(b"byte code")
+    (code_uri / "cas_download" / "test_app.py").write_text("def test_x(): pass\n")
+    (code_uri / "cas_download" / "conftest.py").write_text("")
     for logical_id in FUNCTIONS:
         assert template["Resources"][logical_id]["Metadata"]["BuildMethod"] == "makefile"
+        artifacts = tmp_path / "build" / logical_id
+        artifacts.mkdir(parents=True)
+        # When each function is built for real
         result = subprocess.run(
-            [make, "-n", "-C", str(ROOT / "functions"), f"build-{logical_id}", f"ARTIFACTS_DIR={tmp_path}"],
+            [make, "-C", str(code_uri), f"build-{logical_id}", f"ARTIFACTS_DIR={artifacts}"],
             capture_output=True,
             text=True,
             check=False,
         )
+        # Then its artifact is exactly the package's source: no byte code, tests or test configuration
         assert result.returncode == 0, result.stderr
+        assert sorted(p.name for p in artifacts.iterdir()) == ["cas_download"]
+        built = artifacts / "cas_download"
+        assert _shipped_sources(built) == source_files
+        assert not [p for p in built.rglob("*") if p.name == "__pycache__" or p.suffix in {".pyc", ".pyo"}]
+        for relative in source_files:
+            assert (built / relative).read_bytes() == (PACKAGE_DIR / relative).read_bytes(), relative
+        # and the Handler the template names is a module in it
+        handler_module = _function_props(template, logical_id)["Handler"].rsplit(".", 1)[0]
+        assert (artifacts / (handler_module.replace(".", "/") + ".py")).is_file(), handler_module
+
+
+def _shipped_sources(package: Path) -> set[str]:
+    """The package's files, relative, without byte code and caches (what the build must ship)."""
+    return {
+        str(path.relative_to(package))
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyo"}
+    }
 
 
 def test_layer_is_built_for_the_function_runtime_and_architecture(

@@ -20,7 +20,7 @@ from tests.hardening.figures import summary_lines
 from tests.scenarios.conftest import HttpResult, Service, azurite, hosted_registry  # noqa: F401 - fixtures of the isolation worlds
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext
-from tests.support.faults import FaultServer
+from tests.support.faults import ClientSettingsRecorder, FaultServer
 from tests.support.moto_servers import AwsServers
 from tests.support.world import World
 
@@ -75,6 +75,12 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     between attempts shrinks, so a test of "retried, then 503" takes milliseconds, not up to 7 s.
     """
     monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.01)
+
+
+@pytest.fixture
+def client_settings(call_recorder: CallRecorder) -> ClientSettingsRecorder:
+    """The timeouts and attempts of the app's AWS calls (request it before ``service.configure``)."""
+    return ClientSettingsRecorder(call_recorder)
 
 
 class RecordList(logging.Handler):

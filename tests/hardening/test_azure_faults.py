@@ -173,9 +173,15 @@ def test_a_clock_skewed_answer_leaves_the_backend_ok(
     service.configure(**FAST)
 
     # When the caller asks for it
-    service.get(DIGEST, orgs=org, mode="body")
+    response = service.get(DIGEST, orgs=org, mode="body")
 
-    # Then the backend is not marked Invalid (its key is fine)
+    # Then the skewed answer reached the service and was read as refused access (our clock), not as
+    # rejected credentials nor as an absence
+    assert any(request.startswith(f"GET /{AZURE_ACCOUNT}/") for request in proxy.requests), proxy.requests
+    assert response.status == 502
+    assert response.error_code == "backends_unavailable"
+    assert response.attempts == [("faulty", "access_denied")]
+    # and the backend is not marked Invalid (its key is fine)
     rows = world.dynamodb.scan(
         TableName=world.tables.backends,
         FilterExpression="org_id = :org",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -116,12 +117,13 @@ class Fuzzer:
         self.cases = 0
         self.failures: list[str] = []
 
-    def check(self, event: object, label: str) -> dict[str, Any] | None:
-        """Send one event; record a failure (with ``label``) instead of raising, so all cases run."""
+    def check(self, event: object, label: str, expected: str | None = None) -> dict[str, Any] | None:
+        """Send one event; record a failure (with ``label``) instead of raising, so all cases run.
+        ``expected``: the error code the case itself determines (its status follows from the table)."""
         self.cases += 1
         try:
             response = dict(self.handler(event, self.context))  # type: ignore[arg-type]
-            problem = response_problem(response)
+            problem = response_problem(response) or answer_problem(response, expected)
         except Exception as error:  # an exception escaping handle() is the worst finding
             response, problem = None, f"handle raised {type(error).__name__}: {error}"
         if problem:
@@ -189,6 +191,18 @@ def response_problem(response: Any) -> str | None:
     return None
 
 
+def answer_problem(response: dict[str, Any], expected: str | None) -> str | None:
+    """What differs from the answer the case determines (a well-formed response, see above), or None.
+    A HEAD answer has no body: its status is all it says."""
+    if expected is None:
+        return None
+    status = response["statusCode"]
+    code = json.loads(response["body"])["error"]["code"] if response["body"] else None
+    if status != STATUS_BY_CODE[expected] or code not in (expected, None):
+        return f"{status} {code} where the case determines {STATUS_BY_CODE[expected]} {expected}"
+    return None
+
+
 def test_the_oracle_rejects_what_a_broken_handler_could_answer() -> None:
     good = {
         "statusCode": 404,
@@ -214,6 +228,11 @@ def test_the_oracle_rejects_what_a_broken_handler_could_answer() -> None:
     ]
     for response in broken:
         assert response_problem(response) is not None, response
+    # and a well-formed error that is not the one the case determines
+    assert answer_problem(good, "not_found") is None
+    assert answer_problem(good, "invalid_digest") is not None
+    assert answer_problem({**good, "body": ""}, "not_found") is None  # HEAD: the status alone
+    assert answer_problem({**good, "body": ""}, "invalid_digest") is not None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -328,15 +347,38 @@ ODD_DIGESTS = [
 ]
 
 
+# The spec's digest rule, written out here (not the parser under test): sha256:<64 hex>, the colon
+# possibly URL-encoded, or the bare 64 hex; hex in any case. Anything else is 400 invalid_digest.
+SPEC_DIGEST = re.compile(r"(?:sha256(?::|%3[aA]))?[0-9a-fA-F]{64}")
+
+
+def expected_for_digest(raw: str) -> str:
+    """A well-formed digest has no mapping in these tables (404 not_found); any other is invalid."""
+    return "not_found" if SPEC_DIGEST.fullmatch(raw) else "invalid_digest"
+
+
+def test_the_digest_oracle_follows_the_spec() -> None:
+    assert expected_for_digest(EXAMPLE_DIGEST) == "not_found"
+    assert expected_for_digest("sha256%3A" + HEX) == "not_found"
+    assert expected_for_digest(HEX.upper()) == "not_found"
+    assert expected_for_digest("sha256:" + HEX[:-1]) == "invalid_digest"
+    assert expected_for_digest("sha256:" + HEX + "\n") == "invalid_digest"
+    assert expected_for_digest("sha256:" + "\uff10" * 64) == "invalid_digest"
+
+
 def test_oddly_encoded_digests_get_a_json_4xx(fuzz_app: App) -> None:
+    # Given digests of every odd shape and encoding, in the path parameter or in the raw path alone
     fuzzer = Fuzzer(fuzz_app)
     for raw in ODD_DIGESTS:
+        expected = expected_for_digest(raw)
         for name in ("get_redirect", "head", "get_body"):
-            fuzzer.check(load_event(name, digest=raw), f"{name} digest={raw!r:.60}")
+            # When each is asked for, Then a malformed one is 400 invalid_digest (never a 404 that would
+            # say "no such artifact"), a well-formed one 404 not_found (no mapping exists)
+            fuzzer.check(load_event(name, digest=raw), f"{name} digest={raw!r:.60}", expected)
             event = load_event(name)
             event["rawPath"] = "/v1/artifacts/" + raw  # only the raw path carries it
             event.pop("pathParameters", None)
-            fuzzer.check(event, f"{name} rawPath digest={raw!r:.60}")
+            fuzzer.check(event, f"{name} rawPath digest={raw!r:.60}", expected)
     fuzzer.assert_clean("odd digests")
 
 
@@ -406,15 +448,21 @@ ODD_CLAIMS: list[object] = [
 ]
 
 
+# Claims that name no org at all, in every form the spec reads (comma or space separated, `[a b]`).
+NO_ORG_CLAIMS: list[object] = ["", " ", ",,,", "[]", "[ ]", '[""]', None]
+
+
 def test_odd_org_claims_get_a_json_4xx(fuzz_app: App) -> None:
     fuzzer = Fuzzer(fuzz_app)
     for claim in ODD_CLAIMS:
+        # a claim that names no org is 401 unauthenticated; the others only need a well-formed error
+        expected = "unauthenticated" if claim in NO_ORG_CLAIMS else None
         for name in ("get_redirect", "get_lambda_authorizer"):
             event = load_event(name)
             authorizer = event["requestContext"]["authorizer"]
             target = authorizer["jwt"]["claims"] if "jwt" in authorizer else authorizer["lambda"]
             target["org_id"] = claim
-            fuzzer.check(event, f"{name} org_id={claim!r:.40}")
+            fuzzer.check(event, f"{name} org_id={claim!r:.40}", expected)
     fuzzer.assert_clean("claims")
 
 
@@ -444,7 +492,10 @@ def test_odd_headers_and_queries_get_a_json_4xx(fuzz_app: App) -> None:
         fuzzer.check(event, f"headers {{{value!r:.20}: ...}}")
         event = load_event("get_url")
         event["queryStringParameters"] = {"mode": value}
-        fuzzer.check(event, f"mode={value!r:.40}")
+        # text that is no spelling of the spec's three modes is 400 invalid_mode (the service reads a
+        # mode in any case, blanks around it ignored; an empty one is the default)
+        invalid_mode = isinstance(value, str) and value.strip().lower() not in {"", "redirect", "url", "body"}
+        fuzzer.check(event, f"mode={value!r:.40}", "invalid_mode" if invalid_mode else None)
         event = load_event("get_url")
         event["queryStringParameters"] = value
         fuzzer.check(event, f"queryStringParameters={value!r:.40}")

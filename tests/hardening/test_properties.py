@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
+import cas_download.data.storage.s3 as s3_module
 import cas_download.logic.fallback as fallback_module
 from cas_download.data.storage.s3 import url_lifetime
 from cas_download.digests import digest_hex, parse_digest
@@ -489,24 +490,58 @@ def test_an_orgs_default_is_tried_even_when_another_orgs_mapping_names_it(
 # presigned URL lifetime
 
 
+# The service's clock, frozen: s3.url_lifetime reads datetime.now(UTC), so the boundary is exact.
+FROZEN_NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+MIN_URL_LIFETIME = 30  # seconds of temporary credentials a URL needs (SPEC: below it, credentials_invalid)
+
+
+class FrozenDatetime(datetime):
+    @classmethod
+    def now(cls, tz: Any = None) -> FrozenDatetime:
+        return cls.fromtimestamp(FROZEN_NOW.timestamp(), tz)
+
+
+@pytest.fixture
+def frozen_clock(patcher: pytest.MonkeyPatch) -> datetime:
+    patcher.setattr(s3_module, "datetime", FrozenDatetime)
+    return FROZEN_NOW
+
+
 @given(configured=st.integers(1, 3600), credentials_left=st.one_of(st.none(), st.integers(-600, 20_000)))
 def test_url_lifetime_never_exceeds_the_setting_nor_outlives_the_credentials(
-    configured: int, credentials_left: int | None
+    configured: int, credentials_left: int | None, frozen_clock: datetime
 ) -> None:
-    expires_at = None if credentials_left is None else datetime.now(UTC) + timedelta(seconds=credentials_left)
-    assume(credentials_left is None or not 28 <= credentials_left <= 31)  # the clock ticks during the call
-    if credentials_left is not None and credentials_left < 30:
-        # Credentials about to expire are not used at all.
+    # Given credentials expiring ``credentials_left`` seconds from a frozen now (or never)
+    expires_at = None if credentials_left is None else frozen_clock + timedelta(seconds=credentials_left)
+    if credentials_left is not None and credentials_left < MIN_URL_LIFETIME:
+        # Then credentials about to expire are not used at all
         with pytest.raises(AttemptFailed) as refused:
             url_lifetime(configured, expires_at)
         assert refused.value.reason is AttemptReason.CREDENTIALS_INVALID
         count("property examples: URL lifetime")
         return
+    # Then the URL lives the setting, cut exactly to what the credentials have left
     lifetime = url_lifetime(configured, expires_at)
-    assert 1 <= lifetime <= configured
-    if credentials_left is None:
-        assert lifetime == configured
-    else:
-        assert lifetime <= credentials_left
-        assert lifetime >= min(configured, credentials_left - 2)  # cut only as far as the credentials need
+    expected = configured if credentials_left is None else min(configured, credentials_left)
+    assert lifetime == expected
     count("property examples: URL lifetime")
+
+
+@pytest.mark.parametrize(
+    ("credentials_left", "lifetime"),
+    [(29, None), (30, 30), (31, 31)],
+    ids=["29s-refused", "30s-served-for-30s", "31s-served-for-31s"],
+)
+def test_the_30_second_cutoff_of_temporary_credentials_is_exact(
+    credentials_left: int, lifetime: int | None, frozen_clock: datetime
+) -> None:
+    # Given credentials expiring 29, 30 or 31 seconds from a frozen now, and a 300 s setting
+    expires_at = frozen_clock + timedelta(seconds=credentials_left)
+    if lifetime is None:
+        # Then below 30 s they are credentials_invalid, never a URL
+        with pytest.raises(AttemptFailed) as refused:
+            url_lifetime(300, expires_at)
+        assert refused.value.reason is AttemptReason.CREDENTIALS_INVALID
+    else:
+        # Then from 30 s on a URL is signed, living exactly as long as the credentials
+        assert url_lifetime(300, expires_at) == lifetime

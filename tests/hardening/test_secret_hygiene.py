@@ -10,20 +10,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from cas_local.presign import verify_presigned
 from tests.hardening.conftest import RecordList
 from tests.scenarios.conftest import Service, presigned_key_id
 from tests.support.hygiene import SecretRegistry
-from tests.support.world import World, iso
+from tests.support.hygiene import register as register_secret
+from tests.support.moto_servers import AwsServers
+from tests.support.world import World, iso, read_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = b"provenance.intoto.jsonl contents\n" * 40
@@ -249,33 +254,64 @@ def test_temporary_credentials_about_to_expire_are_not_used(
     assert app_log.last_attempts() == [("temporary", "credentials_invalid")]
 
 
-def test_session_token_of_temporary_credentials_rides_only_in_the_url(
-    world: World, service: Service, app_log: RecordList
-) -> None:
-    # Given the only backend of an org whose secret carries a session token (moto's IAM users have
-    # none, so storage refuses it: the token is seen only by the signing and by S3)
-    org = world.org()
-    backend = world.backend(
-        org,
-        "with-token",
-        is_default=True,
-        secret={
-            "AccessKeyID": "{access_key_id}",
-            "SecretAccessKey": "{secret_access_key}",
-            "SessionToken": TOKEN,
-        },
+def temporary_credentials(world: World, aws_servers: AwsServers, bucket: str) -> dict[str, str]:
+    """Credentials of an assumed role that may read ``bucket``: key id, secret and session token (moto
+    checks the token of every request signed with them, as S3 does)."""
+    role = f"cas-temporary-{uuid.uuid4().hex[:10]}"
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+    role_arn = world.iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    world.iam.put_role_policy(
+        RoleName=role, PolicyName="cas-read", PolicyDocument=json.dumps(read_policy([bucket]))
     )
-    digest = world.put(backend, DATA)
+    credentials = aws_servers.storage_client("sts").assume_role(RoleArn=role_arn, RoleSessionName="cas")[
+        "Credentials"
+    ]
+    fields = {
+        "AccessKeyID": credentials["AccessKeyId"],
+        "SecretAccessKey": credentials["SecretAccessKey"],
+        "SessionToken": credentials["SessionToken"],
+    }
+    register_secret(fields["AccessKeyID"], "access_key_id")
+    register_secret(fields["SecretAccessKey"], "secret_access_key")
+    register_secret(fields["SessionToken"], "session_token")
+    return fields
+
+
+def test_session_token_of_temporary_credentials_rides_only_in_the_url(
+    world: World, service: Service, aws_servers: AwsServers, app_log: RecordList
+) -> None:
+    # Given the only backend of an org whose secret holds temporary credentials (an assumed role's
+    # key, secret and session token; storage refuses any request without that token)
+    org = world.org()
+    bucket = world.bucket()
+    temporary = temporary_credentials(world, aws_servers, bucket)
+    backend = world.backend(org, "with-token", bucket, is_default=True, secret=temporary)
+    digest = world.put(bucket, DATA)
     world.map(digest, org, backend)
 
     # When the caller asks for it
     response = service.get(digest, orgs=org)
 
-    # Then whatever the answer, no log record of the request carries the token, key id or secret
-    # (the suite-wide capture checks the printed lines too)
-    assert response.status in {307, 502}
+    # Then storage accepted the token (the HEAD that proved the object was signed with it: moto refuses
+    # an assumed role's key without its token), and the redirect is a URL signed with the temporary key
+    # whose signature covers the session token
+    assert response.status == 307, response.raw
+    location = response.headers["Location"]
+    assert presigned_key_id(location) == temporary["AccessKeyID"]
+    assert parse_qs(urlsplit(location).query)["X-Amz-Security-Token"] == [temporary["SessionToken"]]
+    signed = verify_presigned(location, lambda key_id: temporary["SecretAccessKey"])
+    assert signed.ok, signed.error_code
+    # and the token is nowhere else in the answer
+    other_headers = {name: value for name, value in response.headers.items() if name != "Location"}
+    assert temporary["SessionToken"] not in json.dumps(other_headers)
+    assert temporary["SessionToken"].encode() not in response.body
+    # and no log record of the request carries the token, key id or secret (the suite-wide capture
+    # checks the printed lines too)
+    assert app_log.requests()
     for record in app_log.records:
         text = str(record.__dict__)
-        assert TOKEN not in text
-        assert backend.access_key_id not in text
-        assert backend.secret_access_key not in text
+        for value in temporary.values():
+            assert value not in text

@@ -1,5 +1,6 @@
 """`make load` in small: the load driver (benchmarks/load.py) against its own `cas-local run`, with a
-bound of 200 requests from 4 clients. Every kind of the mix answered as expected, nothing lost."""
+bound of 200 requests from 4 clients and no time bound (speed belongs to `make load`, not to a test).
+Every kind of the mix answered as expected, nothing lost."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from benchmarks.load import render, run
 
 
 def test_a_small_load_gets_every_kind_answered_as_expected(tmp_path: Path) -> None:
-    report = run(requests=200, duration=30.0, workers=4, warmup=20, work_dir=tmp_path / "load")
+    # Given the local stack under 4 clients, When 20 warm-up and 200 load requests are sent
+    report = run(requests=200, duration=None, workers=4, warmup=20, work_dir=tmp_path / "load")
     text = render(report)
 
+    # Then every one was issued and answered as its kind expects, and the server saw each
     assert report.load.issued == 200, text
-    assert not report.load.timed_out, text
     assert report.errors == 0, text
     assert report.lost == 0, text
     assert report.server_seen == report.sent == 220, text

@@ -24,15 +24,12 @@ from tests.local.conftest import (
     subprocess_env,
     wait_for_state,
 )
+from tests.support.ci import require
 
 
 def require_demo_part(local_stack: RunningStack, part: str, message: str) -> None:
     """A demo part whose server is missing fails under CI (never a silent skip), and skips locally."""
-    if local_stack.demo.get(part):
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    require(local_stack.demo.get(part), message)
 
 
 def bearer(org: str) -> dict[str, str]:
@@ -181,8 +178,8 @@ def test_tables_come_from_the_template(local_stack: RunningStack) -> None:
     assert env["MAPPINGS_TABLE"] == "cas-local-mappings"
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_printed_curl_commands_work(local_stack: RunningStack) -> None:
+    require(shutil.which("curl"), "curl is not installed")
     banner = local_stack.banner()
     commands = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
     assert len(commands) >= 6

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cas_admin.cli import main as admin_main
 from tests.scenarios.conftest import Service
 from tests.support.azure import new_account_key, put_blob, start_azurite
+from tests.support.moto_servers import AwsServers
 from tests.support.registry import Registry
 from tests.support.world import World
 
@@ -73,18 +75,44 @@ def test_add_put_where_and_rotate_with_a_registry(
     assert rotated.headers["X-Cas-Fallback"] == "true"
 
 
+def backend_rows_of(aws_servers: AwsServers, world: World, org: str) -> list[dict[str, Any]]:
+    """Every row of the backends table that belongs to ``org`` (read straight from the table)."""
+    pages = (
+        aws_servers.cached_client("control", "dynamodb")
+        .get_paginator("scan")
+        .paginate(TableName=world.tables.backends, ConsistentRead=True)
+    )
+    return [item for page in pages for item in page["Items"] if item.get("org_id", {}).get("S") == org]
+
+
+def secret_names_with(aws_servers: AwsServers, fragment: str) -> list[str]:
+    """The names of every secret in Secrets Manager that contain ``fragment``."""
+    pages = aws_servers.cached_client("control", "secretsmanager").get_paginator("list_secrets").paginate()
+    return [secret["Name"] for page in pages for secret in page["SecretList"] if fragment in secret["Name"]]
+
+
 def test_a_registry_login_that_cannot_pull_is_refused_and_nothing_written(
-    world: World, registry: Registry, capsys: pytest.CaptureFixture[str]
+    world: World, registry: Registry, aws_servers: AwsServers, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Given an org and a registry login with the wrong password
     org = world.org()
     user = registry.new_user()
-    code, _, err = admin(world, capsys, "backend", "add", "reg", "--org", org, "--provider", "OCI",
-                         "--location", registry.location(), "--username", user.name,
-                         "--password=not-" + user.password)  # fmt: skip
+    location = registry.location()
+
+    # When cas-admin is asked to add it as the org's backend
+    code, out, err = admin(world, capsys, "backend", "add", "reg", "--org", org, "--provider", "OCI",
+                           "--location", location, "--username", user.name,
+                           "--password=not-" + user.password)  # fmt: skip
+
+    # Then it is refused, saying why and that nothing was written
     assert code != 0
-    assert "credentials_invalid" in err
+    assert out == ""
+    assert f"the credentials cannot read {location}: credentials_invalid; nothing was written" in err
+    # and nothing was: no backend row of the org, no secret for it
+    assert backend_rows_of(aws_servers, world, org) == []
+    assert secret_names_with(aws_servers, org) == []
     code, _, err = admin(world, capsys, "backend", "list", "--org", org)
-    assert code != 0  # the org has no backend: nothing was written
+    assert code != 0  # the org has no backend
 
 
 def test_add_put_where_and_rotate_with_an_azure_container(

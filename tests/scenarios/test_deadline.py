@@ -6,33 +6,46 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.scenarios.conftest import HttpResult, Service
+from tests.scenarios.conftest import Service
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext
+from tests.support.faults import CallSettings, ClientSettingsRecorder
 from tests.support.world import BackendRef, World
 
 DATA = b"nightly.tar.zst contents\n" * 200
 
 # Per-call timeouts: small, so a stuck endpoint costs well under a second.
 FAST_TIMEOUTS = {"S3_CONNECT_TIMEOUT_SECONDS": 0.5, "S3_READ_TIMEOUT_SECONDS": 0.5}
+# Near the deadline a call's timeouts are the time left rounded up to this step (data/storage/port.py).
+TIMEOUT_STEP = 0.25
+# What Lambda's remaining time leaves for the search (the handler keeps 1.5 s for the response).
+LAMBDA_REMAINING_MS = 2500
+LAMBDA_BUDGET = 1.0
+STUCK_BUCKET = "stuck-bucket"
 
 
 def stuck_backend(world: World, org: str, name: str, **flags: bool) -> BackendRef:
     """A backend with valid credentials whose storage endpoint is the black hole."""
-    return world.backend(org, name, location=world.black_hole_location(), **flags)
+    return world.backend(org, name, location=world.black_hole_location(STUCK_BUCKET), **flags)
 
 
-def timed_get(service: Service, digest: str, org: str) -> tuple[HttpResult, float]:
-    """The response and the wall time it took, in seconds."""
-    started = time.monotonic()
-    response = service.get(digest, orgs=org)
-    return response, time.monotonic() - started
+def stuck_calls(settings: ClientSettingsRecorder) -> list[CallSettings]:
+    """The storage calls into the black hole (every S3 call of these tests but the healthy one)."""
+    return [call for call in settings.of("s3") if call.target == STUCK_BUCKET]
+
+
+def assert_calls_fit_the_budget(calls: list[CallSettings], budget: float) -> None:
+    """A stuck call lasts its read timeout (the black hole accepts at once, then never answers): the
+    calls' read timeouts, added up, are the time they cost. Each call's timeouts are cut to the time
+    left, rounded up to a quarter second, so together they overrun the budget by less than a step."""
+    assert calls, "no call reached the stuck endpoint"
+    assert {call.max_attempts for call in calls} == {1}
+    assert sum(call.read_timeout for call in calls) <= budget + TIMEOUT_STEP, calls
 
 
 def three_stuck_candidates(world: World) -> tuple[str, str]:
@@ -85,7 +98,6 @@ def test_stuck_mapped_backend_times_out_and_the_org_default_serves(
     service: Service,
     call_recorder: CallRecorder,
     service_log: pytest.CaptureFixture[str],
-    record_property: Callable[[str, object], None],
 ) -> None:
     # Given the mapped backend's endpoint accepts connections and never answers
     org = world.org()
@@ -94,11 +106,11 @@ def test_stuck_mapped_backend_times_out_and_the_org_default_serves(
     digest = world.put(healthy, DATA)
     world.map(digest, org, stuck)
     # and 0.5 s connect/read timeouts per storage call
+    client_settings = ClientSettingsRecorder(call_recorder)
     service.configure(**FAST_TIMEOUTS)
 
     # When the caller asks for the artifact
-    response, elapsed = timed_get(service, digest, org)
-    record_property("wall_seconds", round(elapsed, 3))
+    response = service.get(digest, orgs=org)
 
     # Then the org default serves it, as a fallback, and its URL serves the bytes
     assert response.status == 307
@@ -110,25 +122,29 @@ def test_stuck_mapped_backend_times_out_and_the_org_default_serves(
     assert [call.access_key_id for call in heads] == [stuck.access_key_id, healthy.access_key_id]
     attempts = download_log_line(service_log.readouterr().out)["attempts"]
     assert [(a["backend_name"], a["reason"]) for a in attempts] == [("stuck", "timeout")]
-    # and the request took a bounded time (generous for slow CI: a bound, not a speed target)
-    assert elapsed < 5.0
+    # and the stuck call cost one attempt of the configured 0.5 s timeouts, no more
+    [stuck_head] = stuck_calls(client_settings)
+    assert (stuck_head.operation, stuck_head.connect_timeout, stuck_head.read_timeout) == (
+        "HeadObject",
+        0.5,
+        0.5,
+    )
+    assert stuck_head.max_attempts == 1
 
 
 def test_request_deadline_ends_the_search_with_504(
     world: World,
     service: Service,
     call_recorder: CallRecorder,
-    lambda_context: FakeLambdaContext,
-    record_property: Callable[[str, object], None],
 ) -> None:
     # Given the mapped backend, the org default and the org fallback all stuck
     org, digest = three_stuck_candidates(world)
     # and a 1 s request deadline, shorter than three 0.6 s read timeouts
+    client_settings = ClientSettingsRecorder(call_recorder)
     service.configure(REQUEST_DEADLINE_SECONDS=1, S3_CONNECT_TIMEOUT_SECONDS=0.5, S3_READ_TIMEOUT_SECONDS=0.6)
 
     # When the caller asks for the artifact
-    response, elapsed = timed_get(service, digest, org)
-    record_property("wall_seconds", round(elapsed, 3))
+    response = service.get(digest, orgs=org)
 
     # Then the service answers 504 deadline_exceeded (an answer, not an exception turned into a 500)
     assert response.status == 504
@@ -139,25 +155,25 @@ def test_request_deadline_ends_the_search_with_504(
     assert {reason for _, reason in response.attempts} == {"timeout"}
     assert "stuck-fallback" not in [name for name, _ in response.attempts]
     assert call_recorder.count("s3", "HeadObject") == len(response.attempts) < 3
-    # within the deadline plus at most one call's timeouts, far inside Lambda's remaining time
-    assert elapsed < 2.5
-    assert elapsed < lambda_context.timeout_ms / 1000 / 4
+    # and the stuck calls, together, lasted the 1 s deadline (plus less than a timeout step)
+    calls = stuck_calls(client_settings)
+    assert len(calls) == len(response.attempts)
+    assert max(call.read_timeout for call in calls) <= 0.6
+    assert_calls_fit_the_budget(calls, budget=1.0)
 
 
-def test_lambda_remaining_time_caps_the_budget(
-    world: World, call_recorder: CallRecorder, record_property: Callable[[str, object], None]
-) -> None:
+def test_lambda_remaining_time_caps_the_budget(world: World, call_recorder: CallRecorder) -> None:
     # Given the mapped backend, the org default and the org fallback all stuck, 0.5 s timeouts, and
     # the default 20 s request deadline
     org, digest = three_stuck_candidates(world)
     # and an invocation with 2.5 s left (the handler keeps 1.5 s back: a 1 s budget)
-    context = FakeLambdaContext(timeout_ms=2500)
+    context = FakeLambdaContext(timeout_ms=LAMBDA_REMAINING_MS)
     service = Service(world, call_recorder, context)
+    client_settings = ClientSettingsRecorder(call_recorder)
     service.configure(**FAST_TIMEOUTS)
 
     # When the caller asks for the artifact
-    response, elapsed = timed_get(service, digest, org)
-    record_property("wall_seconds", round(elapsed, 3))
+    response = service.get(digest, orgs=org)
 
     # Then the search stops when Lambda's time (not the 20 s deadline) says so: 504, not 502 after
     # trying all three candidates
@@ -165,29 +181,30 @@ def test_lambda_remaining_time_caps_the_budget(
     assert response.error_code == "deadline_exceeded"
     assert "stuck-fallback" not in [name for name, _ in response.attempts]
     assert call_recorder.count("s3", "HeadObject") < 3
-    # and the answer comes before the invocation would have been cut off
-    assert context.get_remaining_time_in_millis() > 0
-    assert elapsed < 2.5
+    # and the stuck calls, together, lasted Lambda's 1 s budget (plus less than a timeout step)
+    assert_calls_fit_the_budget(stuck_calls(client_settings), budget=LAMBDA_BUDGET)
 
 
-def test_a_stuck_call_never_outlives_the_lambda_invocation(
-    world: World, call_recorder: CallRecorder, record_property: Callable[[str, object], None]
-) -> None:
+def test_a_stuck_call_never_outlives_the_lambda_invocation(world: World, call_recorder: CallRecorder) -> None:
     # Given one stuck backend and a read timeout (3 s, within the allowed range) longer than the budget
     org = world.org()
     stuck = stuck_backend(world, org, "stuck", is_default=True)
     digest = world.put(world.bucket(), DATA)
     world.map(digest, org, stuck)
     # and an invocation with 2.5 s left (a 1 s budget after the handler's 1.5 s reserve)
-    context = FakeLambdaContext(timeout_ms=2500)
+    context = FakeLambdaContext(timeout_ms=LAMBDA_REMAINING_MS)
     service = Service(world, call_recorder, context)
+    client_settings = ClientSettingsRecorder(call_recorder)
     service.configure(S3_CONNECT_TIMEOUT_SECONDS=0.5, S3_READ_TIMEOUT_SECONDS=3)
 
     # When the caller asks for the artifact
-    response, elapsed = timed_get(service, digest, org)
-    record_property("wall_seconds", round(elapsed, 3))
+    response = service.get(digest, orgs=org)
 
-    # Then the service still answers 504 before Lambda would cut the invocation off
+    # Then the service still answers 504
     assert response.status == 504
     assert response.error_code == "deadline_exceeded"
-    assert elapsed < 2.5
+    # because the stuck call was cut off: made with its read timeout cut to the 1 s budget, not the
+    # configured 3 s that would outlive the invocation
+    [stuck_head] = stuck_calls(client_settings)
+    assert stuck_head.read_timeout <= LAMBDA_BUDGET
+    assert_calls_fit_the_budget([stuck_head], budget=LAMBDA_BUDGET)

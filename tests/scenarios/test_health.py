@@ -42,7 +42,8 @@ def rotation_story(world: World) -> tuple[str, BackendRef, BackendRef, str]:
     bucket = world.bucket()
     old = world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
     new = world.backend(org, "new", bucket=bucket, is_default=True)
-    digest = world.put(old, DATA)
+    # S3-checksummed, so that a serving backend costs one HEAD and the calls counted are the failed ones
+    digest = world.put(old, DATA, checksum=True)
     world.map(digest, org, old)
     world.revoke(old)
     return org, old, new, digest
@@ -126,20 +127,34 @@ def test_without_the_memory_every_request_pays_for_the_revoked_backend(
 def test_a_remembered_backend_is_still_tried_last_when_nothing_else_serves(
     world: World, service: Service
 ) -> None:
-    # Given a revoked mapped backend that the container remembers, and no other backend
+    # Given a mapped backend whose secret cannot be read (remembered by the container, its recorded
+    # status untouched), and the org's default and fallback, which do not hold the object
     org = world.org()
-    only = world.backend(org, is_default=True)
-    digest = world.put(only, DATA)
-    world.map(digest, org, only)
-    world.revoke(only)
-    assert service.get(digest, orgs=org).status == 502
+    mapped = world.backend(org, "mapped", secret="missing")
+    world.backend(org, "default", is_default=True)
+    world.backend(org, "fallback", is_fallback=True)
+    digest = world.put(world.bucket(), DATA)  # the bytes exist, in none of the org's buckets
+    world.map(digest, org, mapped)
+    first = service.get(digest, orgs=org)
+    assert first.status == 502
+    assert first.attempts == [
+        ("mapped", "secret_unavailable"),
+        ("default", "not_found"),
+        ("fallback", "not_found"),
+    ]
 
     # When it is asked for again
     response = service.get(digest, orgs=org)
 
-    # Then it is tried (deferred, never skipped) and the answer names it
+    # Then the others are tried first, and the remembered one last (deferred, never skipped), and the
+    # answer names every attempt
     assert response.status == 502
-    assert response.attempts == [(only.name, "credentials_invalid")]
+    assert response.error_code == "backends_unavailable"
+    assert response.attempts == [
+        ("default", "not_found"),
+        ("fallback", "not_found"),
+        ("mapped", "secret_unavailable"),
+    ]
 
 
 class TestVerificationRecords:

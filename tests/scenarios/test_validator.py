@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
+import uuid
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from cas_download.app import App
@@ -15,10 +17,16 @@ from cas_download.data.tables import StatusGuard, build_tables
 from cas_download.handlers.validator import instrumented_handler
 from tests.scenarios.conftest import AZURE_ACCOUNT
 from tests.support.azure import Azurite, new_account_key, put_blob
+from tests.support.azure_faults import AzureFaultProxy
+from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext
+from tests.support.faults import ClientSettingsRecorder
 from tests.support.moto_servers import AwsServers
-from tests.support.registry import Registry
+from tests.support.registry import Registry, RegistryUser
+from tests.support.token_issuer import TokenIssuer
 from tests.support.world import BackendRef, World
+
+STUCK_BUCKET = "stuck-bucket"
 
 
 def run_validator(app: App) -> dict[str, Any]:
@@ -26,8 +34,13 @@ def run_validator(app: App) -> dict[str, Any]:
     return instrumented_handler(app)({"id": "scheduled-run"}, FakeLambdaContext(timeout_ms=60_000))
 
 
-def validator(world: World, **env: object) -> App:
-    return App.create(Settings.from_env(world.settings_env(**env)))
+def validator(world: World, session: boto3.session.Session | None = None, **env: object) -> App:
+    return App.create(Settings.from_env(world.settings_env(**env)), session=session)
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` with its bytes (a registry's storage: what a write would change)."""
+    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()}
 
 
 def status_of(aws_servers: AwsServers, world: World, backend: BackendRef) -> dict[str, Any]:
@@ -124,23 +137,28 @@ def test_a_missing_secret_or_bucket_is_invalid_and_deleted_backends_are_left_alo
     assert summary["validated"] == 2
 
 
-def test_one_hanging_backend_does_not_stop_the_others(isolated_world: World, aws_servers: AwsServers) -> None:
+def test_one_hanging_backend_does_not_stop_the_others(
+    isolated_world: World, aws_servers: AwsServers, call_recorder: CallRecorder
+) -> None:
     # Given a backend whose endpoint accepts connections and never answers, and a healthy one
     world = isolated_world
     org = world.org()
-    stuck = world.backend(org, "stuck", location=world.black_hole_location())
+    stuck = world.backend(org, "stuck", location=world.black_hole_location(STUCK_BUCKET))
     healthy = world.backend(org, "healthy", is_default=True)
+    client_settings = ClientSettingsRecorder(call_recorder)
 
     # When the validator runs with tight storage timeouts
-    started = time.monotonic()
-    summary = run_validator(validator(world, S3_CONNECT_TIMEOUT_SECONDS=0.5, S3_READ_TIMEOUT_SECONDS=0.5))
-    elapsed = time.monotonic() - started
+    app = validator(world, call_recorder.session, S3_CONNECT_TIMEOUT_SECONDS=0.5, S3_READ_TIMEOUT_SECONDS=0.5)
+    summary = run_validator(app)
 
-    # Then the healthy one is validated OK and the stuck one is Invalid (timeout), well inside the budget
+    # Then the healthy one is validated OK and the stuck one is Invalid (timeout), every backend finished
     assert status_of(aws_servers, world, healthy)["validation_status"] == "OK"
     assert status_of(aws_servers, world, stuck)["validation_error"].startswith("timeout")
     assert summary["not_finished"] == []
-    assert elapsed < 10
+    # and the stuck probe cost one call of the configured 0.5 s timeouts, not retried
+    stuck_calls = client_settings.of("s3", STUCK_BUCKET)
+    assert len(stuck_calls) == 1, stuck_calls
+    assert {(c.connect_timeout, c.read_timeout, c.max_attempts) for c in stuck_calls} == {(0.5, 0.5, 1)}
 
 
 def test_concurrent_status_writes_never_let_an_older_validation_win(
@@ -184,6 +202,8 @@ def test_an_oci_backend_is_probed_by_authenticating_for_pull(
     stale = world.oci_backend(org, "registry-stale", registry.location(), stale_user, is_default=True)
     registry.set_password(stale_user, "changed-" + stale_user.password)
 
+    stored_before = files_under(registry.root)
+
     # When the validator runs
     summary = run_validator(validator(world))
 
@@ -193,17 +213,46 @@ def test_an_oci_backend_is_probed_by_authenticating_for_pull(
     assert status_of(aws_servers, world, stale)["validation_error"].startswith("credentials_invalid")
     assert summary["invalidated"] == [stale.id]
     assert summary["recovered"] == [good.id]
+    # and the registry's storage is exactly as it was: the probes wrote nothing
+    assert files_under(registry.root) == stored_before
+
+
+def test_an_oci_probe_asks_for_the_pull_scope_only(
+    isolated_world: World, aws_servers: AwsServers, token_registry: Registry, token_issuer: TokenIssuer
+) -> None:
+    # Given a registry backend on a registry that hands out scoped bearer tokens
+    world = isolated_world
+    org = world.org()
+    user = RegistryUser(f"user-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
+    token_issuer.add_user(user.name, user.password)
+    location = token_registry.location()
+    backend = world.oci_backend(org, "registry-token", location, user, is_default=True)
+    issued_before = len(token_issuer.issued)
+    stored_before = files_under(token_registry.root)
+
+    # When the validator runs
+    run_validator(validator(world))
+
+    # Then the backend is OK, proven with a token for pull on its repository and nothing more
+    assert status_of(aws_servers, world, backend)["validation_status"] == "OK"
+    repository = location.split("/", 1)[1]
+    assert token_issuer.issued[issued_before:] == [f"repository:{repository}:pull"]
+    # and the registry's storage is exactly as it was
+    assert files_under(token_registry.root) == stored_before
 
 
 def test_an_azure_backend_is_probed_read_only_with_its_key(
-    isolated_world: World, aws_servers: AwsServers, azurite: Azurite
+    isolated_world: World, aws_servers: AwsServers, azurite: Azurite, request: pytest.FixtureRequest
 ) -> None:
-    # Given an AzureBlob backend whose key works (recorded Invalid), and one whose key the account lacks
+    # Given an AzureBlob backend whose key works (recorded Invalid), and one whose key the account lacks,
+    # both reached through an endpoint that records every request
     world = isolated_world
     org = world.org()
     key = azurite.accounts[AZURE_ACCOUNT][0]
     put_blob(azurite, AZURE_ACCOUNT, key, "validated", "sha256:" + "0" * 64, b"x")
-    location = azurite.location(AZURE_ACCOUNT, "validated")
+    recorder = AzureFaultProxy(azurite.endpoint)
+    request.addfinalizer(recorder.stop)
+    location = recorder.location(AZURE_ACCOUNT, "validated")
     good = world.azure_backend(org, "azure-ok", location, {"AccountKey": key}, status="Invalid")
     stale = world.azure_backend(
         org, "azure-stale", location, {"AccountKey": new_account_key()}, is_default=True
@@ -217,3 +266,7 @@ def test_an_azure_backend_is_probed_read_only_with_its_key(
     assert status_of(aws_servers, world, stale)["validation_error"].startswith("credentials_invalid")
     assert summary["invalidated"] == [stale.id]
     assert summary["recovered"] == [good.id]
+    # and both probes only read: the endpoint saw reads (GET, HEAD) and nothing that writes
+    methods = [line.split(" ", 1)[0] for line in recorder.requests]
+    assert methods, "the probes never reached the storage account"
+    assert set(methods) <= {"GET", "HEAD"}, recorder.requests

@@ -4,25 +4,22 @@ the way Chainloop does (blob ``sha256:<hex>``, metadata ``Filename``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.storage.blob import BlobServiceClient
 
+from cas_admin.chainloop_layout import azure as chainloop_azure
 from cas_local.azurite import INSTALL_HINT, Azurite, azurite_binary, new_account_key
 
+from .ci import require
 from .hygiene import register as register_secret
 
 __all__ = ["Azurite", "new_account_key", "put_blob", "start_azurite"]
 
 
 def start_azurite(workdir: Path, accounts: dict[str, list[str]]) -> Azurite:
-    if azurite_binary() is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+    require(azurite_binary(), INSTALL_HINT)
     for keys in accounts.values():
         for key in keys:
             register_secret(key, "account_key")
@@ -38,12 +35,15 @@ def put_blob(
     data: bytes,
     filename: str | None = None,
 ) -> None:
-    """Write a blob (creating its container) with the Filename metadata Chainloop writes."""
+    """Write a blob (creating its container) as Chainloop writes it (``chainloop_layout.azure``):
+    ``name`` is ``{key_prefix}sha256:<hex>``; without a ``filename``, no ``Filename`` metadata (a blob
+    another tool wrote)."""
     service = BlobServiceClient(
         azurite.account_url(account), credential=AzureNamedKeyCredential(account, key)
     )
     container_client = service.get_container_client(container)
     if not container_client.exists():
         container_client.create_container()
-    metadata = {"Filename": filename} if filename else None
-    container_client.upload_blob(name, data, overwrite=True, metadata=metadata)
+    at = name.find("sha256:")
+    prefix, digest = (name[:at], name[at:]) if at >= 0 else (name, "")
+    chainloop_azure.put_blob(container_client, digest, data, filename, key_prefix=prefix)

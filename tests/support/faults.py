@@ -41,7 +41,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.support.calls import CallRecorder
 
 HOST = "127.0.0.1"
 _DYNAMODB_TARGET = "DynamoDB_20120810."
@@ -462,9 +465,71 @@ def closed_port_url() -> str:
 
 __all__ = [
     "DYNAMODB_THROTTLING_CODES",
+    "CallSettings",
+    "ClientSettingsRecorder",
     "FaultServer",
     "S3Fault",
     "SecretFault",
     "Seen",
     "closed_port_url",
 ]
+
+
+# ------------------------------------------------------------------ what a fault can cost
+
+_TARGET_KEY = "cas_settings_target"
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What bounds one API call's cost: the client's timeouts and its attempts (retries included)."""
+
+    service: str
+    operation: str
+    target: str | None  # the Bucket or SecretId the call was for
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+
+
+class ClientSettingsRecorder:
+    """Records the timeouts and attempts of every call the app's clients make (how long a fault can
+    cost, read from the configuration instead of a clock). Registered on the app's session before the
+    app creates its clients (the ``service`` fixture builds the app at ``configure``)."""
+
+    def __init__(self, recorder: CallRecorder) -> None:
+        self.calls: list[CallSettings] = []
+        self._lock = threading.Lock()
+        events = recorder.session.events
+        events.register(
+            "before-parameter-build", self._before_parameter_build, unique_id=f"cas-tp-{id(self)}"
+        )
+        events.register("before-call", self._before_call, unique_id=f"cas-tc-{id(self)}")
+
+    @staticmethod
+    def _before_parameter_build(params: Any, context: Any = None, **_: Any) -> None:
+        # The same ``context`` dict reaches before-call: carry the call's target there.
+        if isinstance(context, dict):
+            context[_TARGET_KEY] = params.get("Bucket") or params.get("SecretId")
+
+    def _before_call(self, model: Any, context: Any = None, **_: Any) -> None:
+        config = context.get("client_config") if isinstance(context, dict) else None
+        if config is None:
+            return
+        retries = config.retries or {}
+        # botocore's two spellings: attempts in all, or retries after the first (its legacy default: 4)
+        attempts = retries.get("total_max_attempts") or (retries.get("max_attempts", 4) + 1)
+        settings = CallSettings(
+            service=str(model.service_model.service_name),
+            operation=str(model.name),
+            target=context.get(_TARGET_KEY),
+            connect_timeout=float(config.connect_timeout),
+            read_timeout=float(config.read_timeout),
+            max_attempts=int(attempts),
+        )
+        with self._lock:
+            self.calls.append(settings)
+
+    def of(self, service: str, target: str | None = None) -> list[CallSettings]:
+        with self._lock:
+            return [c for c in self.calls if c.service == service and (target is None or c.target == target)]

@@ -7,25 +7,20 @@ tests/scenarios/test_chainloop_schema.py checks that schema against Chainloop's 
 
 from __future__ import annotations
 
-import os
 import uuid
-
-import pytest
 
 from cas_local.chainloop import ChainloopOrg, ChainloopRows
 from cas_local.postgres import INSTALL_HINT, Postgres, find_install
 from cas_local.postgres import start_postgres as _start_postgres
 
+from .ci import require
 from .hygiene import register as register_secret
 
 __all__ = ["ChainloopOrg", "ChainloopRows", "Postgres", "chainloop_database", "start_postgres"]
 
 
 def start_postgres() -> Postgres:
-    if find_install() is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+    require(find_install(), INSTALL_HINT)
     server = _start_postgres(password=f"pg-{uuid.uuid4().hex}")
     register_secret(server.password, "postgres_password")
     return server

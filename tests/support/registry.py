@@ -3,25 +3,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from cas_local.registry import INSTALL_HINT, Registry, RegistryUser, registry_binary
 from cas_local.registry import start_registry as _start_registry
 
+from .ci import require
 from .hygiene import register as register_secret
 
 __all__ = ["Registry", "RegistryUser", "start_registry"]
 
 
 def start_registry(workdir: Path, **options: Any) -> Registry:
-    if registry_binary() is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+    require(registry_binary(), INSTALL_HINT)
     registry = _start_registry(workdir, **options)
     registry.on_password.append(lambda password: register_secret(password, "registry_password"))
     return registry

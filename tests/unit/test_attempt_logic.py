@@ -4,6 +4,7 @@ final error when nothing served. No server: these read like the spec and run in 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -185,9 +186,13 @@ def test_no_direct_url_fails_before_any_bytes_are_read() -> None:
 
 
 def test_body_mode_hashes_and_encodes_the_bytes() -> None:
-    artifact = serve_through(backend("a"), DIGEST, Mode.BODY, Deadline(5), services_for({"a": FakeStore()}))
+    # Given a store without a checksum proof, When the body is asked for
+    store = FakeStore()
+    artifact = serve_through(backend("a"), DIGEST, Mode.BODY, Deadline(5), services_for({"a": store}))
+    # Then the bytes read were hashed, and the body is exactly their base64, with no URL signed
     assert artifact.verification is VerificationMethod.STREAM_HASH
-    assert artifact.body_base64 is not None
+    assert artifact.body_base64 == base64.b64encode(DATA).decode("ascii")
+    assert store.calls == ["open"]
 
 
 def test_a_store_that_cannot_sign_a_url_still_serves_the_body_and_moves_on_otherwise() -> None:
@@ -195,7 +200,7 @@ def test_a_store_that_cannot_sign_a_url_still_serves_the_body_and_moves_on_other
     refusing = FakeStore(url_refused=AttemptReason.ACCESS_DENIED)
     # When the body is asked for, Then it is served (body mode needs no URL)
     served = serve_through(backend("a"), DIGEST, Mode.BODY, Deadline(5), services_for({"a": refusing}))
-    assert served.body_base64 is not None
+    assert served.body_base64 == base64.b64encode(DATA).decode("ascii")
     assert "direct_url" not in refusing.calls
     # When a redirect is asked for, Then that attempt is access_denied and the next candidate serves
     artifact = walk({"a": refusing, "b": FakeStore()}, [backend("a"), backend("b", is_default=True)])
@@ -277,9 +282,18 @@ def test_a_copy_over_the_body_limit_is_final_only_when_no_other_copy_serves() ->
 
 
 def test_a_spent_deadline_is_deadline_exceeded_before_any_attempt() -> None:
-    services = services_for({"m": FakeStore()})
+    # Given a deadline already spent (a frozen clock: no time passes) and a backend that would serve
+    store = FakeStore()
+    services = services_for({"m": store})
+    calls: list[str] = []
+    services.storage.open = lambda backend, secret, time_left=None: calls.append(f"open {backend.id}")
+    services.credentials.get = lambda name: calls.append(f"secret {name}")
     services.catalog = SimpleNamespace(
         org_backends=lambda org: (backend("m"),), reread_org_backends=lambda org, since: None, now=lambda: 0.0
     )
+    spent = Deadline(0, clock=lambda: 100.0)
+    # When the walk starts, Then it is deadline_exceeded, and no secret, client or storage call was made
     with pytest.raises(DeadlineExceeded):
-        serve_with_fallback(DIGEST, Mode.REDIRECT, [Mapping(DIGEST, "o1", "m", "1")], Deadline(0), services)
+        serve_with_fallback(DIGEST, Mode.REDIRECT, [Mapping(DIGEST, "o1", "m", "1")], spent, services)
+    assert calls == []
+    assert store.calls == []

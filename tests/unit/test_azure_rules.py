@@ -50,15 +50,25 @@ def service_principal_store(service: Any, clients: azure.AzureClients | None = N
     return azure.AzureStore(clients or azure.AzureClients(1.0, 1.0), service, location, credentials, "")
 
 
+class FakeClock:
+    """The adapter's clock, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def test_a_service_principal_gets_a_read_only_user_delegation_sas_for_one_blob() -> None:
-    # Given a service principal's store
-    store = service_principal_store(DelegatingService())
+    # Given a service principal's store, on a frozen clock
+    now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    store = service_principal_store(DelegatingService(), azure.AzureClients(1.0, 1.0, clock=FakeClock(now)))
     description = ObjectDescription(ObjectInfo(size=3, etag='"e"', filename="a.txt"))
-    before = datetime.now(UTC).replace(microsecond=0)
 
     # When it hands out a URL for 300 s with a Content-Disposition
     url = store.direct_url(DIGEST, description, 300, 'attachment; filename="a.txt"')
@@ -71,23 +81,42 @@ def test_a_service_principal_gets_a_read_only_user_delegation_sas_for_one_blob()
     assert sas["skoid"] == "00000000-0000-0000-0000-0000000000aa"
     assert sas["sktid"] == "tenant-id"
     expiry = datetime.fromisoformat(sas["se"].replace("Z", "+00:00"))
-    assert before < expiry <= before + timedelta(seconds=301)
+    assert expiry == now + timedelta(seconds=300)
     assert url.expires_at == expiry
     assert sas["rscd"] == 'attachment; filename="a.txt"'
 
 
 def test_the_delegation_key_is_reused_until_near_its_expiry() -> None:
-    # Given one container's clients and a service that counts the delegation keys it hands out
+    # Given one container's clients on a frozen clock and a service that counts the keys it hands out
+    started = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    clock = FakeClock(started)
     service = DelegatingService()
-    clients = azure.AzureClients(1.0, 1.0)
+    clients = azure.AzureClients(1.0, 1.0, clock=clock)
     description = ObjectDescription(ObjectInfo(size=3, etag='"e"'))
 
-    # When two stores of that container hand out URLs
-    service_principal_store(service, clients).direct_url(DIGEST, description, 300, None)
-    service_principal_store(service, clients).direct_url(DIGEST, description, 300, None)
+    def url_key_expiry() -> str:
+        url = service_principal_store(service, clients).direct_url(DIGEST, description, 300, None)
+        return query(url.url)["ske"]
+
+    # When two stores of that container hand out 300 s URLs, the second at the last moment the
+    # key (1 h) still outlives the URL by the 5 minute margin (50 minutes on)
+    first = url_key_expiry()
+    clock.now = started + timedelta(minutes=50)
+    reused = url_key_expiry()
 
     # Then one key served both
     assert service.keys_asked == 1
+    assert reused == first == "2026-03-01T13:00:00Z"
+
+    # When a URL is asked for one second past that point
+    clock.now = started + timedelta(minutes=50, seconds=1)
+    renewed = url_key_expiry()
+
+    # Then a new key, dated from the clock, signs it, and serves the next URL too
+    assert service.keys_asked == 2
+    assert renewed == "2026-03-01T13:50:01Z"
+    assert url_key_expiry() == renewed
+    assert service.keys_asked == 2
 
 
 def http_error(code: str | None, status: int, cls: type[HttpResponseError] = HttpResponseError) -> Any:

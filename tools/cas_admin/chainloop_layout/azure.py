@@ -26,16 +26,18 @@ def blob_name(digest: str, key_prefix: str = "") -> str:
     return f"{key_prefix}{digest}"
 
 
-def metadata(filename: str) -> dict[str, str]:
-    """The metadata Chainloop writes; a non-ASCII filename RFC 2047-encoded (metadata is ASCII)."""
-    return {AUTHOR_KEY: AUTHOR, FILENAME_KEY: encode_filename(filename)}
+def metadata(filename: str | None) -> dict[str, str]:
+    """The metadata Chainloop writes; a non-ASCII filename RFC 2047-encoded (metadata is ASCII).
+    Chainloop always names a file; ``None`` leaves the name out (a blob another tool wrote)."""
+    named = {FILENAME_KEY: encode_filename(filename)} if filename is not None else {}
+    return {AUTHOR_KEY: AUTHOR, **named}
 
 
 def put_blob(
     container: Any,
     digest: str,
     body: bytes | IO[bytes],
-    filename: str,
+    filename: str | None,
     *,
     key_prefix: str = "",
     content_type: str | None = None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -146,9 +146,14 @@ class AzureClients:
     service principal; user delegation keys until near their expiry. Creation under one lock."""
 
     def __init__(
-        self, connect_timeout_seconds: float, read_timeout_seconds: float, authority_host: str | None = None
+        self,
+        connect_timeout_seconds: float,
+        read_timeout_seconds: float,
+        authority_host: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.authority_host = authority_host
+        self.clock = clock  # the time URLs and delegation keys are dated from (a seam for tests)
         self.connect_timeout_seconds = connect_timeout_seconds
         self.read_timeout_seconds = read_timeout_seconds
         self._services: dict[tuple[str, str, float, float], BlobServiceClient] = {}
@@ -192,7 +197,7 @@ class AzureClients:
             cached = self._delegation_keys.get(cache_key)
         if cached is not None and _parse_time(cached.signed_expiry) >= until + _DELEGATION_KEY_MARGIN:
             return cached
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = self.clock().replace(microsecond=0)
         fresh = service.get_user_delegation_key(now - timedelta(minutes=1), now + _DELEGATION_KEY_LIFETIME)
         with self._lock:
             self._delegation_keys[cache_key] = fresh
@@ -289,7 +294,7 @@ class AzureStore:
     def direct_url(
         self, digest: str, description: ObjectDescription, ttl_seconds: int, disposition: str | None
     ) -> DirectUrl:
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = self._clients.clock().replace(microsecond=0)
         expires_at = now + timedelta(seconds=ttl_seconds)
         location = self._location
         signing: dict[str, Any]
