@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.storage.blob import BlobServiceClient
 
 from cas_admin.cli import main as admin_main
 from tests.scenarios.conftest import Service
@@ -141,6 +143,11 @@ def test_add_put_where_and_rotate_with_an_azure_container(
         served = service.get(digest, orgs=org, mode="body")
         assert (served.status, served.body) == (200, DATA)
         assert 'filename="notes.txt"' in served.headers["Content-Disposition"]
+        # and the blob is what Chainloop's Describe accepts (pkg/blobmanager/azureblob/backend.go)
+        blob = BlobServiceClient(
+            server.account_url("adminacct"), credential=AzureNamedKeyCredential("adminacct", first)
+        ).get_blob_client("artifacts", digest)
+        assert blob.get_blob_properties().metadata == {"Author": "chainloop.dev", "Filename": "notes.txt"}
         code, out, _ = admin(world, capsys, "artifact", "where", digest, "--json")
         assert json.loads(out)["serves"]["name"] == "blob"
 
