@@ -14,23 +14,18 @@ import base64
 import io
 from typing import IO, Any
 
-from cas_admin.chainloop_layout import AUTHOR
-from cas_download.filenames import encode_filename
+from cas_admin.chainloop_layout import author_and_filename, object_name
 
 BLOCK_SIZE = 1024 * 1024  # azblob UploadStreamOptions.BlockSize's default
 AUTHOR_KEY = "Author"
 FILENAME_KEY = "Filename"
 
 
-def blob_name(digest: str, key_prefix: str = "") -> str:
-    return f"{key_prefix}{digest}"
+blob_name = object_name
 
 
 def metadata(filename: str | None) -> dict[str, str]:
-    """The metadata Chainloop writes; a non-ASCII filename RFC 2047-encoded (metadata is ASCII).
-    Chainloop always names a file; ``None`` leaves the name out (a blob another tool wrote)."""
-    named = {FILENAME_KEY: encode_filename(filename)} if filename is not None else {}
-    return {AUTHOR_KEY: AUTHOR, **named}
+    return author_and_filename(AUTHOR_KEY, FILENAME_KEY, filename)
 
 
 def put_blob(

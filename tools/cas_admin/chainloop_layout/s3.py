@@ -21,8 +21,7 @@ import io
 from dataclasses import dataclass
 from typing import IO, Any
 
-from cas_admin.chainloop_layout import AUTHOR
-from cas_download.filenames import encode_filename
+from cas_admin.chainloop_layout import author_and_filename, object_name
 
 PART_SIZE = 5 * 1024 * 1024  # manager.DefaultUploadPartSize (= MinUploadPartSize)
 AUTHOR_KEY = "author"  # annotationNameAuthor
@@ -39,15 +38,11 @@ class S3Written:
     checksum_sha256: str | None
 
 
-def object_key(digest: str, key_prefix: str = "") -> str:
-    return f"{key_prefix}{digest}"
+object_key = object_name
 
 
 def metadata(filename: str | None) -> dict[str, str]:
-    """The user metadata Chainloop writes; a non-ASCII filename RFC 2047-encoded, as S3 keeps it.
-    Chainloop always names a file; ``None`` leaves the name out (an object another tool wrote)."""
-    named = {FILENAME_KEY: encode_filename(filename)} if filename is not None else {}
-    return {AUTHOR_KEY: AUTHOR, **named}
+    return author_and_filename(AUTHOR_KEY, FILENAME_KEY, filename)
 
 
 def put_object(
