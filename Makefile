@@ -32,7 +32,7 @@ CHECKOV_BIN := .local/checkov/bin/checkov
 # Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with npm.
 AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
 
-.PHONY: help venv registry azurite lambda-runtime lint format typecheck template security test package-check check build deploy clean run invoke bench bench-sync load mutate
+.PHONY: help venv registry azurite lambda-runtime lint format typecheck template security test package-check docs docs-serve check build deploy clean run invoke bench bench-sync load mutate
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
@@ -40,7 +40,7 @@ help:
 	@echo "make registry       unpack CNCF distribution (Debian docker-registry) into $(REGISTRY_DIR), no root"
 	@echo "make azurite        install Azurite (npm) into .local/node, no root"
 	@echo "make venv           create $(VENV) and install -e '.[dev]' (if missing or pyproject changed)"
-	@echo "make check          lint typecheck template security test package-check (the full gate, as in CI)"
+	@echo "make check          lint typecheck template security test package-check docs (the full gate, as in CI)"
 	@echo "make lint           ruff check + ruff format --check on $(SOURCES)"
 	@echo "make format         ruff format + ruff check --fix"
 	@echo "make typecheck      mypy (strict) on the package and scripts"
@@ -48,6 +48,8 @@ help:
 	@echo "make security       bandit on functions/ (medium+ fails) + cfn-lint least-privilege rule E9101 + checkov"
 	@echo "make test           pytest (PYTEST_ARGS=...)"
 	@echo "make package-check  sam build into a temp dir, report sizes, check the artifacts"
+	@echo "make docs           the documentation site (mkdocs.yml, docs/) built --strict into site/: a broken link fails"
+	@echo "make docs-serve     preview the site on 127.0.0.1:$(DOCS_PORT) (DOCS_PORT=...), rebuilt on every change"
 	@echo "make lambda-runtime tests on CPython 3.13 (x86_64 chroot); sam build's output on emulated arm64 3.13 (root)"
 	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
 	@echo "make bench-sync     the Chainloop sync: 10,000 and 100,000 mappings, real PostgreSQL, moto (~5 min): BENCHMARKS.md §8"
@@ -102,6 +104,17 @@ test:
 package-check:
 	"$(BIN)/python" scripts/check_package.py
 
+# The documentation site (MkDocs Material): --strict turns every warning (a broken link, a page missing
+# from the nav) into a failure. Nothing is fetched at build time (mkdocs.yml says how). NO_MKDOCS_2_WARNING
+# silences Material's end-of-life banner.
+DOCS_PORT ?= 8000
+
+docs: venv
+	NO_MKDOCS_2_WARNING=1 "$(BIN)/mkdocs" build --strict --site-dir site
+
+docs-serve: venv
+	NO_MKDOCS_2_WARNING=1 "$(BIN)/mkdocs" serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 registry: $(REGISTRY_BIN)
 
 $(REGISTRY_BIN):
@@ -120,7 +133,7 @@ $(AZURITE_BIN):
 	test -x "$@"
 
 check: venv registry azurite
-	$(MAKE) lint typecheck template security test package-check
+	$(MAKE) lint typecheck template security test package-check docs
 
 # CI, after check (root; chroots cached in .local/lambda-runtime): the unit and scenario tests on Debian
 # trixie's CPython 3.13, and sam build's function + layers on 3.13 for arm64 under qemu-user, serving
@@ -177,4 +190,4 @@ deploy: build
 	"$(BIN)/sam" deploy $(DEPLOY_ARGS)
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache site

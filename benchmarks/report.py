@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from benchmarks import body, coldstart, cost, profiling, providers
+from benchmarks import body, coldstart, cost, plots, profiling, providers
 from benchmarks.counting import describe, total
 from benchmarks.env import ROOT
 
@@ -241,6 +241,9 @@ def _cold(results: Results) -> str:
             ),
             rows,
         )
+        + f"\n\n![Cold start, one dot per process]({plots.COLD_START_PNG.relative_to(ROOT)})\n\n"
+        "Each dot is one process; the black bars are the medians, the dashed line the target "
+        "(the ratio's limit x the reference's median)."
         + "\n\nHeaviest imports (`python -X importtime -c 'import cas_download.handlers.download'`, self time "
         f"summed by top-level package, ms, median of {coldstart.IMPORTTIME_RUNS} processes):\n\n"
         + table(("package", *modes), import_rows)
