@@ -168,7 +168,7 @@ $(COSMIC_RAY):
 
 # Not in CI (tests/local/test_load.py runs it small): cas-local run on 127.0.0.1 under 8 clients, 2,000
 # requests or 30 s; exit 1 on an error, a lost request or RSS growth (benchmarks/load.py).
-# LOAD_ARGS=--write-readme also writes the figures into README.md's Reliability section.
+# LOAD_ARGS=--write-docs also writes the figures into docs/reliability.md.
 load: venv
 	"$(BIN)/python" -m benchmarks.load $(LOAD_ARGS)
 
@@ -182,7 +182,7 @@ run: venv
 invoke: venv
 	@"$(BIN)/cas-local" invoke "$(EVENT)"
 
-build:
+build: venv
 	"$(BIN)/sam" build
 
 deploy: build

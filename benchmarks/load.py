@@ -1,7 +1,7 @@
 """``make load``: the local HTTP server (``cas-local run``) under a bounded concurrent load on loopback.
 
     python -m benchmarks.load [--requests 2000] [--duration 30] [--workers 8] [--warmup 100]
-                              [--max-growth-mib 8] [--write-readme]
+                              [--max-growth-mib 8] [--write-docs]
 
 Starts the local stack (``python -m cas_local run --port 0``, as ``make run`` does, on 127.0.0.1 only)
 in a subprocess, reads its endpoints and the demo's digests from its state file, then sends requests
@@ -18,7 +18,7 @@ the storage gateway), read from ``/proc/<pid>/status`` before any request, after
 through the load and after it. Growth is counted from the warm-up: the first requests load code and
 fill caches.
 
-Prints a table; ``--write-readme`` also writes it into README.md (between the ``load:begin`` and
+Prints a table; ``--write-docs`` also writes it into docs/reliability.md (between the ``load:begin`` and
 ``load:end`` markers of the Reliability section). Exit status 1 on any error, on a lost request, or
 when RSS grew more than ``--max-growth-mib`` after the warm-up.
 """
@@ -52,9 +52,9 @@ from cas_local.stack import StackEndpoints
 
 LOOPBACK = "127.0.0.1"
 WORK_DIR = ROOT / "build" / "load"  # state file and the stack's logs (build/ is git-ignored)
-README = ROOT / "README.md"
-README_BEGIN = "<!-- load:begin (written by make load: python -m benchmarks.load --write-readme) -->"
-README_END = "<!-- load:end -->"
+PAGE = ROOT / "docs" / "reliability.md"
+PAGE_BEGIN = "<!-- load:begin (written by make load: python -m benchmarks.load --write-docs) -->"
+PAGE_END = "<!-- load:end -->"
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -544,7 +544,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def render(report: Report) -> str:
-    """The figures as Markdown: printed, and what --write-readme puts in README.md."""
+    """The figures as Markdown: printed, and what --write-docs puts in docs/reliability.md."""
     m, load = report.machine, report.load
     verdict = "PASS" if report.ok else "FAIL"
     rate = load.issued / load.seconds if load.seconds else 0.0
@@ -593,12 +593,12 @@ def render(report: Report) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def write_readme(text: str, path: Path = README) -> None:
+def write_page(text: str, path: Path = PAGE) -> None:
     content = path.read_text()
-    begin, end = content.find(README_BEGIN), content.find(README_END)
+    begin, end = content.find(PAGE_BEGIN), content.find(PAGE_END)
     if begin < 0 or end < begin:
-        raise RuntimeError(f"{path} has no {README_BEGIN!r} ... {README_END!r} block")
-    path.write_text(content[: begin + len(README_BEGIN)] + "\n" + text + content[end:])
+        raise RuntimeError(f"{path} has no {PAGE_BEGIN!r} ... {PAGE_END!r} block")
+    path.write_text(content[: begin + len(PAGE_BEGIN)] + "\n" + text + content[end:])
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -684,7 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-growth-mib", type=float, default=8.0, help="RSS growth allowed after the warm-up (%(default)s)"
     )
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="state and logs (%(default)s)")
-    parser.add_argument("--write-readme", action="store_true", help="write the figures into README.md")
+    parser.add_argument("--write-docs", action="store_true", help="write the figures into docs/reliability.md")
     args = parser.parse_args(argv)
     if min(args.requests, args.workers, args.warmup) < 1 or args.duration <= 0:
         parser.error("--requests, --workers, --warmup and --duration must be positive")
@@ -699,9 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     text = render(report)
     print(text)
-    if args.write_readme:
-        write_readme(text)
-        print(f"written to {README}", file=sys.stderr)
+    if args.write_docs:
+        write_page(text)
+        print(f"written to {PAGE}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -161,3 +161,20 @@ def test_ci_run_stops_before_the_lambda_runtime_when_make_check_fails(tmp_path: 
     # Then the CI run fails with its status and goes no further
     assert status == 2
     assert calls[-1] == "make check CI=true"
+
+
+def test_make_deploy_from_a_fresh_clone_makes_the_venv_before_sam_build(tmp_path: Path) -> None:
+    # Given a checkout with no venv yet (a fresh clone)
+    venv = tmp_path / "no-venv-yet"
+
+    # When make is asked what `make deploy` would run
+    planned = subprocess.run(
+        ["make", "-n", "deploy", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+
+    # Then it creates the venv and installs the project before the venv's own sam builds and deploys
+    created = next(i for i, line in enumerate(planned) if "-m venv" in line and str(venv) in line)
+    installed = next(i for i, line in enumerate(planned) if "pip install" in line and "-e" in line)
+    built = next(i for i, line in enumerate(planned) if f"{venv}/bin/sam" in line and " build" in line)
+    deployed = next(i for i, line in enumerate(planned) if f"{venv}/bin/sam" in line and " deploy" in line)
+    assert created < installed < built < deployed
