@@ -32,7 +32,7 @@ CHECKOV_BIN := .local/checkov/bin/checkov
 # Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with npm.
 AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
 
-.PHONY: help venv registry azurite lambda-runtime lint format typecheck template security test package-check docs docs-serve check build deploy clean run invoke bench bench-sync load mutate
+.PHONY: help venv registry azurite lambda-runtime lint format typecheck template security test package-check docs docs-serve check build deploy clean run invoke bench bench-sync bench-verifier load mutate
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
@@ -53,6 +53,7 @@ help:
 	@echo "make lambda-runtime tests on CPython 3.13 (x86_64 chroot); sam build's output on emulated arm64 3.13 (root)"
 	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
 	@echo "make bench-sync     the Chainloop sync: 10,000 and 100,000 mappings, real PostgreSQL, moto (~5 min): BENCHMARKS.md §8"
+	@echo "make bench-verifier the verifier: throughput and memory at 1 MiB to 1 GiB, the first request after it (~4 min): BENCHMARKS.md §9"
 	@echo "make mutate         mutation testing (cosmic-ray, ~1 h): proof/classification must kill all; logic/ score"
 	@echo "make load           the local HTTP server under a bounded concurrent load (~45 s): errors, p50/p99, memory (LOAD_ARGS=...)"
 	@echo "make build          sam build into .aws-sam/build"
@@ -149,6 +150,10 @@ bench: venv
 # Not a test, not in CI: the Chainloop sync at scale (benchmarks/chainloop_sync.py, BENCH_SYNC_ARGS=...).
 bench-sync: venv
 	"$(BIN)/python" -m benchmarks.chainloop_sync $(BENCH_SYNC_ARGS)
+
+# Not a test, not in CI: the verifier (throughput, memory, the first request after it; BENCH_VERIFIER_ARGS=...).
+bench-verifier: venv
+	"$(BIN)/python" -m benchmarks.verifier $(BENCH_VERIFIER_ARGS)
 
 # Not in CI (slow): mutation testing with cosmic-ray (its own venv, .local/cosmic-ray) on a copy of the
 # last commit. proof: every mutant of the proof and classification functions must be killed (exit 1

@@ -59,14 +59,21 @@ class ModeResult:
     mode: str
     app: list[Run] = field(default_factory=list)
     boto3: list[Run] = field(default_factory=list)
+    # a container whose first request is a Chainloop download link (/download: PyJWT, the key)
+    download: list[Run] = field(default_factory=list)
 
     def median(self, kind: str, attr: str) -> float:
-        runs = self.app if kind == "app" else self.boto3
+        runs = {"app": self.app, "boto3": self.boto3, "download": self.download}[kind]
         return float(statistics.median(float(getattr(r, attr)) for r in runs))
 
     @property
     def ratio(self) -> float:
         return self.median("app", "total_s") / self.median("boto3", "total_s")
+
+    @property
+    def download_ratio(self) -> float:
+        """The same ratio for a container whose first request is a download link."""
+        return self.median("download", "total_s") / self.median("boto3", "total_s")
 
 
 @dataclass
@@ -198,10 +205,13 @@ def measure(
     reps: int,
     profile_above: float | None,
     python: Sequence[str] = (sys.executable,),
+    download: tuple[dict[str, Any], dict[str, str]] | None = None,
 ) -> ColdStart:
     """``reps`` fresh processes per kind and mode; a cProfile of one more cold start in the worst mode
     when its ratio is above ``profile_above``. ``python``: the command of the interpreter to measure
-    (another one than this, e.g. a chroot's 3.13, must see this checkout at the same path)."""
+    (another one than this, e.g. a chroot's 3.13, must see this checkout at the same path).
+    ``download``: a ``/download`` event and the environment that configures its keys, measured as a
+    third kind (the link route's first request in a new container)."""
     layer = layer_dir(python)
     task = task_dir(scratch)
     child = scratch / CHILD.name  # run from scratch: the script's directory lands on sys.path
@@ -211,6 +221,13 @@ def measure(
     pycache = scratch / "pycache"
     envs = {mode: _child_env(base_env, [task, layer], mode, pycache) for mode in MODES}
     app_args, boto3_args = [str(child), "app", str(event_path)], [str(child), "boto3"]
+    download_args: list[str] = []
+    if download is not None:
+        download_path = scratch / "coldstart-download-event.json"
+        download_path.write_text(json.dumps(download[0]))
+        download_args = [str(child), "app", str(download_path)]
+        envs = {mode: {**env, **download[1]} for mode, env in envs.items()}
+        _run_child(download_args, envs[MODES[1]], scratch, python)
     _run_child(app_args, envs[MODES[1]], scratch, python)  # fill the byte-code cache
     _run_child(boto3_args, envs[MODES[1]], scratch, python)
     results = [ModeResult(mode) for mode in MODES]
@@ -218,8 +235,11 @@ def measure(
         for result in results:
             result.app.append(_run_child(app_args, envs[result.mode], scratch, python))
             result.boto3.append(_run_child(boto3_args, envs[result.mode], scratch, python))
+            if download_args:
+                result.download.append(_run_child(download_args, envs[result.mode], scratch, python))
     for result in results:
-        print(f"  cold start, {result.mode}: ratio {result.ratio:.2f}", file=sys.stderr)
+        also = f", /download {result.download_ratio:.2f}" if result.download else ""
+        print(f"  cold start, {result.mode}: ratio {result.ratio:.2f}{also}", file=sys.stderr)
     _remove_bytecode(task)
     _remove_bytecode(layer)
 
@@ -376,22 +396,55 @@ def main(argv: list[str] | None = None) -> int:
     try:
         apply_env(aws_env(servers, scratch))
         world = World(servers, create_tables(servers, f"bench-{uuid.uuid4().hex[:8]}"))
-        org, _backend, digest = Scenarios(world, CallCounter()).healthy_backend()
+        org, backend, digest = Scenarios(world, CallCounter()).healthy_backend()
         event = load_event("get_redirect", digest=digest, orgs=org)
-        cold = measure({**os.environ, **world.settings_env()}, event, scratch, args.reps, None, python)
+        cold = measure(
+            {**os.environ, **world.settings_env()},
+            event,
+            scratch,
+            args.reps,
+            None,
+            python,
+            download=download_link_case(digest, org, backend),
+        )
     finally:
         servers.stop()
     print(f"Python {interpreter_version(python)[0].split()[0]}, {args.reps} processes per kind and mode")
-    print("| mode | app: import + first request (ms) | reference: import + client (ms) | ratio |")
-    print("|---|---|---|---|")
+    print(
+        "| mode | /v1: import + first request (ms) | /download: the same (ms) "
+        "| reference: import + client (ms) | ratio /v1 | ratio /download |"
+    )
+    print("|---|---|---|---|---|---|")
     for mode in cold.modes:
-        app = [mode.median("app", a) * 1000 for a in ("import_s", "work_s", "total_s")]
-        ref = [mode.median("boto3", a) * 1000 for a in ("import_s", "work_s", "total_s")]
+        app, link, ref = (
+            [mode.median(kind, a) * 1000 for a in ("import_s", "work_s", "total_s")]
+            for kind in ("app", "download", "boto3")
+        )
         print(
             f"| {mode.mode} | {app[0]:.0f} + {app[1]:.0f} = {app[2]:.0f} "
-            f"| {ref[0]:.0f} + {ref[1]:.0f} = {ref[2]:.0f} | {mode.ratio:.2f}x |"
+            f"| {link[0]:.0f} + {link[1]:.0f} = {link[2]:.0f} "
+            f"| {ref[0]:.0f} + {ref[1]:.0f} = {ref[2]:.0f} | {mode.ratio:.2f}x | {mode.download_ratio:.2f}x |"
         )
     return 0
+
+
+def download_link_case(digest: str, org: str, backend: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """A ``/download`` event for ``digest`` with a token minted as Chainloop's control plane mints it
+    (a key of its own; valid for the whole run, not Chainloop's 30 s), and the environment that
+    configures the key's public half."""
+    from tests.support.chainloop_links import link_event, new_key_pair  # noqa: PLC0415
+
+    from cas_admin.chainloop_link import mint_token  # noqa: PLC0415 - only this measurement needs it
+
+    keys = new_key_pair()
+    token = mint_token(
+        keys.private_pem,
+        backend=backend.provider,
+        secret_id=backend.secret_name,
+        org_id=org,
+        expires_in=3600,
+    )
+    return link_event(digest, token), {"CHAINLOOP_CAS_PUBLIC_KEYS": keys.public_pem}
 
 
 if __name__ == "__main__":

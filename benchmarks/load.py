@@ -684,7 +684,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-growth-mib", type=float, default=8.0, help="RSS growth allowed after the warm-up (%(default)s)"
     )
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="state and logs (%(default)s)")
-    parser.add_argument("--write-docs", action="store_true", help="write the figures into docs/reliability.md")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="write the figures into docs/reliability.md"
+    )
     args = parser.parse_args(argv)
     if min(args.requests, args.workers, args.warmup) < 1 or args.duration <= 0:
         parser.error("--requests, --workers, --warmup and --duration must be positive")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -13,6 +14,7 @@ from cas_download.data.catalog import Catalog
 from cas_download.data.secrets import CredentialStore
 from cas_download.data.storage.providers import StorageProviders
 from cas_download.data.tables import build_tables
+from cas_download.data.verifier_invocations import VerifierInvocations
 from cas_download.logic.health import BackendHealth
 from cas_download.logic.services import Services
 from cas_download.logic.verification import VerificationRecords
@@ -58,5 +60,23 @@ class App:
             tables=tables,
             health=BackendHealth(tables, settings.failure_memory_seconds),
             verification_records=VerificationRecords(settings, tables),
+            verifier=_verifier_invocations(settings, session),
         )
         return cls(settings, services, Telemetry(settings.service_name, settings.metrics_namespace), session)
+
+
+def _verifier_invocations(settings: Settings, session: boto3.session.Session) -> VerifierInvocations | None:
+    """The verifier a request asks to prove what it may not hash itself (VERIFIER_FUNCTION_NAME)."""
+    name = settings.verifier_function_name
+    if name is None:
+        return None
+
+    def client() -> Any:
+        # An asynchronous invoke is queued by Lambda at once: a short timeout, one try (the request
+        # answers unverifiable rather than wait).
+        config = Config(
+            connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1, "mode": "standard"}
+        )
+        return session.client("lambda", region_name=settings.region, config=config)
+
+    return VerifierInvocations(name, client)

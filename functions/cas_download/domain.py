@@ -23,6 +23,8 @@ class AttemptReason(StrEnum):
     UNVERIFIABLE = "unverifiable"
     UNSUPPORTED_PROVIDER = "unsupported_provider"
     NO_DIRECT_URL = "no_direct_url"
+    # No proof yet and too large to hash within the request: the verifier was asked to prove it.
+    VERIFICATION_PENDING = "verification_pending"
     SKIPPED_INVALID = "skipped_invalid"
 
 

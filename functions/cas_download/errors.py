@@ -73,6 +73,18 @@ class ServiceUnavailable(CasError):
     http_status = 503
 
 
+class VerificationPending(CasError):
+    """No proof yet and too large to hash within the request: the verifier was asked to prove it.
+    ``retry_after_seconds``: when a retry may find the proof (from the size and the measured rate)."""
+
+    code = "verification_pending"
+    http_status = 503
+
+    def __init__(self, message: str, attempts: Sequence[Attempt] = (), retry_after_seconds: int = 1) -> None:
+        super().__init__(message, attempts)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+
 class MethodNotAllowed(CasError):
     code = "method_not_allowed"
     http_status = 405

@@ -9,16 +9,23 @@ import json
 import shutil
 import subprocess
 import sys
+import time
+import urllib.parse
 from pathlib import Path
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from cas_admin.artifacts import progress_bar
+from cas_admin.chainloop_link import KEY_VARIABLE
 from cas_admin.cli import build_parser
 from cas_admin.cli import main as admin_main
 from cas_download.filenames import decode_filename
 from cas_local.seed import BACKEND_POLICY_NAME
-from tests.local.conftest import Admin, RunningStack, new_org, subprocess_env
+from tests.local.conftest import Admin, RunningStack, http, new_org, subprocess_env
+from tests.support.chainloop_links import new_key_pair
+from tests.support.hygiene import register as register_secret
 
 
 def flags(rows: list[dict[str, object]]) -> dict[str, tuple[bool, bool]]:
@@ -249,6 +256,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["artifact"],
         *(["backend", c] for c in ("add", "list", "set-default", "set-fallback", "delete", "rotate")),
         *(["artifact", c] for c in ("put", "get", "where")),
+        ["chainloop"],
+        ["chainloop", "link"],
     ]
     for argv in commands:
         assert admin_main([*argv, "--help"]) == 0
@@ -319,3 +328,104 @@ def test_put_writes_an_object_chainloops_cas_reads(
     )
     assert head["Metadata"] == {"author": "chainloop.dev", "filename": "sbom.json"}
     assert base64.b64decode(head["ChecksumSHA256"]).hex() == digest.removeprefix("sha256:")
+
+
+def link_token(link: str) -> str:
+    """The ``t`` of a printed link, registered with the secret scan (a token is a credential)."""
+    token = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(link).query))["t"]
+    register_secret(token, "chainloop_cas_token")
+    return token
+
+
+def test_chainloop_link_mints_chainloops_token_and_the_local_api_serves_it(
+    admin: Admin, local_stack: RunningStack
+) -> None:
+    # Given the demo's artifact mapped to the revoked primary-2024, and cas-admin pointed at the stack
+    # (eval "$(cas-local env)": the stack's private key and API, no --key, no --download-url)
+    demo = local_stack.demo
+    hello = local_stack.artifact("hello.txt")["digest"]
+    old = next(
+        row
+        for row in admin.ok("backend", "list", "--org", demo["org"], "--json").json
+        if row["name"] == demo["old_backend"]
+    )
+
+    # When a link is minted for it, as Chainloop's control plane would
+    before = time.time()
+    printed = admin.ok("chainloop", "link", hello, "--org", demo["org"], "--backend", demo["old_backend"])
+    after = time.time()
+
+    # Then one line: the local API's /download route, the digest, and t=<token>
+    link = printed.out.strip()
+    assert printed.out.count("\n") == 1
+    assert link.startswith(f"{local_stack.api_url}/download/{hello}?t=")
+    token = link_token(link)
+
+    # and the token is Chainloop's: ES512 with the stack's key, its claims, 30 s of life
+    assert jwt.get_unverified_header(token) == {"alg": "ES512", "typ": "JWT"}
+    claims = jwt.decode(
+        token,
+        local_stack.endpoints.function_env["CHAINLOOP_CAS_PUBLIC_KEYS"],
+        algorithms=["ES512"],
+        audience="artifact-cas.chainloop",
+    )
+    exp = claims.pop("exp")
+    assert claims == {
+        "iss": "cp.chainloop",
+        "aud": ["artifact-cas.chainloop"],
+        "role": "downloader",
+        "secret-id": old["secret_name"],
+        "backend": old["provider"],
+        "maxbytes": 0,
+        "org-id": demo["org"],
+    }
+    assert before + 29 <= exp <= after + 30
+
+    # and the local API serves it: through the new default, with fallback, to the verified bytes
+    redirect = http(link)
+    assert redirect.status == 307
+    assert (redirect.headers["x-cas-backend"], redirect.headers["x-cas-fallback"]) == (
+        demo["new_backend"],
+        "true",
+    )
+    assert http(redirect.headers["location"]).body == b"hello, cas\n"
+
+
+def test_chainloop_link_bad_input_is_one_error_line_and_a_non_zero_exit(
+    admin: Admin, local_stack: RunningStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    demo = local_stack.demo
+    hello = local_stack.artifact("hello.txt")["digest"]
+    base = ("chainloop", "link", hello)
+
+    def refused(*argv: str, code: int, says: str) -> None:
+        result = admin(*argv)
+        assert result.code == code, result.err
+        # one error line (cas-admin may add a hint line), never a traceback
+        lines = result.err.strip().splitlines()
+        assert [line for line in lines if line.startswith("cas-admin: error: ")] == lines[:1], result.err
+        assert all(line.startswith(("cas-admin: error: ", "cas-admin: hint: ")) for line in lines)
+        assert says in lines[0]
+        assert result.out == ""
+
+    # Unknown org, unknown backend: 1
+    refused(*base, "--org", "org-nobody-knows", "--backend", "primary-2024", code=1, says="unknown org")
+    refused(*base, "--org", demo["org"], "--backend", "nope", code=1, says="has no backend 'nope'")
+    # A bad digest, a key file that is missing or is not an EC P-521 key: 2
+    refused("chainloop", "link", "sha256:xyz", "--org", demo["org"], "--backend", "primary-2024", code=2,
+            says="bad digest")  # fmt: skip
+    backend = ("--org", demo["org"], "--backend", demo["old_backend"])
+    refused(*base, *backend, "--key", str(tmp_path / "missing.pem"), code=2, says="cannot read")
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("hello")
+    refused(*base, *backend, "--key", str(not_a_key), code=2, says="not an EC P-521 private key")
+    public = tmp_path / "public.pem"  # the service's half of the pair, not the control plane's
+    public.write_text(new_key_pair().public_pem)
+    refused(*base, *backend, "--key", str(public), code=2, says="not an EC P-521 private key")
+    p256 = tmp_path / "p256.pem"
+    p256.write_bytes(new_key_pair(ec.SECP256R1()).private_pem)
+    refused(*base, *backend, "--key", str(p256), code=2, says="it is EC secp256r1")
+
+    # No key at all (neither --key nor the stack's variable): 2, saying how to give one
+    monkeypatch.delenv(KEY_VARIABLE)
+    refused(*base, *backend, code=2, says=f"pass --key FILE or set {KEY_VARIABLE}")

@@ -7,15 +7,22 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from cas_local.template import Template
+from cas_admin.chainloop_link import KEY_VARIABLE
+from cas_download.config import Settings
+from cas_local.stack import generate_chainloop_cas_keys, trust_public_key
+from cas_local.template import REPO_ROOT, Template
 from tests.local.conftest import (
     RunningStack,
     http,
@@ -24,7 +31,9 @@ from tests.local.conftest import (
     subprocess_env,
     wait_for_state,
 )
+from tests.support.chainloop_links import claims_of
 from tests.support.ci import require
+from tests.support.hygiene import register as register_secret
 
 
 def require_demo_part(local_stack: RunningStack, part: str, message: str) -> None:
@@ -34,6 +43,21 @@ def require_demo_part(local_stack: RunningStack, part: str, message: str) -> Non
 
 def bearer(org: str) -> dict[str, str]:
     return {"Authorization": f"Bearer local:{org}"}
+
+
+def run_as_user(command: str, local_stack: RunningStack) -> subprocess.CompletedProcess[str]:
+    """A command the banner printed, as a user runs it after ``eval "$(cas-local env)"`` in the
+    repository's root (``.venv/bin/`` is this interpreter's scripts directory)."""
+    command = command.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**subprocess_env(), **local_stack.endpoints.admin_env()},
+        cwd=REPO_ROOT,
+        check=False,
+    )
 
 
 def test_redirect_falls_back_and_following_it_gives_the_verified_bytes(local_stack: RunningStack) -> None:
@@ -183,16 +207,11 @@ def test_the_printed_curl_commands_work(local_stack: RunningStack) -> None:
     banner = local_stack.banner()
     commands = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
     assert len(commands) >= 6
+    assert sum("chainloop link" in command for command in commands) == 2  # the link's curl commands
     outputs = []
     for command in commands:
-        done = subprocess.run(
-            ["bash", "-o", "pipefail", "-c", command],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=subprocess_env(),
-            check=True,
-        )
+        done = run_as_user(command, local_stack)
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
         outputs.append(done.stdout)
     text = "\n".join(outputs)
     assert "X-Cas-Fallback: true" in text
@@ -201,6 +220,123 @@ def test_the_printed_curl_commands_work(local_stack: RunningStack) -> None:
     assert "too_large_for_body" in text
     assert "not_found" in text
     assert local_stack.artifact("large.bin")["digest"].removeprefix("sha256:") in text
+
+
+def test_make_run_makes_a_p521_key_pair_and_the_function_trusts_its_public_key(
+    local_stack: RunningStack,
+) -> None:
+    # Given the running stack
+    endpoints = local_stack.endpoints
+
+    # Then its private key is a SEC1 P-521 key under the stack's log dir, readable by its owner only
+    assert endpoints.chainloop_cas_private_key_path
+    private_path = Path(endpoints.chainloop_cas_private_key_path)
+    assert private_path.is_relative_to(local_stack.state_file.parent / "logs")
+    assert stat.S_IMODE(private_path.stat().st_mode) == 0o600
+    private_pem = private_path.read_bytes()
+    assert private_pem.startswith(b"-----BEGIN EC PRIVATE KEY-----\n")
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp521r1"
+
+    # and the function's CHAINLOOP_CAS_PUBLIC_KEYS is its SPKI public key (public.pem beside it)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert endpoints.function_env["CHAINLOOP_CAS_PUBLIC_KEYS"] == public_pem.decode()
+    assert (private_path.parent / "public.pem").read_bytes() == public_pem
+
+    # and `cas-local env` exports the private key's path for cas-admin
+    exported = subprocess.run(
+        [sys.executable, "-m", "cas_local", "env", "--state-file", str(local_stack.state_file)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=True,
+    ).stdout
+    assert f"export {KEY_VARIABLE}='{private_path}'" in exported.splitlines()
+
+
+def test_the_key_pair_is_what_openssl_makes_for_chainloop(tmp_path: Path) -> None:
+    # Given openssl (Chainloop's docs make the control plane's key pair with it)
+    require(shutil.which("openssl"), "openssl is not installed")
+
+    # When the stack's key pair is written, over one a previous run left world-readable
+    (tmp_path / "private.ec.key").write_text("old")
+    (tmp_path / "private.ec.key").chmod(0o644)
+    keys = generate_chainloop_cas_keys(tmp_path)
+
+    # Then openssl reads the private key as a P-521 EC key and derives the same public key
+    text = subprocess.run(
+        ["openssl", "ec", "-in", str(keys.private_key_path), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "NIST CURVE: P-521" in text or "secp521r1" in text
+    derived = subprocess.run(
+        ["openssl", "ec", "-in", str(keys.private_key_path), "-pubout"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert derived == keys.public_pem == keys.public_key_path.read_text()
+    assert stat.S_IMODE(keys.private_key_path.stat().st_mode) == 0o600
+
+
+def test_the_stack_key_is_trusted_beside_a_key_the_env_vars_file_configures(tmp_path: Path) -> None:
+    # Given a function environment whose env-vars file already names a control plane's public key
+    configured = generate_chainloop_cas_keys(tmp_path / "configured").public_pem
+    env = {"BACKENDS_TABLE": "b", "MAPPINGS_TABLE": "m", "CHAINLOOP_CAS_PUBLIC_KEYS": configured}
+
+    # When the stack's own public key is added
+    local = generate_chainloop_cas_keys(tmp_path / "local").public_pem
+    trust_public_key(env, local)
+
+    # Then the function trusts both (as while a rotation overlaps)
+    assert Settings.from_env(env).chainloop_cas_public_keys == (configured, local)
+
+
+def test_the_printed_chainloop_link_command_mints_a_link_that_falls_back(local_stack: RunningStack) -> None:
+    # Given the banner's command that mints the demo's Chainloop download link
+    link = local_stack.demo["link"]
+    commands = [
+        line.strip() for line in local_stack.banner().splitlines() if line.strip().startswith(".venv/bin/")
+    ]
+    mint = next(command for command in commands if " chainloop link " in command)
+    assert f"{link['digest']} --org {link['org']} --backend {link['backend']}" in mint
+
+    # When a user runs it (after eval "$(cas-local env)": no --key, no --download-url)
+    done = run_as_user(mint, local_stack)
+
+    # Then it prints one link: the local API's /download route, the digest, a token naming the revoked
+    # backend's secret and provider
+    assert done.returncode == 0, done.stderr
+    url = done.stdout.strip()
+    assert "\n" not in url
+    route, _, query = url.partition("?")
+    token = dict(urllib.parse.parse_qsl(query))["t"]
+    register_secret(token, "chainloop_cas_token")
+    assert route == f"{local_stack.api_url}/download/{link['digest']}"
+    claims = claims_of(token)
+    assert (claims["secret-id"], claims["backend"], claims["org-id"]) == (
+        link["secret_id"],
+        link["provider"],
+        link["org"],
+    )
+    assert link["secret_id"] == f"cas/{link['org']}/{local_stack.demo['old_backend']}"
+
+    # and the link, with no Authorization header, answers 307 through the new backend (fallback) ...
+    redirect = http(url)
+    assert redirect.status == 307
+    assert redirect.headers["x-cas-fallback"] == "true"
+    assert redirect.headers["x-cas-backend"] == link["served_by"] == local_stack.demo["new_backend"]
+
+    # ... to a URL that serves the verified bytes
+    served = http(redirect.headers["location"])
+    assert served.status == 200
+    assert f"sha256:{hashlib.sha256(served.body).hexdigest()}" == link["digest"]
+    assert served.body == b"hello, cas\n"
 
 
 def test_ctrl_c_stops_the_stack_and_its_moto_servers(tmp_path: Path) -> None:

@@ -3,13 +3,14 @@ every test's captured output (stdout, stderr, log records) is scanned for them.
 
 * ``register(value, kind)``: the World registers each access key id and secret access key it issues,
   every credential value it writes into a backend secret (session tokens included) and the signature of
-  every presigned URL it fetches.
+  every presigned URL it fetches; ``tests/support/chainloop_links.py`` registers every Chainloop CAS
+  download token it mints or forges.
 * ``enforce(report)``: called by ``tests/conftest.py`` for every test phase's report. A hit turns the
   report into a failure ("secret hygiene: ..."), and the leaked value is replaced by
   ``<redacted:kind>`` in the captured sections, so the failure report itself does not spread it.
   Signatures and security tokens of presigned URLs are also recognised by their query parameter names
   (``X-Amz-Signature=<hex>``, ``X-Amz-Security-Token=...``) and SigV4 ``Authorization`` headers
-  (``Signature=<64 hex>``), whether or not the World ever saw them.
+  (``Signature=<64 hex>``), and a link's token by ``?t=<JWT>``, whether or not the tests ever saw them.
 
 Scanning is linear in the output: each registered value is indexed by its longest alphanumeric run
 (its *anchor*), and only alphanumeric runs of the output at least that long are looked up.
@@ -35,6 +36,8 @@ GENERIC_PATTERNS = (
     ("sas_signature", re.compile(r"(?i)[?&]sig=[A-Za-z0-9%+/=]{16,}")),
     ("bearer_token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}")),
     ("basic_credentials", re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/]{16,}")),
+    # A Chainloop CAS download token in a link's query (``?t=<JWT>``), minted here or not
+    ("chainloop_cas_token", re.compile(r"[?&]t=eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")),
 )
 # Secret JSON keys (normalized as the service does: lower case, no "_"/"-") whose values are secret.
 CREDENTIAL_KEYS = {

@@ -22,7 +22,7 @@ from botocore.exceptions import (
 )
 from pynamodb.exceptions import PynamoDBException
 
-from cas_admin import artifacts, backends, sync
+from cas_admin import artifacts, backends, chainloop_link, sync, verify
 from cas_admin.errors import EXIT_USAGE, AdminError, UsageError
 from cas_admin.store import AdminStore
 from cas_download.errors import CasError
@@ -34,6 +34,8 @@ environment:
   AWS_ENDPOINT_URL[_S3|_IAM|...]   other endpoints than AWS's, e.g. the local stack: eval "$(cas-local env)"
   CAS_API_URL, CAS_TOKEN           for `artifact get` (or --api-url / --token)
   CHAINLOOP_DATABASE_URL           for `sync chainloop` (or --dsn)
+  CHAINLOOP_CAS_PRIVATE_KEY_PATH   for `chainloop link` (or --key)
+  VERIFICATIONS_TABLE              for `verify` (or --verifications-table)
 
 exit status: 0 ok, 1 failed (unknown org, duplicate name, not found, AWS or API error),
              2 bad input (bad digest, missing file, bad options), 3 downloaded bytes failed verification
@@ -65,11 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", help="AWS profile (default: the credential chain's)")
     groups = parser.add_subparsers(
-        dest="group", metavar="{backend,artifact,sync}", required=True, parser_class=_Parser
+        dest="group", metavar="{backend,artifact,sync,chainloop,verify}", required=True, parser_class=_Parser
     )
     _backend_commands(groups)
     _artifact_commands(groups)
     _sync_commands(groups)
+    chainloop_link.add_commands(groups, _Parser)
+    verify.add_commands(groups, _Parser)
     return parser
 
 

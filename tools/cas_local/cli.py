@@ -9,6 +9,7 @@ cas-local env-json               the events/env.json document, from template.yam
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -22,10 +23,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from cas_admin.errors import AdminError
 from cas_local.stack import (
     DEFAULT_STATE_FILE,
     ENV_JSON_PATH,
     FOREIGN_AWS_VARIABLES,
+    PUBLIC_KEYS_VARIABLE,
     LocalStack,
     StackEndpoints,
     env_json_document,
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from cas_local.seed import Demo
 
 PROG = "cas-local"
+ADMIN = ".venv/bin/cas-admin"  # as the banner's commands run it, from the repository's root
 # The function's EMF metric lines are noise on a terminal; `--metrics` keeps them.
 QUIET_METRICS = {"POWERTOOLS_METRICS_DISABLED": "true"}
 
@@ -155,6 +159,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.metrics:
             process_env.update(QUIET_METRICS)
         with process_environment(process_env):
+            # The verifier (a poller on moto's Mappings stream, and Lambda's Invoke for the download
+            # handler's on-demand asks): its endpoint is the handler's Lambda endpoint.
+            os.environ["AWS_ENDPOINT_URL_LAMBDA"] = stack.start_verifier().url
             app = App.create(Settings.from_env(process_env))
             try:
                 server = ApiServer(
@@ -214,6 +221,7 @@ def banner(endpoints: StackEndpoints, state_file: Path) -> str:
         "cas-download runs locally: the real handler behind an HTTP API stand-in, AWS stand-ins by moto.",
         "",
         f"  API (payload 2.0 -> handler)  {api}/v1/artifacts/{{digest}}",
+        f"  Chainloop download links      {api}/download/{{digest}}?t=<token>   (no authorizer)",
         f"  storage gateway (S3)          {endpoints.gateway_url}   presigned URLs checked like S3",
         f"  moto S3 + IAM (auth on)       {endpoints.storage_url}",
         f"  moto DynamoDB + Secrets       {endpoints.control_url}",
@@ -254,6 +262,16 @@ def banner(endpoints: StackEndpoints, state_file: Path) -> str:
             f"  curl -s -H 'Authorization: Bearer local:{demo['other_org']}' {api}/v1/artifacts/{hello}",
             "",
         ]
+        if "unproven.bin" in arts:  # verifying ahead of requests (the verifier runs in this process)
+            unproven = arts["unproven.bin"]
+            lines += [
+                f"  # {unproven['size']} bytes, no checksum, over MAX_HASH_BYTES: the first request asks the",
+                "  # verifier and answers 503 verification_pending with Retry-After; a moment later, 307",
+                f"  curl -si {auth} {api}/v1/artifacts/{unproven['digest']} | head -5",
+                "",
+            ]
+        if demo.get("link") and endpoints.chainloop_cas_private_key_path:
+            lines += chainloop_link_lines(demo["link"], endpoints.chainloop_cas_private_key_path)
         if demo.get("registry"):
             chart, sbom = arts["chart.tgz"]["digest"], arts["sbom.json"]["digest"]
             lines += [
@@ -292,9 +310,9 @@ def banner(endpoints: StackEndpoints, state_file: Path) -> str:
         lines += [
             "cas-admin against this stack (another terminal):",
             '  eval "$(.venv/bin/cas-local env)"',
-            f"  .venv/bin/cas-admin backend list --org {demo['org']}",
-            f"  .venv/bin/cas-admin artifact where {hello} --org {demo['org']}",
-            f"  .venv/bin/cas-admin artifact get {large['digest']} --org {demo['org']} -o /tmp/large.bin",
+            f"  {ADMIN} backend list --org {demo['org']}",
+            f"  {ADMIN} artifact where {hello} --org {demo['org']}",
+            f"  {ADMIN} artifact get {large['digest']} --org {demo['org']} -o /tmp/large.bin",
         ]
     lines += [
         "",
@@ -303,6 +321,28 @@ def banner(endpoints: StackEndpoints, state_file: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def chainloop_link_lines(link: dict[str, Any], private_key_path: str) -> list[str]:
+    """The banner's Chainloop download link: the command that mints it (a link lives 30 s, as
+    Chainloop's, so the banner never prints one), and curl commands that use a fresh one."""
+    mint = f"{ADMIN} chainloop link {link['digest']} --org {link['org']} --backend {link['backend']}"
+    return [
+        "Chainloop download links, as Chainloop's UI hands them out: the token t is the credential (no",
+        "Authorization header). This stack made a P-521 key pair as Chainloop's docs do: the function trusts",
+        "its public key (CHAINLOOP_CAS_PUBLIC_KEYS), cas-admin signs with its private key",
+        f"({private_key_path}, CHAINLOOP_CAS_PRIVATE_KEY_PATH in cas-local env).",
+        "A link is valid 30 s, as Chainloop's: mint a fresh one each time (another terminal):",
+        "",
+        '  eval "$(.venv/bin/cas-local env)"',
+        f"  # {link['artifact']}'s link for {link['backend']} (its token names that backend's secret, whose key",
+        f"  # is revoked): 307 through {link['served_by']}, X-Cas-Fallback: true",
+        f"  {mint}",
+        f"  curl -si \"$({mint})\" | grep -i '^x-cas'",
+        "  # ... and followed (through the storage gateway): the verified bytes",
+        f'  curl -sL "$({mint})"',
+        "",
+    ]
 
 
 # --------------------------------------------------------------------------------------------- invoke
@@ -335,6 +375,16 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             seed(stack)
             endpoints = stack.endpoints
         assert endpoints is not None
+        if endpoints.chainloop_cas_private_key_path:
+            # The stack's CAS key pair: the function trusts its public key, and a link event's token
+            # (an events/ file's is long expired, and signed by no one) is signed anew with it.
+            function_env[PUBLIC_KEYS_VARIABLE] = endpoints.function_env.get(PUBLIC_KEYS_VARIABLE, "")
+            if resign_link_token(event, Path(endpoints.chainloop_cas_private_key_path)):
+                print(
+                    "the event's link token was signed anew with the local stack's key "
+                    "(same claims, valid 30 s from now)",
+                    file=sys.stderr,
+                )
         process_env = {**endpoints.aws_env(), **function_env}
         if not args.metrics:
             process_env.update(QUIET_METRICS)
@@ -348,6 +398,42 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     print(json.dumps(response, indent=2, ensure_ascii=False))
     print(_describe_response(response), file=sys.stderr)
     return 0
+
+
+def resign_link_token(event: dict[str, Any], private_key_path: Path) -> bool:
+    """A Chainloop link event's token (query ``t``, or ``Authorization: Bearer``) replaced by one with
+    the same claims, signed with ``private_key_path`` as the control plane signs (a fresh ``exp``); False
+    when the event has none (another route, or the no-token case)."""
+    from cas_admin.chainloop_link import ISSUER, mint_token  # noqa: PLC0415
+    from cas_local.events import is_link_route  # noqa: PLC0415
+
+    if not is_link_route(str(event.get("rawPath", ""))):
+        return False
+    query = event.get("queryStringParameters") or {}
+    headers = event.get("headers") or {}
+    authorization = str(headers.get("authorization", ""))
+    old = query.get("t") or (authorization[7:].strip() if authorization.lower().startswith("bearer ") else "")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(old.split(".")[1] + "==="))
+        fresh = mint_token(
+            private_key_path.read_bytes(),
+            backend=str(claims["backend"]),
+            secret_id=str(claims["secret-id"]),
+            org_id=claims.get("org-id"),
+            role=str(claims.get("role", "downloader")),
+            max_bytes=int(claims.get("maxbytes", 0)),
+            issuer=str(claims.get("iss", ISSUER)),
+        )
+    except (IndexError, ValueError, TypeError, KeyError, AttributeError):
+        return False  # not a token with Chainloop's claims: sent as it is
+    except (OSError, AdminError) as error:
+        raise LocalError(f"cannot sign the event's link token with {private_key_path}: {error}") from None
+    if query.get("t") == old:
+        query["t"] = fresh
+        event["rawQueryString"] = str(event.get("rawQueryString", "")).replace(old, fresh)
+    else:
+        headers["authorization"] = f"Bearer {fresh}"
+    return True
 
 
 def _describe_response(response: dict[str, Any]) -> str:

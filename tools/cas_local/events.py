@@ -16,6 +16,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 ROUTE_PATH = "/v1/artifacts/{digest}"
 ROUTE_PREFIX = "/v1/artifacts/"
 ROUTE_METHODS = frozenset({"GET", "HEAD"})
+# Chainloop download links: outside the JWT authorizer (the link's token is the credential)
+LINK_ROUTE_PATH = "/download/{digest}"
+LINK_ROUTE_PREFIX = "/download/"
 LOCAL_BEARER_PREFIX = "local:"
 # The bytes behind the digest that every events/ file asks for (the demo seeds them).
 EXAMPLE_DATA = b"hello, cas\n"
@@ -23,11 +26,17 @@ API_ID = "local"
 
 
 def route_digest(path: str) -> str | None:
-    """The ``{digest}`` segment when ``path`` is the artifact route, else None (API Gateway: 404)."""
-    if not path.startswith(ROUTE_PREFIX):
+    """The ``{digest}`` segment when ``path`` is the artifact or the link route, else None (API
+    Gateway: 404)."""
+    prefix = LINK_ROUTE_PREFIX if path.startswith(LINK_ROUTE_PREFIX) else ROUTE_PREFIX
+    if not path.startswith(prefix):
         return None
-    segment = path.removeprefix(ROUTE_PREFIX)
+    segment = path.removeprefix(prefix)
     return segment if segment and "/" not in segment else None
+
+
+def is_link_route(path: str) -> bool:
+    return path.startswith(LINK_ROUTE_PREFIX)
 
 
 def local_orgs(authorization: str | None) -> str | None:
@@ -68,7 +77,8 @@ def http_event(
     params: dict[str, str] = {}
     for key, value in urllib.parse.parse_qsl(raw_query, keep_blank_values=True):
         params[key] = f"{params[key]},{value}" if key in params else value
-    route = f"{method} {ROUTE_PATH}"
+    link = is_link_route(raw_path)
+    route = f"{method} {LINK_ROUTE_PATH if link else ROUTE_PATH}"
     now = time.time()
     event: dict[str, Any] = {
         "version": "2.0",
@@ -103,6 +113,8 @@ def http_event(
         "pathParameters": {"digest": route_digest(raw_path) or ""},
         "isBase64Encoded": False,
     }
+    if link:  # no authorizer on the link route: API Gateway sends no authorizer context
+        del event["requestContext"]["authorizer"]
     if params:
         event["queryStringParameters"] = params
     if cookies:

@@ -6,6 +6,11 @@ new backend ``primary-2025`` on the same bucket, made the default, and the old k
 Every artifact uploaded before the rotation is mapped to ``primary-2024``, whose key storage now
 refuses (``InvalidAccessKeyId``): the service serves them through ``primary-2025``
 (``X-Cas-Fallback: true``). One artifact uploaded after the rotation is served without fallback.
+
+The same story through a Chainloop download link (``/download/{digest}?t=<token>``): Chainloop's
+control plane still hands out ``hello.txt``'s link for ``primary-2024`` (its token names that
+backend's secret and provider); the service serves it through ``primary-2025``. ``Demo.link`` says
+which link, and ``cas-admin chainloop link`` mints it with the stack's key (``make run`` prints how).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ CI_REGISTRY_BACKEND = "registry-ci"
 RO_REGISTRY_BACKEND = "registry-ro"
 SECRET_PREFIX = "cas/"  # noqa: S105 - template.yaml's SecretNamePrefix default
 LARGE_EXTRA_BYTES = 1024 * 1024  # the large artifact is this much over MAX_BODY_BYTES
+UNPROVEN_NAME = "unproven.bin"
+UNPROVEN_EXTRA_BYTES = 8 * 1024 * 1024  # the unproven artifact is this much over MAX_HASH_BYTES
+LINK_ARTIFACT = "hello.txt"  # the demo's Chainloop download link: this artifact, for OLD_BACKEND
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,21 @@ class DemoArtifact:
 
 
 @dataclass(frozen=True)
+class DemoLink:
+    """A Chainloop download link of the demo: for ``digest`` (``artifact``), minted as the control plane
+    mints it for ``backend`` (the token names its ``secret_id`` and ``provider``), which storage now
+    refuses: the service answers it through ``served_by`` (``X-Cas-Fallback: true``)."""
+
+    artifact: str
+    digest: str
+    org: str
+    backend: str
+    secret_id: str
+    provider: str
+    served_by: str
+
+
+@dataclass(frozen=True)
 class Demo:
     org: str
     other_org: str
@@ -60,6 +83,7 @@ class Demo:
     artifacts: list[DemoArtifact]
     registry: str | None = None  # the OCI demo's registry location, when it runs
     azure: str | None = None  # the Azure demo's container location, when Azurite runs
+    link: DemoLink | None = None  # the Chainloop download link that falls back
 
     def artifact(self, name: str) -> DemoArtifact:
         return next(a for a in self.artifacts if a.name == name)
@@ -188,6 +212,20 @@ def seed(stack: LocalStack) -> Demo:
             note="mapped to the new default",
         )
     )
+    # Verifying ahead of requests: over what a request may hash (MAX_HASH_BYTES), with no checksum,
+    # mapped before the verifier's stream poller started: the first request asks the verifier (503
+    # verification_pending, Retry-After), a moment later the answer is 307.
+    hash_limit = int(env.get("MAX_HASH_BYTES", 256 * 1024 * 1024))
+    artifacts.append(
+        put(
+            UNPROVEN_NAME,
+            large_payload(hash_limit + UNPROVEN_EXTRA_BYTES),
+            new,
+            "2025-03-01T10:00:00.000000Z",
+            checksum=False,
+            note="over MAX_HASH_BYTES, no S3 checksum: proven on demand by the verifier",
+        )
+    )
     registry_location = None
     if stack.registry is not None:
         registry_location = f"{stack.registry.host}/cas-demo"
@@ -196,6 +234,8 @@ def seed(stack: LocalStack) -> Demo:
     if stack.azurite is not None:
         azure_location = stack.azurite.location(DEMO_AZURE_ACCOUNT, "cas")
         artifacts += seed_azure(stack.azurite, azure_location, new, put, ddb, secrets, env)
+    linked = next(a for a in artifacts if a.name == LINK_ARTIFACT)
+    link = DemoLink(LINK_ARTIFACT, linked.digest, DEMO_ORG, old.name, old.secret_name, old.provider, new.name)
     return Demo(
         DEMO_ORG,
         OTHER_ORG,
@@ -206,6 +246,7 @@ def seed(stack: LocalStack) -> Demo:
         artifacts,
         registry_location,
         azure_location,
+        link,
     )
 
 

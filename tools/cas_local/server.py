@@ -25,7 +25,14 @@ from typing import Any, TextIO
 
 from cas_download.app import App
 from cas_download.handlers.download import instrumented_handler
-from cas_local.events import ROUTE_METHODS, LocalLambdaContext, http_event, local_orgs, route_digest
+from cas_local.events import (
+    ROUTE_METHODS,
+    LocalLambdaContext,
+    http_event,
+    is_link_route,
+    local_orgs,
+    route_digest,
+)
 from cas_local.httpbase import DispatchingHandler, LoopbackServer, bound_handler
 
 
@@ -82,7 +89,8 @@ class _ApiHandler(DispatchingHandler):
             self._send(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
             self._log(started, 404, "no such route")
             return
-        orgs = local_orgs(self.headers.get("Authorization"))
+        # The link route has no authorizer: its token is verified by the function.
+        orgs = "" if is_link_route(raw_path) else local_orgs(self.headers.get("Authorization"))
         if orgs is None:
             self._send(
                 401,
@@ -133,7 +141,9 @@ class _ApiHandler(DispatchingHandler):
 
     def _log(self, started: float, status: int, detail: str) -> None:
         elapsed = (time.monotonic() - started) * 1000
-        self.api.log(f"{self.command} {self.path} -> {status} {detail} ({elapsed:.0f} ms)")
+        # the path alone: a query string may hold a Chainloop link's token (`t`), which is never logged
+        path = self.path.partition("?")[0]
+        self.api.log(f"{self.command} {path} -> {status} {detail} ({elapsed:.0f} ms)")
 
 
 def _summary(status: int, headers: dict[str, str], body: bytes) -> str:

@@ -13,26 +13,40 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from cas_admin.chainloop_link import KEY_VARIABLE as PRIVATE_KEY_VARIABLE
 from cas_local.azurite import Azurite, azurite_binary, new_account_key
 from cas_local.gateway import KeyDirectory, StorageGateway
 from cas_local.moto import HOST, REGION, SETUP_CONFIG, MotoPair, start_moto_pair
 from cas_local.registry import Registry, registry_binary, start_registry
 from cas_local.template import REPO_ROOT, Template
 
+if TYPE_CHECKING:
+    from cas_local.verifier import LocalVerifier
+
 ADMIN_USER = "cas-local-admin"
 DEMO_AZURE_ACCOUNT = "casdemo"
 ENV_JSON_PATH = REPO_ROOT / "events" / "env.json"
 DEFAULT_STATE_FILE = REPO_ROOT / ".local" / "stack.json"
+# The function's variable with the control plane's CAS public keys (template: ChainloopCasPublicKeys)
+PUBLIC_KEYS_VARIABLE = "CHAINLOOP_CAS_PUBLIC_KEYS"
 
 # What the local stack changes in the template's defaults (events/env.json carries them, so that
 # `sam local invoke --env-vars events/env.json` and `cas-local invoke` agree): no caching of backend
 # rows and secrets, so that a change made with cas-admin shows on the very next request.
-LOCAL_OVERRIDES = {"BACKEND_CACHE_TTL_SECONDS": "0", "SECRET_CACHE_TTL_SECONDS": "0"}
+LOCAL_OVERRIDES = {
+    "BACKEND_CACHE_TTL_SECONDS": "0",
+    "SECRET_CACHE_TTL_SECONDS": "0",
+    # A request hashes at most 16 MiB locally (256 MiB deployed), so that the demo shows an object
+    # proven on demand (503 verification_pending, then 307) without writing hundreds of MiB.
+    "MAX_HASH_BYTES": str(16 * 1024 * 1024),
+}
 
 # Variables that would give a client other credentials, or send it elsewhere than the stack.
 FOREIGN_AWS_VARIABLES = (
@@ -93,6 +107,9 @@ class StackEndpoints:
     demo: dict[str, Any] = field(default_factory=dict)
     registry_url: str | None = None  # the OCI demo's registry, when docker-registry is installed
     azurite_url: str | None = None  # the Azure demo's Azurite, when it is installed
+    # The stack's stand-in for Chainloop's CAS private key (P-521 PEM): what `cas-admin chainloop link`
+    # signs download links with; its public key is the function's CHAINLOOP_CAS_PUBLIC_KEYS.
+    chainloop_cas_private_key_path: str | None = None
 
     def aws_env(self) -> dict[str, str]:
         """AWS variables for a client of the stack: the handler, cas-admin, the AWS CLI."""
@@ -108,13 +125,16 @@ class StackEndpoints:
         }
 
     def admin_env(self) -> dict[str, str]:
-        """``aws_env`` plus what cas-admin reads: the table names and the API's URL."""
+        """``aws_env`` plus what cas-admin reads: the table names, the API's URL and the CAS private key
+        (``cas-admin chainloop link``)."""
         env = self.aws_env()
-        for name in ("BACKENDS_TABLE", "MAPPINGS_TABLE"):
+        for name in ("BACKENDS_TABLE", "MAPPINGS_TABLE", "VERIFICATIONS_TABLE"):  # the last: cas-admin verify
             if name in self.function_env:
                 env[name] = self.function_env[name]
         if self.api_url:
             env["CAS_API_URL"] = self.api_url
+        if self.chainloop_cas_private_key_path:
+            env[PRIVATE_KEY_VARIABLE] = self.chainloop_cas_private_key_path
         return env
 
     def to_json(self) -> dict[str, Any]:
@@ -161,6 +181,54 @@ class StackEndpoints:
         )
 
 
+@dataclass(frozen=True)
+class ChainloopCasKeys:
+    """The local stack's stand-in for the Chainloop control plane's CAS key pair (P-521), as
+    Chainloop's deployment docs make it: ``openssl ecparam -name secp521r1 -genkey -noout -out
+    private.ec.key`` (SEC1 ``EC PRIVATE KEY`` PEM) and ``openssl ec -in private.ec.key -pubout -out
+    public.pem`` (SPKI ``PUBLIC KEY`` PEM)."""
+
+    private_key_path: Path
+    public_key_path: Path
+    public_pem: str
+
+
+def generate_chainloop_cas_keys(directory: Path) -> ChainloopCasKeys:
+    """A new key pair written in ``directory`` (the private key readable by its owner only); a pair
+    left there by a previous run is replaced."""
+    key = ec.generate_private_key(ec.SECP521R1())
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,  # SEC1: "-----BEGIN EC PRIVATE KEY-----"
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = directory / "private.ec.key", directory / "public.pem"
+    _write_private(private_path, private_pem)
+    public_path.write_bytes(public_pem)
+    return ChainloopCasKeys(private_path.resolve(), public_path.resolve(), public_pem.decode("ascii"))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """``data`` in ``path`` with mode 0600 from its creation (never readable by others, even briefly)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
+    tmp.replace(path)
+
+
+def trust_public_key(function_env: dict[str, str], public_pem: str) -> None:
+    """Add ``public_pem`` to the function's CHAINLOOP_CAS_PUBLIC_KEYS, after any key an env-vars file
+    set there (several keys are accepted, as while a rotation overlaps)."""
+    configured = function_env.get(PUBLIC_KEYS_VARIABLE, "").strip()
+    function_env[PUBLIC_KEYS_VARIABLE] = f"{configured}\n{public_pem}" if configured else public_pem
+
+
 @dataclass
 class LocalStack:
     moto: MotoPair
@@ -171,6 +239,18 @@ class LocalStack:
     log_dir: Path
     registry: Registry | None = None
     azurite: Azurite | None = None
+    verifier: LocalVerifier | None = None
+    chainloop_cas_keys: ChainloopCasKeys | None = None
+
+    def start_verifier(self) -> LocalVerifier:
+        """The verifier on the Mappings table's stream (cas_local.verifier), from this process's
+        environment pointed at the stack (``process_environment``)."""
+        from cas_local.verifier import start_local_verifier  # noqa: PLC0415 - the handler's imports
+
+        self.verifier = start_local_verifier(
+            self.function_env, self.control_client("dynamodb"), self.control_client("dynamodbstreams")
+        )
+        return self.verifier
 
     @property
     def endpoints(self) -> StackEndpoints:
@@ -184,6 +264,9 @@ class LocalStack:
             moto_pids=[self.moto.control.pid, self.moto.storage.pid],
             registry_url=self.registry.url if self.registry else None,
             azurite_url=self.azurite.endpoint if self.azurite else None,
+            chainloop_cas_private_key_path=(
+                str(self.chainloop_cas_keys.private_key_path) if self.chainloop_cas_keys else None
+            ),
         )
 
     def control_client(self, service: str) -> Any:
@@ -202,6 +285,9 @@ class LocalStack:
         )
 
     def stop(self) -> None:
+        if self.verifier is not None:
+            with contextlib.suppress(Exception):
+                self.verifier.stop()
         with contextlib.suppress(Exception):
             self.gateway.stop()
         if self.registry is not None:
@@ -246,10 +332,16 @@ def start_stack(
     with_registry: bool = True,
 ) -> LocalStack:
     """Start moto, the gateway, a registry and Azurite (each when installed), and create the tables; on
-    failure stop whatever started."""
+    failure stop whatever started. A new Chainloop CAS key pair is written under ``log_dir``
+    (``chainloop-cas/``): the function trusts its public key, so that links minted with its private
+    key (``cas-admin chainloop link``) are served on ``/download``."""
     template = template or Template.load()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cas-local-"))
     function_env = function_environment(template, env_json)
+    chainloop_cas_keys = None
+    if PUBLIC_KEYS_VARIABLE in function_env:  # the template has the link route
+        chainloop_cas_keys = generate_chainloop_cas_keys(log_dir / "chainloop-cas")
+        trust_public_key(function_env, chainloop_cas_keys.public_pem)
     moto = start_moto_pair(log_dir, ADMIN_USER)
     try:
         secrets = _client(
@@ -261,7 +353,9 @@ def start_stack(
     except BaseException:
         moto.stop()
         raise
-    stack = LocalStack(moto, gateway, keys, template, function_env, log_dir)
+    stack = LocalStack(
+        moto, gateway, keys, template, function_env, log_dir, chainloop_cas_keys=chainloop_cas_keys
+    )
     try:
         create_tables(stack)
         # The registry's and Azurite's data of a previous run in the same place: every run starts from

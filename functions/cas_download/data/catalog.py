@@ -19,6 +19,7 @@ class Catalog:
         self._clock = clock
         self._org_read_at: dict[str, float] = {}
         self._org_backends: TtlCache[str, tuple[Backend, ...]] = TtlCache(backend_ttl_seconds)
+        self._by_secret: TtlCache[str, tuple[Backend, ...]] = TtlCache(backend_ttl_seconds)
 
     def mappings_for_digest(self, digest: str) -> list[Mapping]:
         return self._reader.mappings_for_digest(digest)
@@ -36,6 +37,17 @@ class Catalog:
         if read_at is not None and read_at >= since:
             return None
         return self._read_org(org_id)
+
+    def live_backends_with_secret(self, secret_name: str) -> tuple[Backend, ...]:
+        """Every org's live rows whose ``secret_name`` is this one. A scan (no index has secret names):
+        only a Chainloop download token of an older release, which names no org, needs it (spec
+        "Chainloop download links"); the Backends table is small, and the answer is cached."""
+        cached = self._by_secret.get(secret_name)
+        if cached is None:
+            rows = self._reader.all_backends()
+            cached = tuple(b for b in rows if b.secret_name == secret_name and not b.deleted)
+            self._by_secret.put(secret_name, cached)
+        return cached
 
     def now(self) -> float:
         return self._clock()

@@ -1,4 +1,5 @@
-"""``GET``/``HEAD /v1/artifacts/{digest}``: the Lambda handler (thin: parse, call, respond)."""
+"""``GET``/``HEAD /v1/artifacts/{digest}`` and ``/download/{digest}`` (Chainloop links): the Lambda
+handler (thin: parse, call, respond)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cas_download.app import App
 from cas_download.config import ConfigError, Settings
-from cas_download.domain import Artifact
+from cas_download.domain import Artifact, Mode
 from cas_download.errors import CasError
-from cas_download.handlers.requests import parse_request, request_method
+from cas_download.handlers.requests import (
+    LINK_ROUTE,
+    parse_link_request,
+    parse_request,
+    request_method,
+    route_of,
+)
 from cas_download.handlers.responses import Response, error_response, success_response
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.download import download
@@ -59,14 +66,18 @@ def handle(event: object, context: LambdaContext, app: App) -> Response:
     started = time.monotonic()
     record = RequestRecord()
     try:
+        record.route = route_of(event)
         record.method = request_method(event)
-        request = parse_request(event, app.settings.org_claim)
-        record.digest, record.orgs, record.mode = request.digest, request.orgs, request.mode.value
-        outcome = download(request, app.services, Deadline(_budget(app.settings, context)))
-        record.outcome = outcome
-        if isinstance(outcome, Artifact):
-            record.attempts = outcome.attempts
-        response = success_response(outcome, request.mode, record.method)
+        if record.route == LINK_ROUTE:
+            response = _handle_link(event, context, app, record)
+        else:
+            request = parse_request(event, app.settings.org_claim)
+            record.digest, record.orgs, record.mode = request.digest, request.orgs, request.mode.value
+            outcome = download(request, app.services, Deadline(_budget(app.settings, context)))
+            record.outcome = outcome
+            if isinstance(outcome, Artifact):
+                record.attempts = outcome.attempts
+            response = success_response(outcome, request.mode, record.method)
     except CasError as error:
         record.error_code, record.attempts = error.code, error.attempts
         response = error_response(error, record.method)
@@ -78,6 +89,21 @@ def handle(event: object, context: LambdaContext, app: App) -> Response:
     record.total_ms = (time.monotonic() - started) * 1000.0
     app.telemetry.record(record)
     return response
+
+
+def _handle_link(event: object, context: LambdaContext, app: App, record: RequestRecord) -> Response:
+    """A Chainloop download link. Its module, and with it PyJWT, is imported on the first such request."""
+    from cas_download.handlers.links import serve_link  # noqa: PLC0415 - keeps /v1's cold start
+
+    link = parse_link_request(event)
+    record.digest, record.mode = link.digest, link.mode.value
+    outcome = serve_link(link, app.services, Deadline(_budget(app.settings, context)), record)
+    record.outcome = outcome
+    if isinstance(outcome, Artifact):
+        record.attempts = outcome.attempts
+    # A provider with no credential-free URL answers a link with the verified body (spec).
+    mode = Mode.BODY if isinstance(outcome, Artifact) and outcome.body_base64 is not None else link.mode
+    return success_response(outcome, mode, record.method, attachment=True)
 
 
 def _budget(settings: Settings, context: LambdaContext) -> float:

@@ -16,10 +16,16 @@ from typing import Any
 from cas_download.digests import parse_digest
 from cas_download.domain import DownloadRequest, Mode
 from cas_download.errors import InvalidMode, InvalidRequest, MethodNotAllowed
+from cas_download.filenames import decode_filename
 from cas_download.identity import parse_orgs
+from cas_download.logic.links import LinkRequest
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD"})
+ARTIFACTS_ROUTE = "/v1/artifacts/{digest}"
+LINK_ROUTE = "/download/{digest}"
 _ROUTE_PREFIX = "/v1/artifacts/"
+_LINK_PREFIX = "/download/"
+_BEARER = "bearer "
 
 
 def _dict(value: object) -> dict[str, Any]:
@@ -56,14 +62,50 @@ def _claim(event: dict[str, Any], org_claim: str) -> object:
     return _dict(authorizer.get("lambda")).get(org_claim)
 
 
-def _raw_digest(event: dict[str, Any]) -> object:
+def _raw_digest(event: dict[str, Any], prefix: str = _ROUTE_PREFIX) -> object:
     from_route = _dict(event.get("pathParameters")).get("digest")
     if from_route is not None:
         return from_route
     raw_path = event.get("rawPath")
-    if isinstance(raw_path, str) and raw_path.startswith(_ROUTE_PREFIX):
-        return raw_path.removeprefix(_ROUTE_PREFIX)
+    if isinstance(raw_path, str) and raw_path.startswith(prefix):
+        return raw_path.removeprefix(prefix)
     return None
+
+
+def route_of(event: object) -> str:
+    """The event's route: the Chainloop link route when API Gateway's route key (or, without one, the
+    path) names it, else the artifacts route."""
+    event_dict = _dict(event)
+    route_key = event_dict.get("routeKey")
+    if isinstance(route_key, str) and route_key.partition(" ")[2]:
+        return LINK_ROUTE if route_key.partition(" ")[2] == LINK_ROUTE else ARTIFACTS_ROUTE
+    raw_path = event_dict.get("rawPath")
+    if isinstance(raw_path, str) and raw_path.startswith(_LINK_PREFIX):
+        return LINK_ROUTE
+    return ARTIFACTS_ROUTE
+
+
+def parse_link_request(event: object) -> LinkRequest:
+    """``GET|HEAD /download/{digest}?t=<token>[&filename=...][&mode=...]``: the token from ``t``, else
+    ``Authorization: Bearer``; it is verified by the caller (handlers/links.py), not here."""
+    if not isinstance(event, dict):
+        raise InvalidRequest("the event is not an API Gateway HTTP API event")
+    digest = parse_digest(_raw_digest(event, _LINK_PREFIX))
+    query = _dict(event.get("queryStringParameters"))
+    mode = _mode(query.get("mode"))
+    token = query.get("t")
+    if not isinstance(token, str) or not token:
+        authorization = _header(event, "authorization") or ""
+        token = authorization[len(_BEARER) :].strip() if authorization.lower().startswith(_BEARER) else None
+    raw_filename = query.get("filename")
+    filename = decode_filename(raw_filename) if isinstance(raw_filename, str) else None
+    return LinkRequest(
+        digest=digest,
+        token=token or None,
+        mode=mode,
+        filename=filename,
+        if_none_match=_header(event, "if-none-match"),
+    )
 
 
 def _mode(raw: object) -> Mode:

@@ -23,7 +23,11 @@ class Response(TypedDict):
     isBase64Encoded: bool
 
 
-def success_response(outcome: Artifact | NotModified, mode: Mode, method: str) -> Response:
+def success_response(
+    outcome: Artifact | NotModified, mode: Mode, method: str, *, attachment: bool = False
+) -> Response:
+    """``attachment``: always a Content-Disposition, ``attachment`` even without a filename (Chainloop
+    download links, as Chainloop's CAS answers them)."""
     if isinstance(outcome, NotModified):
         return _response(304, {"ETag": etag_for(outcome.digest), "Cache-Control": _NO_STORE})
     headers = {
@@ -34,6 +38,8 @@ def success_response(outcome: Artifact | NotModified, mode: Mode, method: str) -
     }
     if outcome.info.filename:
         headers["Content-Disposition"] = content_disposition(outcome.info.filename)
+    elif attachment:
+        headers["Content-Disposition"] = "attachment"
     head_only = method == "HEAD"
 
     if mode is Mode.REDIRECT:
@@ -65,7 +71,9 @@ def error_response(error: CasError, method: str = "GET") -> Response:
     status = error.http_status
     headers = {"Cache-Control": "no-store"}
     if status == 503:
-        headers["Retry-After"] = RETRY_AFTER_SECONDS
+        # verification_pending knows when the proof should exist; any other 503 retries after a second
+        retry_after = getattr(error, "retry_after_seconds", None)
+        headers["Retry-After"] = str(retry_after) if retry_after else RETRY_AFTER_SECONDS
     document = {
         "error": {
             "code": error.code,

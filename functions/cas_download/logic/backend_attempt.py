@@ -1,15 +1,27 @@
 """One attempt through one backend: its own credentials, the object, proof of the bytes, and (for
 redirect and url modes) a URL that needs no credentials, made through the same backend.
 
+The verifier proves an object ahead of requests (:func:`prove_ahead`) through the same steps, proofs
+and records; only what it may hash, and how it reads, differ.
+
 Speaks only the storage port: the same steps for every provider.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from cas_download.data.secrets import SecretUnavailable
-from cas_download.data.storage.port import BackendStore, DirectUrl, ObjectDescription, SecretFields
+from cas_download.data.storage.port import (
+    BackendStore,
+    DirectUrl,
+    ObjectDescription,
+    RangeReader,
+    SecretFields,
+)
 from cas_download.digests import digest_hex
 from cas_download.domain import (
     Artifact,
@@ -23,17 +35,56 @@ from cas_download.errors import TooLargeForBody
 from cas_download.filenames import content_disposition
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.services import Services
-from cas_download.logic.verification import hash_and_encode, hash_chunks
+from cas_download.logic.verification import (
+    DigestMismatch,
+    VerificationRecords,
+    hash_and_encode,
+    hash_chunks,
+    ranged_chunks,
+)
+
+T = TypeVar("T")
+
+# The verifier's ranged GETs: large enough that a request's overhead is small against its transfer,
+# small enough that VERIFY_READ_CONCURRENCY of them in memory stay well under 64 MiB.
+RANGE_PART_BYTES = 8 * 1024 * 1024
+
+
+class PendingProof(AttemptFailed):
+    """The verifier was asked to prove this candidate's object; a retry after ``retry_after_seconds``
+    should find the record."""
+
+    def __init__(self, detail: str, retry_after_seconds: int) -> None:
+        super().__init__(AttemptReason.VERIFICATION_PENDING, detail)
+        self.retry_after_seconds = retry_after_seconds
 
 
 def serve_through(
     backend: Backend, digest: str, mode: Mode, deadline: Deadline, services: Services
 ) -> Artifact:
     """Serve ``digest`` through ``backend`` or raise :class:`AttemptFailed` with the reason."""
+    return _with_credentials(
+        backend, deadline, services, lambda secret: _serve(backend, secret, digest, mode, deadline, services)
+    )
+
+
+def prove_ahead(backend: Backend, digest: str, deadline: Deadline, services: Services) -> VerificationMethod:
+    """Prove ``digest``'s object in ``backend`` as a redirect would, ahead of any request: the
+    provider's proof or a record costs one describe; otherwise the whole object is hashed (up to
+    ``VERIFY_MAX_BYTES``, in ranges at once where the store allows) and the record written, a failed
+    proof's included. Raises :class:`AttemptFailed` with the reason, as an attempt would."""
+    return _with_credentials(
+        backend, deadline, services, lambda secret: _prove_ahead(backend, secret, digest, deadline, services)
+    )
+
+
+def _with_credentials(
+    backend: Backend, deadline: Deadline, services: Services, attempt: Callable[[SecretFields], T]
+) -> T:
     services.storage.check_supported(backend)  # before its secret is read
     secret = services.credentials.get(backend.secret_name)
     try:
-        return _serve(backend, secret, digest, mode, deadline, services)
+        return attempt(secret)
     except AttemptFailed as failure:
         if failure.reason is not AttemptReason.CREDENTIALS_INVALID or deadline.expired():
             raise
@@ -44,7 +95,19 @@ def serve_through(
             raise failure from None
         if fresh is None or fresh == secret:
             raise
-        return _serve(backend, fresh, digest, mode, deadline, services)
+        return attempt(fresh)
+
+
+def _prove_ahead(
+    backend: Backend, secret: SecretFields, digest: str, deadline: Deadline, services: Services
+) -> VerificationMethod:
+    store = services.storage.open(backend, secret, deadline.remaining())
+    description = store.describe(digest)
+    if description.provider_proof is False:
+        raise AttemptFailed(AttemptReason.DIGEST_MISMATCH, "the provider's checksum differs from the digest")
+    # The URL a redirect would hand out: for a registry it names the storage whose bytes are proven.
+    url = store.direct_url(digest, description, services.settings.presign_ttl_seconds, None)
+    return _prove(store, backend, description, url, digest, deadline, services, ahead=True)
 
 
 def _serve(
@@ -62,18 +125,24 @@ def _serve(
     # The URL first: a provider that has none fails before any bytes are read, and a provider whose
     # URL leads to other storage has those bytes proven, not the ones behind its API.
     url = store.direct_url(digest, description, services.settings.presign_ttl_seconds, disposition)
-    method = _prove(store, description, url, digest, deadline, services)
+    method = _prove(store, backend, description, url, digest, deadline, services, ahead=False)
     return Artifact(digest, backend, False, info, method, url=url.url, expires_at=url.expires_at)
 
 
 def _prove(
     store: BackendStore,
+    backend: Backend,
     description: ObjectDescription,
     url: DirectUrl,
     digest: str,
     deadline: Deadline,
     services: Services,
+    *,
+    ahead: bool,
 ) -> VerificationMethod:
+    """Step 4 of Resolution: the provider's proof, else a record, else hashing the whole object (a
+    request within ``MAX_HASH_BYTES``, asking the verifier beyond it; the verifier within
+    ``VERIFY_MAX_BYTES``)."""
     if description.provider_proof:
         return VerificationMethod.CHECKSUM
     if url.storage_etag is not None:
@@ -81,20 +150,82 @@ def _prove(
         # they stay the same (a registry that swaps a blob's bytes cannot keep its storage's ETag).
         description = replace(description, info=replace(description.info, etag=url.storage_etag))
     records = services.verification_records
-    if records.proves(description, digest):
+    verdict = records.verdict(description, digest)
+    if verdict is True:
         return VerificationMethod.RECORD
-    size = description.info.size
-    if size > services.settings.max_hash_bytes:
+    if verdict is False:
         raise AttemptFailed(
-            AttemptReason.UNVERIFIABLE, f"no provider proof and {size} bytes is over the hashing limit"
+            AttemptReason.DIGEST_MISMATCH, "a verification record: these bytes hash elsewhere"
         )
-    opened = store.open(digest, description, via=url)
-    try:
-        hash_chunks(opened.chunks(), digest_hex(digest), size, deadline)
-    finally:
-        opened.close()
-    records.remember(description, digest)
+    size = description.info.size
+    settings = services.settings
+    if ahead and size > settings.verify_max_bytes:
+        raise AttemptFailed(AttemptReason.UNVERIFIABLE, f"{size} bytes is over VERIFY_MAX_BYTES")
+    if not ahead and _over_request_hash_limit(size, deadline, services):
+        raise _ask_verifier(backend, digest, size, services)
+    concurrency = settings.verify_read_concurrency if ahead else 1
+    _hash_and_record(store, description, url, digest, deadline, records, concurrency)
     return VerificationMethod.STREAM_HASH
+
+
+def _hash_and_record(
+    store: BackendStore,
+    description: ObjectDescription,
+    url: DirectUrl,
+    digest: str,
+    deadline: Deadline,
+    records: VerificationRecords,
+    concurrency: int,
+) -> None:
+    """Hash the whole described object and record what it hashed to, whether or not the digest."""
+    size = description.info.size
+    try:
+        if concurrency > 1 and size > RANGE_PART_BYTES and isinstance(store, RangeReader):
+            # Several ranged GETs feed one SHA-256 in order; memory stays at a few parts.
+            reader = store
+
+            def read_range(start: int, length: int) -> bytes:
+                return reader.read_range(digest, description, start, length)
+
+            hash_chunks(
+                ranged_chunks(read_range, size, RANGE_PART_BYTES, concurrency),
+                digest_hex(digest),
+                size,
+                deadline,
+            )
+        else:
+            opened = store.open(digest, description, via=url)
+            try:
+                hash_chunks(opened.chunks(), digest_hex(digest), size, deadline)
+            finally:
+                opened.close()
+    except DigestMismatch as mismatch:
+        records.remember(description, mismatch.actual_digest)  # a failed proof is remembered too
+        raise
+    records.remember(description, digest)
+
+
+def _over_request_hash_limit(size: int, deadline: Deadline, services: Services) -> bool:
+    """Whether a request may not hash ``size`` bytes itself: over ``MAX_HASH_BYTES``, or, when a
+    verifier can be asked instead, over what the time left hashes at the measured rate."""
+    settings = services.settings
+    if size > settings.max_hash_bytes:
+        return True
+    return size > deadline.remaining() * settings.verify_bytes_per_second and services.verifier is not None
+
+
+def _ask_verifier(backend: Backend, digest: str, size: int, services: Services) -> AttemptFailed:
+    """The failure of a request's attempt on an object too large to hash within it: pending when the
+    verifier was asked to prove it, unverifiable when there is none to ask or it cannot."""
+    settings = services.settings
+    over = f"no provider proof and {size} bytes is over the hashing limit"
+    verifier = services.verifier
+    if verifier is None or size > settings.verify_max_bytes:
+        return AttemptFailed(AttemptReason.UNVERIFIABLE, over)
+    seconds = max(1, math.ceil(size / settings.verify_bytes_per_second))
+    if not verifier.ask(digest, backend, seconds):
+        return AttemptFailed(AttemptReason.UNVERIFIABLE, f"{over}, and the verifier could not be asked")
+    return PendingProof(f"{over}: the verifier was asked to prove it", seconds)
 
 
 def _serve_body(

@@ -12,6 +12,9 @@ Pure functions over domain values, so the order can be tested without AWS:
 
 Deleted and missing backends are never candidates; a mapping to one still proves its org holds the
 digest. Fallback never leaves the orgs that hold a mapping.
+
+A Chainloop download link (spec "Chainloop download links") plans with :class:`TokenMapping`: the
+token's backend goes before the mapped ones, default or not, and counts as the first mapped candidate.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass
 
 from cas_download.domain import Backend, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMapping(Mapping):
+    """Not a Mappings row: the backend a Chainloop download token names, in the token's org. It comes
+    before every mapped backend; like a mapping, it proves the org may be served even when its
+    ``backend_id`` names no live row (not synced yet, or deleted), and then the org's default and
+    fallback are the candidates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +88,10 @@ def _mapped(mappings: Sequence[Mapping], rows: MappingOf[str, Backend]) -> list[
         previous = oldest_mapping.get(backend.id)
         if previous is None or mapping.created_at < previous:
             oldest_mapping[backend.id] = mapping.created_at
+    from_token = {m.backend_id for m in mappings if isinstance(m, TokenMapping)}
     return sorted(
         (rows[backend_id] for backend_id in oldest_mapping),
-        key=lambda b: (not b.is_default, oldest_mapping[b.id], b.id),
+        key=lambda b: (b.id not in from_token, not b.is_default, oldest_mapping[b.id], b.id),
     )
 
 

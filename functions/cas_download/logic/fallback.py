@@ -21,8 +21,9 @@ from cas_download.errors import (
     DeadlineExceeded,
     IntegrityFailure,
     TooLargeForBody,
+    VerificationPending,
 )
-from cas_download.logic.backend_attempt import serve_through
+from cas_download.logic.backend_attempt import PendingProof, serve_through
 from cas_download.logic.candidates import holding_orgs, plan_candidates
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.services import Services
@@ -36,6 +37,9 @@ class _Search:
     services: Services
     attempts: list[Attempt] = field(default_factory=list)
     too_large: TooLargeForBody | None = None
+    # Set when the verifier was asked to prove a candidate: 503 verification_pending unless another
+    # candidate serves first, retried after the longest such proof should take.
+    retry_after_seconds: int | None = None
 
     def try_in_order(self, candidates: Sequence[Backend]) -> Artifact | None:
         for index, backend in enumerate(candidates):
@@ -48,6 +52,8 @@ class _Search:
                 elapsed = (time.monotonic() - started) * 1000.0
                 self.attempts.append(Attempt(backend, failure.reason, elapsed))
                 self.services.health.observe_failure(backend, failure.reason)
+                if isinstance(failure, PendingProof):
+                    self.retry_after_seconds = max(self.retry_after_seconds or 0, failure.retry_after_seconds)
                 continue
             except TooLargeForBody as error:
                 # Only final if no other copy serves: an unverified copy's size may be a corrupt one's.
@@ -81,6 +87,12 @@ def serve_with_fallback(
     if artifact is None and search.too_large is not None:
         search.too_large.attempts = search.attempts
         raise search.too_large
+    if artifact is None and search.retry_after_seconds is not None:
+        raise VerificationPending(
+            "no proof yet and too large to hash within this request: the verifier was asked to prove it",
+            search.attempts,
+            search.retry_after_seconds,
+        )
     if artifact is None:
         raise _final_error(search.attempts, deadline)
     artifact.fallback = plan.primary is None or artifact.backend.id != plan.primary.id

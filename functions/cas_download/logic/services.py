@@ -9,6 +9,7 @@ from cas_download.data.catalog import Catalog
 from cas_download.data.secrets import CredentialStore
 from cas_download.data.storage.providers import StorageProviders
 from cas_download.data.tables import Tables
+from cas_download.data.verifier_invocations import VerifierInvocations
 from cas_download.logic.health import BackendHealth
 from cas_download.logic.verification import VerificationRecords
 
@@ -22,3 +23,5 @@ class Services:
     tables: Tables
     health: BackendHealth
     verification_records: VerificationRecords
+    # The verifier function a request asks to prove what it may not hash itself (None: none deployed).
+    verifier: VerifierInvocations | None = None

@@ -6,7 +6,9 @@ from __future__ import annotations
 import binascii
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from cas_download.config import Settings
@@ -17,6 +19,14 @@ from cas_download.domain import AttemptFailed, AttemptReason, VerificationRecord
 from cas_download.logic.deadline import Deadline
 
 _log = logging.getLogger(__name__)
+
+
+class DigestMismatch(AttemptFailed):
+    """The bytes hash to ``actual_digest``, not to the digest asked for: a failed proof, remembered."""
+
+    def __init__(self, actual_digest: str) -> None:
+        super().__init__(AttemptReason.DIGEST_MISMATCH, "bytes do not hash to the digest")
+        self.actual_digest = actual_digest
 
 
 def hash_chunks(chunks: Iterable[bytes], expected_hex: str, expected_size: int, deadline: Deadline) -> None:
@@ -67,17 +77,58 @@ def _check(digest: hashlib._Hash, size: int, expected_hex: str, expected_size: i
     if size != expected_size:
         raise AttemptFailed(AttemptReason.UNREACHABLE, f"read {size} of {expected_size} bytes")
     if digest.hexdigest() != expected_hex:
-        raise AttemptFailed(AttemptReason.DIGEST_MISMATCH, "bytes do not hash to the digest")
+        raise DigestMismatch(f"sha256:{digest.hexdigest()}")
+
+
+RangeRead = Callable[[int, int], bytes]
+"""Reads ``length`` bytes of the object from ``start`` (one ranged GET)."""
+
+
+def ranged_chunks(read_range: RangeRead, size: int, part_bytes: int, concurrency: int) -> Iterator[bytes]:
+    """The object as parts read by ``concurrency`` ranged GETs at once, yielded in order, so one
+    SHA-256 can consume them: the hash is sequential, the network need not be.
+
+    At most ``concurrency`` parts are in flight plus the one being hashed: memory stays at about
+    ``(concurrency + 1) * part_bytes`` whatever the size. A part that fails raises when its turn comes;
+    the parts still queued are cancelled.
+    """
+    starts = iter(range(0, size, part_bytes))
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ranged-get")
+    in_flight: deque[Future[bytes]] = deque()
+
+    def submit_next() -> None:
+        start = next(starts, None)
+        if start is not None:
+            in_flight.append(pool.submit(read_range, start, min(part_bytes, size - start)))
+
+    try:
+        for _ in range(concurrency):
+            submit_next()
+        while in_flight:
+            part = in_flight.popleft().result()
+            submit_next()
+            yield part
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def record_proves(tables: Tables, object_id: str, etag: str, size: int, digest: str) -> bool:
     """True when a record of an earlier full hash of ``object_id`` names this digest, ETag and size."""
+    return record_verdict(tables, object_id, etag, size, digest) is True
+
+
+def record_verdict(tables: Tables, object_id: str, etag: str, size: int, digest: str) -> bool | None:
+    """What a record of an earlier full hash of ``object_id`` at this ETag and size says of ``digest``:
+    True, those bytes hash to it; False, they hash to another digest (a failed proof, remembered);
+    None, no record of these bytes (none, another ETag or size, or unreadable)."""
     try:
         record = tables.verification_record(object_id)
     except TableError as failure:
         _log.warning("verification record unreadable: %s", failure)
-        return False
-    return record is not None and record.digest == digest and record.etag == etag and record.size == size
+        return None
+    if record is None or record.etag != etag or record.size != size:
+        return None
+    return record.digest == digest
 
 
 class VerificationRecords:
@@ -87,29 +138,39 @@ class VerificationRecords:
     A record proves an object only while the provider still reports the same ETag and size: a
     rewritten object changes its ETag, so its old record no longer applies.
 
-    The container remembers the proofs it read or wrote (the same key, ETag, size and digest prove
-    the same thing again), so a warm container does not read the table for an object it has proven.
+    A record names the digest the bytes hashed to: the digest asked for (a proof), or another one (a
+    failed proof, so that a request answers ``digest_mismatch`` without reading the bytes again).
+
+    The container remembers the records it read or wrote (the same key, ETag and size hash to the same
+    digest), so a warm container does not read the table for an object it has hashed.
     """
 
     def __init__(self, settings: Settings, tables: Tables, memory_seconds: float = 300.0) -> None:
         self._enabled = settings.verifications_table is not None
         self._ttl = timedelta(days=settings.verification_record_ttl_days)
         self._tables = tables
-        self._proven: TtlCache[tuple[str, str, int, str], bool] = TtlCache(memory_seconds)
+        self._hashed_to: TtlCache[tuple[str, str, int], str] = TtlCache(memory_seconds)
 
     def proves(self, description: ObjectDescription, digest: str) -> bool:
+        return self.verdict(description, digest) is True
+
+    def verdict(self, description: ObjectDescription, digest: str) -> bool | None:
+        """True: a record proves these bytes are ``digest``'s; False: a record says they hash to
+        another digest; None: no record of these bytes."""
         info = description.info
         if not self._enabled or not info.etag or description.record_key is None:
-            return False
-        proof = (description.record_key, info.etag, info.size, digest)
-        if self._proven.get(proof):
-            return True
-        proven = record_proves(self._tables, description.record_key, info.etag, info.size, digest)
-        if proven:
-            self._proven.put(proof, True)
-        return proven
+            return None
+        stored = (description.record_key, info.etag, info.size)
+        known = self._hashed_to.get(stored)
+        if known is not None:
+            return known == digest
+        verdict = record_verdict(self._tables, description.record_key, info.etag, info.size, digest)
+        if verdict is not None:
+            self._hashed_to.put(stored, digest if verdict else "")
+        return verdict
 
     def remember(self, description: ObjectDescription, digest: str) -> None:
+        """Record that the described bytes hash to ``digest`` (the one asked for, or not)."""
         info = description.info
         if not self._enabled or not info.etag or description.record_key is None:
             return
@@ -127,4 +188,4 @@ class VerificationRecords:
         except TableError as failure:
             _log.warning("verification record not saved: %s", failure)
             return
-        self._proven.put((description.record_key, info.etag, info.size, digest), True)
+        self._hashed_to.put((description.record_key, info.etag, info.size), digest)

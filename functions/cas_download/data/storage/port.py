@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cas_download.domain import AttemptReason, ObjectInfo
 
@@ -115,6 +115,17 @@ class BackendStore(Protocol):
 
     def probe(self, key_prefix: str) -> AttemptReason | None:
         """Read-only check that the credentials may read this backend: None means healthy."""
+        ...
+
+
+@runtime_checkable
+class RangeReader(Protocol):
+    """A store that can read part of the described object (a ranged GET): the verifier reads large
+    objects as several ranges at once. Stores without it are read as one stream."""
+
+    def read_range(self, digest: str, description: ObjectDescription, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` of the described object (so that a changed object fails),
+        or :class:`AttemptFailed`."""
         ...
 
 

@@ -259,6 +259,21 @@ class S3Store:
             if_match=info.etag if info else None,
         )
 
+    def read_range(self, digest: str, description: ObjectDescription, start: int, length: int) -> bytes:
+        info = description.info
+        opened = get_object(
+            self.client,
+            self.location.bucket,
+            self.key(digest),
+            version_id=info.version_id,
+            if_match=info.etag,
+            byte_range=(start, length),
+        )
+        try:
+            return b"".join(opened.chunks())
+        finally:
+            opened.close()
+
     def direct_url(
         self, digest: str, description: ObjectDescription, ttl_seconds: int, disposition: str | None
     ) -> DirectUrl:
@@ -408,13 +423,22 @@ class OpenedObject(StoredObject):
 
 
 def get_object(
-    client: S3Client, bucket: str, key: str, version_id: str | None = None, if_match: str | None = None
+    client: S3Client,
+    bucket: str,
+    key: str,
+    version_id: str | None = None,
+    if_match: str | None = None,
+    byte_range: tuple[int, int] | None = None,
 ) -> OpenedObject:
+    """GET the object (``byte_range``: ``(start, length)`` of it only)."""
     params: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:
         params["VersionId"] = version_id
     if if_match:
         params["IfMatch"] = if_match
+    if byte_range is not None:
+        start, length = byte_range
+        params["Range"] = f"bytes={start}-{start + length - 1}"
     try:
         response = client.get_object(**params)
     except (ClientError, BotoCoreError) as error:

@@ -1,0 +1,283 @@
+"""Chainloop download links (spec "Chainloop download links"): ``GET|HEAD /download/{digest}?t=<token>``
+with tokens minted as Chainloop's control plane mints them, served with the same fallback and proof."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.scenarios.conftest import HttpResult, Service, assert_redirected_by
+from tests.scenarios.test_oci import DATA as OCI_DATA
+from tests.scenarios.test_oci import oci_world
+from tests.support.chainloop_links import control_plane_keys, link_event
+from tests.support.events import FakeLambdaContext
+from tests.support.registry import Registry
+from tests.support.world import BackendRef, World
+
+DATA = b"chainloop artifact bytes\n" * 64
+KEY, NEXT_KEY = control_plane_keys()
+
+
+@pytest.fixture
+def links(service: Service) -> Service:
+    service.configure(CHAINLOOP_CAS_PUBLIC_KEYS=KEY.public_pem + NEXT_KEY.public_pem)
+    return service
+
+
+def token_for(backend: BackendRef, org: str | None = None, **fields: Any) -> str:
+    """The token GetDownloadURL mints for ``backend`` (its provider and secret), in ``org`` (default its own)."""
+    return KEY.mint(
+        backend=backend.provider, secret_id=backend.secret_name, org_id=org or backend.org, **fields
+    )
+
+
+def follow(
+    service: Service, context: FakeLambdaContext, digest: str, token: str | None, **kw: Any
+) -> HttpResult:
+    return service.invoke(link_event(digest, token, **kw), context)
+
+
+def test_a_link_redirects_to_its_backends_verified_url_without_any_mapping(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given an artifact in the org's backend, and no mapping yet (the sync lags the upload)
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA, filename="sbom.json")
+    # When the link Chainloop hands out for it is followed
+    response = follow(links, lambda_context, digest, token_for(backend))
+    # Then it redirects to that backend's presigned URL, as an attachment, and the URL serves the bytes
+    assert_redirected_by(response, backend, fallback=False)
+    assert response.headers["Content-Disposition"] == 'attachment; filename="sbom.json"'
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA
+
+
+def test_a_link_to_a_rotated_backend_falls_back_to_the_orgs_default(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given the token's backend, whose keys were revoked, and the org's new default on the same bucket
+    org = world.org()
+    bucket = world.bucket()
+    old = world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
+    new = world.backend(org, "new", bucket=bucket, is_default=True)
+    digest = world.put(old, DATA)
+    world.map(digest, org, old)
+    world.revoke(old)
+    # When a link minted for the old backend is followed
+    response = follow(links, lambda_context, digest, token_for(old))
+    # Then the new default serves it, a fallback, after the old one was tried
+    assert_redirected_by(response, new, fallback=True)
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA
+
+
+def test_the_tokens_backend_comes_before_the_orgs_default(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given two healthy backends holding the bytes, the token naming the one that is not the default
+    org = world.org()
+    bucket = world.bucket()
+    default = world.backend(org, "default", bucket=bucket, is_default=True)
+    other = world.backend(org, "other", bucket=bucket)
+    digest = world.put(bucket, DATA)
+    world.map(digest, org, default)
+    # When the link is followed, Then the token's backend serves, and that is no fallback
+    assert_redirected_by(follow(links, lambda_context, digest, token_for(other)), other, fallback=False)
+
+
+def test_head_answers_like_get(world: World, links: Service, lambda_context: FakeLambdaContext) -> None:
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA, filename="a.txt")
+    get = follow(links, lambda_context, digest, token_for(backend))
+    head = follow(links, lambda_context, digest, token_for(backend), method="HEAD")
+    assert head.status == get.status == 307
+    assert {k: v for k, v in head.headers.items() if k != "Location"} == {
+        k: v for k, v in get.headers.items() if k != "Location"
+    }
+    assert head.body == b""
+
+
+def test_the_filename_query_overrides_the_stored_name_and_cannot_break_a_header(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given an artifact stored as "stored.txt"
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA, filename="stored.txt")
+    # When the link asks for a name with CR, LF, quotes and a path
+    hostile = '../evil"\r\nSet-Cookie: x=1; "résumé".txt'
+    response = follow(links, lambda_context, digest, token_for(backend), query={"filename": hostile})
+    # Then the answer and the presigned URL name the file safely: no CR/LF, the quote escaped
+    disposition = response.headers["Content-Disposition"]
+    assert "\r" not in disposition
+    assert "\n" not in disposition
+    assert disposition == (
+        'attachment; filename="evil\\"Set-Cookie: x=1; \\"resume\\".txt"; '
+        "filename*=UTF-8''evil%22Set-Cookie%3A%20x%3D1%3B%20%22r%C3%A9sum%C3%A9%22.txt"
+    )
+    signed = parse_qs(urlsplit(response.headers["Location"]).query)["response-content-disposition"][0]
+    assert signed == disposition
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA
+
+
+def test_a_token_in_the_authorization_header_is_accepted(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    response = follow(
+        links, lambda_context, digest, None, headers={"Authorization": f"Bearer {token_for(backend)}"}
+    )
+    assert_redirected_by(response, backend, fallback=False)
+
+
+def test_no_token_is_401_naming_the_rule(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    response = follow(links, lambda_context, digest, None)
+    assert response.status == 401
+    assert response.error_code == "unauthenticated"
+    assert response.json["error"]["message"].startswith("no token")
+
+
+def test_an_expired_token_is_401_and_its_message_never_echoes_the_token(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    token = token_for(backend, now=1_700_000_000)
+    response = follow(links, lambda_context, digest, token)
+    assert (response.status, response.error_code) == (401, "unauthenticated")
+    assert response.json["error"]["message"] == "the token has expired"
+    assert token.split(".")[2] not in response.raw["body"]
+
+
+def test_without_configured_keys_the_route_is_404(
+    world: World, service: Service, lambda_context: FakeLambdaContext
+) -> None:
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    service.configure()
+    response = follow(service, lambda_context, digest, token_for(backend))
+    assert (response.status, response.error_code) == (404, "not_found")
+
+
+def test_an_older_token_without_org_id_is_served_in_the_org_holding_its_secret(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    response = follow(
+        links, lambda_context, digest, KEY.mint(backend="AWS-S3", secret_id=backend.secret_name, org_id=None)
+    )
+    assert_redirected_by(response, backend, fallback=False)
+
+
+def test_an_older_token_whose_secret_no_live_backend_holds_is_401(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    token = KEY.mint(backend="AWS-S3", secret_id="chainloop/nobody/nothing", org_id=None)
+    response = follow(links, lambda_context, "sha256:" + "0" * 64, token)
+    assert (response.status, response.error_code) == (401, "unauthenticated")
+
+
+def test_another_orgs_token_never_reaches_this_orgs_bytes(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given org A's artifact, and org B with a backend of its own (an empty bucket)
+    org_a, org_b = world.org(), world.org()
+    backend_a = world.backend(org_a, is_default=True)
+    backend_b = world.backend(org_b, is_default=True)
+    digest = world.put(backend_a, DATA)
+    world.map(digest, org_a, backend_a)
+    # When org B's link is used for A's digest
+    response = follow(links, lambda_context, digest, token_for(backend_b))
+    # Then only B's backend is tried, and it has no such object
+    assert (response.status, response.error_code) == (404, "content_missing")
+    assert response.attempts == [(backend_b.name, "not_found")]
+
+
+def test_a_token_naming_one_org_with_another_orgs_secret_never_reaches_that_orgs_bytes(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given org A's artifact, and a token that names org B but carries A's secret
+    org_a, org_b = world.org(), world.org()
+    backend_a = world.backend(org_a, is_default=True)
+    backend_b = world.backend(org_b, is_default=True)
+    digest = world.put(backend_a, DATA)
+    world.map(digest, org_a, backend_a)
+    response = follow(links, lambda_context, digest, token_for(backend_a, org=org_b))
+    # Then A's backend is not org B's: only B's own default is tried
+    assert (response.status, response.error_code) == (404, "content_missing")
+    assert response.attempts == [(backend_b.name, "not_found")]
+
+
+def test_an_org_without_live_backends_is_404(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    org = world.org()
+    backend = world.backend(org, is_default=True, deleted=True)
+    response = follow(links, lambda_context, "sha256:" + "1" * 64, token_for(backend))
+    assert (response.status, response.error_code) == (404, "not_found")
+
+
+def test_the_log_line_and_metrics_name_the_route_and_never_the_token(
+    world: World,
+    links: Service,
+    lambda_context: FakeLambdaContext,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a link
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    token = token_for(backend)
+    caplog.set_level(logging.DEBUG)
+    capsys.readouterr()
+    # When it is followed
+    follow(links, lambda_context, digest, token)
+    # Then the request's log line names the route and the token's org, and no record holds the token
+    line = next(r for r in caplog.records if r.getMessage() == "download request")
+    assert line.route == "/download/{digest}"  # type: ignore[attr-defined]
+    assert line.caller_orgs == [org]  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if token.split(".")[2] in str(r.__dict__)]
+    # and the metrics (EMF on stdout) count the request under its route
+    emf = [json.loads(out) for out in capsys.readouterr().out.splitlines() if '"_aws"' in out]
+    assert [m["Route"] for m in emf if "RouteRequests" in m] == ["/download/{digest}"]
+
+
+def test_a_registry_with_no_direct_url_answers_the_link_with_the_verified_body(
+    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
+) -> None:
+    # Given the token's backend is a self-hosted registry (it serves blobs itself: no credential-free URL)
+    _org, oci, _user, digest = oci_world(world, registry, is_default=True)
+    # When its link is followed
+    response = follow(links, lambda_context, digest, token_for(oci))
+    # Then the answer is 200 with the verified bytes, as an attachment, as Chainloop's own CAS answers
+    assert response.status == 200
+    assert response.body == OCI_DATA
+    assert response.headers["Content-Disposition"] == 'attachment; filename="release.tgz"'
+    assert response.headers["X-Cas-Fallback"] == "false"
+
+
+def test_a_registry_link_prefers_another_backends_url_to_a_body(
+    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
+) -> None:
+    # Given the token's registry backend and the org's S3 default holding the same bytes
+    org, oci, _user, digest = oci_world(world, registry)
+    default = world.backend(org, "s3-default", is_default=True)
+    world.put(default, OCI_DATA)
+    # When its link is followed, Then the S3 default's URL serves it (no body limit), a fallback
+    assert_redirected_by(follow(links, lambda_context, digest, token_for(oci)), default, fallback=True)

@@ -1,0 +1,45 @@
+"""The /v1 route's cold start does not pay for Chainloop links: PyJWT and the token verifier are
+imported on the first /download request, not with the handler."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+JOSE = ("jwt", "cas_download.link_tokens", "cas_download.handlers.links")
+PROBE = (
+    "import sys, cas_download.handlers.download, cas_download.handlers.validator; "
+    f"print(sorted(m for m in sys.modules if m in {JOSE!r}))"
+)
+
+
+def test_importing_the_handlers_loads_no_jose_library() -> None:
+    # Given the download and validator handlers, imported as Lambda imports them
+    out = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True).stdout
+    # Then neither PyJWT nor the token verifier is loaded
+    assert out.strip() == "[]"
+
+
+def test_a_v1_request_loads_no_jose_library_and_a_link_request_does() -> None:
+    # Given a container that answers a /v1 request, then a /download one (no tables: both fail early)
+    probe = (
+        "import sys\n"
+        "from cas_download.app import App\n"
+        "from cas_download.config import Settings\n"
+        "from cas_download.handlers.download import handle\n"
+        "from tests.support.chainloop_links import control_plane_keys, link_event\n"
+        "from tests.support.events import FakeLambdaContext, load_event\n"
+        f"loaded = lambda: sorted(m for m in sys.modules if m in {JOSE!r})\n"
+        "app = App.create(Settings('b', 'm', chainloop_cas_public_keys=(control_plane_keys()[0].public_pem,)))\n"
+        "handle(load_event('get_invalid_digest'), FakeLambdaContext(), app)\n"
+        "print('loaded:', [m for m in loaded() if m.startswith('cas_download')])\n"
+        "handle(link_event('sha256:zz', 'x.y.z'), FakeLambdaContext(), app)\n"
+        "print('loaded:', [m for m in loaded() if m.startswith('cas_download')])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    after_v1, after_link = [
+        line.removeprefix("loaded: ") for line in out.splitlines() if line.startswith("loaded:")
+    ]
+    # Then the /v1 request loaded no link module, and the /download request did
+    assert after_v1 == "[]"
+    assert after_link == "['cas_download.handlers.links', 'cas_download.link_tokens']"

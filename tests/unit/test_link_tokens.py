@@ -1,0 +1,163 @@
+"""Chainloop CAS download tokens (spec "Chainloop download links"): every token here is minted the
+way Chainloop's control plane mints it (cas_admin.chainloop_link.mint_token), or forged from one."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from cas_download.config import ConfigError
+from cas_download.errors import Unauthenticated
+from cas_download.link_tokens import LinkGrant, LinkTokenVerifier
+from tests.support.chainloop_links import b64url, claims_of, control_plane_keys, forge, new_key_pair
+
+ORG = "3f1e6c2a-8d4b-4c1e-9a7f-2b5d8e0c1a44"
+SECRET = f"chainloop/{ORG}/0b9a7c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d"
+KEY, NEXT_KEY = control_plane_keys()
+
+
+def verifier(*keys: str, issuer: str | None = None) -> LinkTokenVerifier:
+    return LinkTokenVerifier(keys or (KEY.public_pem,), issuer)
+
+
+def valid(**fields: object) -> str:
+    return KEY.mint(**{"backend": "AWS-S3", "secret_id": SECRET, "org_id": ORG, **fields})
+
+
+def refused(token: str, *, check: LinkTokenVerifier | None = None) -> str:
+    with pytest.raises(Unauthenticated) as refusal:
+        (check or verifier()).verify(token)
+    assert not token or token not in refusal.value.message
+    return refusal.value.message
+
+
+def test_a_token_as_chainloop_mints_it_grants_its_backend_in_its_org() -> None:
+    # Given a token minted as the control plane's CASRedirectService does
+    token = valid()
+    # Then its claims are Chainloop's, in Go's order
+    assert list(claims_of(token)) == [
+        "iss",
+        "aud",
+        "exp",
+        "role",
+        "secret-id",
+        "backend",
+        "maxbytes",
+        "org-id",
+    ]
+    assert jwt.get_unverified_header(token) == {"alg": "ES512", "typ": "JWT"}
+    # When verified, Then it grants the backend of that secret in that org
+    assert verifier().verify(token) == LinkGrant(SECRET, "AWS-S3", ORG)
+
+
+def test_a_token_of_an_older_release_names_no_org() -> None:
+    assert verifier().verify(valid(org_id=None)) == LinkGrant(SECRET, "AWS-S3", None)
+
+
+def test_a_token_signed_with_the_second_configured_key_is_accepted() -> None:
+    # Given both keys of an overlapping rotation configured, When a token of the new key comes
+    token = NEXT_KEY.mint(backend="OCI", secret_id=SECRET, org_id=ORG)
+    # Then it is accepted
+    assert verifier(KEY.public_pem, NEXT_KEY.public_pem).verify(token).backend == "OCI"
+
+
+def test_an_expired_token_is_refused_after_the_leeway() -> None:
+    assert refused(valid(now=time.time() - 31 - 30)) == "the token has expired"
+
+
+def test_a_token_expired_within_the_leeway_is_accepted() -> None:
+    assert verifier().verify(valid(now=time.time() - 30 - 20)).org_id == ORG
+
+
+def test_a_token_not_valid_yet_is_refused() -> None:
+    token = valid(extra_claims={"nbf": int(time.time()) + 120})
+    assert refused(token) == "the token is not valid yet (nbf or iat in the future)"
+
+
+def test_a_token_for_another_audience_is_refused() -> None:
+    assert refused(valid(extra_claims={"aud": ["controlplane.chainloop"]})) == (
+        "the token's audience is not artifact-cas.chainloop"
+    )
+
+
+def test_an_uploader_token_is_refused() -> None:
+    assert refused(valid(role="uploader")) == "the token's role is not downloader"
+
+
+@pytest.mark.parametrize(("claim", "message"), [("secret_id", "secret-id"), ("backend", "backend")])
+def test_a_token_without_secret_or_backend_is_refused(claim: str, message: str) -> None:
+    assert refused(valid(**{claim: ""})) == f"the token names no {message}"
+
+
+def test_the_issuer_pin_refuses_another_issuer() -> None:
+    pinned = verifier(issuer="cp.chainloop")
+    assert pinned.verify(valid()).org_id == ORG
+    assert (
+        refused(valid(issuer="someone.else"), check=pinned) == "the token's issuer is not the configured one"
+    )
+
+
+def test_a_token_signed_by_an_unknown_key_is_refused() -> None:
+    stranger = new_key_pair()
+    token = stranger.mint(backend="AWS-S3", secret_id=SECRET, org_id=ORG)
+    assert refused(token) == "the token's signature matches none of the configured keys"
+
+
+def test_alg_none_is_refused() -> None:
+    token = forge({"alg": "none", "typ": "JWT"}, claims_of(valid()))
+    assert refused(token) == "the token is not signed ES512"
+
+
+def test_hs512_keyed_with_the_public_key_pem_is_refused() -> None:
+    # The classic confusion: an HMAC whose key is the (public) PEM text the verifier holds
+    signing_input = ".".join(valid().split(".")[:2]).replace(
+        b64url(b'{"alg":"ES512","typ":"JWT"}'), b64url(b'{"alg":"HS512","typ":"JWT"}')
+    )
+    mac = hmac.new(KEY.public_pem.encode(), signing_input.encode(), hashlib.sha512).digest()
+    assert refused(f"{signing_input}.{b64url(mac)}") == "the token is not signed ES512"
+
+
+def test_rs256_and_es256_are_refused() -> None:
+    claims = claims_of(valid())
+    rsa_pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    assert refused(jwt.encode(claims, rsa_pem, algorithm="RS256")) == "the token is not signed ES512"
+    p256 = new_key_pair(ec.SECP256R1())
+    assert refused(jwt.encode(claims, p256.private_pem, algorithm="ES256")) == "the token is not signed ES512"
+
+
+def test_an_es512_header_over_another_signature_is_refused() -> None:
+    # Given a token whose header says ES512 but whose signature is ES256's (shorter)
+    p256 = new_key_pair(ec.SECP256R1())
+    es256 = jwt.encode(claims_of(valid()), p256.private_pem, algorithm="ES256")
+    header = b64url(b'{"alg":"ES512","typ":"JWT"}')
+    token = ".".join([header, *es256.split(".")[1:]])
+    assert refused(token) == "the token's signature matches none of the configured keys"
+
+
+def test_a_tampered_payload_is_refused() -> None:
+    header, _, signature = valid().split(".")
+    claims = claims_of(valid())
+    claims["org-id"] = "another-org"
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    assert refused(f"{header}.{payload}.{signature}") == (
+        "the token's signature matches none of the configured keys"
+    )
+
+
+@pytest.mark.parametrize("garbage", ["", "x", "a.b.c", "eyJ.eyJ.", "...", "é.é.é", "a" * 9000])
+def test_garbage_is_refused(garbage: str) -> None:
+    assert refused(garbage) in {"the token is not a JWT", "the token is not a valid JWT"}
+
+
+def test_a_key_that_is_not_p521_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="P-521"):
+        LinkTokenVerifier((new_key_pair(ec.SECP256R1()).public_pem,), None)
