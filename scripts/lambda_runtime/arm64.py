@@ -50,13 +50,15 @@ HANDLERS = {
     "DownloadFunction": "cas_download.handlers.download",
     "ValidatorFunction": "cas_download.handlers.validator",
     "ChainloopSyncFunction": "cas_download.handlers.chainloop_sync",
+    "VerifierFunction": "cas_download.handlers.verifier",
 }
-# Imported on first use of a backend of their provider (cas_download.data.storage.providers)
-LAZY_ADAPTERS = ("cas_download.data.storage.oci", "cas_download.data.storage.azure")
-
-# Hook: once the /download link route exists, put here the demo artifact to fetch through a link
-# (the event of that route, the expected status) so the arm64 check answers one link too.
-DOWNLOAD_LINK_CHECK: dict[str, Any] | None = None
+# Imported on first use: a backend of their provider (cas_download.data.storage.providers), and the
+# first /download request (the link handler and PyJWT)
+LAZY_ADAPTERS = (
+    "cas_download.data.storage.oci",
+    "cas_download.data.storage.azure",
+    "cas_download.handlers.links",
+)
 
 
 @dataclass
@@ -234,12 +236,43 @@ def plan(endpoints: StackEndpoints, postgres: Postgres, ci_strict: bool) -> Job:
             continue
         digest = artifacts[name]["digest"]
         download(name, label, "mode=body", Expected(label, 200, {"x-cas-backend": backend}, digest))
-    if DOWNLOAD_LINK_CHECK is not None:
-        download(**DOWNLOAD_LINK_CHECK)
+    job.invocations.append(link_invocation(endpoints))
+    link = demo["link"]
+    job.expected.append(
+        Expected(
+            "Chainloop link: redirect through fallback",
+            307,
+            {"x-cas-backend": link["served_by"], "x-cas-fallback": "true", "etag": f'"{link["digest"]}"'},
+        )
+    )
 
     job.invocations.append(sync_invocation(endpoints, postgres))
     job.expected.append(Expected("Chainloop sync", 0, {}))
     return job
+
+
+def link_invocation(endpoints: StackEndpoints) -> dict[str, Any]:
+    """The demo's Chainloop download link (``Demo.link``), its token minted with the stack's CAS key as
+    Chainloop's control plane mints it (PyJWT's ES512 verification runs on aarch64), valid for as long
+    as emulation may take rather than Chainloop's 30 s."""
+    from cas_admin.chainloop_link import mint_token  # noqa: PLC0415 - PyJWT, only for this invocation
+
+    link = endpoints.demo["link"]
+    assert endpoints.chainloop_cas_private_key_path, "the local stack configured no Chainloop CAS key"
+    token = mint_token(
+        Path(endpoints.chainloop_cas_private_key_path).read_bytes(),
+        backend=link["provider"],
+        secret_id=link["secret_id"],
+        org_id=link["org"],
+        expires_in=EMULATED_TIMEOUT_S,
+    )
+    event = http_event("GET", f"/download/{link['digest']}", f"t={token}", [], orgs="")
+    return {
+        "name": "Chainloop link: redirect through fallback",
+        "handler": f"{HANDLERS['DownloadFunction']}.lambda_handler",
+        "event": event,
+        "timeout_seconds": EMULATED_TIMEOUT_S,
+    }
 
 
 def sync_invocation(endpoints: StackEndpoints, postgres: Postgres) -> dict[str, Any]:
