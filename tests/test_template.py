@@ -29,6 +29,8 @@ BACKENDS = "${BackendsTable.Arn}"
 ORG_INDEX = "${BackendsTable.Arn}/index/org_id-index"
 MAPPINGS = "${MappingsTable.Arn}"
 VERIFICATIONS = "${VerificationsTable.Arn}"
+# Customer managed keys of secrets (SecretsKmsKeyArns): decrypt only, through Secrets Manager only
+SECRET_KEYS = "${SecretsKmsKeyArns}"
 
 # Every action each function may perform, and on what: nothing more, nothing less.
 GRANTS = {
@@ -37,12 +39,18 @@ GRANTS = {
         "dynamodb:GetItem": {BACKENDS, ORG_INDEX, MAPPINGS, VERIFICATIONS},
         "dynamodb:UpdateItem": {BACKENDS},
         "dynamodb:PutItem": {VERIFICATIONS},
+        # A Chainloop link token of an older release (no org-id): the org of the row holding its secret
+        "dynamodb:Scan": {BACKENDS},
         "secretsmanager:GetSecretValue": {SECRETS},
+        "kms:Decrypt": {SECRET_KEYS},
+        # on demand: ask the verifier to prove an object too large to hash within the request
+        "lambda:InvokeFunction": {"${VerifierFunction.Arn}"},
     },
     "ValidatorFunction": {
         "dynamodb:Scan": {BACKENDS},
         "dynamodb:UpdateItem": {BACKENDS},
         "secretsmanager:GetSecretValue": {SECRETS},
+        "kms:Decrypt": {SECRET_KEYS},
     },
     # Reads to learn what exists; backend rows updated whole (Chainloop owns them); mappings only added.
     "ChainloopSyncFunction": {
@@ -52,6 +60,7 @@ GRANTS = {
         "dynamodb:BatchWriteItem": {MAPPINGS},
         "dynamodb:PutItem": {MAPPINGS},
         "secretsmanager:GetSecretValue": {"${ChainloopDatabaseSecretArn}"},
+        "kms:Decrypt": {SECRET_KEYS},
     },
 }
 # The only attributes of a control-plane row the service may write (or test in a write's condition).
@@ -73,11 +82,40 @@ ALARMS: dict[str, tuple[str, set[str], str | int]] = {
     "ValidatorErrorsAlarm": ("ValidatorFunction", {"Errors"}, 1),
     "ValidationErrorsAlarm": ("ValidatorFunction", {"ValidationErrors"}, "ValidatorErrorThreshold"),
     "ChainloopSyncErrorsAlarm": ("ChainloopSyncFunction", {"Errors"}, 1),
+    "VerifierErrorsAlarm": ("VerifierFunction", {"Errors"}, 1),
+    "VerifierIntegrityFailuresAlarm": ("VerifierFunction", {"IntegrityFailures"}, 1),
+    "VerifierIteratorAgeAlarm": ("VerifierFunction", {"IteratorAge"}, "VerifierIteratorAgeThresholdSeconds"),
+    # Lambda's own view of the download function: crashes and timeouts, refused invocations
+    "DownloadErrorsAlarm": ("DownloadFunction", {"Errors"}, "FunctionErrorsThreshold"),
+    "DownloadThrottlesAlarm": ("DownloadFunction", {"Throttles"}, "FunctionThrottlesThreshold"),
+    # Runs out of time in each of three hours in a row: a backlog that does not shrink
+    "ChainloopSyncIncompleteAlarm": ("ChainloopSyncFunction", {"SyncIncomplete"}, 1),
+}
+# Alarms on metrics no function emits: the verifier's on-failure queue (AWS/SQS).
+QUEUE_ALARMS = {"VerifierFailuresAlarm"}
+# Alarms on the HTTP API as callers see it (AWS/ApiGateway): metric names and threshold parameter.
+API_ALARMS = {
+    "ApiServerErrorRateAlarm": ({"5xx", "Count"}, "ServerErrorRateThresholdPercent"),
+    "ApiLatencyAlarm": ({"Latency"}, "ApiLatencyThresholdMilliseconds"),
+}
+# No completed sync run in a window: silence is the failure (missing data breaches).
+LAG_ALARM = "ChainloopSyncLagAlarm"
+SYNC_ALARMS = {"ChainloopSyncErrorsAlarm", "ChainloopSyncIncompleteAlarm", LAG_ALARM}
+# A deploy's rollback alarms: the service's own (5xx of the function and of the API, integrity, crashes)
+ROLLBACK_ALARMS = {
+    "ServerErrorRateAlarm",
+    "ApiServerErrorRateAlarm",
+    "IntegrityFailuresAlarm",
+    "DownloadErrorsAlarm",
 }
 THRESHOLD_DEFAULTS = {
     "FallbackRateThresholdPercent": 20,
     "ServerErrorRateThresholdPercent": 5,
     "ValidatorErrorThreshold": 1,
+    "VerifierIteratorAgeThresholdSeconds": 900,
+    "FunctionErrorsThreshold": 1,
+    "FunctionThrottlesThreshold": 1,
+    "ApiLatencyThresholdMilliseconds": 5000,
 }
 CONDITIONAL_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 
@@ -102,6 +140,12 @@ def _function_props(template: dict[str, Any], logical_id: str) -> dict[str, Any]
 
 
 def _resolved_policy(template: dict[str, Any], policy: Any) -> dict[str, Any]:
+    if isinstance(policy, dict) and set(policy) == {"Fn::If"}:
+        # an optional managed policy of this template (present under its condition): what it grants then
+        condition, given, absent = policy["Fn::If"]
+        assert absent == {"Ref": "AWS::NoValue"}, policy
+        assert template["Resources"][given["Ref"]].get("Condition") == condition, policy
+        return _resolved_policy(template, given)
     if isinstance(policy, dict) and set(policy) == {"Ref"}:
         resource = template["Resources"].get(policy["Ref"], {})
         assert resource.get("Type") == "AWS::IAM::ManagedPolicy", f"{policy!r} is not this template's"
@@ -267,7 +311,7 @@ def test_the_chainloop_sync_exists_only_with_its_database_secret(template: dict[
         "ChainloopSyncFunction",
         "ChainloopSyncFunctionLogGroup",
         "PostgresLayer",
-        "ChainloopSyncErrorsAlarm",
+        *sorted(SYNC_ALARMS),
     ]
     # then each is created only when the database secret is given
     assert template["Conditions"]["HasChainloopSync"] == {
@@ -396,8 +440,10 @@ def test_function_role_is_built_only_from_statements_in_this_template(
     # then no external role, no AWS managed policy and no SAM policy template widens them: each
     # policy is inline, or a managed policy this template defines
     assert "Role" not in written
-    for policy in written["Policies"]:
-        assert isinstance(policy, dict)
+    for entry in written["Policies"]:
+        assert isinstance(entry, dict)
+        # an optional policy of this template is checked as the one it names (_resolved_policy checks it)
+        policy = entry["Fn::If"][1] if set(entry) == {"Fn::If"} else entry
         if set(policy) == {"Ref"}:
             assert template["Resources"][policy["Ref"]]["Type"] == "AWS::IAM::ManagedPolicy"
         else:
@@ -458,7 +504,7 @@ def test_each_function_is_granted_exactly_its_actions_on_exactly_its_resources(
 
 def test_validator_may_only_scan_update_status_and_read_secrets(validator: dict[str, Any]) -> None:
     actions = {a for statement in _statements(validator) for a in _as_list(statement["Action"])}
-    assert actions == {"dynamodb:Scan", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"}
+    assert actions == {"dynamodb:Scan", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue", "kms:Decrypt"}
 
 
 def test_no_iam_statement_anywhere_has_a_wildcard_resource(template: dict[str, Any]) -> None:
@@ -580,14 +626,51 @@ def test_get_and_head_artifact_routes_reach_the_function(
 ) -> None:
     # given the function's HTTP API events
     events = [e["Properties"] for e in function["Events"].values() if e["Type"] == "HttpApi"]
-    # then exactly GET and HEAD of the artifact route, payload 2.0, on the stack's API
+    # then exactly GET and HEAD of the artifact route and of Chainloop's link route, payload 2.0, on
+    # the stack's API
     assert sorted((e["Method"].upper(), e["Path"]) for e in events) == [
+        ("GET", "/download/{digest}"),
         ("GET", "/v1/artifacts/{digest}"),
+        ("HEAD", "/download/{digest}"),
         ("HEAD", "/v1/artifacts/{digest}"),
     ]
     assert all(e.get("PayloadFormatVersion", "2.0") == "2.0" for e in events)
     apis = _resources_of_type(template, "AWS::Serverless::HttpApi")
     assert all(e["ApiId"]["Ref"] in apis for e in events)
+
+
+def test_only_the_chainloop_link_routes_are_outside_the_jwt_authorizer(function: dict[str, Any]) -> None:
+    # Given the function's HTTP API events
+    events = [e["Properties"] for e in function["Events"].values() if e["Type"] == "HttpApi"]
+    # Then the artifact routes keep the API's default (JWT) authorizer, and the link routes, whose
+    # token is verified in the function, have none
+    assert {e["Path"]: e.get("Auth", {}).get("Authorizer") for e in events} == {
+        "/v1/artifacts/{digest}": None,
+        "/download/{digest}": "NONE",
+    }
+
+
+def test_the_functions_link_settings_come_from_their_parameters(
+    template: dict[str, Any], function: dict[str, Any]
+) -> None:
+    env = function["Environment"]["Variables"]
+    assert env["CHAINLOOP_CAS_PUBLIC_KEYS"] == {"Ref": "ChainloopCasPublicKeys"}
+    assert env["CHAINLOOP_CAS_ISSUER"] == {"Ref": "ChainloopCasIssuer"}
+    # and both are optional: without keys the route answers 404
+    assert template["Parameters"]["ChainloopCasPublicKeys"]["Default"] == ""
+    assert template["Parameters"]["ChainloopCasIssuer"]["Default"] == ""
+
+
+def test_the_access_log_never_records_a_query_string_or_header(template: dict[str, Any]) -> None:
+    # Given the HTTP API's access log format
+    (api,) = _resources_of_type(template, "AWS::Serverless::HttpApi").values()
+    log_format = api["Properties"]["AccessLogSettings"]["Format"]
+    variables = set(re.findall(r"\$[A-Za-z.]+", log_format))
+    # Then it names the route by its key, and no variable that could carry a link's ?t=<token> or an
+    # Authorization header: no query string, no raw path or URL, no request header
+    assert "$context.routeKey" in variables
+    assert not [v for v in variables if re.search(r"(?i)querystring|\$request\.|header|uri|url", v)]
+    assert "$context.path" not in variables
 
 
 def test_api_requires_a_jwt_from_the_configured_issuer(template: dict[str, Any]) -> None:
@@ -652,8 +735,10 @@ def _watched(alarm: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_the_alarms_exist_with_their_thresholds(template: dict[str, Any], alarms: dict[str, Any]) -> None:
-    assert set(alarms) == set(ALARMS)
-    for name, (_, _, threshold) in ALARMS.items():
+    assert set(alarms) == set(ALARMS) | QUEUE_ALARMS | set(API_ALARMS) | {LAG_ALARM}
+    thresholds = {**{name: threshold for name, (_, _, threshold) in ALARMS.items()},
+                  **{name: threshold for name, (_, threshold) in API_ALARMS.items()}}  # fmt: skip
+    for name, threshold in thresholds.items():
         alarm = alarms[name]
         if isinstance(threshold, str):
             assert alarm["Threshold"] == {"Ref": threshold}, name
@@ -682,17 +767,192 @@ def test_alarms_watch_the_metrics_the_functions_emit(
             assert f'"{metric["MetricName"]}"' in source, metric["MetricName"]
 
 
-def test_rate_alarms_divide_by_requests_over_five_minutes(alarms: dict[str, dict[str, Any]]) -> None:
-    for name in ("FallbackRateAlarm", "ServerErrorRateAlarm"):
-        queries = {q["Id"]: q for q in alarms[name]["Metrics"]}
-        (returned,) = [q for q in queries.values() if q.get("ReturnData", True)]
-        expression = _text(returned["Expression"])
-        assert "100 *" in expression, expression
-        assert "/ requests" in expression, expression
-        assert "${AlarmMinimumRequests}" in expression, expression
-        assert queries["requests"]["MetricStat"]["Metric"]["MetricName"] == "Requests"
-        assert all(q["MetricStat"]["Period"] == 300 for q in queries.values() if "MetricStat" in q)
-        assert alarms[name]["ComparisonOperator"] == "GreaterThanThreshold"
+@pytest.mark.parametrize(
+    ("name", "requests_metric"),
+    [
+        ("FallbackRateAlarm", "Requests"),
+        ("ServerErrorRateAlarm", "Requests"),
+        ("ApiServerErrorRateAlarm", "Count"),
+    ],
+)
+def test_rate_alarms_divide_by_requests_over_five_minutes(
+    alarms: dict[str, dict[str, Any]], name: str, requests_metric: str
+) -> None:
+    # Given the rate alarm's metric math
+    queries = {q["Id"]: q for q in alarms[name]["Metrics"]}
+    (returned,) = [q for q in queries.values() if q.get("ReturnData", True)]
+    expression = _text(returned["Expression"])
+    # Then it is a percentage of the window's requests, judged only over AlarmMinimumRequests of them
+    assert "100 *" in expression, expression
+    assert "/ requests" in expression, expression
+    assert "${AlarmMinimumRequests}" in expression, expression
+    assert queries["requests"]["MetricStat"]["Metric"]["MetricName"] == requests_metric
+    assert all(q["MetricStat"]["Period"] == 300 for q in queries.values() if "MetricStat" in q)
+    assert alarms[name]["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_api_alarms_watch_the_stack_s_http_api(alarms: dict[str, dict[str, Any]]) -> None:
+    # Given the alarms on the API as callers see it
+    for name, (metric_names, _) in API_ALARMS.items():
+        watched = _watched(alarms[name])
+        # Then they read API Gateway's metrics of this stack's HTTP API (ApiId, no stage: all of it)
+        assert {m["MetricName"] for m in watched} == metric_names, name
+        for metric in watched:
+            assert metric["Namespace"] == "AWS/ApiGateway", name
+            assert metric["Dimensions"] == [{"Name": "ApiId", "Value": {"Ref": "CasHttpApi"}}], name
+    # and latency is judged at p99, over three windows in a row (a burst of cold starts does not page)
+    latency = alarms["ApiLatencyAlarm"]
+    assert (latency["ExtendedStatistic"], latency["Period"]) == ("p99", 300)
+    assert latency["EvaluationPeriods"] == latency["DatapointsToAlarm"] == 3
+    assert latency["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_sync_incomplete_alarm_waits_for_three_hours_of_incomplete_runs(
+    alarms: dict[str, dict[str, Any]],
+) -> None:
+    alarm = alarms["ChainloopSyncIncompleteAlarm"]
+    assert (alarm["Statistic"], alarm["Period"]) == ("Sum", 3600)
+    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 3
+
+
+def test_the_sync_lag_alarm_fires_when_no_run_completed_within_its_window(
+    template: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    # Given the lag alarm's metric math over the sync's SyncIncomplete (0: complete, 1: out of time)
+    alarm = alarms[LAG_ALARM]
+    queries = {q["Id"]: q for q in alarm["Metrics"]}
+    (returned,) = [q for q in queries.values() if q.get("ReturnData", True)]
+    stats = {q["Id"]: q["MetricStat"] for q in queries.values() if "MetricStat" in q}
+    sync_env = _function_props(template, "ChainloopSyncFunction")["Environment"]["Variables"]
+    # Then completed runs = runs that reported (SampleCount) - incomplete ones (Sum) ...
+    assert returned["Expression"] == "runs - FILL(incomplete, 0)"
+    assert {i: s["Stat"] for i, s in stats.items()} == {"runs": "SampleCount", "incomplete": "Sum"}
+    for stat in stats.values():
+        assert stat["Metric"]["MetricName"] == "SyncIncomplete"
+        assert stat["Metric"]["Dimensions"] == [
+            {"Name": "service", "Value": sync_env["POWERTOOLS_SERVICE_NAME"]}
+        ]
+        # ... over the window the parameter names
+        assert stat["Period"] == {"Ref": "ChainloopSyncLagThresholdSeconds"}
+    # and fewer than one completed run, or none reported at all (missing data), fires it
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 1)
+    assert alarm["TreatMissingData"] == "breaching"
+    # a window CloudWatch accepts as an alarm period (a multiple of 60 s, at most a day)
+    window = template["Parameters"]["ChainloopSyncLagThresholdSeconds"]
+    assert window["Default"] == 3600
+    assert all(value % 60 == 0 and 0 < value <= 86400 for value in window["AllowedValues"])
+
+
+# --- safe deploys ----------------------------------------------------------------------------------
+
+
+def test_a_deploy_shifts_traffic_through_an_alias_and_rolls_back_on_the_service_s_alarms(
+    template: dict[str, Any], function: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    # Given the download function's deployment settings
+    preference = function["DeploymentPreference"]
+    # Then each deploy publishes a version behind an alias, shifted by the parameter's type
+    assert function["AutoPublishAlias"] == "live"
+    assert preference["Type"] == {"Ref": "DeploymentPreferenceType"}
+    parameter = template["Parameters"]["DeploymentPreferenceType"]
+    assert "AllAtOnce" in parameter["AllowedValues"]
+    assert parameter["Default"] in parameter["AllowedValues"]
+    assert all(re.fullmatch(r"(Canary|Linear)10Percent\w+|AllAtOnce", v) for v in parameter["AllowedValues"])
+    # and the rollback alarms are the service's own, each of them an alarm of this stack on all of it
+    assert {alarm["Ref"] for alarm in preference["Alarms"]} == ROLLBACK_ALARMS
+    assert set(alarms) >= ROLLBACK_ALARMS
+    assert not [name for name in ROLLBACK_ALARMS if template["Resources"][name].get("Condition")]
+
+
+# --- secrets under customer managed keys -----------------------------------------------------------
+
+
+def _secret_readers(template: dict[str, Any]) -> dict[str, list[Any]]:
+    """Each function (or its own role) that may read a secret, with the policies it is given."""
+    readers: dict[str, list[Any]] = {}
+    for logical_id in FUNCTIONS:
+        written = function_properties(template, logical_id)
+        readers[logical_id] = list(written["Policies"])
+    role = template["Resources"]["VerifierFunctionRole"]["Properties"]
+    readers["VerifierFunctionRole"] = list(role["ManagedPolicyArns"])
+    return readers
+
+
+def test_every_secret_reader_may_decrypt_with_the_given_keys_only_through_secrets_manager(
+    template: dict[str, Any],
+) -> None:
+    # Given the optional grant for customer managed keys on backend or database secrets
+    policy = template["Resources"]["SecretsKeysDecryptPolicy"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    # Then it exists only when keys are given ...
+    assert policy["Condition"] == "HasSecretsKmsKeys"
+    assert template["Conditions"]["HasSecretsKmsKeys"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "SecretsKmsKeyArns"}]}, ""]}]
+    }
+    # ... allows kms:Decrypt alone, on those keys alone, only as Secrets Manager uses them
+    assert statement["Effect"] == "Allow"
+    assert _as_list(statement["Action"]) == ["kms:Decrypt"]
+    assert statement["Resource"] == {"Ref": "SecretsKmsKeyArns"}
+    assert statement["Condition"] == {
+        "StringEquals": {"kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.${AWS::URLSuffix}"}}
+    }
+    # and every function that reads a secret (the verifier through its own role) is given it
+    optional = {"Fn::If": ["HasSecretsKmsKeys", {"Ref": "SecretsKeysDecryptPolicy"}, {"Ref": "AWS::NoValue"}]}
+    readers = _secret_readers(template)
+    assert set(readers) == {*FUNCTIONS, "VerifierFunctionRole"}
+    for reader, policies in readers.items():
+        assert optional in policies, reader
+
+
+def test_the_secret_keys_parameter_takes_key_arns_only(template: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["SecretsKmsKeyArns"]
+    assert (parameter["Type"], parameter["Default"]) == ("CommaDelimitedList", "")
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    for refused in ("*", "arn:aws:kms:eu-west-1:123456789012:key/*", "arn:aws:kms:*:123456789012:key/k",
+                    "arn:aws:kms:eu-west-1:123456789012:alias/cas"):  # fmt: skip
+        assert not pattern.fullmatch(refused), refused
+
+
+# --- the Chainloop database ------------------------------------------------------------------------
+
+
+def test_the_database_secret_may_be_rds_s_managed_master_secret(template: dict[str, Any]) -> None:
+    pattern = re.compile(template["Parameters"]["ChainloopDatabaseSecretArn"]["AllowedPattern"])
+    # RDS names the master secret it manages rds!db-<uuid> (rds!cluster-<uuid> for Aurora)
+    assert pattern.fullmatch(
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-0b3f8d2e-6c1a-4b7e-9f00-1a2b3c4d5e6f-AbCdEf"
+    )
+    assert pattern.fullmatch("arn:aws:secretsmanager:eu-west-1:123456789012:secret:chainloop/db-AbCdEf")
+    assert pattern.fullmatch("")
+    for refused in ("rds!db-x", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:*"):
+        assert not pattern.fullmatch(refused), refused
+
+
+def test_the_sync_is_given_what_the_managed_secret_lacks(template: dict[str, Any]) -> None:
+    # Given the sync's environment
+    variables = _function_props(template, "ChainloopSyncFunction")["Environment"]["Variables"]
+    # Then host, port, database name and sslmode come from parameters (used when the secret has none)
+    expected = {
+        "CHAINLOOP_DATABASE_HOST": "ChainloopDatabaseHost",
+        "CHAINLOOP_DATABASE_PORT": "ChainloopDatabasePort",
+        "CHAINLOOP_DATABASE_NAME": "ChainloopDatabaseName",
+        "CHAINLOOP_DATABASE_SSLMODE": "ChainloopDatabaseSslMode",
+    }
+    assert {name: variables[name] for name in expected} == {n: {"Ref": p} for n, p in expected.items()}
+    parameters = template["Parameters"]
+    assert (
+        parameters["ChainloopDatabaseHost"]["Default"],
+        parameters["ChainloopDatabasePort"]["Default"],
+    ) == (
+        "",
+        5432,
+    )
+    # encrypted by default; every libpq sslmode may be chosen
+    assert parameters["ChainloopDatabaseSslMode"]["Default"] == "require"
+    assert set(parameters["ChainloopDatabaseSslMode"]["AllowedValues"]) == {
+        "disable", "allow", "prefer", "require", "verify-ca", "verify-full"
+    }  # fmt: skip
 
 
 def test_alarm_actions_go_to_the_topic_only_when_one_is_given(
@@ -709,7 +969,8 @@ def test_alarm_actions_go_to_the_topic_only_when_one_is_given(
     for name, alarm in alarms.items():
         assert alarm["AlarmActions"] == CONDITIONAL_ACTIONS, name
         assert alarm["OKActions"] == CONDITIONAL_ACTIONS, name
-        assert alarm["TreatMissingData"] == "notBreaching", name
+        # silence is normal for every alarm but the sync's lag, where silence is the failure
+        assert alarm["TreatMissingData"] == ("breaching" if name == LAG_ALARM else "notBreaching"), name
 
 
 # --- runtime, packaging and timing ---------------------------------------------------------------
@@ -855,7 +1116,7 @@ def test_every_log_group_and_table_takes_the_optional_kms_keys(template: dict[st
 
     groups = _resources_of_type(template, "AWS::Logs::LogGroup")
     tables = _resources_of_type(template, "AWS::DynamoDB::Table")
-    assert len(groups) == 4
+    assert len(groups) == 5
     assert len(tables) == 3
     for group in groups.values():
         assert group["Properties"]["KmsKeyId"] == optional("HasLogsKmsKey", "LogsKmsKeyArn")

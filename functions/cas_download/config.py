@@ -6,6 +6,7 @@ Nothing else in the package reads ``os.environ``; logic receives a :class:`Setti
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 # envelope and headers need a little room, so this is the largest body the service can ever return.
 MAX_BODY_BYTES_LIMIT = 4_500_000
 PRESIGN_TTL_LIMIT_SECONDS = 3600
+# What one verifier invocation may spend hashing: its 900 s timeout less a minute kept for the stream's
+# bookkeeping and slow starts. VERIFY_MAX_BYTES defaults to this times VERIFY_BYTES_PER_SECOND.
+VERIFY_BUDGET_SECONDS = 840
 
 REQUIRED_ENV_VARS = ("BACKENDS_TABLE", "MAPPINGS_TABLE")
 ENV_VARS = (
@@ -32,7 +36,20 @@ ENV_VARS = (
     "BACKEND_CACHE_TTL_SECONDS",
     "AZURE_AUTHORITY_HOST",
     "CHAINLOOP_DATABASE_SECRET_ARN",
+    # What RDS's managed master secret lacks (issue 23): used when the secret names none
+    "CHAINLOOP_DATABASE_HOST",
+    "CHAINLOOP_DATABASE_PORT",
+    "CHAINLOOP_DATABASE_NAME",
+    "CHAINLOOP_DATABASE_SSLMODE",
     "SYNC_OVERLAP_SECONDS",
+    # Verifying ahead of requests (issue 19)
+    "VERIFIER_FUNCTION_NAME",
+    "VERIFY_MAX_BYTES",
+    "VERIFY_BYTES_PER_SECOND",
+    "VERIFY_READ_CONCURRENCY",
+    # Chainloop download links (issue 20)
+    "CHAINLOOP_CAS_PUBLIC_KEYS",
+    "CHAINLOOP_CAS_ISSUER",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
@@ -64,6 +81,18 @@ class Settings:
     # Microsoft Entra ID's authority for AzureBlob service principals (a sovereign cloud, a stand-in);
     # None: the public cloud's.
     azure_authority_host: str | None = None
+    # Verifying ahead of requests: the verifier function a request asks to prove what it may not hash
+    # itself (None: no one to ask, such an object is unverifiable), the largest object the verifier
+    # proves, the hashing rate Retry-After and that limit are computed from (BENCHMARKS.md, verifier),
+    # and how many ranged GETs feed its one SHA-256 where the storage allows (1: one sequential GET).
+    verifier_function_name: str | None = None
+    verify_max_bytes: int = VERIFY_BUDGET_SECONDS * 64 * 1024 * 1024
+    verify_bytes_per_second: int = 64 * 1024 * 1024
+    verify_read_concurrency: int = 4
+    # Chainloop download links: the control plane's CAS public keys (PEM, several while a key rotation
+    # overlaps; none: the /download route answers 404) and the issuer a token must name (None: any).
+    chainloop_cas_public_keys: tuple[str, ...] = ()
+    chainloop_cas_issuer: str | None = None
     service_name: str = "cas-download"
     metrics_namespace: str = "CasDownload"
 
@@ -73,6 +102,8 @@ class Settings:
         missing = [name for name in REQUIRED_ENV_VARS if not env.get(name, "").strip()]
         if missing:
             raise ConfigError(f"missing required environment variables: {', '.join(missing)}")
+        # VERIFY_MAX_BYTES follows from the rate unless set: what one verifier invocation hashes.
+        rate = _int(env, "VERIFY_BYTES_PER_SECOND", 64 * 1024 * 1024, 1024 * 1024, 10 * 1024**3)
         return cls(
             backends_table=env["BACKENDS_TABLE"].strip(),
             mappings_table=env["MAPPINGS_TABLE"].strip(),
@@ -91,9 +122,39 @@ class Settings:
             secret_cache_ttl_seconds=_int(env, "SECRET_CACHE_TTL_SECONDS", 300, 0, 3600),
             backend_cache_ttl_seconds=_int(env, "BACKEND_CACHE_TTL_SECONDS", 30, 0, 3600),
             azure_authority_host=_https_url(env, "AZURE_AUTHORITY_HOST"),
+            verifier_function_name=env.get("VERIFIER_FUNCTION_NAME", "").strip() or None,
+            verify_max_bytes=_int(env, "VERIFY_MAX_BYTES", VERIFY_BUDGET_SECONDS * rate, 0, 5 * 1024**4),
+            verify_bytes_per_second=rate,
+            verify_read_concurrency=_int(env, "VERIFY_READ_CONCURRENCY", 4, 1, 16),
+            chainloop_cas_public_keys=_public_keys(env, "CHAINLOOP_CAS_PUBLIC_KEYS"),
+            chainloop_cas_issuer=env.get("CHAINLOOP_CAS_ISSUER", "").strip() or None,
             service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "cas-download",
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "CasDownload",
         )
+
+
+_PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def _public_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """PEM public keys, one or more, as a template parameter carries them: on several lines, on one line
+    (blanks for newlines), or with literal ``\\n``. Each is re-framed as standard PEM. Only the framing is
+    checked here: the keys are parsed on the first /download request, so that the /v1 route's cold
+    start never imports the crypto library."""
+    raw = env.get(name, "").replace("\\n", "\n").strip()
+    if not raw:
+        return ()
+    keys = []
+    for match in _PEM_PUBLIC_KEY.finditer(raw):
+        body = "".join(match.group(1).split())
+        if not _BASE64.fullmatch(body):
+            raise ConfigError(f"{name}: a PEM public key's body is not base64")
+        lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+        keys.append("\n".join(["-----BEGIN PUBLIC KEY-----", *lines, "-----END PUBLIC KEY-----", ""]))
+    if not keys or _PEM_PUBLIC_KEY.sub("", raw).strip():
+        raise ConfigError(f"{name} must be one or more PEM public keys (-----BEGIN PUBLIC KEY-----...)")
+    return tuple(keys)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -131,6 +192,26 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     return value
 
 
+# libpq's sslmode values (https://www.postgresql.org/docs/current/libpq-ssl.html)
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseDefaults:
+    """Connection parameters the database secret may lack (RDS's managed master secret holds only
+    username and password): each is used only when the secret names none. None: libpq's default."""
+
+    host: str | None = None
+    port: int | None = None
+    dbname: str | None = None
+    sslmode: str | None = None
+
+    def as_conninfo(self) -> dict[str, str]:
+        """The given ones, as libpq connection parameters."""
+        given = {"host": self.host, "port": self.port, "dbname": self.dbname, "sslmode": self.sslmode}
+        return {key: str(value) for key, value in given.items() if value is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
     """The Chainloop sync function's settings (template: ChainloopSyncFunction)."""
@@ -140,6 +221,7 @@ class SyncSettings:
     database_secret_arn: str
     region: str = "us-east-1"
     overlap_seconds: int = 600
+    database_defaults: DatabaseDefaults = DatabaseDefaults()
     service_name: str = "cas-download-sync"
     metrics_namespace: str = "CasDownload"
 
@@ -156,6 +238,22 @@ class SyncSettings:
             database_secret_arn=env["CHAINLOOP_DATABASE_SECRET_ARN"].strip(),
             region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1").strip(),
             overlap_seconds=_int(env, "SYNC_OVERLAP_SECONDS", 600, 0, 86400),
+            database_defaults=_database_defaults(env),
             service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "cas-download-sync",
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "CasDownload",
         )
+
+
+def _database_defaults(env: Mapping[str, str]) -> DatabaseDefaults:
+    sslmode = env.get("CHAINLOOP_DATABASE_SSLMODE", "").strip() or None
+    if sslmode is not None and sslmode not in SSL_MODES:
+        raise ConfigError(
+            f"CHAINLOOP_DATABASE_SSLMODE must be one of {', '.join(SSL_MODES)}, got {sslmode!r}"
+        )
+    port = env.get("CHAINLOOP_DATABASE_PORT", "").strip()
+    return DatabaseDefaults(
+        host=env.get("CHAINLOOP_DATABASE_HOST", "").strip() or None,
+        port=_int(env, "CHAINLOOP_DATABASE_PORT", 5432, 1, 65535) if port else None,
+        dbname=env.get("CHAINLOOP_DATABASE_NAME", "").strip() or None,
+        sslmode=sslmode,
+    )

@@ -239,7 +239,10 @@ def _guarded_by_condition(
     parameters: Mapping[str, Any], conditions: Mapping[str, Any], condition: Any
 ) -> Mapping[str, Any]:
     """The parameters as seen inside a resource created only under ``condition``: a condition that
-    is ``!Not [!Equals [!Ref P, ""]]`` proves P non-empty there (an optional feature's ARN)."""
+    is ``!Not [!Equals [!Ref P, ""]]`` proves P non-empty there (an optional feature's ARN), and so
+    does ``!Not [!Equals [!Join ["", !Ref P], ""]]`` for a list parameter (every item matches P's
+    pattern, and they are not all empty). An empty item of a non-empty list is refused by IAM itself
+    (an empty Resource is no ARN), never read as a wildcard."""
     definition = conditions.get(condition) if isinstance(condition, str) else None
     negated = definition.get("Fn::Not") if isinstance(definition, Mapping) else None
     equals = (
@@ -250,6 +253,9 @@ def _guarded_by_condition(
     if not isinstance(equals, list) or len(equals) != 2 or "" not in equals:
         return parameters
     other = equals[0] if equals[1] == "" else equals[1]
+    joined = other.get("Fn::Join") if isinstance(other, Mapping) else None
+    if isinstance(joined, list) and len(joined) == 2 and joined[0] == "" and isinstance(joined[1], Mapping):
+        other = joined[1]
     name = other.get("Ref") if isinstance(other, Mapping) else None
     if not isinstance(name, str) or not isinstance(parameters.get(name), Mapping):
         return parameters

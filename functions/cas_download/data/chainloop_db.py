@@ -16,7 +16,7 @@ error half way through a run.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -255,28 +255,60 @@ _FIELD_KEYS = {"host": "host", "port": "port", "username": "user", "user": "user
                "dbname": "dbname", "database": "dbname", "sslmode": "sslmode"}  # fmt: skip
 
 
-def dsn_from_secret(secret_string: str) -> str:
+def dsn_from_secret(secret_string: str, defaults: Mapping[str, str] | None = None) -> str:
     """A libpq connection string from the database secret: a JSON object with a ``dsn`` (or ``url``)
     key, or RDS's fields (``host``, ``port``, ``username``, ``password``, ``dbname``, optional
-    ``sslmode``), or the connection string itself. Key names match case-insensitively."""
+    ``sslmode``), or the connection string itself. Key names match case-insensitively.
+
+    ``defaults`` (libpq parameters: ``host``, ``port``, ``dbname``, ``sslmode``; the template's
+    ChainloopDatabase* parameters) fill in what the secret does not say, whatever its form: RDS's
+    managed master secret (``rds!db-...``) holds only ``username`` and ``password``. A value in the
+    secret wins."""
     import json  # noqa: PLC0415
 
     from psycopg.conninfo import make_conninfo  # noqa: PLC0415
 
     text = secret_string.strip()
+    params: dict[str, str]
     if not text.startswith("{"):
-        if text:
-            return text
-        raise SourceUnavailable("the database secret is empty")
+        if not text:
+            raise SourceUnavailable("the database secret is empty")
+        params = _parsed(text)
+    else:
+        try:
+            document = json.loads(text)
+        except ValueError:
+            raise SourceUnavailable(
+                "the database secret is not a JSON object or a connection string"
+            ) from None
+        fields = {str(k).lower(): v for k, v in document.items()} if isinstance(document, dict) else {}
+        dsn = next(
+            (fields[k].strip() for k in _DSN_KEYS if isinstance(fields.get(k), str) and fields[k].strip()), ""
+        )
+        if dsn:
+            params = _parsed(dsn)
+        else:
+            params = {
+                _FIELD_KEYS[k]: str(v) for k, v in fields.items() if k in _FIELD_KEYS and v not in (None, "")
+            }
+    for key, value in (defaults or {}).items():
+        if value and not params.get(key):
+            params[key] = value
+    if not (params.get("host") or params.get("hostaddr")):
+        raise SourceUnavailable(
+            "the database secret names no host (expected dsn, or host/port/username/...) and "
+            "ChainloopDatabaseHost is not set"
+        )
+    return str(make_conninfo(**params))
+
+
+def _parsed(dsn: str) -> dict[str, str]:
+    """A connection string's parameters (URL or key=value form); its text is never in the error."""
+    import psycopg  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
     try:
-        document = json.loads(text)
-    except ValueError:
-        raise SourceUnavailable("the database secret is not a JSON object or a connection string") from None
-    fields = {str(k).lower(): v for k, v in document.items()} if isinstance(document, dict) else {}
-    for key in _DSN_KEYS:
-        if isinstance(fields.get(key), str) and fields[key].strip():
-            return str(fields[key]).strip()
-    params = {_FIELD_KEYS[k]: str(v) for k, v in fields.items() if k in _FIELD_KEYS and v not in (None, "")}
-    if "host" not in params:
-        raise SourceUnavailable("the database secret names no host (expected dsn, or host/port/username/...)")
-    return make_conninfo(**params)
+        parsed = conninfo_to_dict(dsn)
+    except psycopg.Error:  # its message would quote the string, password included
+        raise SourceUnavailable("the database secret's connection string cannot be parsed") from None
+    return {key: str(value) for key, value in parsed.items() if value is not None}

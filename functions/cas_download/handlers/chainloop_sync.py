@@ -90,7 +90,10 @@ def run(container: Container, context: LambdaContext) -> dict[str, Any]:
 
     try:
         secret = container.secrets.get_secret_value(SecretId=container.settings.database_secret_arn)
-        dsn = dsn_from_secret(secret.get("SecretString") or "")
+        # RDS's managed master secret holds username and password only: the stack's parameters say
+        # host, port, database and sslmode (each used only where the secret is silent)
+        defaults = container.settings.database_defaults.as_conninfo()
+        dsn = dsn_from_secret(secret.get("SecretString") or "", defaults)
         with ChainloopDatabase(dsn) as database:
             summary = run_sync(
                 database,
