@@ -126,6 +126,10 @@ class Template:
                 ]
             if "KeySchema" not in request or "AttributeDefinitions" not in request:
                 raise TemplateError(f"table {logical_id} has no KeySchema/AttributeDefinitions")
+            if "StreamSpecification" in props:
+                # CloudFormation names the view only; CreateTable also wants the stream switched on.
+                stream = _literal(props["StreamSpecification"], f"{logical_id}.StreamSpecification")
+                request["StreamSpecification"] = {"StreamEnabled": True, **stream}
             ttl = props.get("TimeToLiveSpecification")
             found.append(
                 TableDefinition(
@@ -154,12 +158,17 @@ class Template:
         variables = ((props.get("Environment") or {}).get("Variables")) or {}
         parameters = self.document.get("Parameters") or {}
         tables = {t.logical_id: t.name for t in self.tables()}
+        # Another function (the verifier, asked by the download function): its logical id is its
+        # local name (cas_local.verifier answers Invoke for it).
+        functions = {k for k, r in self.resources.items() if r.get("Type") == FUNCTION_TYPE}
         env: dict[str, str] = {}
         for name, value in variables.items():
             if isinstance(value, dict) and set(value) == {"Ref"}:
                 target = value["Ref"]
                 if target in tables:
                     env[name] = tables[target]
+                elif target in functions:
+                    env[name] = target
                 elif target in parameters and "Default" in parameters[target]:
                     env[name] = str(parameters[target]["Default"])
                 else:
