@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cas_download.domain import Artifact, Attempt, AttemptReason, NotModified
+from cas_download.errors import VerificationPending
 
 
 @dataclass(slots=True)
@@ -116,7 +117,9 @@ class Telemetry:
                 self._metrics.add_metric("Fallbacks", MetricUnit.Count, 1)
         elif isinstance(record.outcome, NotModified):
             self._metrics.add_metric("NotModified", MetricUnit.Count, 1)
-        if record.status >= 500:
+        # 503 verification_pending is the service working as designed (the verifier was asked): no
+        # server error, so neither the 5xx rate alarm nor a canary deployment's rollback fires on it.
+        if record.status >= 500 and record.error_code != VerificationPending.code:
             self._metrics.add_metric("ServerErrors", MetricUnit.Count, 1)
         self._metrics.add_metric("Requests", MetricUnit.Count, 1)
         # The undimensioned metrics above stay what the alarms read; this one splits them by route.

@@ -547,3 +547,21 @@ def test_the_events_file_as_it_is_runs_and_its_unknown_org_is_skipped(stack: Sta
 
     # Then the batch is done: the record is skipped, not retried
     assert response == {"batchItemFailures": []}
+
+
+def test_a_verification_pending_answer_is_no_server_error_in_the_metrics(
+    world: World, stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an unproven Chainloop object over what a request may hash
+    org, _, digest = chainloop_object(world, b"y" * (2 * 1024 * 1024))
+    stack.configure_download(MAX_HASH_BYTES=1024 * 1024)
+    capsys.readouterr()
+
+    # When it is requested and the verifier is asked
+    assert stack.get(digest, org).status == 503
+    flushed = capsys.readouterr().out
+
+    # Then the request is counted, but not as a server error: the 5xx rate alarms (and a canary
+    # deployment's rollback) must not fire because objects are being proven ahead
+    assert emitted(flushed, "Requests") == 1
+    assert emitted(flushed, "ServerErrors") == 0
