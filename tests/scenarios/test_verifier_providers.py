@@ -16,6 +16,7 @@ from cas_admin.chainloop_layout.oci import push_artifact
 from tests.scenarios.conftest import AZURE_ACCOUNT
 from tests.scenarios.test_verifier import Stack, emitted, log_lines
 from tests.support.azure import Azurite, put_blob
+from tests.support.azure_faults import AzureFault, AzureFaultProxy
 from tests.support.events import FakeLambdaContext
 from tests.support.hostile_registry import HostileRegistry
 from tests.support.registry import Registry
@@ -169,6 +170,38 @@ def test_a_registry_storage_fault_mid_hash_is_retried_and_never_recorded(
     # Then the stream retries it, and nothing was recorded: once the storage is healthy, it is proven
     hostile.fault = "none"
     assert stack.verify(stream_event(mapping_image(digest, org, backend.id))) == {"batchItemFailures": []}
+
+
+def test_an_azure_fault_mid_hash_is_retried_and_never_recorded(
+    world: World, stack: Stack, azurite: Azurite
+) -> None:
+    # Given a mapping whose storage account closes the connection half way through the blob (a fault
+    # endpoint in front of Azurite, the blob written as Chainloop writes it)
+    proxy = AzureFaultProxy(azurite.endpoint, stall_seconds=1.0)
+    try:
+        container = f"cas-{uuid.uuid4().hex[:10]}"
+        key = azurite.accounts[AZURE_ACCOUNT][0]
+        data = unique_data()
+        digest = sha256_digest(data)
+        put_blob(azurite, AZURE_ACCOUNT, key, container, digest, data, filename="release.tgz")
+        org = world.org()
+        location = proxy.location(AZURE_ACCOUNT, container)
+        backend = world.azure_backend(org, "faulty", location, {"AccountKey": key}, is_default=True)
+        world.map(digest, org, backend)
+        proxy.fault = AzureFault.BODY_SHORT
+
+        # When the verifier runs on its (only) record
+        with pytest.raises(BatchProcessingError):
+            stack.verify(stream_event(mapping_image(digest, org, backend.id)))
+
+        # Then the fault reached the download, the stream retries the record, and nothing was
+        # recorded: once the account is healthy, it is proven (not answered from a record)
+        assert any(r.startswith("GET ") for r in proxy.requests)
+        proxy.fault = AzureFault.NONE
+        assert stack.verify(stream_event(mapping_image(digest, org, backend.id))) == {"batchItemFailures": []}
+        assert sum(r.startswith("GET ") for r in proxy.requests) >= 2
+    finally:
+        proxy.stop()
 
 
 @pytest.mark.parametrize("where", ["registry", "azure"])

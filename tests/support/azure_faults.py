@@ -22,6 +22,13 @@ HOST = "127.0.0.1"
 _HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
 
+def _announced_length(method: str, headers: list[tuple[str, str]], payload: bytes) -> str:
+    """A HEAD carries no body: its Content-Length is the blob's, as the emulator announced it."""
+    if method == "HEAD":
+        return next((v for n, v in headers if n.lower() == "content-length"), "0")
+    return str(len(payload))
+
+
 class AzureFault(StrEnum):
     NONE = "none"
     PROPERTIES_500 = "properties_500"  # 500 InternalError
@@ -145,7 +152,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for name, value in headers:
             if name.lower() not in _HOP_BY_HOP:
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", _announced_length(self.command, headers, payload))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
