@@ -30,13 +30,14 @@ from tests.support.moto_servers import AwsServers, start_aws_servers
 from tests.support.tables import create_tables
 
 from benchmarks.env import ROOT, WORK_DIR, apply_env, aws_env
+from benchmarks.sections import CHAINLOOP_SYNC
 from cas_download.data.chainloop_db import ChainloopDatabase
 from cas_download.data.sync_target import SyncTarget, sync_client_config
 from cas_download.logic.chainloop_sync import SyncSummary, run_sync
 from cas_local.chainloop import ChainloopRows
 from cas_local.postgres import Postgres, start_postgres
 
-BEGIN, END = "<!-- chainloop-sync:begin -->", "<!-- chainloop-sync:end -->"
+BEGIN, END = CHAINLOOP_SYNC.begin, CHAINLOOP_SYNC.end
 WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "BatchWriteItem", "DeleteItem", "TransactWriteItems"})
 ORGS = 100
 # Chainloop records a mapping per artifact of a workflow run: one every 10 s on average spreads
@@ -158,25 +159,6 @@ def render(sizes: list[Size]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def section_of(path: Path) -> str | None:
-    """This benchmark's section of ``path`` (markers included), if it has one."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN not in text or END not in text:
-        return None
-    return BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chainloop_sync", description=__doc__)
     parser.add_argument("--mappings", type=int, default=100_000)
@@ -198,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(sizes)
     print(section)
     if not args.no_write:
-        write_section(args.output, section)
+        CHAINLOOP_SYNC.write(args.output, section)
         print(f"wrote {args.output}")
     return 0
 

@@ -24,7 +24,7 @@ from tests.support.moto_servers import start_aws_servers
 from tests.support.tables import create_tables, create_verifications_table
 from tests.support.world import World
 
-from benchmarks import body, chainloop_sync, coldstart, cost, latency, plots, profiling, providers, verifier
+from benchmarks import body, coldstart, cost, latency, plots, profiling, providers, sections
 from benchmarks.counting import CallCounter, Calls, total
 from benchmarks.env import ROOT, WORK_DIR, Machine, apply_env, aws_env
 from benchmarks.output import CapturedStdout
@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results)
     print(text)
     if not (args.no_write or args.quick):
-        # the sections of their own benchmarks (make bench-sync, make bench-verifier) are kept
-        sections = (chainloop_sync.section_of(args.output), verifier.section_of(args.output))
-        kept = "\n".join(section for section in sections if section)
+        # the sections other commands write (make bench-sync, make bench-verifier, the 3.13 cold start)
+        found = (section.of(args.output) for section in sections.KEPT)
+        kept = "\n".join(section for section in found if section)
         args.output.write_text(text + ("\n" + kept if kept else ""))
         progress(f"wrote {args.output}")
         if results.cold is not None:

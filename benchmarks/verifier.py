@@ -43,6 +43,7 @@ from benchmarks.counting import CallCounter, Calls, describe, total
 from benchmarks.env import ROOT, WORK_DIR, apply_env, aws_env
 from benchmarks.output import CapturedStdout
 from benchmarks.scenarios import Scenarios
+from benchmarks.sections import VERIFIER
 from cas_admin.chainloop_layout import s3 as chainloop_s3
 from cas_download.app import App
 from cas_download.config import VERIFY_BUDGET_SECONDS
@@ -50,8 +51,7 @@ from cas_download.domain import Mapping
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.verifier import Outcome, verify_mapping
 
-BEGIN = "<!-- verifier: written by `make bench-verifier`, kept by `make bench` -->"
-END = "<!-- /verifier -->"
+BEGIN, END = VERIFIER.begin, VERIFIER.end
 MIB = 1024 * 1024
 BLOCK = hashlib.shake_256(b"cas-download verifier benchmark").digest(MIB)  # 1 MiB, repeated
 FIRST_REQUEST_CALL_TARGET = 2  # the steady state's
@@ -285,25 +285,6 @@ def render(sizes: list[Size], reps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def section_of(path: Path) -> str | None:
-    """This benchmark's section of ``path`` (markers included), if it has one."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN not in text or END not in text:
-        return None
-    return BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def run(servers: AwsServers, sizes_mib: list[int], reps: int) -> list[Size]:
     world = World(servers, create_tables(servers, f"bench-verifier-{uuid.uuid4().hex[:8]}"))
     counter = CallCounter()
@@ -345,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(results, args.reps)
     print(section)
     if not args.no_write:
-        write_section(args.output, section)
+        VERIFIER.write(args.output, section)
         print(f"wrote {args.output}")
     return 0
 
