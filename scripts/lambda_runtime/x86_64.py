@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .chroot import Chroot, StepFailed
 
-PACKAGES = ("python3.13", "python3.13-venv", "ca-certificates", "make", "nodejs")
+# util-linux: runuser, with which the tests' PostgreSQL runs initdb and the server as another user
+PACKAGES = ("python3.13", "python3.13-venv", "ca-certificates", "make", "nodejs", "util-linux")
 SRC = "/src"
 VENV = "/opt/venv"
 BASE_ENV = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
