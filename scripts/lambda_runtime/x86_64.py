@@ -24,7 +24,12 @@ from .chroot import Chroot, StepFailed
 PACKAGES = ("python3.13", "python3.13-venv", "ca-certificates", "make", "nodejs", "util-linux")
 SRC = "/src"
 VENV = "/opt/venv"
-BASE_ENV = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+# sbin too: runuser (util-linux), with which the tests run PostgreSQL as an unprivileged user
+BASE_ENV = {
+    "PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
 DEFAULT_TESTS = ("tests/unit", "tests/scenarios")
 
 
