@@ -23,6 +23,7 @@ from tests.support.azure import Azurite, new_account_key, start_azurite
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
 from tests.support.moto_servers import AwsServers
+from tests.support.postgres import ChainloopRows, Postgres, chainloop_database, start_postgres
 from tests.support.registry import Registry, start_registry
 from tests.support.tables import create_tables, create_verifications_table
 from tests.support.token_issuer import TokenIssuer
@@ -192,3 +193,23 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL for the Chainloop sync's tests (one server; a database per test)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def chainloop(postgres: Postgres) -> Iterator[ChainloopRows]:
+    """A database of its own with Chainloop's schema, and Chainloop's way of writing rows."""
+    rows = chainloop_database(postgres)
+    try:
+        yield rows
+    finally:
+        rows.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.postgres import ChainloopRows, chainloop_database, start_postgres
+from tests.support.postgres import ChainloopRows, Postgres, chainloop_database
 
 TIMESTAMPTZ = "timestamp with time zone"
 VARCHAR = "character varying"
@@ -117,14 +117,13 @@ CONSTRAINTS = {
 
 
 @pytest.fixture(scope="module")
-def chainloop() -> Iterator[ChainloopRows]:
-    server = start_postgres()
-    rows = chainloop_database(server)
+def chainloop(postgres: Postgres) -> Iterator[ChainloopRows]:
+    """One database for the module: these tests only read the schema."""
+    rows = chainloop_database(postgres)
     try:
         yield rows
     finally:
         rows.close()
-        server.stop()
 
 
 def query(chainloop: ChainloopRows, sql: str) -> list[tuple[Any, ...]]:

@@ -26,28 +26,10 @@ from cas_download.handlers import chainloop_sync
 from tests.scenarios.conftest import Service
 from tests.support.faults import FaultServer
 from tests.support.moto_servers import AwsServers
-from tests.support.postgres import ChainloopRows, Postgres, chainloop_database, start_postgres
+from tests.support.postgres import ChainloopRows, Postgres
 from tests.support.world import World
 
 DATA = b"an attestation Chainloop stored\n" * 64
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def chainloop(postgres: Postgres) -> Iterator[ChainloopRows]:
-    rows = chainloop_database(postgres)
-    try:
-        yield rows
-    finally:
-        rows.close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from cas_download.handlers.validator import instrumented_handler as validator_ha
 from cas_download.handlers.verifier import instrumented_handler as verifier_handler
 from cas_local.template import function_properties, load_template
 from tests.support.events import FakeLambdaContext, load_event
-from tests.support.postgres import ChainloopRows, Postgres, chainloop_database, start_postgres
+from tests.support.postgres import ChainloopRows
 from tests.support.stream_events import mapping_image, stream_event
 from tests.support.world import World, sha256_digest
 
@@ -198,24 +198,6 @@ class Functions:
         handler = chainloop_sync.instrumented_handler(chainloop_sync.build(SyncSettings.from_env(env)))
         with contextlib.suppress(chainloop_sync.SyncFailed):  # a failed run is counted too (SyncFailed)
             handler({"id": "scheduled-run"}, self.context)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def chainloop(postgres: Postgres) -> Iterator[ChainloopRows]:
-    rows = chainloop_database(postgres)
-    try:
-        yield rows
-    finally:
-        rows.close()
 
 
 @pytest.fixture(scope="module")

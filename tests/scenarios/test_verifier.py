@@ -107,6 +107,24 @@ class Stack:
         response: dict[str, Any] = self._verifier(event, self.context)
         return response
 
+    def request_and_verify_at_once(self, digest: str, org: str, backend_id: str) -> list[Any]:
+        """A request for ``digest`` and the verifier on its mapping, in two threads at once: the
+        request's status and the verifier's batch response, in the order they finished."""
+        answers: list[Any] = []
+        threads = [
+            threading.Thread(target=lambda: answers.append(self.get(digest, org).status)),
+            threading.Thread(
+                target=lambda: answers.append(
+                    self.verify(stream_event(mapping_image(digest, org, backend_id)))
+                )
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return answers
+
     def record(self, backend: BackendRef, digest: str) -> dict[str, Any] | None:
         """The Verifications item of ``digest``'s object in ``backend`` (S3 at the default endpoint)."""
         head = self.world.head(backend, digest)
@@ -331,19 +349,9 @@ def test_a_verifier_run_while_a_request_hashes_the_same_object_leaves_one_true_r
     org, backend, digest = chainloop_object(world)
     stack.configure_download()
     stack.configure_verifier()
-    answers: list[Any] = []
 
     # When a request and the verifier prove it at the same time
-    threads = [
-        threading.Thread(target=lambda: answers.append(stack.get(digest, org).status)),
-        threading.Thread(
-            target=lambda: answers.append(stack.verify(stream_event(mapping_image(digest, org, backend.id))))
-        ),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = stack.request_and_verify_at_once(digest, org, backend.id)
 
     # Then both succeed, and the object has one record, naming its digest, size and ETag
     assert sorted(answers, key=str) == sorted([307, {"batchItemFailures": []}], key=str)

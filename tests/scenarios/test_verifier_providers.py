@@ -4,7 +4,6 @@ same port, proofs and records as a request, whatever the provider."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -114,19 +113,9 @@ def test_a_verifier_run_while_a_request_hashes_the_object_leaves_one_true_record
     org, backend, digest = provider_object(data)
     stack.configure_download()
     stack.configure_verifier()
-    answers: list[Any] = []
 
     # When a request and the verifier prove it at the same time
-    threads = [
-        threading.Thread(target=lambda: answers.append(stack.get(digest, org).status)),
-        threading.Thread(
-            target=lambda: answers.append(stack.verify(stream_event(mapping_image(digest, org, backend.id))))
-        ),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = stack.request_and_verify_at_once(digest, org, backend.id)
 
     # Then both succeed, and one record names the digest and the object's size
     assert sorted(answers, key=str) == sorted([307, {"batchItemFailures": []}], key=str)
