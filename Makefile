@@ -24,22 +24,35 @@ export PYTHON ?= $(abspath $(BIN))/python
 REGISTRY_DIR ?= .local/registry
 REGISTRY_BIN := $(REGISTRY_DIR)/usr/bin/docker-registry
 
+# uv.lock decides every Python package any venv here gets (docs/development.md, "The lock"). uv itself
+# comes from tools/envs/uv-requirements.txt, installed by pip with --require-hashes into .local/uv.
+# UV_PREVIEW_FEATURES: the lock declares the project and checkov's venv as conflicting packages (uv
+# calls that a preview feature; uv's version is pinned, so its behaviour is too). UV_PYTHON_DOWNLOADS:
+# the venvs use the machine's Python, never one uv would download.
+UV := .local/uv/bin/uv
+UV_ENV := UV_PREVIEW_FEATURES=package-conflicts UV_PYTHON_DOWNLOADS=never
+LOCK_FILES := uv.lock layers/dependencies/requirements.txt layers/dependencies/requirements-postgres.txt
+
 # checkov (a template scanner nobody here wrote) in a venv of its own: its pins (boto3 1.35, packaging
-# 23...) conflict with the project's, so it never shares the project venv.
-CHECKOV_VERSION ?= 3.3.30
+# 23...) conflict with the project's, so it never shares the project venv (tools/envs/checkov, locked
+# in uv.lock).
 CHECKOV_BIN := .local/checkov/bin/checkov
 
-# Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with npm.
+# Azurite (Microsoft's Azure Storage emulator), installed without root into .local/node with `npm ci`
+# from tools/envs/azurite/package-lock.json.
 AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
+AZURITE_LOCK := tools/envs/azurite/package-lock.json
 
-.PHONY: help venv registry azurite lambda-runtime lint format typecheck template security test package-check docs docs-serve check build deploy clean run invoke bench bench-sync bench-verifier load mutate
+.PHONY: help venv lock lock-check upgrade registry azurite lambda-runtime lint format typecheck template security test package-check docs docs-serve check build deploy clean run invoke bench bench-sync bench-verifier load mutate
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
 	@echo "make invoke         one event through the handler against the local stack (EVENT=$(EVENT))"
 	@echo "make registry       unpack CNCF distribution (Debian docker-registry) into $(REGISTRY_DIR), no root"
 	@echo "make azurite        install Azurite (npm) into .local/node, no root"
-	@echo "make venv           create $(VENV) and install -e '.[dev]' (if missing or pyproject changed)"
+	@echo "make venv           create $(VENV) with exactly uv.lock's '.[dev]' (uv sync --locked)"
+	@echo "make lock           re-resolve uv.lock after a pyproject.toml change; derive the layers' requirements"
+	@echo "make upgrade        bump everything to its newest allowed version, re-lock, make check"
 	@echo "make check          lint typecheck template security test package-check docs (the full gate, as in CI)"
 	@echo "make lint           ruff check + ruff format --check on $(SOURCES)"
 	@echo "make format         ruff format + ruff check --fix"
@@ -56,17 +69,38 @@ help:
 	@echo "make bench-verifier the verifier: throughput and memory at 1 MiB to 1 GiB, the first request after it (~4 min): BENCHMARKS.md §9"
 	@echo "make mutate         mutation testing (cosmic-ray, ~1 h): proof/classification must kill all; logic/ score"
 	@echo "make load           the local HTTP server under a bounded concurrent load (~45 s): errors, p50/p99, memory (LOAD_ARGS=...)"
-	@echo "make build          sam build into .aws-sam/build"
+	@echo "make build          sam build into .aws-sam/build, with CPython 3.13 byte code (LAMBDA_PYTHON=...)"
 	@echo "make deploy         sam build + sam deploy $(DEPLOY_ARGS)"
 	@echo "make clean          remove build output and tool caches"
 
 venv: $(VENV)/.dev-installed
 
-$(VENV)/.dev-installed: pyproject.toml
-	test -x "$(BIN)/python" || "$(BOOTSTRAP_PYTHON)" -m venv "$(VENV)"
-	"$(BIN)/python" -m pip install --quiet --upgrade pip
-	"$(BIN)/python" -m pip install --quiet -e '.[dev]'
+# Exactly the lock: --locked fails (instead of re-resolving) when uv.lock is stale against pyproject.toml.
+$(VENV)/.dev-installed: pyproject.toml uv.lock $(UV)
+	$(UV_ENV) UV_PROJECT_ENVIRONMENT="$(VENV)" "$(UV)" sync --quiet --locked --extra dev --python "$(BOOTSTRAP_PYTHON)"
 	touch "$@"
+
+$(UV): tools/envs/uv-requirements.txt
+	test -x .local/uv/bin/python || "$(BOOTSTRAP_PYTHON)" -m venv .local/uv
+	.local/uv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r tools/envs/uv-requirements.txt
+	touch "$@"
+
+lock: $(UV)
+	$(UV_ENV) "$(UV)" lock
+	$(MAKE) --no-print-directory venv
+	"$(BIN)/python" -m scripts.layer_requirements
+
+# CI's first step: a lock that no longer matches pyproject.toml fails the run with one line.
+lock-check: $(UV)
+	@$(UV_ENV) "$(UV)" lock --check --quiet 2>/dev/null \
+		|| { echo "uv.lock is stale against pyproject.toml: run \`make lock\` and commit uv.lock" >&2; exit 1; }
+
+upgrade: $(UV)
+	$(UV_ENV) "$(UV)" lock --upgrade
+	$(MAKE) --no-print-directory venv
+	"$(BIN)/python" -m scripts.layer_requirements
+	$(MAKE) --no-print-directory check
 
 lint:
 	"$(BIN)/ruff" check $(SOURCES)
@@ -94,16 +128,16 @@ security: $(CHECKOV_BIN)
 	"$(BIN)/cfn-lint" template.yaml --append-rules scripts/cfnlint_rules
 	"$(CHECKOV_BIN)" --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
-$(CHECKOV_BIN):
-	test -x .local/checkov/bin/python || "$(BOOTSTRAP_PYTHON)" -m venv .local/checkov
-	.local/checkov/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
-	test -x "$@"
+$(CHECKOV_BIN): uv.lock $(UV)
+	$(UV_ENV) UV_PROJECT_ENVIRONMENT=.local/checkov "$(UV)" sync --quiet --locked --package checkov-env \
+		--python "$(BOOTSTRAP_PYTHON)"
+	test -x "$@" && touch "$@"
 
 test:
 	"$(BIN)/pytest" $(PYTEST_ARGS)
 
 package-check:
-	"$(BIN)/python" scripts/check_package.py
+	"$(BIN)/python" -m scripts.check_package
 
 # The documentation site (MkDocs Material): --strict turns every warning (a broken link, a page missing
 # from the nav) into a failure. Nothing is fetched at build time (mkdocs.yml says how). NO_MKDOCS_2_WARNING
@@ -129,9 +163,11 @@ $(REGISTRY_BIN):
 
 azurite: $(AZURITE_BIN)
 
-$(AZURITE_BIN):
-	npm install --prefix .local/node --no-audit --no-fund --loglevel=error azurite@3
-	test -x "$@"
+$(AZURITE_BIN): $(AZURITE_LOCK)
+	mkdir -p .local/node
+	cp tools/envs/azurite/package.json $(AZURITE_LOCK) .local/node/
+	npm ci --prefix .local/node --no-audit --no-fund --loglevel=error
+	test -x "$@" && touch "$@"
 
 check: venv registry azurite
 	$(MAKE) lint typecheck template security test package-check docs
@@ -158,7 +194,6 @@ bench-verifier: venv
 # Not in CI (slow): mutation testing with cosmic-ray (its own venv, .local/cosmic-ray) on a copy of the
 # last commit. proof: every mutant of the proof and classification functions must be killed (exit 1
 # otherwise); logic: the score of logic/ on a fixed 20 % sample (MUTATE_SAMPLE=1 for all of it).
-COSMIC_RAY_VERSION ?= 8.7.0
 COSMIC_RAY := .local/cosmic-ray/bin/cosmic-ray
 MUTATE_SAMPLE ?= 0.2
 
@@ -166,10 +201,10 @@ mutate: venv $(COSMIC_RAY)
 	.local/cosmic-ray/bin/python mutation/run.py proof
 	.local/cosmic-ray/bin/python mutation/run.py logic --sample $(MUTATE_SAMPLE)
 
-$(COSMIC_RAY):
-	test -x .local/cosmic-ray/bin/python || "$(BOOTSTRAP_PYTHON)" -m venv .local/cosmic-ray
-	.local/cosmic-ray/bin/python -m pip install --quiet "cosmic-ray==$(COSMIC_RAY_VERSION)"
-	test -x "$@"
+$(COSMIC_RAY): uv.lock $(UV)
+	$(UV_ENV) UV_PROJECT_ENVIRONMENT=.local/cosmic-ray "$(UV)" sync --quiet --locked --package cosmic-ray-env \
+		--python "$(BOOTSTRAP_PYTHON)"
+	test -x "$@" && touch "$@"
 
 # Not in CI (tests/local/test_load.py runs it small): cas-local run on 127.0.0.1 under 8 clients, 2,000
 # requests or 30 s; exit 1 on an error, a lost request or RSS growth (benchmarks/load.py).
@@ -187,10 +222,15 @@ run: venv
 invoke: venv
 	@"$(BIN)/cas-local" invoke "$(EVENT)"
 
+# sam build, then the byte code of Lambda's CPython 3.13 for every function and layer (scripts/bytecode.py:
+# python3.13 on PATH, LAMBDA_PYTHON=..., or make lambda-runtime's chroot; without one it says so).
 build: venv
 	"$(BIN)/sam" build
+	"$(BIN)/python" -m scripts.bytecode .aws-sam/build
 
+# Never a silent slow artifact: an artifact without 3.13 byte code deploys only with ALLOW_NO_BYTECODE=1.
 deploy: build
+	test "$(ALLOW_NO_BYTECODE)" = 1 || "$(BIN)/python" -m scripts.bytecode .aws-sam/build --check-only
 	@echo "First deployment: answer the prompts (JwtIssuer, JwtAudience, SecretNamePrefix...) and save them to samconfig.toml."
 	"$(BIN)/sam" deploy $(DEPLOY_ARGS)
 

@@ -41,6 +41,10 @@ REQUIREMENTS = ROOT / "layers" / "dependencies" / "requirements.txt"
 PACKAGE = ROOT / "functions" / "cas_download"
 CHILD = Path(__file__).with_name("coldstart_child.py")
 MODES = ("as shipped (no .pyc)", "with .pyc")
+# Measuring a sam build (``--build-dir``): its files as built, with the 3.13 byte code it ships, and the
+# same files without byte code (what shipped before issue 31). Neither writes byte code (Lambda's
+# /var/task and /opt are read-only); the reference always has byte code, as the runtime's boto3 does.
+BUILT_MODES = ("as built (3.13 byte code)", "the same files without byte code")
 IMPORTTIME_RUNS = 3
 
 
@@ -206,20 +210,21 @@ def measure(
     profile_above: float | None,
     python: Sequence[str] = (sys.executable,),
     download: tuple[dict[str, Any], dict[str, str]] | None = None,
+    built: Path | None = None,
 ) -> ColdStart:
     """``reps`` fresh processes per kind and mode; a cProfile of one more cold start in the worst mode
     when its ratio is above ``profile_above``. ``python``: the command of the interpreter to measure
     (another one than this, e.g. a chroot's 3.13, must see this checkout at the same path).
     ``download``: a ``/download`` event and the environment that configures its keys, measured as a
-    third kind (the link route's first request in a new container)."""
-    layer = layer_dir(python)
-    task = task_dir(scratch)
+    third kind (the link route's first request in a new container). ``built``: a ``sam build``
+    directory to measure as built (BUILT_MODES) instead of this checkout's package and a layer
+    installed here (MODES)."""
     child = scratch / CHILD.name  # run from scratch: the script's directory lands on sys.path
     shutil.copy(CHILD, child)
     event_path = scratch / "coldstart-event.json"
     event_path.write_text(json.dumps(event))
     pycache = scratch / "pycache"
-    envs = {mode: _child_env(base_env, [task, layer], mode, pycache) for mode in MODES}
+    modes, task, layer, envs, ref_envs = _environments(base_env, scratch, pycache, python, built)
     app_args, boto3_args = [str(child), "app", str(event_path)], [str(child), "boto3"]
     download_args: list[str] = []
     if download is not None:
@@ -227,26 +232,27 @@ def measure(
         download_path.write_text(json.dumps(download[0]))
         download_args = [str(child), "app", str(download_path)]
         envs = {mode: {**env, **download[1]} for mode, env in envs.items()}
-        _run_child(download_args, envs[MODES[1]], scratch, python)
-    _run_child(app_args, envs[MODES[1]], scratch, python)  # fill the byte-code cache
-    _run_child(boto3_args, envs[MODES[1]], scratch, python)
-    results = [ModeResult(mode) for mode in MODES]
+        _run_child(download_args, envs[modes[1]], scratch, python)
+    _run_child(app_args, envs[modes[1]], scratch, python)  # fill the byte-code cache
+    _run_child(boto3_args, ref_envs[modes[1]], scratch, python)
+    results = [ModeResult(mode) for mode in modes]
     for _ in range(reps):  # modes and kinds alternate, so that a busy moment hits them alike
         for result in results:
             result.app.append(_run_child(app_args, envs[result.mode], scratch, python))
-            result.boto3.append(_run_child(boto3_args, envs[result.mode], scratch, python))
+            result.boto3.append(_run_child(boto3_args, ref_envs[result.mode], scratch, python))
             if download_args:
                 result.download.append(_run_child(download_args, envs[result.mode], scratch, python))
     for result in results:
         also = f", /download {result.download_ratio:.2f}" if result.download else ""
         print(f"  cold start, {result.mode}: ratio {result.ratio:.2f}{also}", file=sys.stderr)
-    _remove_bytecode(task)
-    _remove_bytecode(layer)
+    if built is None:
+        _remove_bytecode(task)
+        _remove_bytecode(layer)
 
     imports: dict[str, list[tuple[str, float, float]]] = {}
     totals: dict[str, float] = {}
-    for mode in MODES:
-        env = _child_env(base_env, [task, layer], mode, pycache)
+    for mode in modes:
+        env = envs[mode]
         runs = [
             subprocess.run(  # noqa: S603 - the measured interpreter, fixed arguments
                 [*python, "-S", "-X", "importtime", "-c", "import cas_download.handlers.download"],
@@ -261,7 +267,7 @@ def measure(
         imports[mode], totals[mode] = heaviest_imports(runs)
 
     cold = ColdStart(layer, results, imports, totals)
-    env = _child_env(base_env, [task, layer], MODES[1], pycache)
+    env = envs[modes[0]] if built is not None else _child_env(base_env, [task, layer], MODES[1], pycache)
     client_runs = [_run_json([str(child), "clients"], env, scratch, python) for _ in range(max(3, reps))]
     cold.clients = {
         k: statistics.median(float(r[k]) for r in client_runs)
@@ -270,12 +276,34 @@ def measure(
     }
     worst = max(results, key=lambda r: r.ratio)
     if profile_above is not None and worst.ratio > profile_above:
-        env = _child_env(base_env, [task, layer], worst.mode, pycache)
+        env = envs[worst.mode]
         cold.profile, cold.profile_total_ms = _profile(env, child, event_path, scratch, python)
         cold.profile_mode = worst.mode
-        _remove_bytecode(task)
-        _remove_bytecode(layer)
+        if built is None:
+            _remove_bytecode(task)
+            _remove_bytecode(layer)
     return cold
+
+
+def _environments(
+    base_env: dict[str, str], scratch: Path, pycache: Path, python: Sequence[str], built: Path | None
+) -> tuple[tuple[str, ...], Path, Path, dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """The modes, the function's and the layer's trees, and each mode's environment for the app and
+    for the reference (``import boto3`` + a client)."""
+    if built is None:
+        layer = layer_dir(python)
+        task = task_dir(scratch)
+        envs = {mode: _child_env(base_env, [task, layer], mode, pycache) for mode in MODES}
+        return MODES, task, layer, envs, envs
+    task, layer = built / "DownloadFunction", built / "DependenciesLayer" / "python"
+    bare = scratch / "without-byte-code"
+    shutil.rmtree(bare, ignore_errors=True)
+    for source, name in ((task, "task"), (layer, "layer")):
+        shutil.copytree(source, bare / name, ignore=shutil.ignore_patterns("__pycache__"))
+    trees = {BUILT_MODES[0]: [task, layer], BUILT_MODES[1]: [bare / "task", bare / "layer"]}
+    envs = {mode: _child_env(base_env, trees[mode], MODES[0], pycache) for mode in BUILT_MODES}
+    reference = _child_env(base_env, [layer], MODES[0], pycache)
+    return BUILT_MODES, task, layer, envs, dict.fromkeys(BUILT_MODES, reference)
 
 
 def heaviest_imports(importtimes: list[str], top: int = 12) -> tuple[list[tuple[str, float, float]], float]:
@@ -387,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.coldstart", description=main.__doc__)
     parser.add_argument("--python", default=sys.executable, help="the children's interpreter, a command")
     parser.add_argument("--reps", type=int, default=15, help="fresh processes per kind and mode")
+    parser.add_argument(
+        "--build-dir", type=Path, help="measure this sam build (with its byte code) instead of the checkout"
+    )
     args = parser.parse_args(argv)
     python = shlex.split(args.python)
     scratch = WORK_DIR / "coldstart"
@@ -406,10 +437,14 @@ def main(argv: list[str] | None = None) -> int:
             None,
             python,
             download=download_link_case(digest, org, backend),
+            built=args.build_dir,
         )
     finally:
         servers.stop()
-    print(f"Python {interpreter_version(python)[0].split()[0]}, {args.reps} processes per kind and mode")
+    what = f"the sam build in {args.build_dir}" if args.build_dir else "this checkout's package and pins"
+    print(
+        f"Python {interpreter_version(python)[0].split()[0]}, {what}, {args.reps} processes per kind and mode"
+    )
     print(
         "| mode | /v1: import + first request (ms) | /download: the same (ms) "
         "| reference: import + client (ms) | ratio /v1 | ratio /download |"

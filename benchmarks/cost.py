@@ -129,3 +129,38 @@ PRICE_TABLE: tuple[tuple[str, str], ...] = (
     ("S3 Standard requests", "$0.0004 per 1,000 GET/HEAD (billed to the bucket's owner)"),
     ("CloudWatch Logs", "$0.50 per GB ingested (Standard)"),
 )
+
+
+# SnapStart for Python (template parameter SnapStart=PublishedVersions): Lambda charges for keeping each
+# published version's snapshot cached (per GB-second, at least 3 hours) and for each restore from it
+# (per GB restored, that is each cold start). Java's SnapStart has neither charge; Python's and .NET's do.
+SNAPSTART_CACHE_GB_SECOND = 0.0000015046  # $ per GB-second of a cached snapshot
+SNAPSTART_RESTORE_GB = 0.0001397998  # $ per GB restored
+SECONDS_PER_MONTH = 30 * 24 * 3600
+
+
+def snapstart_lines(
+    cold_starts_per_million: tuple[int, ...] = (1_000, 10_000, 100_000),
+) -> list[tuple[str, str]]:
+    """What SnapStart adds for the download function (512 MB): the cache per published version and
+    month, and the restores per million downloads at a few cold-start rates."""
+    gb = LAMBDA_MEMORY_MB / 1024
+    lines = [
+        (
+            "snapshot cache, one published version, a month",
+            f"{gb:g} GB x {SECONDS_PER_MONTH:,} s x ${SNAPSTART_CACHE_GB_SECOND:.10f} = "
+            f"${gb * SECONDS_PER_MONTH * SNAPSTART_CACHE_GB_SECOND:.2f}",
+        ),
+        (
+            "one restore (a cold start)",
+            f"{gb:g} GB x ${SNAPSTART_RESTORE_GB} = ${gb * SNAPSTART_RESTORE_GB:.6f}",
+        ),
+    ]
+    for cold in cold_starts_per_million:
+        lines.append(
+            (
+                f"restores per million downloads, {cold / 1e4:g} % cold starts",
+                f"{cold:,} x ${gb * SNAPSTART_RESTORE_GB:.6f} = ${cold * gb * SNAPSTART_RESTORE_GB:.2f}",
+            )
+        )
+    return lines

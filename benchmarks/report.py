@@ -373,7 +373,20 @@ def _cost(results: Results) -> str:
         "function gets 512/1769 of a vCPU) + assumed in-region latencies "
         f"({latencies}), rounded up to 1 ms. Not included: the client's own GET through the presigned URL "
         "(one more S3 GET and the data transfer, billed to the bucket's owner), Secrets Manager's $0.40 per "
-        "secret-month, Lambda's START/END/REPORT log lines.\n\n" + "\n\n".join(blocks)
+        "secret-month, Lambda's START/END/REPORT log lines.\n\n"
+        + "\n\n".join(blocks)
+        + "\n\n"
+        + _snapstart_cost()
+    )
+
+
+def _snapstart_cost() -> str:
+    return (
+        "**SnapStart** (`SnapStart=PublishedVersions`; off by default): on top of the above, a caching "
+        f"charge per published version and a restore charge per cold start (prices as checked on "
+        f"{cost.PRICES_CHECKED}; Lambda keeps each published version's snapshot cached, at least 3 hours). "
+        "Whether it pays: section 4b's cold start with byte code against a restore's.\n\n"
+        + table(("SnapStart charge", "cost"), cost.snapstart_lines())
     )
 
 

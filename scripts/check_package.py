@@ -6,16 +6,19 @@ directory, then, for every function of template.yaml and the layers it uses:
 
 * reports files, unzipped and zipped size (a table);
 * fails if a function plus its layers exceeds Lambda's 250 MB unzipped limit;
-* fails if a function artifact holds anything but its handler's package (tests, byte code,
-  egg-info, vendored dependencies...) or lacks the handler module;
+* compiles every function's and layer's byte code for CPython 3.13 (scripts/bytecode.py) and fails
+  if any .py lacks a .pyc that 3.13 uses as it is; without a 3.13 it says so in one line and goes on,
+  unless --require-bytecode (CI's Lambda-runtime check);
+* fails if a function artifact holds anything but its handler's package (tests, byte code for
+  another Python, egg-info, vendored dependencies...) or lacks the handler module;
 * fails if a layer ships a compiled extension or byte code for another platform or Python than the
   function's runtime and architecture, ships the application package, or does not hold exactly the
   distributions pinned in its requirements.txt.
 
 Exit status: 0 when every check passes, 1 otherwise.
 
-    python scripts/check_package.py                     # build into a temp dir, check, clean up
-    python scripts/check_package.py --build-dir .aws-sam/build --no-build   # check an existing build
+    python -m scripts.check_package                     # build into a temp dir, check, clean up
+    python -m scripts.check_package --build-dir .aws-sam/build --no-build   # check an existing build
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from cas_local.template import TemplateError, function_properties, load_template
+from scripts import bytecode
+from scripts.layer_requirements import pinned
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -47,9 +52,10 @@ MIB = 1024 * 1024
 ELF_MACHINE = {"arm64": 183, "x86_64": 62}
 ARCH_TAG = {"arm64": "aarch64", "x86_64": "x86_64"}
 
-# Anything a function artifact must never contain (matched against every path component).
+# Anything a function artifact must never contain (matched against every path component). Byte code
+# is welcome, for the runtime's Python only (scripts/bytecode.py compiles it; checked below).
 FORBIDDEN_IN_FUNCTION = re.compile(
-    r"^(tests?|__pycache__|conftest\.py|test_.*\.py|.*_test\.py|.*\.py[cod]|.*\.egg-info|.*\.dist-info"
+    r"^(tests?|conftest\.py|test_.*\.py|.*_test\.py|.*\.py[od]|.*\.egg-info|.*\.dist-info"
     r"|\.[a-z_]*cache)$"
 )
 EXTENSION_NAME = re.compile(r"\.cpython-(?P<version>\d+)-(?P<platform>[^.]+)\.so$")
@@ -160,9 +166,15 @@ def check_function(spec: FunctionSpec, artifact: Artifact) -> list[str]:
     for entry in top_level:
         if entry != package:
             errors.append(f"{spec.logical_id}: unexpected top-level entry {entry!r} (only {package!r} ships)")
+    version = spec.runtime.removeprefix("python").replace(".", "")
     for relative in artifact.files:
         if any(FORBIDDEN_IN_FUNCTION.match(part) for part in relative.split("/")):
             errors.append(f"{spec.logical_id}: must not ship {relative}")
+        tagged = PYC_NAME.search(relative)
+        if relative.endswith(".pyc") and (not tagged or tagged["version"] != version):
+            errors.append(
+                f"{spec.logical_id}: {relative} is byte code for another Python than {spec.runtime}"
+            )
     if module not in artifact.files:
         errors.append(f"{spec.logical_id}: handler module {module} is missing (Handler {spec.handler})")
     return errors
@@ -174,16 +186,6 @@ def _elf_machine(path: Path) -> int | None:
     if len(header) < 20 or header[:4] != b"\x7fELF":
         return None
     return int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
-
-
-def _pinned(requirements: Path) -> dict[str, str]:
-    pins = {}
-    for raw in requirements.read_text(encoding="utf-8").splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins[_normalize(name)] = version.strip()
-    return pins
 
 
 def _normalize(name: str) -> str:
@@ -228,7 +230,7 @@ def check_layer(layer: LayerSpec, artifact: Artifact, users: list[FunctionSpec])
                     errors.append(f"{name}: {relative} is byte code for another Python than {runtime}")
     requirements = requirements_of(layer)
     if requirements is not None and requirements.is_file():
-        pins, installed = _pinned(requirements), _installed(artifact)
+        pins, installed = pinned(requirements), _installed(artifact)
         for dist, version in sorted(pins.items()):
             if dist not in installed:
                 errors.append(f"{name}: {dist}=={version} is pinned but not in the layer")
@@ -287,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sam", help="sam executable (default: next to this Python, else .venv/bin, else PATH)"
     )
+    parser.add_argument(
+        "--require-bytecode",
+        action="store_true",
+        help="fail when no CPython 3.13 can compile the byte code (default: say so and go on)",
+    )
     args = parser.parse_args(argv)
     if args.no_build and args.build_dir is None:
         parser.error("--no-build needs --build-dir")
@@ -312,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_build:
             assert sam is not None
             run_sam_build(sam, build_dir)
+            if bytecode.main([str(build_dir), *(["--require"] if args.require_bytecode else [])]) != 0:
+                return 1
+        elif args.require_bytecode and bytecode.main([str(build_dir), "--check-only"]) != 0:
+            return 1
 
         artifacts: list[Artifact] = []
         by_id: dict[str, Artifact] = {}

@@ -51,11 +51,11 @@ def test_ci_run_survives_a_tool_whose_version_output_is_long(tmp_path: Path) -> 
         check=False,
     )
 
-    # Then it prints the first version line and goes on to build the venv
+    # Then it prints the first version line and goes on to check the lock
     assert "GNU Make 4.3 (stand-in)" in done.stdout
     assert "licence text" not in done.stdout
-    assert "== fresh venv" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "stand-in make: venv" in done.stdout
+    assert "== the lock" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "stand-in make: lock-check" in done.stdout
     # and fails only where the stand-in make told it to, not on a broken pipe
     assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
 
@@ -66,10 +66,11 @@ RECORDING_MAKE = """#!/usr/bin/env bash
 if [ "${1:-}" = "--version" ]; then echo "GNU Make 4.3 (stand-in)"; exit 0; fi
 echo "make $* CI=${CI-<unset>}" >> "$CALLS"
 if [ "${1:-}" = "venv" ]; then
-  mkdir -p .venv/bin
-  for tool in python ruff mypy pytest cfn-lint sam; do
-    printf '#!/usr/bin/env bash\\necho "%s (stand-in)"\\n' "$tool" > ".venv/bin/$tool"
-    chmod +x ".venv/bin/$tool"
+  mkdir -p .venv/bin .local/uv/bin
+  for tool in .venv/bin/python .venv/bin/ruff .venv/bin/mypy .venv/bin/pytest .venv/bin/cfn-lint \\
+      .venv/bin/sam .local/uv/bin/uv; do
+    printf '#!/usr/bin/env bash\\necho "%s (stand-in)"\\n' "$tool" > "$tool"
+    chmod +x "$tool"
   done
 fi
 if [ "${STANDIN_FAIL%%:*}" = "${1:-}" ]; then exit "${STANDIN_FAIL##*:}"; fi
@@ -117,7 +118,7 @@ def test_ci_run_sets_ci_to_true_when_the_machine_does_not(tmp_path: Path) -> Non
 
     # Then every make it runs sees CI=true, so that a missing server fails instead of skipping
     assert status == 0, calls
-    assert calls[0] == "make venv BOOTSTRAP_PYTHON=python3 CI=true"
+    assert calls[0] == "make lock-check BOOTSTRAP_PYTHON=python3 CI=true"
     assert all(call.endswith("CI=true") for call in calls if call.startswith("make "))
 
 
@@ -127,7 +128,7 @@ def test_ci_run_keeps_the_ci_value_the_machine_set(tmp_path: Path) -> None:
 
     # Then the CI script passes it on unchanged
     assert status == 0, calls
-    assert calls[0] == "make venv BOOTSTRAP_PYTHON=python3 CI=1"
+    assert calls[0] == "make lock-check BOOTSTRAP_PYTHON=python3 CI=1"
 
 
 def test_ci_run_checks_the_lambda_runtime_after_make_check_with_fresh_chroots(tmp_path: Path) -> None:
@@ -137,6 +138,7 @@ def test_ci_run_checks_the_lambda_runtime_after_make_check_with_fresh_chroots(tm
     # Then after make check it installs the chroot and emulation tools, then runs make lambda-runtime
     assert status == 0, calls
     assert calls == [
+        "make lock-check BOOTSTRAP_PYTHON=python3 CI=true",
         "make venv BOOTSTRAP_PYTHON=python3 CI=true",
         "make check CI=true",
         "apt-get update -qq",
@@ -172,9 +174,10 @@ def test_make_deploy_from_a_fresh_clone_makes_the_venv_before_sam_build(tmp_path
         ["make", "-n", "deploy", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.splitlines()
 
-    # Then it creates the venv and installs the project before the venv's own sam builds and deploys
-    created = next(i for i, line in enumerate(planned) if "-m venv" in line and str(venv) in line)
-    installed = next(i for i, line in enumerate(planned) if "pip install" in line and "-e" in line)
+    # Then it installs the project from the lock before the venv's own sam builds and deploys
+    installed = next(
+        i for i, line in enumerate(planned) if " sync " in line and "--locked" in line and str(venv) in line
+    )
     built = next(i for i, line in enumerate(planned) if f"{venv}/bin/sam" in line and " build" in line)
     deployed = next(i for i, line in enumerate(planned) if f"{venv}/bin/sam" in line and " deploy" in line)
-    assert created < installed < built < deployed
+    assert installed < built < deployed

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.client import BaseClient
+from scripts.layer_requirements import pinned
 
 from cas_download.config import ENV_VARS, REQUIRED_ENV_VARS, Settings
 from cas_local.template import function_properties, load_template
@@ -101,11 +104,14 @@ API_ALARMS = {
 # No completed sync run in a window: silence is the failure (missing data breaches).
 LAG_ALARM = "ChainloopSyncLagAlarm"
 SYNC_ALARMS = {"ChainloopSyncErrorsAlarm", "ChainloopSyncIncompleteAlarm", LAG_ALARM}
-# A deploy's rollback alarms: the service's own (5xx of the function and of the API, integrity, crashes)
-ROLLBACK_ALARMS = {
+# A deploy's rollback alarm: what the new version does wrong (issue 28), nothing a tenant can cause
+ROLLBACK_ALARMS = {"NewVersionErrorsAlarm"}
+# What a tenant's own storage or data can trip (a revoked backend's 502s, a tampered object): pages only
+TENANT_TRIPPABLE_ALARMS = {
     "ServerErrorRateAlarm",
     "ApiServerErrorRateAlarm",
     "IntegrityFailuresAlarm",
+    "FallbackRateAlarm",
     "DownloadErrorsAlarm",
 }
 THRESHOLD_DEFAULTS = {
@@ -658,7 +664,7 @@ def test_the_functions_link_settings_come_from_their_parameters(
     assert env["CHAINLOOP_CAS_ISSUER"] == {"Ref": "ChainloopCasIssuer"}
     # and both are optional: without keys the route answers 404
     assert template["Parameters"]["ChainloopCasPublicKeys"]["Default"] == ""
-    assert template["Parameters"]["ChainloopCasIssuer"]["Default"] == ""
+    assert template["Parameters"]["ChainloopCasIssuer"]["Default"] == "cp.chainloop"
 
 
 def test_the_access_log_never_records_a_query_string_or_header(template: dict[str, Any]) -> None:
@@ -735,9 +741,10 @@ def _watched(alarm: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_the_alarms_exist_with_their_thresholds(template: dict[str, Any], alarms: dict[str, Any]) -> None:
-    assert set(alarms) == set(ALARMS) | QUEUE_ALARMS | set(API_ALARMS) | {LAG_ALARM}
+    assert set(alarms) == set(ALARMS) | QUEUE_ALARMS | set(API_ALARMS) | {LAG_ALARM} | ROLLBACK_ALARMS
     thresholds = {**{name: threshold for name, (_, _, threshold) in ALARMS.items()},
-                  **{name: threshold for name, (_, threshold) in API_ALARMS.items()}}  # fmt: skip
+                  **{name: threshold for name, (_, threshold) in API_ALARMS.items()},
+                  "NewVersionErrorsAlarm": "FunctionErrorsThreshold"}  # fmt: skip
     for name, threshold in thresholds.items():
         alarm = alarms[name]
         if isinstance(threshold, str):
@@ -794,7 +801,8 @@ def test_rate_alarms_divide_by_requests_over_five_minutes(
 def test_the_api_alarms_watch_the_stack_s_http_api(alarms: dict[str, dict[str, Any]]) -> None:
     # Given the alarms on the API as callers see it
     for name, (metric_names, _) in API_ALARMS.items():
-        watched = _watched(alarms[name])
+        # (the function's own VerificationPending, which the 5xx rate subtracts, is checked below)
+        watched = [m for m in _watched(alarms[name]) if m["MetricName"] != "VerificationPending"]
         # Then they read API Gateway's metrics of this stack's HTTP API (ApiId, no stage: all of it)
         assert {m["MetricName"] for m in watched} == metric_names, name
         for metric in watched:
@@ -858,10 +866,92 @@ def test_a_deploy_shifts_traffic_through_an_alias_and_rolls_back_on_the_service_
     assert "AllAtOnce" in parameter["AllowedValues"]
     assert parameter["Default"] in parameter["AllowedValues"]
     assert all(re.fullmatch(r"(Canary|Linear)10Percent\w+|AllAtOnce", v) for v in parameter["AllowedValues"])
-    # and the rollback alarms are the service's own, each of them an alarm of this stack on all of it
+    # and the rollback alarm is the new version's, an unconditional alarm of this stack
     assert {alarm["Ref"] for alarm in preference["Alarms"]} == ROLLBACK_ALARMS
     assert set(alarms) >= ROLLBACK_ALARMS
     assert not [name for name in ROLLBACK_ALARMS if template["Resources"][name].get("Condition")]
+
+
+def test_no_alarm_a_tenant_can_trip_rolls_a_deploy_back_and_each_still_pages(
+    function: dict[str, Any], alarms: dict[str, dict[str, Any]]
+) -> None:
+    # Given the alarms a tenant's revoked backend, tampered object or fallbacks fire
+    rollback = {alarm["Ref"] for alarm in function["DeploymentPreference"]["Alarms"]}
+
+    # Then none of them is a rollback alarm, and each still notifies the operator
+    assert rollback & TENANT_TRIPPABLE_ALARMS == set()
+    for name in TENANT_TRIPPABLE_ALARMS:
+        assert (
+            alarms[name]["AlarmActions"]
+            == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+            or name == "IntegrityFailuresAlarm"
+        ), name
+
+
+def test_the_rollback_alarm_reads_only_the_version_being_deployed_as_sam_resolves_it(
+    alarms: dict[str, dict[str, Any]],
+) -> None:
+    # Given the template as SAM transforms it (the alias's version gets a generated logical id)
+    translated = sam_translated()
+    version_ids = [k for k, r in translated["Resources"].items() if r["Type"] == "AWS::Lambda::Version"]
+    (download_version,) = [v for v in version_ids if v.startswith("DownloadFunctionVersion")]
+
+    # Then every metric the rollback alarm reads has a version dimension naming that version
+    for name in ROLLBACK_ALARMS:
+        metrics = [m["MetricStat"]["Metric"] for m in translated["Resources"][name]["Properties"]["Metrics"]
+                   if "MetricStat" in m]  # fmt: skip
+        assert metrics
+        for metric in metrics:
+            dimensions = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+            version = dimensions.get("ExecutedVersion", dimensions.get("FunctionVersion"))
+            assert version == {"Fn::GetAtt": [download_version, "Version"]}, (name, metric)
+    # and it reads the Lambda errors of that version and the function's own internal errors of it
+    read = {(m["Namespace"], m["MetricName"]) for m in _watched(alarms["NewVersionErrorsAlarm"])}
+    assert read == {("AWS/Lambda", "Errors"), ("CasDownload", "InternalErrors")}
+    assert '"InternalErrors"' in _package_source()
+
+
+def test_the_api_5xx_rate_leaves_out_verification_pending_as_the_functions_own_does(
+    alarms: dict[str, dict[str, Any]],
+) -> None:
+    # Given the API's 5xx rate alarm
+    alarm = alarms["ApiServerErrorRateAlarm"]
+    by_id = {m["Id"]: m for m in alarm["Metrics"]}
+
+    # Then it subtracts the function's 503 verification_pending count from API Gateway's 5xx
+    assert by_id["pending"]["MetricStat"]["Metric"]["MetricName"] == "VerificationPending"
+    expression = by_id["rate"]["Expression"]["Fn::Sub"]
+    assert "FILL(errors, 0) - FILL(pending, 0)" in expression
+
+
+def sam_translated() -> dict[str, Any]:
+    """template.yaml as SAM's own translator (the one `sam deploy` runs) turns it into CloudFormation;
+    code locations replaced by placeholders, which is all the translator needs of them."""
+    from samtranslator.translator.transform import transform  # noqa: PLC0415 - these tests only
+
+    written = json.loads(json.dumps(load_template(), default=str))
+    written["Globals"]["Function"]["CodeUri"] = "s3://placeholder/code.zip"
+    for resource in written["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::LayerVersion":
+            resource["Properties"]["ContentUri"] = "s3://placeholder/layer.zip"
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"].pop("CodeUri", None)
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    # the translator asks boto3 for a region (for pseudo parameters), and any will do
+    saved = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+    try:
+        translated: dict[str, Any] = transform(written, {}, NoManagedPolicies())
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_DEFAULT_REGION")
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = saved
+    return translated
 
 
 # --- secrets under customer managed keys -----------------------------------------------------------
@@ -1069,27 +1159,39 @@ def test_function_uses_the_dependencies_layer(any_function: tuple[str, dict[str,
         ("requirements-postgres.txt", {"psycopg", "psycopg-binary"}),
     ],
 )
-def test_layer_requirements_are_all_pinned_exactly(requirements_file: str, direct: set[str]) -> None:
-    # given the layer's requirements, comments and blank lines aside
-    lines = [
-        line.split("#", 1)[0].strip()
-        for line in (LAYER_DIR / requirements_file).read_text(encoding="utf-8").splitlines()
-    ]
-    requirements = [line for line in lines if line]
-    # then each one is name==version, and the direct dependencies are among them
-    assert requirements
-    assert [r for r in requirements if not PIN.fullmatch(r)] == []
-    names = {r.split("==")[0].lower().replace("_", "-") for r in requirements}
-    assert direct <= names
+def test_layer_requirements_are_all_pinned_exactly_with_hashes(
+    requirements_file: str, direct: set[str]
+) -> None:
+    # Given the layer's requirements
+    text = (LAYER_DIR / requirements_file).read_text(encoding="utf-8")
+    pins = pinned(LAYER_DIR / requirements_file)
+
+    # Then each one is name==version with at least one hash, and the direct dependencies are among them
+    assert pins
+    assert [f"{n}=={v}" for n, v in pins.items() if not PIN.fullmatch(f"{n}=={v}")] == []
+    assert text.count("==") == len(pins)
+    assert text.count("--hash=sha256:") >= len(pins)
+    assert direct <= pins.keys()
+
+
+def test_the_layers_agree_with_the_lock() -> None:
+    # When the layers' requirements are derived from uv.lock again
+    derived = subprocess.run(
+        [sys.executable, "-m", "scripts.layer_requirements", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    # Then they are what the repository holds: nothing ships that the lock (and so the tests) did not pick
+    assert derived.returncode == 0, derived.stderr
 
 
 def test_the_postgres_layer_adds_nothing_the_dependencies_layer_pins_differently() -> None:
-    def pins(name: str) -> dict[str, str]:
-        text = (LAYER_DIR / name).read_text(encoding="utf-8")
-        found = (line.split("#", 1)[0].strip() for line in text.splitlines())
-        return dict(line.lower().split("==") for line in found if line)
-
-    shared = pins("requirements.txt").keys() & pins("requirements-postgres.txt").keys()
+    shared = (
+        pinned(LAYER_DIR / "requirements.txt").keys() & pinned(LAYER_DIR / "requirements-postgres.txt").keys()
+    )
     assert shared == set()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from botocore import UNSIGNED
 from botocore.config import Config
 
 from cas_download.config import Settings
@@ -27,6 +28,7 @@ class App:
     services: Services
     telemetry: Telemetry
     session: boto3.session.Session
+    secrets_client: Any
 
     @classmethod
     def create(cls, settings: Settings, session: boto3.session.Session | None = None) -> App:
@@ -62,7 +64,32 @@ class App:
             verification_records=VerificationRecords(settings, tables),
             verifier=_verifier_invocations(settings, session),
         )
-        return cls(settings, services, Telemetry(settings.service_name, settings.metrics_namespace), session)
+        telemetry = Telemetry(settings.service_name, settings.metrics_namespace)
+        return cls(settings, services, telemetry, session, secrets_client)
+
+    def connect(self) -> None:
+        """Make the clients a request needs now rather than on first use (SnapStart: before the
+        snapshot): the DynamoDB clients, and the S3 service model loaded into the session. Reads no
+        secret and no row, and sends nothing."""
+        self.services.tables.connect()
+        # An unsigned client loads S3's model into the session, so the first backend's client after a
+        # restore is built from memory. It holds no credentials, is never used, and is dropped.
+        self.session.client("s3", region_name=self.settings.region, config=Config(signature_version=UNSIGNED))
+
+    def forget_state(self) -> None:
+        """Everything a SnapStart restore must not inherit: cached rows, secrets, verification records
+        and backend health; every backend client (they hold credentials) and registry token; every open
+        connection. The clients themselves stay, and reconnect on use."""
+        services = self.services
+        services.catalog.forget_all()
+        services.credentials.forget_all()
+        services.storage.forget_all()
+        services.health.forget_all()
+        services.verification_records.forget_all()
+        if services.verifier is not None:
+            services.verifier.forget_all()
+        services.tables.close_connections()
+        self.secrets_client.close()
 
 
 def _verifier_invocations(settings: Settings, session: boto3.session.Session) -> VerifierInvocations | None:

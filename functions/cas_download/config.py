@@ -19,6 +19,8 @@ PRESIGN_TTL_LIMIT_SECONDS = 3600
 VERIFY_BUDGET_SECONDS = 840
 
 REQUIRED_ENV_VARS = ("BACKENDS_TABLE", "MAPPINGS_TABLE")
+# Chainloop's DefaultIssuer (internal/robotaccount/cas): what its control plane puts in iss
+DEFAULT_CHAINLOOP_ISSUER = "cp.chainloop"
 ENV_VARS = (
     *REQUIRED_ENV_VARS,
     "ORG_CLAIM",
@@ -50,6 +52,7 @@ ENV_VARS = (
     # Chainloop download links (issue 20)
     "CHAINLOOP_CAS_PUBLIC_KEYS",
     "CHAINLOOP_CAS_ISSUER",
+    "CHAINLOOP_LINK_MAX_LIFETIME_SECONDS",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
@@ -58,6 +61,13 @@ ENV_VARS = (
 
 class ConfigError(ValueError):
     """The environment does not describe a runnable service."""
+
+
+def snapshot_initialization(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether Lambda is initializing this container for a SnapStart snapshot rather than for requests
+    (it sets ``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``)."""
+    env = os.environ if environ is None else environ
+    return env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +102,8 @@ class Settings:
     # Chainloop download links: the control plane's CAS public keys (PEM, several while a key rotation
     # overlaps; none: the /download route answers 404) and the issuer a token must name (None: any).
     chainloop_cas_public_keys: tuple[str, ...] = ()
-    chainloop_cas_issuer: str | None = None
+    chainloop_cas_issuer: str | None = DEFAULT_CHAINLOOP_ISSUER
+    chainloop_link_max_lifetime_seconds: int = 3600
     service_name: str = "cas-download"
     metrics_namespace: str = "CasDownload"
 
@@ -127,7 +138,11 @@ class Settings:
             verify_bytes_per_second=rate,
             verify_read_concurrency=_int(env, "VERIFY_READ_CONCURRENCY", 4, 1, 16),
             chainloop_cas_public_keys=_public_keys(env, "CHAINLOOP_CAS_PUBLIC_KEYS"),
-            chainloop_cas_issuer=env.get("CHAINLOOP_CAS_ISSUER", "").strip() or None,
+            # unset: Chainloop's own issuer; set to nothing: any issuer
+            chainloop_cas_issuer=env.get("CHAINLOOP_CAS_ISSUER", DEFAULT_CHAINLOOP_ISSUER).strip() or None,
+            chainloop_link_max_lifetime_seconds=_int(
+                env, "CHAINLOOP_LINK_MAX_LIFETIME_SECONDS", 3600, 1, 86400
+            ),
             service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "cas-download",
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "CasDownload",
         )

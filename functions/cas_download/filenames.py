@@ -22,6 +22,14 @@ def decode_filename(raw: str | None) -> str | None:
         text = str(make_header(decode_header(raw)))
     except (HeaderParseError, LookupError, UnicodeDecodeError, ValueError):
         text = raw
+    return safe_filename(text)
+
+
+def safe_filename(text: str) -> str | None:
+    """The last path component of ``text``, without control characters; None for nothing, ``.`` or
+    ``..``. Checked after NFKC normalization: look-alikes (U+2025 for ``..``, the fullwidth U+FF0F for
+    ``/``) become the ASCII they stand for first, as every ASCII fallback of the name would make them."""
+    text = unicodedata.normalize("NFKC", text)
     text = text.replace("\\", "/").rsplit("/", 1)[-1]
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C").strip()
     if text in {"", ".", ".."}:
@@ -42,10 +50,10 @@ def encode_filename(filename: str) -> str:
 
 def content_disposition(filename: str) -> str:
     """``attachment; filename="<ASCII fallback>"`` plus ``filename*=UTF-8''…`` when not ASCII."""
-    ascii_name = (
-        unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii").strip()
-        or "download"
-    )
+    # checked here too, whoever built the name, and again once folded to ASCII: it stays a name
+    filename = safe_filename(filename) or "download"
+    folded = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
+    ascii_name = safe_filename(folded) or "download"
     fallback = ascii_name.replace("\\", "\\\\").replace('"', '\\"')
     if filename.isascii():
         return f'attachment; filename="{fallback}"'

@@ -30,6 +30,7 @@ AUDIENCE = "artifact-cas.chainloop"
 ALGORITHM = "ES512"
 DOWNLOADER_ROLE = "downloader"
 LEEWAY_SECONDS = 30
+DEFAULT_MAX_LIFETIME_SECONDS = 3600
 # An ES512 token with Chainloop's claims is about 600 characters; anything far longer is not one.
 MAX_TOKEN_LENGTH = 8192
 
@@ -48,10 +49,16 @@ class LinkTokenVerifier:
     """Verifies tokens against the control plane's CAS public keys (several while a rotation overlaps)."""
 
     def __init__(
-        self, public_keys_pem: Sequence[str], issuer: str | None, clock: Callable[[], float] = time.time
+        self,
+        public_keys_pem: Sequence[str],
+        issuer: str | None,
+        max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = tuple(_p521_key(pem) for pem in public_keys_pem)
         self._issuer = issuer
+        self._max_lifetime = max_lifetime_seconds
+        # Every time rule (exp, nbf, iat, the lifetime) reads this clock, not PyJWT's: the tests drive it.
         self._clock = clock
 
     def verify(self, token: str) -> LinkGrant:
@@ -65,10 +72,38 @@ class LinkTokenVerifier:
         if header.get("alg") != ALGORITHM:
             raise Unauthenticated("the token is not signed ES512")
         claims = self._claims(token)
+        self._check_times(claims)
         return _grant(claims)
 
+    def _check_times(self, claims: dict[str, object]) -> None:
+        """exp in the future (within the leeway), nbf and iat not in it, and a lifetime of at most
+        max_lifetime_seconds from iat (from now when there is none: Chainloop mints no iat)."""
+        now = self._clock()
+        times = {name: claims.get(name) for name in ("exp", "nbf", "iat")}
+        for name, value in times.items():
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise Unauthenticated(f"the token's {name} is not a number")
+        exp, nbf, iat = (float(v) if isinstance(v, int | float) else None for v in times.values())
+        assert exp is not None  # PyJWT required it
+        if exp <= now - LEEWAY_SECONDS:
+            raise Unauthenticated("the token has expired")
+        if (nbf is not None and nbf > now + LEEWAY_SECONDS) or (
+            iat is not None and iat > now + LEEWAY_SECONDS
+        ):
+            raise Unauthenticated("the token is not valid yet (nbf or iat in the future)")
+        if exp - (iat if iat is not None else now) > self._max_lifetime:
+            raise Unauthenticated(
+                f"the token lives longer than {self._max_lifetime} s (CHAINLOOP_LINK_MAX_LIFETIME_SECONDS)"
+            )
+
     def _claims(self, token: str) -> dict[str, object]:
-        options: jwt.types.Options = {"require": ["exp", "aud"]}
+        # PyJWT checks the signature, the audience and the issuer; the times are _check_times'
+        options: jwt.types.Options = {
+            "require": ["exp", "aud"],
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+        }
         for key in self._keys:
             try:
                 claims: dict[str, object] = jwt.decode(
@@ -77,7 +112,6 @@ class LinkTokenVerifier:
                     algorithms=[ALGORITHM],
                     audience=AUDIENCE,
                     issuer=self._issuer,
-                    leeway=LEEWAY_SECONDS,
                     options=options,
                 )
                 return claims

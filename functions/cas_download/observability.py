@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cas_download.domain import Artifact, Attempt, AttemptReason, NotModified
-from cas_download.errors import VerificationPending
+from cas_download.errors import CasError, VerificationPending
 
 
 @dataclass(slots=True)
@@ -34,6 +34,9 @@ class RequestRecord:
     attempts: list[Attempt] = field(default_factory=list)
     outcome: Artifact | NotModified | None = None
     total_ms: float = 0.0
+    # The Lambda version that answered ($LATEST outside an alias): a deploy's rollback alarm reads the
+    # new version's internal errors alone.
+    function_version: str = "$LATEST"
 
     def log_fields(self) -> dict[str, Any]:
         served = self.outcome if isinstance(self.outcome, Artifact) else None
@@ -121,6 +124,13 @@ class Telemetry:
         # server error, so neither the 5xx rate alarm nor a canary deployment's rollback fires on it.
         if record.status >= 500 and record.error_code != VerificationPending.code:
             self._metrics.add_metric("ServerErrors", MetricUnit.Count, 1)
+        if record.error_code == VerificationPending.code:
+            # ApiServerErrorRateAlarm subtracts these from API Gateway's 5xx, which counts them
+            self._metrics.add_metric("VerificationPending", MetricUnit.Count, 1)
+        if record.error_code == CasError.code:
+            # 500 internal_error: the code failed, not a backend or a tenant's data. Per version, so that
+            # a deploy rolls back on what its new version does wrong, and only that.
+            self._dimensioned("InternalErrors", 1, FunctionVersion=record.function_version)
         self._metrics.add_metric("Requests", MetricUnit.Count, 1)
         # The undimensioned metrics above stay what the alarms read; this one splits them by route.
         self._dimensioned("RouteRequests", 1, Route=record.route)

@@ -61,6 +61,32 @@ LAZY_ADAPTERS = (
 )
 
 
+# Run by the chroot's python3.13: every .py below the given roots must have a .pyc that importlib
+# would load without touching the source (what a read-only /var/task and /opt need).
+BYTECODE_CHECK = """
+import importlib.util, sys
+from importlib._bootstrap_external import _classify_pyc, _validate_hash_pyc
+from pathlib import Path
+checked, bad = 0, []
+for root in sys.argv[1:]:
+    for source in Path(root).rglob("*.py"):
+        name = str(source)
+        try:
+            data = Path(importlib.util.cache_from_source(name)).read_bytes()
+            flags = _classify_pyc(data, name, {})
+            if flags != 0b01:
+                raise ImportError(f"flags {flags:#b}, not unchecked-hash")
+            _validate_hash_pyc(data, importlib.util.source_hash(source.read_bytes()), name, {})
+        except (OSError, ImportError) as error:
+            bad.append(f"{name}: {error}")
+        checked += 1
+print("\n".join(bad[:20]))
+print(f"{checked} .py files, {len(bad)} without byte code CPython {sys.version.split()[0]} "
+      f"({sys.implementation.cache_tag}) uses as it is")
+sys.exit(1 if bad or not checked else 0)
+"""
+
+
 @dataclass
 class Expected:
     name: str
@@ -90,7 +116,14 @@ class Arm64Part:
         log = self.logs / "sam-build.log"
         log.unlink(missing_ok=True)
         run_logged(
-            [sys.executable, "scripts/check_package.py", "--build-dir", str(self.build_dir)],
+            [
+                sys.executable,
+                "-m",
+                "scripts.check_package",
+                "--build-dir",
+                str(self.build_dir),
+                "--require-bytecode",
+            ],
             log,
             cwd=self.root,
         )
@@ -114,6 +147,23 @@ class Arm64Part:
         check.mkdir(parents=True)
         shutil.copy2(Path(__file__).with_name("driver.py"), check / "driver.py")
         return f"{TASK}, {LAYER}, {POSTGRES_LAYER}"
+
+    def check_bytecode(self) -> str:
+        """3.13 on arm64 itself judges the shipped byte code: importlib's own header checks on each
+        .py's cached .pyc (3.13's cache tag, hash-based and unchecked, the source's hash)."""
+        log = self.logs / "arm64-bytecode.log"
+        log.unlink(missing_ok=True)
+        with self.chroot.session() as chroot:
+            done = chroot.run(
+                ["python3.13", "-S", "-c", BYTECODE_CHECK, TASK, LAYER, POSTGRES_LAYER],
+                {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                log,
+                check=False,
+            )
+        answer = log.read_text(errors="replace").strip().splitlines()[-1]
+        if done.returncode != 0:
+            raise StepFailed(f"byte code 3.13 would not use as it is: {answer} (log: {log})")
+        return answer
 
     def run_checks(self, ci_strict: bool) -> list[str]:
         """Start the stack and PostgreSQL on the host, run driver.py in the chroot, check its answers.

@@ -1,9 +1,9 @@
 """Part 1: the test suite's unit layer and scenario tests on CPython 3.13 (x86_64, Debian trixie).
 
 The working tree (tracked and untracked, not ignored: what the lead would commit) is copied to /src
-in the chroot and installed there with ``pip install -e '.[dev]'`` into /opt/venv, as a developer
-would. pip inside the chroot is configured like this machine's (``pip config list``): files it names
-are copied in, directories (local indexes, wheel caches) are mounted read-only at the same path.
+in the chroot and installed there into /opt/venv as ``make venv`` does: this machine's uv (pinned by
+tools/envs/uv-requirements.txt) copied in, ``uv sync --locked --extra dev`` on the chroot's
+python3.13, so the versions are uv.lock's, as on the host.
 The CNCF registry and Azurite (``make registry azurite``) are mounted at the same place in /src/.local;
 Debian's nodejs in the chroot runs Azurite, so no scenario test skips for want of a server.
 """
@@ -11,11 +11,8 @@ Debian's nodejs in the chroot runs Azurite, so no scenario test skips for want o
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from .chroot import Chroot, StepFailed
@@ -31,34 +28,14 @@ BASE_ENV = {
     "LANG": "C.UTF-8",
 }
 DEFAULT_TESTS = ("tests/unit", "tests/scenarios")
-
-
-def pip_settings(root: Path) -> tuple[dict[str, str], dict[Path, str], list[Path]]:
-    """This machine's pip configuration as PIP_* variables for the chroot, the directories it names
-    (to mount read-only) and the files it names (to copy)."""
-    listed = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False, cwd=root
-    ).stdout
-    settings: dict[str, str] = {}
-    for line in listed.splitlines():
-        match = re.fullmatch(r"[^.]*\.([a-z0-9-]+)='(.*)'", line.strip())
-        if match:
-            settings["PIP_" + match[1].upper().replace("-", "_")] = match[2]
-    settings.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
-    directories: dict[Path, str] = {}
-    files: list[Path] = []
-    for value in settings.values():
-        for token in value.split():
-            path = Path(token.removeprefix("file://"))
-            if not path.is_absolute() or not path.exists():
-                continue
-            if path.is_dir():
-                # a local index's pages (.../simple) link to files beside them: mount its root
-                mounted = path.parent if path.name == "simple" else path
-                directories[mounted] = str(mounted)
-            else:
-                files.append(path)
-    return settings, directories, files
+UV = "/usr/local/bin/uv"
+# as the Makefile's UV_ENV, with the venv at /opt/venv and the cache inside the chroot
+UV_ENV = {
+    "UV_PROJECT_ENVIRONMENT": VENV,
+    "UV_PREVIEW_FEATURES": "package-conflicts",
+    "UV_PYTHON_DOWNLOADS": "never",
+    "UV_LINK_MODE": "copy",
+}
 
 
 def copy_working_tree(root: Path, target: Path) -> int:
@@ -91,27 +68,28 @@ class X8664Part:
         return f"{copied} files copied to {SRC}"
 
     def install(self) -> str:
-        """/opt/venv with the project and its dev extras; reused while pyproject.toml is unchanged."""
-        settings, directories, files = pip_settings(self.root)
+        """/opt/venv with exactly uv.lock's project and dev extras; reused while the lock is unchanged."""
         key = hashlib.sha256(
-            (self.root / "pyproject.toml").read_bytes() + repr(sorted(settings.items())).encode()
+            b"".join((self.root / name).read_bytes() for name in ("pyproject.toml", "uv.lock"))
         )
         marker = self.chroot.path(f"{VENV}/.installed")
-        for file in files:
-            inside = self.chroot.path(str(file))
-            inside.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(file, inside)
+        uv = self.chroot.path(UV)
+        uv.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.root / ".local" / "uv" / "bin" / "uv", uv)
         # editable: the venv points at /src, so the fresh copy of each run is what the tests import
         log = self.logs / "x86_64-install.log"
-        with self.chroot.session(directories) as chroot:
+        with self.chroot.session({}) as chroot:
             if marker.is_file() and marker.read_text() == key.hexdigest():
-                return "venv reused (pyproject.toml unchanged)"
+                return "venv reused (pyproject.toml and uv.lock unchanged)"
             shutil.rmtree(self.chroot.path(VENV), ignore_errors=True)
-            chroot.run(["python3.13", "-m", "venv", VENV], BASE_ENV, log)
-            chroot.run(["pip", "install", "--quiet", "--upgrade", "pip"], {**BASE_ENV, **settings}, log)
-            chroot.run(["pip", "install", "--quiet", "-e", ".[dev]"], {**BASE_ENV, **settings}, log, cwd=SRC)
+            chroot.run(
+                [UV, "sync", "--quiet", "--locked", "--extra", "dev", "--python", "/usr/bin/python3.13"],
+                {**BASE_ENV, **UV_ENV},
+                log,
+                cwd=SRC,
+            )
         marker.write_text(key.hexdigest())
-        return "venv built"
+        return "venv built from uv.lock"
 
     def test(self, tests: list[str], ci: str) -> str:
         """pytest in the chroot; the servers the tests start come from /src/.local and the venv."""

@@ -124,6 +124,24 @@ def test_the_filename_query_overrides_the_stored_name_and_cannot_break_a_header(
     assert world.fetch_presigned(response.headers["Location"]).body == DATA
 
 
+def test_a_filename_of_look_alike_dots_and_slashes_stays_one_name_in_the_header_and_the_url(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given an artifact, and a link asking for two-dot leaders and fullwidth solidi around ".bashrc"
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA, filename="stored.txt")
+    look_alike = "\u2025\uff0f\u2025\uff0f.bashrc"
+
+    # When the link is followed
+    response = follow(links, lambda_context, digest, token_for(backend), query={"filename": look_alike})
+
+    # Then neither the answer nor the presigned URL names a path: only the last component is left
+    assert response.headers["Content-Disposition"] == 'attachment; filename=".bashrc"'
+    signed = parse_qs(urlsplit(response.headers["Location"]).query)["response-content-disposition"][0]
+    assert signed == 'attachment; filename=".bashrc"'
+
+
 def test_a_token_in_the_authorization_header_is_accepted(
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:

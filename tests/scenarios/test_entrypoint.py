@@ -225,3 +225,34 @@ def test_with_tracing_active_every_log_line_carries_the_x_ray_trace_id(
     # Then its lines lead from CloudWatch Logs to the trace
     assert lines
     assert all(line["xray_trace_id"] == trace_id for line in lines)
+
+
+def test_an_internal_error_is_counted_for_the_version_that_answered_it(
+    world: World, service: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given version 7 of the function, whose download logic fails unexpectedly (a bug of that version)
+    org = world.org()
+    context = FakeLambdaContext()
+    context._function_version = "7"
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(entrypoint, "download", broken)
+    service.configure()
+    capsys.readouterr()
+
+    # When a request arrives
+    response = service.invoke(load_event("get_redirect", orgs=org), context)
+
+    # Then it answers 500 internal_error, and InternalErrors is emitted with that version as a dimension
+    # (the deploy's rollback alarm reads the new version's alone)
+    assert response.status == 500
+    documents = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if '"InternalErrors"' in line
+    ]
+    assert [(d["InternalErrors"], d["FunctionVersion"]) for d in documents] == [([1.0], "7")]
+    (directive,) = documents[0]["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["FunctionVersion", "service"]] or directive["Dimensions"] == [
+        ["service", "FunctionVersion"]
+    ]

@@ -573,3 +573,5 @@ def test_a_verification_pending_answer_is_no_server_error_in_the_metrics(
     # deployment's rollback) must not fire because objects are being proven ahead
     assert emitted(flushed, "Requests") == 1
     assert emitted(flushed, "ServerErrors") == 0
+    # and it is counted as pending, which the API's 5xx rate alarm subtracts from API Gateway's 5xx
+    assert emitted(flushed, "VerificationPending") == 1

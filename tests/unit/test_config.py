@@ -37,3 +37,25 @@ def test_out_of_range_values_are_rejected(name: str, value: str) -> None:
 def test_largest_body_limit_fits_a_lambda_response_after_base64() -> None:
     envelope_allowance = 64 * 1024
     assert 4 * -(-MAX_BODY_BYTES_LIMIT // 3) + envelope_allowance <= 6 * 1024 * 1024
+
+
+def test_the_link_issuer_is_chainloops_unless_set_and_empty_accepts_any() -> None:
+    # Given no CHAINLOOP_CAS_ISSUER, Then tokens must come from Chainloop's control plane (cp.chainloop)
+    assert Settings.from_env(BASE).chainloop_cas_issuer == "cp.chainloop"
+    # Given it set to nothing, Then any issuer is accepted; given another, that one
+    assert Settings.from_env({**BASE, "CHAINLOOP_CAS_ISSUER": ""}).chainloop_cas_issuer is None
+    assert (
+        Settings.from_env({**BASE, "CHAINLOOP_CAS_ISSUER": "cp.example"}).chainloop_cas_issuer == "cp.example"
+    )
+
+
+def test_a_link_lives_at_most_an_hour_by_default() -> None:
+    assert Settings.from_env(BASE).chainloop_link_max_lifetime_seconds == 3600
+    assert (
+        Settings.from_env(
+            {**BASE, "CHAINLOOP_LINK_MAX_LIFETIME_SECONDS": "60"}
+        ).chainloop_link_max_lifetime_seconds
+        == 60
+    )
+    with pytest.raises(ConfigError, match="CHAINLOOP_LINK_MAX_LIFETIME_SECONDS"):
+        Settings.from_env({**BASE, "CHAINLOOP_LINK_MAX_LIFETIME_SECONDS": "0"})

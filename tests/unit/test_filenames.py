@@ -15,6 +15,11 @@ from cas_download.filenames import content_disposition, decode_filename, encode_
         ("C:\\Users\\x\\evil.exe", "evil.exe"),
         ("a\r\nSet-Cookie: x.txt", "aSet-Cookie: x.txt"),
         ("..", None),
+        # look-alikes of ".." and "/" (two-dot leader, fullwidth solidus and full stop), as NFKC reads them
+        ("\u2025\uff0f\u2025\uff0f.bashrc", ".bashrc"),
+        ("\u2025", None),
+        ("\uff0e\uff0e", None),
+        ("a\uff3cb.txt", "b.txt"),
         ("", None),
         (None, None),
     ],
@@ -47,3 +52,18 @@ def test_an_encoded_filename_is_one_ascii_line_that_decodes_back(name: str) -> N
     assert "\r" not in encoded
     expected = name.replace("\t", "")  # control characters are dropped on the way back
     assert decode_filename(encoded) == expected
+
+
+@pytest.mark.parametrize(
+    "name", ["\u2025\uff0f\u2025\uff0f.bashrc", "x\u2215\u2025\u2215.bashrc", "\ufe52\ufe52"]
+)
+def test_no_ascii_fallback_of_a_name_is_a_path(name: str) -> None:
+    # Given a name whose ASCII folding (NFKD) would spell a path or ".."
+    # When it is the filename of a Content-Disposition (directly, not through decode_filename)
+    disposition = content_disposition(name)
+
+    # Then the ASCII fallback is still one name
+    fallback = disposition.split('filename="', 1)[1].split('"', 1)[0]
+    assert "/" not in fallback
+    assert ".." not in fallback.split("/")
+    assert fallback not in {".", ".."}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 
 import jwt
 import pytest
@@ -23,12 +22,19 @@ SECRET = f"chainloop/{ORG}/0b9a7c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d"
 KEY, NEXT_KEY = control_plane_keys()
 
 
-def verifier(*keys: str, issuer: str | None = None) -> LinkTokenVerifier:
-    return LinkTokenVerifier(keys or (KEY.public_pem,), issuer)
+# The verifier's clock in every test: no rule reads the wall clock (issue 28)
+NOW = 1_900_000_000.0
+
+
+def verifier(
+    *keys: str, issuer: str | None = None, max_lifetime: int = 3600, now: float = NOW
+) -> LinkTokenVerifier:
+    return LinkTokenVerifier(keys or (KEY.public_pem,), issuer, max_lifetime, clock=lambda: now)
 
 
 def valid(**fields: object) -> str:
-    return KEY.mint(**{"backend": "AWS-S3", "secret_id": SECRET, "org_id": ORG, **fields})
+    """A token minted at NOW (unless ``now=`` says otherwise), as Chainloop mints it: exp 30 s later."""
+    return KEY.mint(**{"backend": "AWS-S3", "secret_id": SECRET, "org_id": ORG, "now": NOW, **fields})
 
 
 def refused(token: str, *, check: LinkTokenVerifier | None = None) -> str:
@@ -63,22 +69,71 @@ def test_a_token_of_an_older_release_names_no_org() -> None:
 
 def test_a_token_signed_with_the_second_configured_key_is_accepted() -> None:
     # Given both keys of an overlapping rotation configured, When a token of the new key comes
-    token = NEXT_KEY.mint(backend="OCI", secret_id=SECRET, org_id=ORG)
+    token = NEXT_KEY.mint(backend="OCI", secret_id=SECRET, org_id=ORG, now=NOW)
     # Then it is accepted
     assert verifier(KEY.public_pem, NEXT_KEY.public_pem).verify(token).backend == "OCI"
 
 
 def test_an_expired_token_is_refused_after_the_leeway() -> None:
-    assert refused(valid(now=time.time() - 31 - 30)) == "the token has expired"
+    # Given a token minted at NOW (exp NOW + 30), When the verifier's clock reads 61 s later
+    # Then it has expired (30 s of life, 30 s of leeway)
+    assert refused(valid(), check=verifier(now=NOW + 61)) == "the token has expired"
 
 
 def test_a_token_expired_within_the_leeway_is_accepted() -> None:
-    assert verifier().verify(valid(now=time.time() - 30 - 20)).org_id == ORG
+    assert verifier(now=NOW + 50).verify(valid()).org_id == ORG
+
+
+def test_expiry_follows_the_verifiers_clock_not_the_wall_clock() -> None:
+    # Given a token that expired long ago by the wall clock, and a verifier whose clock is its minting time
+    token = valid(now=1_000_000_000.0)
+
+    # Then the verifier's clock decides: valid at its time, expired a minute later
+    assert verifier(now=1_000_000_000.0).verify(token).org_id == ORG
+    assert refused(token, check=verifier(now=1_000_000_061.0)) == "the token has expired"
 
 
 def test_a_token_not_valid_yet_is_refused() -> None:
-    token = valid(extra_claims={"nbf": int(time.time()) + 120})
+    token = valid(extra_claims={"nbf": int(NOW) + 120})
     assert refused(token) == "the token is not valid yet (nbf or iat in the future)"
+
+
+def test_a_token_that_lives_ten_years_is_refused() -> None:
+    # Given a token valid for ten years (Chainloop mints 30 s)
+    token = valid(expires_in=10 * 365 * 24 * 3600)
+
+    # Then the lifetime cap refuses it, naming the setting
+    assert refused(token) == "the token lives longer than 3600 s (CHAINLOOP_LINK_MAX_LIFETIME_SECONDS)"
+
+
+def test_the_lifetime_is_counted_from_iat_when_the_token_has_one() -> None:
+    # Given tokens issued an hour before NOW, one living exactly the cap, one a second longer
+    issued = NOW - 3000
+    at_cap = valid(now=issued, expires_in=3600, extra_claims={"iat": int(issued)})
+    over_cap = valid(now=issued, expires_in=3601, extra_claims={"iat": int(issued)})
+
+    # Then the cap is inclusive
+    assert verifier().verify(at_cap).org_id == ORG
+    assert refused(over_cap) == "the token lives longer than 3600 s (CHAINLOOP_LINK_MAX_LIFETIME_SECONDS)"
+
+
+def test_without_iat_the_lifetime_is_counted_from_now() -> None:
+    # Given tokens with no iat (as Chainloop mints them) expiring 3600 s and 3601 s after NOW
+    assert verifier().verify(valid(expires_in=3600)).org_id == ORG
+    assert refused(valid(expires_in=3601)) == (
+        "the token lives longer than 3600 s (CHAINLOOP_LINK_MAX_LIFETIME_SECONDS)"
+    )
+
+
+def test_a_shorter_configured_lifetime_is_applied() -> None:
+    assert refused(valid(expires_in=120), check=verifier(max_lifetime=60)) == (
+        "the token lives longer than 60 s (CHAINLOOP_LINK_MAX_LIFETIME_SECONDS)"
+    )
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_time_claim_that_is_not_a_number_is_refused(claim: str) -> None:
+    assert refused(valid(extra_claims={claim: "soon"})) == f"the token's {claim} is not a number"
 
 
 def test_a_token_for_another_audience_is_refused() -> None:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import urllib3
 
 from cas_download.data.storage import oci
 from cas_download.data.storage.port import SecretFields
@@ -113,16 +114,71 @@ def test_a_followed_redirect_to_a_name_that_resolves_to_a_link_local_address_is_
 ) -> None:
     # Given a host name that resolves to the metadata service's address
     def resolve(host: str, port: int, **_: Any) -> list[Any]:
-        address = "169.254.169.254" if host == "metadata.example" else "203.0.113.7"
+        address = "169.254.169.254" if host == "metadata.example" else "93.184.215.14"
         return [(2, 1, 6, "", (address, port))]
 
     monkeypatch.setattr(oci.socket, "getaddrinfo", resolve)
 
-    # When a redirect to it would be followed, Then it is refused before any connection; others pass
-    with pytest.raises(AttemptFailed) as refused:
-        oci.refuse_link_local_resolution("http://metadata.example/latest/meta-data/")
-    assert refused.value.reason is AttemptReason.UNREACHABLE
-    oci.refuse_link_local_resolution("https://storage.example/blob?sig=1")
+    # When a redirect to it would be followed, Then it is refused before any connection, even for a
+    # registry on a private network; others pass
+    for registry_is_internal in (False, True):
+        with pytest.raises(AttemptFailed) as refused:
+            oci.refuse_internal_target("http://metadata.example/latest/meta-data/", registry_is_internal)
+        assert refused.value.reason is AttemptReason.UNREACHABLE
+    oci.refuse_internal_target("https://storage.example/blob?sig=1", False)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",  # Lambda's Runtime API
+        "http://localhost:9001/",
+        "http://0.0.0.0/",
+        "http://10.0.0.5/blob",
+        "http://172.16.3.4/blob",
+        "http://192.168.1.1/blob",
+        "http://100.64.0.1/blob",
+        "http://[::1]:9001/",
+        "http://[::]/",
+        "http://[fd12:3456::1]/blob",
+        "http://[::ffff:127.0.0.1]/",
+        "http://internal.example/blob",  # resolves to a private address (below)
+    ],
+)
+def test_a_public_registrys_redirect_to_a_loopback_unspecified_or_private_target_is_refused(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given names that resolve as a private network's would (no traffic leaves the machine)
+    def resolve(host: str, port: int, **_: Any) -> list[Any]:
+        address = {"internal.example": "10.1.2.3", "localhost": "127.0.0.1"}.get(host, "93.184.215.14")
+        return [(2, 1, 6, "", (address, port))]
+
+    monkeypatch.setattr(oci.socket, "getaddrinfo", resolve)
+
+    # When a registry on a public address sends it, Then it is not followed
+    with pytest.raises(AttemptFailed, match="loopback, unspecified or private address refused"):
+        oci.refuse_internal_target(url, registry_is_internal=False)
+    # and a registry that is itself on such an address (the local stack, a private network) may
+    oci.refuse_internal_target(url, registry_is_internal=True)
+
+
+def test_the_registrys_own_address_decides_whether_internal_targets_are_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a registry at a public name and one on loopback
+    def resolve(host: str, port: int, **_: Any) -> list[Any]:
+        return [(2, 1, 6, "", ("93.184.215.14" if host == "registry.example" else "127.0.0.1", port))]
+
+    monkeypatch.setattr(oci.socket, "getaddrinfo", resolve)
+    client = oci.RegistryClient(1.0, 1.0)
+
+    def store(location: str) -> oci.OciStore:
+        return oci.OciStore(client, oci.parse_location(location), None, urllib3.Timeout(1.0))
+
+    # Then only the loopback one counts as internal
+    assert store("registry.example/cas")._registry_is_internal() is False
+    assert store("127.0.0.1:5000/cas")._registry_is_internal() is True
+    assert store("localhost:5000/cas")._registry_is_internal() is True
 
 
 class _Answer:

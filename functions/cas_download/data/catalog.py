@@ -21,6 +21,12 @@ class Catalog:
         self._org_backends: TtlCache[str, tuple[Backend, ...]] = TtlCache(backend_ttl_seconds)
         self._by_secret: TtlCache[str, tuple[Backend, ...]] = TtlCache(backend_ttl_seconds)
 
+    def forget_all(self) -> None:
+        """Drop every cached row (a SnapStart restore: the rows may have changed since the snapshot)."""
+        self._org_read_at.clear()
+        self._org_backends.clear()
+        self._by_secret.clear()
+
     def mappings_for_digest(self, digest: str) -> list[Mapping]:
         return self._reader.mappings_for_digest(digest)
 

@@ -45,6 +45,11 @@ class CredentialStore:
         self._clock = clock
         self._last_forced: dict[str, float] = {}
 
+    def forget_all(self) -> None:
+        """Drop every cached secret value (a SnapStart restore)."""
+        self._provider.clear_cache()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
+        self._last_forced.clear()
+
     def get(self, secret_name: str) -> SecretFields:
         return self._fetch(secret_name, force=False)
 

@@ -51,6 +51,22 @@ class Tables:
     mapping_model: Any
     verification_model: Any | None = None
 
+    def _connections(self) -> list[Any]:
+        models = (self.backend_model, self.mapping_model, self.verification_model)
+        return [model._get_connection().connection for model in models if model is not None]
+
+    def connect(self) -> None:
+        """Make each model's DynamoDB client now (SnapStart: before the snapshot), not on first use.
+        No request is sent."""
+        for connection in self._connections():
+            _ = connection.client
+
+    def close_connections(self) -> None:
+        """Close the models' connection pools (a SnapStart restore); the clients reconnect on use."""
+        for connection in self._connections():
+            if connection._client is not None:
+                connection._client.close()
+
     def mappings_for_digest(self, digest: str) -> list[Mapping]:
         try:
             records = list(self.mapping_model.query(digest))

@@ -65,6 +65,13 @@ class VerifierInvocations:
         self._in_flight_until: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
+    def forget_all(self) -> None:
+        """Forget the asks in flight and close the client's connections (a SnapStart restore)."""
+        with self._lock:
+            self._in_flight_until.clear()
+            if self._client is not None:
+                self._client.close()
+
     def ask(self, digest: str, backend: Backend, expected_seconds: float) -> bool:
         """Ask the verifier to prove ``digest`` through ``backend``, unless an ask of this container is
         still in flight (``expected_seconds``: how long that proof should take). False when the

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cas_download.app import App
-from cas_download.config import ConfigError, Settings
+from cas_download.config import ConfigError, Settings, snapshot_initialization
 from cas_download.domain import Artifact, Mode
 from cas_download.errors import CasError
 from cas_download.handlers.requests import (
@@ -64,7 +64,7 @@ def handle(event: object, context: LambdaContext, app: App) -> Response:
     """Parse, download, answer. The request's log line and metrics are recorded; the metrics are
     flushed by :func:`instrumented_handler`'s wrapper."""
     started = time.monotonic()
-    record = RequestRecord()
+    record = RequestRecord(function_version=str(getattr(context, "function_version", "$LATEST")))
     try:
         record.route = route_of(event)
         record.method = request_method(event)
@@ -112,3 +112,24 @@ def _budget(settings: Settings, context: LambdaContext) -> float:
     if callable(remaining_ms):
         budget = min(budget, remaining_ms() / 1000.0 - _RESPONSE_RESERVE_SECONDS)
     return budget
+
+
+def _initialize_for_snapshot() -> None:
+    """SnapStart: build the container's App while Lambda initializes the version for its snapshot, so
+    restored containers start with it (cas_download.snapstart says what it holds and what a restore
+    drops). Without SnapStart the first request builds it, as before."""
+    global _app, _handler  # noqa: PLW0603 - the container's one App
+    if not snapshot_initialization():
+        return
+    try:
+        settings = Settings.from_env()
+    except ConfigError:
+        return  # the first request answers "service misconfigured"
+    from cas_download.snapstart import prepare_snapshot  # noqa: PLC0415 - only when Lambda snapshots
+
+    _app = App.create(settings)
+    _handler = instrumented_handler(_app)
+    prepare_snapshot(_app)
+
+
+_initialize_for_snapshot()

@@ -42,9 +42,15 @@ def serve_link(
 def verifier(settings: Settings) -> LinkTokenVerifier:
     """The container's verifier: the keys are parsed once (a bad key is a ConfigError, answered
     ``500 service misconfigured``)."""
-    return _verifier(settings.chainloop_cas_public_keys, settings.chainloop_cas_issuer)
+    return _verifier(
+        settings.chainloop_cas_public_keys,
+        settings.chainloop_cas_issuer,
+        settings.chainloop_link_max_lifetime_seconds,
+    )
 
 
 @cache
-def _verifier(public_keys: tuple[str, ...], issuer: str | None) -> LinkTokenVerifier:
-    return LinkTokenVerifier(public_keys, issuer)
+def _verifier(
+    public_keys: tuple[str, ...], issuer: str | None, max_lifetime_seconds: int
+) -> LinkTokenVerifier:
+    return LinkTokenVerifier(public_keys, issuer, max_lifetime_seconds)

@@ -36,6 +36,10 @@ class BackendHealth:
         self._recent_failures: TtlCache[str, AttemptReason] = TtlCache(memory_seconds, clock=clock)
         self._status_written: set[tuple[str, ValidationStatus]] = set()
 
+    def forget_all(self) -> None:
+        self._recent_failures.clear()
+        self._status_written.clear()
+
     def recently_failed(self, backend_id: str) -> bool:
         return self._recent_failures.get(backend_id) is not None
 

@@ -151,6 +151,9 @@ class VerificationRecords:
         self._tables = tables
         self._hashed_to: TtlCache[tuple[str, str, int], str] = TtlCache(memory_seconds)
 
+    def forget_all(self) -> None:
+        self._hashed_to.clear()
+
     def proves(self, description: ObjectDescription, digest: str) -> bool:
         return self.verdict(description, digest) is True
 

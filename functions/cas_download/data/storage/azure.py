@@ -160,6 +160,15 @@ class AzureClients:
         self._delegation_keys: dict[tuple[str, str], UserDelegationKey] = {}
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Close every service client (credentials, connections); forget the delegation keys."""
+        with self._lock:
+            services = list(self._services.values())
+            self._services.clear()
+            self._delegation_keys.clear()
+        for client in services:
+            client.close()
+
     def service(
         self, location: ContainerLocation, credentials: AzureCredentials, time_left: float | None
     ) -> BlobServiceClient:

@@ -33,6 +33,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from cas_download.data.storage.port import DirectUrl, ObjectDescription, SecretFields, call_timeouts
 from cas_download.domain import AttemptFailed, AttemptReason, Backend, ObjectInfo
+from cas_download.filenames import safe_filename
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
@@ -210,6 +211,13 @@ class RegistryClient:
         self._basic_registries: set[str] = set()
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Close the pool's connections; forget the tokens."""
+        with self._lock:
+            self._tokens.clear()
+            self._basic_registries.clear()
+        self._http.clear()
+
     def request(
         self, method: str, url: str, timeout: urllib3.Timeout, headers: dict[str, str] | None = None
     ) -> urllib3.BaseHTTPResponse:
@@ -276,6 +284,14 @@ class OciStore:
         self._location = location
         self._credentials = credentials
         self._timeout = timeout
+        self._registry_internal: bool | None = None
+
+    def _registry_is_internal(self) -> bool:
+        """Whether the registry is itself at a loopback, unspecified or private address (resolved once,
+        when the first URL it sends is to be followed)."""
+        if self._registry_internal is None:
+            self._registry_internal = any(_is_internal(a) for a in _addresses(self._location.base_url))
+        return self._registry_internal
 
     @classmethod
     def open_backend(
@@ -417,6 +433,7 @@ class OciStore:
         realm = challenge.params.get("realm", "")
         if urlsplit(realm).scheme not in {"http", "https"} or _is_link_local(urlsplit(realm).hostname):
             raise AttemptFailed(AttemptReason.UNREACHABLE, "token realm is not an http(s) URL")
+        refuse_internal_target(realm, self._registry_is_internal())
         query = {"scope": f"repository:{repository}:pull"}
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]
@@ -444,7 +461,7 @@ class OciStore:
     def _storage_get(self, url: str) -> urllib3.BaseHTTPResponse:
         """GET a storage URL the registry redirected to: never with the registry's credentials."""
         for _ in range(MAX_REDIRECTS):
-            refuse_link_local_resolution(url)
+            refuse_internal_target(url, self._registry_is_internal())
             response = self._client.request("GET", url, self._timeout)
             if response.status == 200:
                 return response
@@ -463,7 +480,7 @@ class OciStore:
         """The ETag the storage behind ``url`` gives the stored bytes (one byte read), or None when it
         gives none, answers otherwise or redirects again (then no record applies: the bytes are
         hashed). A stored size other than the manifest's is not the artifact."""
-        refuse_link_local_resolution(url)
+        refuse_internal_target(url, self._registry_is_internal())
         response = self._client.request("GET", url, self._timeout, {"Range": "bytes=0-0"})
         try:
             if response.status not in (200, 206):
@@ -589,7 +606,7 @@ def _filename(manifest: dict[str, Any], layer: dict[str, Any]) -> str | None:
         annotations = described.get("annotations")
         title = annotations.get(TITLE_ANNOTATION) if isinstance(annotations, dict) else None
         if isinstance(title, str) and title:
-            return title
+            return safe_filename(title)
     return None
 
 
@@ -617,22 +634,43 @@ def _is_link_local(host: str | None) -> bool:
     return any(address in network for network in _LINK_LOCAL) or address.is_link_local
 
 
-def refuse_link_local_resolution(url: str) -> None:
-    """Before following a redirect: a host name that resolves to a link-local address (a cloud's
-    metadata service) is refused like the literal address. Only followed URLs are resolved (hashing,
-    body mode); a URL handed to the caller is never fetched here."""
+def _addresses(url: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``url``'s host is (a literal) or resolves to; none when it does not resolve (the
+    request itself then fails as unreachable)."""
     parts = urlsplit(url)
-    host = parts.hostname
-    if not host or _is_link_local(host):
-        return  # literals were checked with the redirect's target
+    host = (parts.hostname or "").strip("[]")
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         resolved = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (OSError, ValueError):
-        return  # unresolvable: the request itself fails as unreachable
-    if any(_is_link_local(str(info[4][0])) for info in resolved):
+    except (OSError, ValueError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in resolved]
+
+
+def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Loopback, unspecified, private or otherwise not globally routed: where Lambda's Runtime API
+    (127.0.0.1:9001) and a VPC's own services answer."""
+    return address.is_loopback or address.is_unspecified or address.is_private or not address.is_global
+
+
+def refuse_internal_target(url: str, registry_is_internal: bool) -> None:
+    """Before following a URL a registry sent (a redirect, a token realm): refused when its host is,
+    or resolves to, a link-local address (a cloud's metadata service), or a loopback, unspecified or
+    private one unless the registry itself is at such an address (a registry on a private network keeps
+    its storage there; the local stack and the tests run on loopback). Only followed URLs are checked
+    (hashing, body mode, tokens); a URL handed to the caller is never fetched here."""
+    addresses = _addresses(url)
+    if any(
+        any(address in network for network in _LINK_LOCAL) or address.is_link_local for address in addresses
+    ):
+        raise AttemptFailed(AttemptReason.UNREACHABLE, "redirect to a link-local address refused")
+    if not registry_is_internal and any(_is_internal(address) for address in addresses):
         raise AttemptFailed(
-            AttemptReason.UNREACHABLE, "redirect to a host that resolves to a link-local address"
+            AttemptReason.UNREACHABLE, "redirect to a loopback, unspecified or private address refused"
         )
 
 

@@ -37,6 +37,18 @@ class StorageProviders:
         self._azure: AzureClients | None = None
         self._lock = threading.Lock()
 
+    def forget_all(self) -> None:
+        """Drop every client that holds a backend's credentials, a token or a connection (a SnapStart
+        restore): they are made again on first use."""
+        self.s3_clients.forget_all()
+        with self._lock:
+            registry, azure_clients = self._registry, self._azure
+            self._registry = self._azure = None
+        if registry is not None:
+            registry.close()
+        if azure_clients is not None:
+            azure_clients.close()
+
     def open(self, backend: Backend, secret: SecretFields, time_left: float | None = None) -> BackendStore:
         """The backend opened with the credentials of its secret, or :class:`AttemptFailed`."""
         if backend.provider == Provider.S3:

@@ -174,6 +174,14 @@ class S3ClientPool:
                 self._clients.popitem(last=False)
             return client
 
+    def forget_all(self) -> None:
+        """Close and drop every client: each holds a backend's credentials and a connection pool."""
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
     def _new_client(
         self,
         credentials: Credentials,

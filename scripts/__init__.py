@@ -1,0 +1,1 @@
+"""Build, check and CI scripts (never shipped to Lambda)."""
