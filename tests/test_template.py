@@ -30,6 +30,7 @@ FUNCTIONS = ("DownloadFunction", "ValidatorFunction", "ChainloopSyncFunction")
 SECRETS = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretNamePrefix}*"
 BACKENDS = "${BackendsTable.Arn}"
 ORG_INDEX = "${BackendsTable.Arn}/index/org_id-index"
+SECRET_INDEX = "${BackendsTable.Arn}/index/secret_name-index"
 MAPPINGS = "${MappingsTable.Arn}"
 VERIFICATIONS = "${VerificationsTable.Arn}"
 # Customer managed keys of secrets (SecretsKmsKeyArns): decrypt only, through Secrets Manager only
@@ -38,12 +39,12 @@ SECRET_KEYS = "${SecretsKmsKeyArns}"
 # Every action each function may perform, and on what: nothing more, nothing less.
 GRANTS = {
     "DownloadFunction": {
-        "dynamodb:Query": {BACKENDS, ORG_INDEX, MAPPINGS},
-        "dynamodb:GetItem": {BACKENDS, ORG_INDEX, MAPPINGS, VERIFICATIONS},
+        # secret_name-index: a Chainloop link token of an older release (no org-id) names only its
+        # secret; the org is that of the row holding it, found without a Scan of every org's rows
+        "dynamodb:Query": {BACKENDS, ORG_INDEX, SECRET_INDEX, MAPPINGS},
+        "dynamodb:GetItem": {BACKENDS, ORG_INDEX, SECRET_INDEX, MAPPINGS, VERIFICATIONS},
         "dynamodb:UpdateItem": {BACKENDS},
         "dynamodb:PutItem": {VERIFICATIONS},
-        # A Chainloop link token of an older release (no org-id): the org of the row holding its secret
-        "dynamodb:Scan": {BACKENDS},
         "secretsmanager:GetSecretValue": {SECRETS},
         "kms:Decrypt": {SECRET_KEYS},
         # on demand: ask the verifier to prove an object too large to hash within the request

@@ -16,6 +16,7 @@ from tests.scenarios.test_oci import oci_world
 from tests.support.chainloop_links import control_plane_keys, link_event
 from tests.support.events import FakeLambdaContext
 from tests.support.registry import Registry
+from tests.support.calls import CallRecorder
 from tests.support.world import BackendRef, World
 
 DATA = b"chainloop artifact bytes\n" * 64
@@ -191,15 +192,27 @@ def test_without_configured_keys_the_route_is_404(
 
 
 def test_an_older_token_without_org_id_is_served_in_the_org_holding_its_secret(
-    world: World, links: Service, lambda_context: FakeLambdaContext
+    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
 ) -> None:
+    # Given an org's artifact, and other orgs' backends in the same table
     org = world.org()
     backend = world.backend(org, is_default=True)
+    for _ in range(3):
+        world.backend(world.org(), is_default=True)
     digest = world.put(backend, DATA)
+
+    # When a token of an older Chainloop release (no org-id) is followed
     response = follow(
         links, lambda_context, digest, KEY.mint(backend="AWS-S3", secret_id=backend.secret_name, org_id=None)
     )
+
+    # Then the org holding its secret serves it, found by one Query of the secret_name index: no Scan
+    # reads every org's rows (the download role may not Scan)
     assert_redirected_by(response, backend, fallback=False)
+    dynamodb = [c for c in call_recorder.calls if c.service == "dynamodb"]
+    assert not [c for c in dynamodb if c.operation == "Scan"]
+    by_secret = [c for c in dynamodb if c.params.get("IndexName") == "secret_name-index"]
+    assert [c.operation for c in by_secret] == ["Query"]
 
 
 def test_an_older_token_whose_secret_no_live_backend_holds_is_401(

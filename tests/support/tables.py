@@ -17,6 +17,7 @@ def create_tables(servers: AwsServers, suffix: str) -> Tables:
         AttributeDefinitions=[
             {"AttributeName": "id", "AttributeType": "S"},
             {"AttributeName": "org_id", "AttributeType": "S"},
+            {"AttributeName": "secret_name", "AttributeType": "S"},
         ],
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
@@ -24,7 +25,12 @@ def create_tables(servers: AwsServers, suffix: str) -> Tables:
                 "IndexName": "org_id-index",
                 "KeySchema": [{"AttributeName": "org_id", "KeyType": "HASH"}],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            {
+                "IndexName": "secret_name-index",
+                "KeySchema": [{"AttributeName": "secret_name", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            },
         ],
     )
     ddb.create_table(

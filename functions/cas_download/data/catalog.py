@@ -45,12 +45,12 @@ class Catalog:
         return self._read_org(org_id)
 
     def live_backends_with_secret(self, secret_name: str) -> tuple[Backend, ...]:
-        """Every org's live rows whose ``secret_name`` is this one. A scan (no index has secret names):
-        only a Chainloop download token of an older release, which names no org, needs it (spec
-        "Chainloop download links"); the Backends table is small, and the answer is cached."""
+        """Every org's live rows whose ``secret_name`` is this one: one Query of the secret_name index.
+        Only a Chainloop download token of an older release, which names no org, needs it (spec
+        "Chainloop download links"); the answer is cached."""
         cached = self._by_secret.get(secret_name)
         if cached is None:
-            rows = self._reader.all_backends()
+            rows = self._reader.backends_with_secret(secret_name)
             cached = tuple(b for b in rows if b.secret_name == secret_name and not b.deleted)
             self._by_secret.put(secret_name, cached)
         return cached

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from botocore.session import Session as BotocoreSession
 
 ORG_INDEX_NAME = "org_id-index"
+SECRET_INDEX_NAME = "secret_name-index"
 
 
 class TableError(Exception):
@@ -85,6 +86,14 @@ class Tables:
     def backends_of_org(self, org_id: str) -> list[Backend]:
         try:
             records = list(self.backend_model.org_index.query(org_id))
+        except PynamoDBException as error:
+            raise ServiceUnavailable("the backends table could not be read") from error
+        return [_backend(record) for record in records]
+
+    def backends_with_secret(self, secret_name: str) -> list[Backend]:
+        """Every org's rows whose ``secret_name`` is this one (the secret_name index: one Query)."""
+        try:
+            records = list(self.backend_model.secret_index.query(secret_name))
         except PynamoDBException as error:
             raise ServiceUnavailable("the backends table could not be read") from error
         return [_backend(record) for record in records]
@@ -190,6 +199,13 @@ def build_tables(settings: Settings, botocore_session: BotocoreSession | None = 
 
         org_id = UnicodeAttribute(hash_key=True)
 
+    class SecretIndex(GlobalSecondaryIndex["BackendRecord"]):  # type: ignore[no-untyped-call]
+        class Meta:
+            index_name = SECRET_INDEX_NAME
+            projection = AllProjection()
+
+        secret_name = UnicodeAttribute(hash_key=True)
+
     class BackendRecord(Model):
         """The Backends table's schema as PynamoDB reads it; the service works on ``domain.Backend``."""
 
@@ -212,6 +228,7 @@ def build_tables(settings: Settings, botocore_session: BotocoreSession | None = 
         created_at = UnicodeAttribute(null=True)
         deleted_at = UnicodeAttribute(null=True)
         org_index = OrgIndex()
+        secret_index = SecretIndex()
 
     class MappingRecord(Model):
         class Meta(_Meta):
