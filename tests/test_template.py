@@ -376,11 +376,15 @@ def test_backends_table_matches_the_spec(template: dict[str, Any]) -> None:
     props = table["Properties"]
     # then its key, attribute types and org index are the contract's
     assert _key_schema(props["KeySchema"]) == [("id", "HASH")]
-    assert _attribute_types(table) == {"id": "S", "org_id": "S"}
-    (index,) = props["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "org_id-index"
-    assert _key_schema(index["KeySchema"]) == [("org_id", "HASH")]
-    assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert _attribute_types(table) == {"id": "S", "org_id": "S", "secret_name": "S"}
+    by_org, by_secret = props["GlobalSecondaryIndexes"]
+    assert by_org["IndexName"] == "org_id-index"
+    assert _key_schema(by_org["KeySchema"]) == [("org_id", "HASH")]
+    assert by_org["Projection"] == {"ProjectionType": "ALL"}
+    # and the service's own index finds the org of a link token that names only its secret (no Scan)
+    assert by_secret["IndexName"] == "secret_name-index"
+    assert _key_schema(by_secret["KeySchema"]) == [("secret_name", "HASH")]
+    assert by_secret["Projection"] == {"ProjectionType": "ALL"}
 
 
 def test_mappings_table_matches_the_spec(template: dict[str, Any]) -> None:

@@ -13,10 +13,10 @@ import pytest
 from tests.scenarios.conftest import HttpResult, Service, assert_redirected_by
 from tests.scenarios.test_oci import DATA as OCI_DATA
 from tests.scenarios.test_oci import oci_world
+from tests.support.calls import CallRecorder
 from tests.support.chainloop_links import control_plane_keys, link_event
 from tests.support.events import FakeLambdaContext
 from tests.support.registry import Registry
-from tests.support.calls import CallRecorder
 from tests.support.world import BackendRef, World
 
 DATA = b"chainloop artifact bytes\n" * 64

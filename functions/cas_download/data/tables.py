@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from botocore.session import Session as BotocoreSession
 
 ORG_INDEX_NAME = "org_id-index"
-SECRET_INDEX_NAME = "secret_name-index"
+SECRET_INDEX_NAME = "secret_name-index"  # noqa: S105 - an index's name, not a secret
 
 
 class TableError(Exception):
