@@ -90,6 +90,7 @@ class ColdStart:
     profile_total_ms: float = 0.0
     profile_mode: str = ""
     clients: dict[str, float] = field(default_factory=dict)  # kind -> median seconds (with .pyc)
+    snapstart_env: dict[str, str] = field(default_factory=dict)  # the first mode's app environment
 
 
 def interpreter_version(python: Sequence[str]) -> tuple[str, str]:
@@ -266,7 +267,7 @@ def measure(
         ]
         imports[mode], totals[mode] = heaviest_imports(runs)
 
-    cold = ColdStart(layer, results, imports, totals)
+    cold = ColdStart(layer, results, imports, totals, snapstart_env=envs[modes[0]])
     env = envs[modes[0]] if built is not None else _child_env(base_env, [task, layer], MODES[1], pycache)
     client_runs = [_run_json([str(child), "clients"], env, scratch, python) for _ in range(max(3, reps))]
     cold.clients = {
@@ -441,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         servers.stop()
+    snapstart = _snapstart_runs(cold, args.reps, python) if args.build_dir else []
     what = f"the sam build in {args.build_dir}" if args.build_dir else "this checkout's package and pins"
     print(
         f"Python {interpreter_version(python)[0].split()[0]}, {what}, {args.reps} processes per kind and mode"
@@ -460,7 +462,35 @@ def main(argv: list[str] | None = None) -> int:
             f"| {link[0]:.0f} + {link[1]:.0f} = {link[2]:.0f} "
             f"| {ref[0]:.0f} + {ref[1]:.0f} = {ref[2]:.0f} | {mode.ratio:.2f}x | {mode.download_ratio:.2f}x |"
         )
+    if snapstart:
+        init, hooks, first = (
+            statistics.median(r[k] * 1000 for r in snapstart) for k in ("import_s", "hooks_s", "work_s")
+        )
+        built = cold.modes[0]
+        print(
+            f"\nSnapStart, {built.mode} (medians of {len(snapstart)} processes): initialization (both routes' "
+            f"imports, the App, its clients; what the snapshot holds) {init:.0f} ms, the hooks {hooks:.1f} ms, "
+            f"then the first request {first:.0f} ms, against {built.median('app', 'work_s') * 1000:.0f} ms of "
+            f"import-then-request's first request and {built.median('app', 'total_s') * 1000:.0f} ms of its whole "
+            "cold start. A restore's own time is Lambda's and is not measured here."
+        )
     return 0
+
+
+def _snapstart_runs(cold: ColdStart, reps: int, python: Sequence[str]) -> list[dict[str, Any]]:
+    """The snapstart child on the build as built, with snapshot_restore_py beside it as Lambda's runtime
+    provides it (a copy of AWS's release, alone on the path)."""
+    import snapshot_restore_py  # noqa: PLC0415 - only to copy its one file
+
+    scratch = WORK_DIR / "coldstart"
+    runtime = scratch / "runtime"
+    runtime.mkdir(parents=True, exist_ok=True)
+    shutil.copy(str(snapshot_restore_py.__file__), runtime / "snapshot_restore_py.py")
+    env = cold.snapstart_env
+    env = {**env, "PYTHONPATH": env["PYTHONPATH"] + os.pathsep + str(runtime),
+           "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}  # fmt: skip
+    args = [str(scratch / CHILD.name), "snapstart", str(scratch / "coldstart-event.json")]
+    return [_run_json(args, env, scratch, python) for _ in range(reps)]
 
 
 def download_link_case(digest: str, org: str, backend: Any) -> tuple[dict[str, Any], dict[str, str]]:

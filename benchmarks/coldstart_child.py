@@ -3,6 +3,8 @@
     python -S coldstart_child.py app EVENT_JSON   import the handler module, serve the first request
     python -S coldstart_child.py boto3            import boto3, create one S3 client
     python -S coldstart_child.py clients          what PynamoDB's own botocore sessions cost
+    python -S coldstart_child.py snapstart EVENT  SnapStart's initialization (AWS_LAMBDA_INITIALIZATION_TYPE
+                                                  set by the caller), its hooks, then the first request
 
 Only the standard library is imported before the clock starts; everything else comes from PYTHONPATH
 (the layer-like install and a copy of the function's package), exactly as Lambda would find it.
@@ -56,6 +58,33 @@ def _app(event_path: str) -> dict[str, Any]:
     }
 
 
+def _snapstart(event_path: str) -> dict[str, Any]:
+    """What SnapStart moves out of a cold start, in one process: the initialization Lambda snapshots
+    (imports of both routes, the App, its clients), the hooks as Lambda runs them, then the first
+    request: what a restored container does first. The restore itself is Lambda's and cannot run here."""
+    event = json.loads(Path(event_path).read_text())
+    started = time.perf_counter()
+    from cas_download.handlers import download  # noqa: PLC0415 - initialization is what is measured
+
+    initialized = time.perf_counter()
+    import snapshot_restore_py  # noqa: PLC0415 - the runtime's module (a copy of AWS's release here)
+
+    for func, args, kwargs in [*snapshot_restore_py._before_snapshot_registry,
+                               *snapshot_restore_py._after_restore_registry]:  # fmt: skip
+        func(*args, **kwargs)
+    restored = time.perf_counter()
+    first = download.lambda_handler(event, cast("LambdaContext", _Context()))
+    served = time.perf_counter()
+    if first["statusCode"] != 307:
+        raise SystemExit(f"unexpected status {first['statusCode']}: {first['body']}")
+    return {
+        "import_s": initialized - started,
+        "hooks_s": restored - initialized,
+        "work_s": served - restored,
+        "total_s": served - started,
+    }
+
+
 def _boto3() -> dict[str, Any]:
     started = time.perf_counter()
     import boto3  # noqa: PLC0415 - the import is what is measured
@@ -88,7 +117,9 @@ def _clients() -> dict[str, Any]:
 
 def main() -> None:
     kind = sys.argv[1]
-    result = {"app": lambda: _app(sys.argv[2]), "boto3": _boto3, "clients": _clients}[kind]()
+    kinds = {"app": lambda: _app(sys.argv[2]), "snapstart": lambda: _snapstart(sys.argv[2]), "boto3": _boto3,
+             "clients": _clients}  # fmt: skip
+    result = kinds[kind]()
     result["modules"] = len(sys.modules)
     # The handler's log lines went to stdout before this: the result is the last line.
     sys.stdout.write("\n" + json.dumps(result) + "\n")

@@ -63,7 +63,7 @@ LAZY_ADAPTERS = (
 
 # Run by the chroot's python3.13: every .py below the given roots must have a .pyc that importlib
 # would load without touching the source (what a read-only /var/task and /opt need).
-BYTECODE_CHECK = """
+BYTECODE_CHECK = r"""
 import importlib.util, sys
 from importlib._bootstrap_external import _classify_pyc, _validate_hash_pyc
 from pathlib import Path

@@ -11,6 +11,7 @@ Debian's nodejs in the chroot runs Azurite, so no scenario test skips for want o
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,6 +37,18 @@ UV_ENV = {
     "UV_PYTHON_DOWNLOADS": "never",
     "UV_LINK_MODE": "copy",
 }
+
+
+def tls_settings(chroot: Chroot) -> dict[str, str]:
+    """This machine's CA bundle (SSL_CERT_FILE), copied into the chroot at the same path, for uv: where
+    a proxy re-signs TLS (as here), Debian's own bundle in the chroot does not know its issuer."""
+    bundle = os.environ.get("SSL_CERT_FILE", "")
+    if not bundle or not Path(bundle).is_file():
+        return {}
+    inside = chroot.path(bundle)
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(bundle, inside)
+    return {"SSL_CERT_FILE": bundle}
 
 
 def copy_working_tree(root: Path, target: Path) -> int:
@@ -76,6 +89,7 @@ class X8664Part:
         uv = self.chroot.path(UV)
         uv.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.root / ".local" / "uv" / "bin" / "uv", uv)
+        tls = tls_settings(self.chroot)
         # editable: the venv points at /src, so the fresh copy of each run is what the tests import
         log = self.logs / "x86_64-install.log"
         with self.chroot.session({}) as chroot:
@@ -84,7 +98,7 @@ class X8664Part:
             shutil.rmtree(self.chroot.path(VENV), ignore_errors=True)
             chroot.run(
                 [UV, "sync", "--quiet", "--locked", "--extra", "dev", "--python", "/usr/bin/python3.13"],
-                {**BASE_ENV, **UV_ENV},
+                {**BASE_ENV, **UV_ENV, **tls},
                 log,
                 cwd=SRC,
             )
