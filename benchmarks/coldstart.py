@@ -419,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--build-dir", type=Path, help="measure this sam build (with its byte code) instead of the checkout"
     )
+    parser.add_argument(
+        "--profile-above", type=float, help="profile one more cold start when a ratio is above this"
+    )
     args = parser.parse_args(argv)
     python = shlex.split(args.python)
     scratch = WORK_DIR / "coldstart"
@@ -435,14 +438,14 @@ def main(argv: list[str] | None = None) -> int:
             event,
             scratch,
             args.reps,
-            None,
+            args.profile_above,
             python,
             download=download_link_case(digest, org, backend),
             built=args.build_dir,
         )
+        snapstart = _snapstart_runs(cold, args.reps, python) if args.build_dir else []
     finally:
         servers.stop()
-    snapstart = _snapstart_runs(cold, args.reps, python) if args.build_dir else []
     what = f"the sam build in {args.build_dir}" if args.build_dir else "this checkout's package and pins"
     print(
         f"Python {interpreter_version(python)[0].split()[0]}, {what}, {args.reps} processes per kind and mode"
@@ -462,6 +465,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {link[0]:.0f} + {link[1]:.0f} = {link[2]:.0f} "
             f"| {ref[0]:.0f} + {ref[1]:.0f} = {ref[2]:.0f} | {mode.ratio:.2f}x | {mode.download_ratio:.2f}x |"
         )
+    if cold.profile:
+        print(
+            f"\nProfile of one more cold start ({cold.profile_mode}, {cold.profile_total_ms:.0f} ms in all):"
+        )
+        for label, calls, cumulative_ms in cold.profile:
+            print(f"  {label}: {calls} calls, {cumulative_ms:.1f} ms")
     if snapstart:
         init, hooks, first = (
             statistics.median(r[k] * 1000 for r in snapstart) for k in ("import_s", "hooks_s", "work_s")

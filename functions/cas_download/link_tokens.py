@@ -6,22 +6,31 @@ ES512 with its CAS private key (P-521), claims ``role``, ``secret-id``, ``backen
 and ``exp`` (30 s after minting). Verified here rather than by an API Gateway Lambda authorizer: a
 refusal names the rule that failed, which an authorizer's bare 401/403 cannot.
 
-PyJWT (with ``cryptography`` for ECDSA): maintained, already shipped in the dependencies layer (MSAL
-needs it), and pinned there. The ``alg`` header is checked against ES512 before anything else, and
-PyJWT is given only ES512, so HS*/RS*/``none`` tokens are refused whatever the key. This module is
-imported only when a ``/download`` request arrives (``handlers/links.py``): the ``/v1`` route's cold
-start never loads PyJWT or the parts of ``cryptography`` it needs.
+One algorithm, checked with ``cryptography`` alone (ECDSA P-521 over SHA-512, RFC 7518 section 3.4):
+the ``alg`` header must be ES512 before anything else, the signature must be the 132 bytes of ``r || s``,
+and it must verify under one of the configured keys; only then are the claims read. PyJWT would do the
+same, but importing it loads every algorithm it knows, X.509 and SSH serialization, and urllib for JWKS:
+about 60 ms more of the ``/download`` route's cold start on Lambda's Python (BENCHMARKS.md, cold start),
+for a token format this small. The keys are read with ``cryptography``'s own point validation from
+the fixed DER form of a P-521 public key (RFC 5480), so ``serialization`` (and its SSH parser) is not
+imported either. This module is imported only when a ``/download`` request arrives
+(``handlers/links.py``): the ``/v1`` route's cold start never loads ``cryptography``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from cas_download.config import ConfigError
 from cas_download.errors import Unauthenticated
@@ -33,6 +42,14 @@ LEEWAY_SECONDS = 30
 DEFAULT_MAX_LIFETIME_SECONDS = 3600
 # An ES512 token with Chainloop's claims is about 600 characters; anything far longer is not one.
 MAX_TOKEN_LENGTH = 8192
+# ES512's signature: r and s, 66 bytes each, big-endian (RFC 7518 section 3.4)
+_COORDINATE_BYTES = 66
+# The DER of a P-521 SubjectPublicKeyInfo (RFC 5480) up to its point: SEQUENCE { SEQUENCE {
+# id-ecPublicKey, secp521r1 }, BIT STRING with no unused bits }, then the 133-byte uncompressed point.
+_P521_SPKI_PREFIX = bytes.fromhex("30819b301006072a8648ce3d020106052b8104002303818600")
+_P521_POINT_BYTES = 1 + 2 * _COORDINATE_BYTES
+_PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +75,57 @@ class LinkTokenVerifier:
         self._keys = tuple(_p521_key(pem) for pem in public_keys_pem)
         self._issuer = issuer
         self._max_lifetime = max_lifetime_seconds
-        # Every time rule (exp, nbf, iat, the lifetime) reads this clock, not PyJWT's: the tests drive it.
+        # Every time rule (exp, nbf, iat, the lifetime) reads this clock: the tests drive it.
         self._clock = clock
 
     def verify(self, token: str) -> LinkGrant:
         """The token's grant, or :class:`Unauthenticated` naming the rule that failed (never the token)."""
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             raise Unauthenticated("the token is not a JWT")
-        try:
-            header = jwt.get_unverified_header(token)
-        except (jwt.PyJWTError, ValueError, TypeError):
-            raise Unauthenticated("the token is not a JWT") from None
+        encoded_header, encoded_claims, encoded_signature = token.split(".")
+        header = _json_object(encoded_header)
+        if header is None:
+            raise Unauthenticated("the token is not a JWT")
         if header.get("alg") != ALGORITHM:
             raise Unauthenticated("the token is not signed ES512")
-        claims = self._claims(token)
+        self._check_signature(f"{encoded_header}.{encoded_claims}".encode("ascii"), encoded_signature)
+        claims = _json_object(encoded_claims)
+        if claims is None:
+            raise Unauthenticated("the token is not a valid JWT")
+        self._check_claims(claims)
         self._check_times(claims)
         return _grant(claims)
+
+    def _check_signature(self, signing_input: bytes, encoded_signature: str) -> None:
+        signature = _base64url(encoded_signature)
+        if signature is None or len(signature) != 2 * _COORDINATE_BYTES:
+            # not r || s of P-521 (another curve's, or none): no configured key can have made it
+            raise Unauthenticated("the token's signature matches none of the configured keys")
+        r = int.from_bytes(signature[:_COORDINATE_BYTES], "big")
+        s = int.from_bytes(signature[_COORDINATE_BYTES:], "big")
+        der = encode_dss_signature(r, s)
+        for key in self._keys:
+            try:
+                key.verify(der, signing_input, ec.ECDSA(hashes.SHA512()))
+            except InvalidSignature:
+                continue  # perhaps the other key of an overlapping rotation
+            return
+        raise Unauthenticated("the token's signature matches none of the configured keys")
+
+    def _check_claims(self, claims: dict[str, object]) -> None:
+        """exp and aud present, aud naming the CAS, iss the configured issuer (when one is)."""
+        for required in ("exp", "aud"):
+            if claims.get(required) is None:  # absent or null
+                raise Unauthenticated(f"the token has no {required} claim")
+        audience = claims["aud"]
+        audiences = [audience] if isinstance(audience, str) else audience
+        if not isinstance(audiences, list) or AUDIENCE not in audiences:
+            raise Unauthenticated(f"the token's audience is not {AUDIENCE}")
+        if self._issuer is not None:
+            if claims.get("iss") is None:
+                raise Unauthenticated("the token has no iss claim")
+            if claims["iss"] != self._issuer:
+                raise Unauthenticated("the token's issuer is not the configured one")
 
     def _check_times(self, claims: dict[str, object]) -> None:
         """exp in the future (within the leeway), nbf and iat not in it, and a lifetime of at most
@@ -84,7 +136,8 @@ class LinkTokenVerifier:
             if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
                 raise Unauthenticated(f"the token's {name} is not a number")
         exp, nbf, iat = (float(v) if isinstance(v, int | float) else None for v in times.values())
-        assert exp is not None  # PyJWT required it
+        if exp is None:  # _check_claims refused a missing or null exp already
+            raise Unauthenticated("the token has no exp claim")
         if exp <= now - LEEWAY_SECONDS:
             raise Unauthenticated("the token has expired")
         if (nbf is not None and nbf > now + LEEWAY_SECONDS) or (
@@ -96,46 +149,26 @@ class LinkTokenVerifier:
                 f"the token lives longer than {self._max_lifetime} s (CHAINLOOP_LINK_MAX_LIFETIME_SECONDS)"
             )
 
-    def _claims(self, token: str) -> dict[str, object]:
-        # PyJWT checks the signature, the audience and the issuer; the times are _check_times'
-        options: jwt.types.Options = {
-            "require": ["exp", "aud"],
-            "verify_exp": False,
-            "verify_nbf": False,
-            "verify_iat": False,
-        }
-        for key in self._keys:
-            try:
-                claims: dict[str, object] = jwt.decode(
-                    token,
-                    key,
-                    algorithms=[ALGORITHM],
-                    audience=AUDIENCE,
-                    issuer=self._issuer,
-                    options=options,
-                )
-                return claims
-            except jwt.InvalidSignatureError:
-                continue  # perhaps the other key of an overlapping rotation
-            except jwt.PyJWTError as error:
-                raise Unauthenticated(_rule(error)) from None
-            except (ValueError, TypeError):
-                raise Unauthenticated("the token is not a JWT") from None
-        raise Unauthenticated("the token's signature matches none of the configured keys")
+
+def _base64url(text: str) -> bytes | None:
+    """A JWS segment's bytes: unpadded base64url (RFC 7515 section 2), else None."""
+    if not _BASE64URL.fullmatch(text) or len(text) % 4 == 1:
+        return None
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
 
 
-def _rule(error: jwt.PyJWTError) -> str:
-    if isinstance(error, jwt.ExpiredSignatureError):
-        return "the token has expired"
-    if isinstance(error, jwt.ImmatureSignatureError):
-        return "the token is not valid yet (nbf or iat in the future)"
-    if isinstance(error, jwt.InvalidAudienceError):
-        return f"the token's audience is not {AUDIENCE}"
-    if isinstance(error, jwt.InvalidIssuerError):
-        return "the token's issuer is not the configured one"
-    if isinstance(error, jwt.MissingRequiredClaimError):
-        return f"the token has no {error.claim} claim"
-    return "the token is not a valid JWT"
+def _json_object(segment: str) -> dict[str, object] | None:
+    raw = _base64url(segment)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _grant(claims: dict[str, object]) -> LinkGrant:
@@ -152,10 +185,17 @@ def _grant(claims: dict[str, object]) -> LinkGrant:
 
 
 def _p521_key(pem: str) -> ec.EllipticCurvePublicKey:
+    """An EC P-521 public key from its PEM (SubjectPublicKeyInfo), validated as a point of the curve."""
+    match = _PEM_PUBLIC_KEY.fullmatch(pem.strip())
     try:
-        key = load_pem_public_key(pem.encode("ascii"))
-    except (ValueError, TypeError) as error:
+        der = base64.b64decode("".join(match.group(1).split()), validate=True) if match else b""
+    except (binascii.Error, ValueError) as error:
         raise ConfigError(f"CHAINLOOP_CAS_PUBLIC_KEYS: a key cannot be read: {error}") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP521R1):
+    if not der:
+        raise ConfigError("CHAINLOOP_CAS_PUBLIC_KEYS: a key cannot be read: not a PEM public key")
+    if not der.startswith(_P521_SPKI_PREFIX) or len(der) != len(_P521_SPKI_PREFIX) + _P521_POINT_BYTES:
         raise ConfigError("CHAINLOOP_CAS_PUBLIC_KEYS: every key must be an EC P-521 public key (ES512)")
-    return key
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP521R1(), der[len(_P521_SPKI_PREFIX) :])
+    except ValueError as error:
+        raise ConfigError(f"CHAINLOOP_CAS_PUBLIC_KEYS: a key cannot be read: {error}") from None

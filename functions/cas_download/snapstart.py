@@ -2,7 +2,7 @@
 
 With SnapStart on, Lambda initializes a published version once, snapshots its memory, and starts later
 containers from that snapshot. Before it, the container holds the imports of both routes (``/v1`` and
-``/download`` with PyJWT), the App and its AWS clients: never a secret, a row or a connection, since
+``/download`` with its ES512 verification), the App and its AWS clients: never a secret, a row or a connection, since
 initialization reads and sends nothing. After each restore, :meth:`App.forget_state` drops cached rows,
 secrets, verification records and backend health, every backend client (they hold credentials) and
 registry token, and every open connection; ``random`` gets a new seed (every container restored from

@@ -53,7 +53,7 @@ HANDLERS = {
     "VerifierFunction": "cas_download.handlers.verifier",
 }
 # Imported on first use: a backend of their provider (cas_download.data.storage.providers), and the
-# first /download request (the link handler and PyJWT)
+# first /download request (the link handler and its ES512 verification with cryptography)
 LAZY_ADAPTERS = (
     "cas_download.data.storage.oci",
     "cas_download.data.storage.azure",
@@ -303,7 +303,7 @@ def plan(endpoints: StackEndpoints, postgres: Postgres, ci_strict: bool) -> Job:
 
 def link_invocation(endpoints: StackEndpoints) -> dict[str, Any]:
     """The demo's Chainloop download link (``Demo.link``), its token minted with the stack's CAS key as
-    Chainloop's control plane mints it (PyJWT's ES512 verification runs on aarch64), valid for as long
+    Chainloop's control plane mints it (the ES512 verification with cryptography runs on aarch64), valid for as long
     as emulation may take rather than Chainloop's 30 s."""
     from cas_admin.chainloop_link import mint_token  # noqa: PLC0415 - PyJWT, only for this invocation
 

@@ -82,7 +82,7 @@ def test_initialization_builds_the_clients_and_reads_no_secret_row_or_object(
         for m in (app.services.tables.backend_model, app.services.tables.mapping_model)
     )
     assert "cas_download.handlers.links" in sys.modules
-    assert "jwt" in sys.modules
+    assert "cas_download.link_tokens" in sys.modules
     assert len(snapshot_restore_py._before_snapshot_registry) == 1
     assert len(snapshot_restore_py._after_restore_registry) == 1
     # and nothing was read or sent: no secret, no row, no object, no open connection
@@ -133,8 +133,9 @@ def test_nothing_a_request_left_crosses_a_restore(
 def test_the_handler_module_prepares_the_snapshot_only_when_lambda_initializes_for_one(world: World) -> None:
     # Given the function's environment, with and without Lambda's SnapStart initialization type
     script = (
-        "import snapshot_restore_py as s, cas_download.handlers.download as d;"
-        "print(d._app is not None, len(s._before_snapshot_registry), len(s._after_restore_registry))"
+        "import sys, snapshot_restore_py as s, cas_download.handlers.download as d;"
+        "print(d._app is not None, len(s._before_snapshot_registry), len(s._after_restore_registry),"
+        " 'cas_download.link_tokens' in sys.modules)"
     )
 
     def import_handler(**extra: str) -> str:
@@ -144,6 +145,6 @@ def test_the_handler_module_prepares_the_snapshot_only_when_lambda_initializes_f
         )
         return done.stdout.strip()
 
-    # Then the App and the hooks exist at import only under SnapStart
-    assert import_handler(AWS_LAMBDA_INITIALIZATION_TYPE="snap-start") == "True 1 1"
-    assert import_handler(AWS_LAMBDA_INITIALIZATION_TYPE="on-demand") == "False 0 0"
+    # Then the App, the hooks and the /download route's modules exist at import only under SnapStart
+    assert import_handler(AWS_LAMBDA_INITIALIZATION_TYPE="snap-start") == "True 1 1 True"
+    assert import_handler(AWS_LAMBDA_INITIALIZATION_TYPE="on-demand") == "False 0 0 False"

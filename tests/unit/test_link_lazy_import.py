@@ -43,3 +43,30 @@ def test_a_v1_request_loads_no_jose_library_and_a_link_request_does() -> None:
     # Then the /v1 request loaded no link module, and the /download request did
     assert after_v1 == "[]"
     assert after_link == "['cas_download.handlers.links', 'cas_download.link_tokens']"
+
+
+def test_verifying_a_link_token_loads_cryptographys_ecdsa_and_not_pyjwt() -> None:
+    # Given a token signed ES512 the way Chainloop signs it, made here with cryptography alone
+    probe = (
+        "import base64, json, sys, time\n"
+        "from cryptography.hazmat.primitives import hashes, serialization\n"
+        "from cryptography.hazmat.primitives.asymmetric import ec\n"
+        "from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature\n"
+        "b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b'=').decode()\n"
+        "key = ec.generate_private_key(ec.SECP521R1())\n"
+        "pem = key.public_key().public_bytes(serialization.Encoding.PEM,"
+        " serialization.PublicFormat.SubjectPublicKeyInfo).decode()\n"
+        "claims = {'iss': 'cp.chainloop', 'aud': ['artifact-cas.chainloop'], 'exp': int(time.time()) + 30,"
+        " 'role': 'downloader', 'secret-id': 's', 'backend': 'AWS-S3', 'org-id': 'o'}\n"
+        'signing_input = b64(b\'{"alg":"ES512","typ":"JWT"}\') + \'.\' + b64(json.dumps(claims).encode())\n'
+        "r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA512())))\n"
+        "token = signing_input + '.' + b64(r.to_bytes(66, 'big') + s.to_bytes(66, 'big'))\n"
+        "from cas_download.link_tokens import LinkTokenVerifier\n"
+        "print(LinkTokenVerifier((pem,), 'cp.chainloop').verify(token).org_id, 'jwt' in sys.modules)\n"
+    )
+
+    # When the /download route's verifier checks it in a fresh interpreter
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+
+    # Then it is accepted, and PyJWT (about 60 ms of the route's cold start) was never imported
+    assert out.strip() == "o False"

@@ -92,7 +92,7 @@ def handle(event: object, context: LambdaContext, app: App) -> Response:
 
 
 def _handle_link(event: object, context: LambdaContext, app: App, record: RequestRecord) -> Response:
-    """A Chainloop download link. Its module, and with it PyJWT, is imported on the first such request."""
+    """A Chainloop download link. Its module, and with it ``cryptography``, is imported on the first such request."""
     from cas_download.handlers.links import serve_link  # noqa: PLC0415 - keeps /v1's cold start
 
     link = parse_link_request(event)

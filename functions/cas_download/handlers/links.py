@@ -1,7 +1,7 @@
 """``GET``/``HEAD /download/{digest}``: a Chainloop download link (spec "Chainloop download links").
 
 Imported by :mod:`cas_download.handlers.download` when such a request arrives, never before: this is
-where PyJWT and ``cryptography`` are loaded, so the ``/v1`` route's cold start does not pay for them.
+where ``cryptography`` (the tokens' ES512) is loaded, so the ``/v1`` route's cold start does not pay for them.
 """
 
 from __future__ import annotations

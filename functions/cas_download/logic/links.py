@@ -39,7 +39,7 @@ from cas_download.logic.deadline import Deadline
 from cas_download.logic.fallback import serve_with_fallback
 from cas_download.logic.services import Services
 
-if TYPE_CHECKING:  # PyJWT is imported only when a /download request arrives (handlers/links.py)
+if TYPE_CHECKING:  # the token verifier is imported only when a /download request arrives (handlers/links.py)
     from cas_download.link_tokens import LinkGrant
 
 
