@@ -195,3 +195,17 @@ def test_dots_of_one_column_are_spread_evenly_and_symmetrically() -> None:
     assert plots.spread(1) == [0.0]
     offsets = plots.spread(3, width=0.2)
     assert offsets == pytest.approx([-0.1, 0.0, 0.1])
+
+
+def test_no_list_is_rendered_as_a_run_on_paragraph(site: Path) -> None:
+    # Given every page of the built site
+    # Then no paragraph holds lines that start as list items: Markdown needs a blank line before a list
+    # (a runbook's "**What to do**:" steps rendered as one paragraph once)
+    run_on = re.compile(r"<p>(?:(?!</p>).)*\n(?:\d+\.|[-*]) (?:(?!</p>).)*</p>", re.DOTALL)
+    found = {
+        str(page.relative_to(site)): match.group(0)[:80]
+        for page in site.rglob("*.html")
+        for match in [run_on.search(page.read_text(encoding="utf-8"))]
+        if match
+    }
+    assert found == {}
