@@ -42,6 +42,8 @@ CHECKOV_BIN := .local/checkov/bin/checkov
 # from tools/envs/azurite/package-lock.json.
 AZURITE_BIN := .local/node/node_modules/.bin/azurite-blob
 AZURITE_LOCK := tools/envs/azurite/package-lock.json
+# Mermaid for the documentation site's diagrams, installed with `npm ci` from its own lock (no CDN).
+MERMAID_JS := .local/docs-node/node_modules/mermaid/dist/mermaid.min.js
 
 .PHONY: help venv lock lock-check upgrade registry azurite lambda-runtime lint format typecheck template security test package-check docs docs-serve check build deploy clean run invoke bench bench-sync bench-verifier load mutate
 
@@ -144,10 +146,10 @@ package-check:
 # silences Material's end-of-life banner.
 DOCS_PORT ?= 8000
 
-docs: venv
+docs: venv $(MERMAID_JS)
 	NO_MKDOCS_2_WARNING=1 "$(BIN)/mkdocs" build --strict --site-dir site
 
-docs-serve: venv
+docs-serve: venv $(MERMAID_JS)
 	NO_MKDOCS_2_WARNING=1 "$(BIN)/mkdocs" serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 registry: $(REGISTRY_BIN)
@@ -169,7 +171,13 @@ $(AZURITE_BIN): $(AZURITE_LOCK)
 	npm ci --prefix .local/node --no-audit --no-fund --loglevel=error
 	test -x "$@" && touch "$@"
 
-check: venv registry azurite
+$(MERMAID_JS): tools/envs/docs/package-lock.json
+	mkdir -p .local/docs-node
+	cp tools/envs/docs/package.json tools/envs/docs/package-lock.json .local/docs-node/
+	npm ci --prefix .local/docs-node --no-audit --no-fund --loglevel=error
+	test -f "$@" && touch "$@"
+
+check: venv registry azurite $(MERMAID_JS)
 	$(MAKE) lint typecheck template security test package-check docs
 
 # CI, after check (root; chroots cached in .local/lambda-runtime): the unit and scenario tests on Debian

@@ -4,6 +4,7 @@ bench` draws its cold-start figure."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -85,6 +86,8 @@ def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
     # Given a copy of the site's sources with one link to a page that does not exist
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
     shutil.copytree(DOCS, tmp_path / "docs")
+    (tmp_path / ".local").mkdir()
+    (tmp_path / ".local" / "docs-node").symlink_to(ROOT / ".local" / "docs-node")  # the Mermaid it ships
     page = tmp_path / "docs" / "api.md"
     page.write_text(page.read_text() + "\nSee [the old page](no-such-page.md).\n")
     # When it is built strictly
@@ -209,3 +212,18 @@ def test_no_list_is_rendered_as_a_run_on_paragraph(site: Path) -> None:
         if match
     }
     assert found == {}
+
+
+def test_the_diagrams_render_offline_with_the_mermaid_the_site_ships(site: Path) -> None:
+    # Given a page with Mermaid diagrams
+    page = (site / "how-it-works.html").read_text(encoding="utf-8")
+    assert 'class="mermaid"' in page
+
+    # Then it loads Mermaid from the site itself (Material fetches it from a CDN only when none is
+    # loaded), and the site holds the locked release's file
+    assert '<script src="javascripts/mermaid.min.js"></script>' in page
+    shipped = site / "javascripts" / "mermaid.min.js"
+    installed = ROOT / ".local" / "docs-node" / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
+    assert shipped.read_bytes() == installed.read_bytes()
+    locked = json.loads((ROOT / "tools" / "envs" / "docs" / "package-lock.json").read_text())
+    assert locked["packages"]["node_modules/mermaid"]["version"].startswith("11.")

@@ -14,11 +14,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO_FILES = ("BENCHMARKS.md", "openapi.yaml")
 REPO_GLOBS = ("benchmarks/figures/*.png",)
+# Mermaid, installed by `npm ci` from tools/envs/docs/package-lock.json (make docs): shipped with the
+# site so that its diagrams render offline (Material loads it from a CDN only when the page has none).
+MERMAID_JS = ROOT / ".local" / "docs-node" / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
+MERMAID_SITE_PATH = "javascripts/mermaid.min.js"
 
 
 def _shown_files() -> list[str]:
@@ -31,6 +36,9 @@ def _shown_files() -> list[str]:
 def on_files(files: Files, config: Any) -> Files:
     for path in _shown_files():
         files.append(File.generated(config, path, abs_src_path=str(ROOT / path)))
+    if not MERMAID_JS.is_file():
+        raise PluginError(f"{MERMAID_JS.relative_to(ROOT)} is missing: `make docs` installs it (npm ci)")
+    files.append(File.generated(config, MERMAID_SITE_PATH, abs_src_path=str(MERMAID_JS)))
     return files
 
 
