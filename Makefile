@@ -10,7 +10,7 @@ BOOTSTRAP_PYTHON ?= python3
 SOURCES := functions tests scripts tools benchmarks mutation
 VALIDATE_REGION ?= us-east-1
 PYTEST_ARGS ?=
-DEPLOY_ARGS ?= --guided
+DEPLOY_ARGS ?=
 PORT ?= 8080
 EVENT ?= events/get_redirect.json
 
@@ -72,7 +72,7 @@ help:
 	@echo "make mutate         mutation testing (cosmic-ray, ~1 h): proof/classification must kill all; logic/ score"
 	@echo "make load           the local HTTP server under a bounded concurrent load (~45 s): errors, p50/p99, memory (LOAD_ARGS=...)"
 	@echo "make build          sam build into .aws-sam/build, with CPython 3.13 byte code (LAMBDA_PYTHON=...)"
-	@echo "make deploy         sam build + sam deploy $(DEPLOY_ARGS)"
+	@echo "make deploy         make build, ask JwtIssuer/JwtAudience once (samconfig.toml), sam deploy $(DEPLOY_ARGS)"
 	@echo "make clean          remove build output and tool caches"
 
 venv: $(VENV)/.dev-installed
@@ -239,7 +239,9 @@ build: venv
 # Never a silent slow artifact: an artifact without 3.13 byte code deploys only with ALLOW_NO_BYTECODE=1.
 deploy: build
 	test "$(ALLOW_NO_BYTECODE)" = 1 || "$(BIN)/python" -m scripts.bytecode .aws-sam/build --check-only
-	@echo "First deployment: answer the prompts (JwtIssuer, JwtAudience, SecretNamePrefix...) and save them to samconfig.toml."
+	@# asks only what has no default (JwtIssuer, JwtAudience), once, into samconfig.toml; the rest keep
+	@# their defaults (docs/deploying.md, Parameters). DEPLOY_ARGS="--guided" asks everything, as SAM does.
+	"$(BIN)/python" -m scripts.deploy_params $(DEPLOY_ARGS)
 	"$(BIN)/sam" deploy $(DEPLOY_ARGS)
 
 clean:
