@@ -117,6 +117,44 @@ def test_the_api_serves_a_chainloop_artifact_through_fallback_after_chainloop_ro
     assert 'filename="attestation.json"' in served.headers["Content-Disposition"]
 
 
+def test_an_org_whose_inline_backend_older_chainloop_flagged_fallback_falls_back_as_any_other(
+    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an org as Chainloop before v1.67.0 left it: its auto-created INLINE backend flagged fallback
+    created = chainloop.add_org()
+    org, inline = created.id, created.inline_backend
+    assert inline is not None
+    chainloop.update_backend(inline, fallback=True)
+    # and its artifact uploaded through an S3 backend that was then rotated away (keys revoked)
+    old = world.backend(org, "cas-old", write_row=False)
+    digest = world.put(old, DATA)
+    chainloop.add_backend(org, "cas-old", location=old.location, secret_name=old.secret_name, default=True,
+                          backend_id=old.id)  # fmt: skip
+    chainloop.add_mapping(digest, org, old.id)
+    new = world.backend(org, "cas-new", bucket=old.bucket, write_row=False)
+    chainloop.add_backend(
+        org, "cas-new", location=new.location, secret_name=new.secret_name, backend_id=new.id
+    )
+    chainloop.make_default(org, new.id)
+    world.revoke(old)
+
+    # When it is synced and the artifact asked for
+    sync_json(world, capsys, chainloop.dsn)
+    served = service.get(digest, orgs=org, mode="body")
+
+    # Then the INLINE row keeps Chainloop's flag, and the org's default serves, as for any org
+    assert backend_item(world, inline)["is_fallback"] is True
+    assert served.status == 200
+    assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("cas-new", "true")
+
+    # When the default cannot serve either, Then the attempts show the order: INLINE was never tried
+    world.revoke(new)
+    service.configure()
+    failed = service.get(digest, orgs=org, mode="body")
+    assert failed.status == 502
+    assert [backend for backend, _ in failed.attempts] == ["cas-old", "cas-new"]
+
+
 def test_an_inline_backend_is_copied_skipped_by_the_service_and_still_proves_the_org_holds_the_digest(
     world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
