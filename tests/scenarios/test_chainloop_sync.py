@@ -147,12 +147,20 @@ def test_an_org_whose_inline_backend_older_chainloop_flagged_fallback_falls_back
     assert served.status == 200
     assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("cas-new", "true")
 
-    # When the default cannot serve either, Then the attempts show the order: INLINE was never tried
+    # When the default cannot serve either
     world.revoke(new)
     service.configure()
     failed = service.get(digest, orgs=org, mode="body")
+
+    # Then the INLINE fallback is only ever skipped (unsupported_provider: no storage is contacted), in
+    # the spec's order: the default, the fallback, then the mapped backend, which the first request's
+    # rejected keys marked Invalid (tried last)
     assert failed.status == 502
-    assert [backend for backend, _ in failed.attempts] == ["cas-old", "cas-new"]
+    assert failed.attempts == [
+        ("cas-new", "credentials_invalid"),
+        ("default-inline", "unsupported_provider"),
+        ("cas-old", "credentials_invalid"),
+    ]
 
 
 def test_an_inline_backend_is_copied_skipped_by_the_service_and_still_proves_the_org_holds_the_digest(
