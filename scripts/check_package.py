@@ -63,6 +63,12 @@ SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
 PYC_NAME = re.compile(r"\.cpython-(?P<version>\d+)(?:\.opt-\d)?\.pyc$")
 
 
+def _byte_code_of_another_python(filename: str, version: str) -> bool:
+    """A ``.pyc`` not tagged for CPython ``version`` (``313``): the runtime would never read it."""
+    tagged = PYC_NAME.search(filename)
+    return filename.endswith(".pyc") and (not tagged or tagged["version"] != version)
+
+
 @dataclass
 class Artifact:
     logical_id: str
@@ -170,8 +176,7 @@ def check_function(spec: FunctionSpec, artifact: Artifact) -> list[str]:
     for relative in artifact.files:
         if any(FORBIDDEN_IN_FUNCTION.match(part) for part in relative.split("/")):
             errors.append(f"{spec.logical_id}: must not ship {relative}")
-        tagged = PYC_NAME.search(relative)
-        if relative.endswith(".pyc") and (not tagged or tagged["version"] != version):
+        if _byte_code_of_another_python(relative, version):
             errors.append(
                 f"{spec.logical_id}: {relative} is byte code for another Python than {spec.runtime}"
             )
@@ -224,10 +229,8 @@ def check_layer(layer: LayerSpec, artifact: Artifact, users: list[FunctionSpec])
                 tagged = EXTENSION_NAME.search(filename)
                 if tagged and (tagged["version"] != version or arch_tag not in tagged["platform"]):
                     errors.append(f"{name}: {relative} is built for another Python/platform than {runtime}")
-            elif filename.endswith(".pyc"):
-                tagged = PYC_NAME.search(filename)
-                if not tagged or tagged["version"] != version:
-                    errors.append(f"{name}: {relative} is byte code for another Python than {runtime}")
+            elif _byte_code_of_another_python(filename, version):
+                errors.append(f"{name}: {relative} is byte code for another Python than {runtime}")
     requirements = requirements_of(layer)
     if requirements is not None and requirements.is_file():
         pins, installed = pinned(requirements), _installed(artifact)

@@ -28,7 +28,6 @@ class App:
     services: Services
     telemetry: Telemetry
     session: boto3.session.Session
-    secrets_client: Any
 
     @classmethod
     def create(cls, settings: Settings, session: boto3.session.Session | None = None) -> App:
@@ -65,7 +64,7 @@ class App:
             verifier=_verifier_invocations(settings, session),
         )
         telemetry = Telemetry(settings.service_name, settings.metrics_namespace)
-        return cls(settings, services, telemetry, session, secrets_client)
+        return cls(settings, services, telemetry, session)
 
     def connect(self) -> None:
         """Make the clients a request needs now rather than on first use (SnapStart: before the
@@ -89,7 +88,6 @@ class App:
         if services.verifier is not None:
             services.verifier.forget_all()
         services.tables.close_connections()
-        self.secrets_client.close()
 
 
 def _verifier_invocations(settings: Settings, session: boto3.session.Session) -> VerifierInvocations | None:

@@ -148,7 +148,7 @@ class Settings:
         )
 
 
-_PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
+PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
@@ -161,13 +161,13 @@ def _public_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     if not raw:
         return ()
     keys = []
-    for match in _PEM_PUBLIC_KEY.finditer(raw):
+    for match in PEM_PUBLIC_KEY.finditer(raw):
         body = "".join(match.group(1).split())
         if not _BASE64.fullmatch(body):
             raise ConfigError(f"{name}: a PEM public key's body is not base64")
         lines = [body[i : i + 64] for i in range(0, len(body), 64)]
         keys.append("\n".join(["-----BEGIN PUBLIC KEY-----", *lines, "-----END PUBLIC KEY-----", ""]))
-    if not keys or _PEM_PUBLIC_KEY.sub("", raw).strip():
+    if not keys or PEM_PUBLIC_KEY.sub("", raw).strip():
         raise ConfigError(f"{name} must be one or more PEM public keys (-----BEGIN PUBLIC KEY-----...)")
     return tuple(keys)
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from cas_download.config import ConfigError
+from cas_download.config import PEM_PUBLIC_KEY, ConfigError
 from cas_download.errors import Unauthenticated
 
 AUDIENCE = "artifact-cas.chainloop"
@@ -48,7 +48,6 @@ _COORDINATE_BYTES = 66
 # id-ecPublicKey, secp521r1 }, BIT STRING with no unused bits }, then the 133-byte uncompressed point.
 _P521_SPKI_PREFIX = bytes.fromhex("30819b301006072a8648ce3d020106052b8104002303818600")
 _P521_POINT_BYTES = 1 + 2 * _COORDINATE_BYTES
-_PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -186,7 +185,7 @@ def _grant(claims: dict[str, object]) -> LinkGrant:
 
 def _p521_key(pem: str) -> ec.EllipticCurvePublicKey:
     """An EC P-521 public key from its PEM (SubjectPublicKeyInfo), validated as a point of the curve."""
-    match = _PEM_PUBLIC_KEY.fullmatch(pem.strip())
+    match = PEM_PUBLIC_KEY.fullmatch(pem.strip())
     try:
         der = base64.b64decode("".join(match.group(1).split()), validate=True) if match else b""
     except (binascii.Error, ValueError) as error:

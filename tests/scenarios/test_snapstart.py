@@ -55,7 +55,7 @@ def botocore_clients(app: App) -> list[Any]:
     models = (tables.backend_model, tables.mapping_model, tables.verification_model)
     dynamodb = [m._get_connection().connection._client for m in models if m is not None]
     s3 = list(app.services.storage.s3_clients._clients.values())
-    return [app.secrets_client, *[c for c in dynamodb if c is not None], *s3]
+    return [app.services.credentials._provider.client, *[c for c in dynamodb if c is not None], *s3]
 
 
 def a_served_artifact(world: World, service: Service) -> tuple[str, Any, str]:

@@ -51,7 +51,7 @@ class Catalog:
         cached = self._by_secret.get(secret_name)
         if cached is None:
             rows = self._reader.backends_with_secret(secret_name)
-            cached = tuple(b for b in rows if b.secret_name == secret_name and not b.deleted)
+            cached = tuple(b for b in rows if not b.deleted)
             self._by_secret.put(secret_name, cached)
         return cached
 

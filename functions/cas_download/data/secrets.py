@@ -46,8 +46,10 @@ class CredentialStore:
         self._last_forced: dict[str, float] = {}
 
     def forget_all(self) -> None:
-        """Drop every cached secret value (a SnapStart restore)."""
+        """Drop every cached secret value and close the Secrets Manager client's connections (a SnapStart
+        restore); the client reconnects on use."""
         self._provider.clear_cache()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
+        self._provider.client.close()
         self._last_forced.clear()
 
     def get(self, secret_name: str) -> SecretFields:

@@ -631,6 +631,10 @@ def _is_link_local(host: str | None) -> bool:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    return _is_link_local_address(address)
+
+
+def _is_link_local_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return any(address in network for network in _LINK_LOCAL) or address.is_link_local
 
 
@@ -664,9 +668,7 @@ def refuse_internal_target(url: str, registry_is_internal: bool) -> None:
     its storage there; the local stack and the tests run on loopback). Only followed URLs are checked
     (hashing, body mode, tokens); a URL handed to the caller is never fetched here."""
     addresses = _addresses(url)
-    if any(
-        any(address in network for network in _LINK_LOCAL) or address.is_link_local for address in addresses
-    ):
+    if any(_is_link_local_address(address) for address in addresses):
         raise AttemptFailed(AttemptReason.UNREACHABLE, "redirect to a link-local address refused")
     if not registry_is_internal and any(_is_internal(address) for address in addresses):
         raise AttemptFailed(
