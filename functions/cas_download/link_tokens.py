@@ -79,7 +79,8 @@ class LinkTokenVerifier:
 
     def verify(self, token: str) -> LinkGrant:
         """The token's grant, or :class:`Unauthenticated` naming the rule that failed (never the token)."""
-        if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        # a compact JWS is ASCII (base64url and dots): anything else is refused before it is decoded
+        if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii() or token.count(".") != 2:
             raise Unauthenticated("the token is not a JWT")
         encoded_header, encoded_claims, encoded_signature = token.split(".")
         header = _json_object(encoded_header)

@@ -216,3 +216,11 @@ def test_garbage_is_refused(garbage: str) -> None:
 def test_a_key_that_is_not_p521_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="P-521"):
         LinkTokenVerifier((new_key_pair(ec.SECP256R1()).public_pem,), None)
+
+
+def test_a_valid_header_over_claims_with_a_non_ascii_character_is_refused_not_a_server_error() -> None:
+    # Given a real token with one non-ASCII character added to its claims segment
+    header, claims, signature = valid().split(".")
+
+    # Then it is refused as no JWT (it once reached the signature check and raised UnicodeEncodeError)
+    assert refused(f"{header}.{claims}\u00e9.{signature}") == "the token is not a JWT"
