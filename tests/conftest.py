@@ -35,6 +35,14 @@ from tests.support.tables import create_tables
 from tests.support.world import Tables, World
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--verifier-load-objects",
+        default="1000",
+        help="objects one org asks the verifier for in the load scenario (test_verifier_capacity)",
+    )
+
+
 @pytest.fixture(scope="session")
 def aws_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsServers]:
     servers = start_aws_servers(tmp_path_factory.mktemp("moto"))

@@ -48,7 +48,7 @@ GRANTS = {
         "secretsmanager:GetSecretValue": {SECRETS},
         "kms:Decrypt": {SECRET_KEYS},
         # on demand: ask the verifier to prove an object too large to hash within the request
-        "lambda:InvokeFunction": {"${VerifierFunction.Arn}"},
+        "lambda:InvokeFunction": {"${VerifierAskFunction.Arn}"},
     },
     "ValidatorFunction": {
         "dynamodb:Scan": {BACKENDS},
@@ -1219,7 +1219,7 @@ def test_every_log_group_and_table_takes_the_optional_kms_keys(template: dict[st
 
     groups = _resources_of_type(template, "AWS::Logs::LogGroup")
     tables = _resources_of_type(template, "AWS::DynamoDB::Table")
-    assert len(groups) == 5
+    assert len(groups) == 6
     assert len(tables) == 3
     for group in groups.values():
         assert group["Properties"]["KmsKeyId"] == optional("HasLogsKmsKey", "LogsKmsKeyArn")

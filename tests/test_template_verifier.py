@@ -116,7 +116,7 @@ def test_the_download_function_may_ask_the_verifier_and_nothing_else_of_lambda(
     template: dict[str, Any],
 ) -> None:
     download = function_properties(template, "DownloadFunction")
-    assert download["Environment"]["Variables"]["VERIFIER_FUNCTION_NAME"] == {"Ref": "VerifierFunction"}
+    assert download["Environment"]["Variables"]["VERIFIER_FUNCTION_NAME"] == {"Ref": "VerifierAskFunction"}
     lambda_grants = [
         s
         for policy in download["Policies"]
@@ -129,9 +129,60 @@ def test_the_download_function_may_ask_the_verifier_and_nothing_else_of_lambda(
             "Sid": "AskVerifier",
             "Effect": "Allow",
             "Action": ["lambda:InvokeFunction"],
-            "Resource": {"Fn::GetAtt": ["VerifierFunction", "Arn"]},
+            "Resource": {"Fn::GetAtt": ["VerifierAskFunction", "Arn"]},
         }
     ]
+
+
+# --- requests' asks: the verifier's code with capacity of its own (issue 28) ---------------------
+
+
+def test_requests_asks_run_in_a_function_of_their_own_with_their_own_capacity(
+    template: dict[str, Any], verifier: dict[str, Any]
+) -> None:
+    # Given the function a request asks (VERIFIER_FUNCTION_NAME) and the stream's verifier
+    asks = function_properties(template, "VerifierAskFunction")
+
+    # Then it runs the verifier's handler, with a reserved concurrency of its own parameter
+    assert asks["Handler"] == verifier["Handler"]
+    assert asks["Timeout"] == verifier["Timeout"]
+    assert asks["ReservedConcurrentExecutions"] == {"Ref": "VerifierAskReservedConcurrency"}
+    assert verifier["ReservedConcurrentExecutions"] == {"Ref": "VerifierReservedConcurrency"}
+    # and takes no stream: a bulk import of new mappings never queues in front of an ask
+    assert "Events" not in asks
+    # and its default capacity is above one org's share, so one org never fills it
+    parameters = template["Parameters"]
+    assert parameters["VerifierAskReservedConcurrency"]["Default"] > parameters["VerifyAsksPerOrg"]["Default"]
+
+
+def test_an_ask_waits_at_most_its_event_age_and_is_never_retried_by_lambda(template: dict[str, Any]) -> None:
+    asks = function_properties(template, "VerifierAskFunction")
+    assert asks["EventInvokeConfig"] == {
+        "MaximumEventAgeInSeconds": {"Ref": "VerifierAskMaximumEventAgeSeconds"},
+        "MaximumRetryAttempts": 0,
+    }
+    # and the download function computes how long an ask may hold its org's slot from the same value
+    variables = function_properties(template, "DownloadFunction")["Environment"]["Variables"]
+    assert variables["VERIFY_ASK_MAX_EVENT_AGE_SECONDS"] == {"Ref": "VerifierAskMaximumEventAgeSeconds"}
+    assert variables["VERIFY_ASKS_PER_ORG"] == {"Ref": "VerifyAsksPerOrg"}
+    # Lambda's defaults (6 h, two retries) are what this replaces
+    assert template["Parameters"]["VerifierAskMaximumEventAgeSeconds"]["Default"] < 6 * 3600
+
+
+def test_the_ask_functions_role_grants_the_verifiers_reads_and_writes_and_no_stream_or_queue(
+    template: dict[str, Any],
+) -> None:
+    asks = function_properties(template, "VerifierAskFunction")
+    assert asks["Role"] == {"Fn::GetAtt": ["VerifierAskFunctionRole", "Arn"]}
+    role = template["Resources"]["VerifierAskFunctionRole"]["Properties"]
+    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    grants = {action: s["Resource"] for s in statements for action in _as_list(s["Action"])}
+    assert grants == {
+        "dynamodb:Query": [{"Fn::Sub": "${BackendsTable.Arn}/index/org_id-index"}],
+        "dynamodb:GetItem": {"Fn::GetAtt": ["VerificationsTable", "Arn"]},
+        "dynamodb:PutItem": {"Fn::GetAtt": ["VerificationsTable", "Arn"]},
+        "secretsmanager:GetSecretValue": SECRETS,
+    }
 
 
 @pytest.mark.parametrize(

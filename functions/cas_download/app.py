@@ -15,6 +15,7 @@ from cas_download.data.catalog import Catalog
 from cas_download.data.secrets import CredentialStore
 from cas_download.data.storage.providers import StorageProviders
 from cas_download.data.tables import build_tables
+from cas_download.data.verifier_asks import AskLedger
 from cas_download.data.verifier_invocations import VerifierInvocations
 from cas_download.logic.health import BackendHealth
 from cas_download.logic.services import Services
@@ -46,6 +47,11 @@ class App:
         # boto3 offers no public accessor for its botocore session; sharing it saves each PynamoDB
         # model a new botocore session at cold start (data/tables.py: _share_session).
         tables = build_tables(settings, botocore_session=session._session)
+        asks = (
+            AskLedger(tables, settings.verify_asks_per_org, settings.verify_ask_max_event_age_seconds)
+            if tables.ask_model is not None
+            else None
+        )
         services = Services(
             settings=settings,
             catalog=Catalog(tables, settings.backend_cache_ttl_seconds),
@@ -61,7 +67,8 @@ class App:
             tables=tables,
             health=BackendHealth(tables, settings.failure_memory_seconds),
             verification_records=VerificationRecords(settings, tables),
-            verifier=_verifier_invocations(settings, session),
+            verifier=_verifier_invocations(settings, session, asks),
+            asks=asks,
         )
         telemetry = Telemetry(settings.service_name, settings.metrics_namespace)
         return cls(settings, services, telemetry, session)
@@ -90,7 +97,9 @@ class App:
         services.tables.close_connections()
 
 
-def _verifier_invocations(settings: Settings, session: boto3.session.Session) -> VerifierInvocations | None:
+def _verifier_invocations(
+    settings: Settings, session: boto3.session.Session, asks: AskLedger | None
+) -> VerifierInvocations | None:
     """The verifier a request asks to prove what it may not hash itself (VERIFIER_FUNCTION_NAME)."""
     name = settings.verifier_function_name
     if name is None:
@@ -104,4 +113,4 @@ def _verifier_invocations(settings: Settings, session: boto3.session.Session) ->
         )
         return session.client("lambda", region_name=settings.region, config=config)
 
-    return VerifierInvocations(name, client)
+    return VerifierInvocations(name, client, asks)

@@ -49,6 +49,9 @@ ENV_VARS = (
     "VERIFY_MAX_BYTES",
     "VERIFY_BYTES_PER_SECOND",
     "VERIFY_READ_CONCURRENCY",
+    # The verifier's shared capacity (issue 28): asks in flight per org, how long an ask may wait
+    "VERIFY_ASKS_PER_ORG",
+    "VERIFY_ASK_MAX_EVENT_AGE_SECONDS",
     # Chainloop download links (issue 20)
     "CHAINLOOP_CAS_PUBLIC_KEYS",
     "CHAINLOOP_CAS_ISSUER",
@@ -99,6 +102,11 @@ class Settings:
     verify_max_bytes: int = VERIFY_BUDGET_SECONDS * 64 * 1024 * 1024
     verify_bytes_per_second: int = 64 * 1024 * 1024
     verify_read_concurrency: int = 4
+    # The verifier is shared by every org: asks of one org in flight at once (across containers), and
+    # how long Lambda keeps an ask queued (the on-demand function's MaximumEventAgeInSeconds), which
+    # with its 900 s timeout bounds how long an ask may be in flight.
+    verify_asks_per_org: int = 2
+    verify_ask_max_event_age_seconds: int = 600
     # Chainloop download links: the control plane's CAS public keys (PEM, several while a key rotation
     # overlaps; none: the /download route answers 404) and the issuer a token must name (None: any).
     chainloop_cas_public_keys: tuple[str, ...] = ()
@@ -137,6 +145,8 @@ class Settings:
             verify_max_bytes=_int(env, "VERIFY_MAX_BYTES", VERIFY_BUDGET_SECONDS * rate, 0, 5 * 1024**4),
             verify_bytes_per_second=rate,
             verify_read_concurrency=_int(env, "VERIFY_READ_CONCURRENCY", 4, 1, 16),
+            verify_asks_per_org=_int(env, "VERIFY_ASKS_PER_ORG", 2, 1, 1000),
+            verify_ask_max_event_age_seconds=_int(env, "VERIFY_ASK_MAX_EVENT_AGE_SECONDS", 600, 60, 21600),
             chainloop_cas_public_keys=_public_keys(env, "CHAINLOOP_CAS_PUBLIC_KEYS"),
             # unset: Chainloop's own issuer; set to nothing: any issuer
             chainloop_cas_issuer=env.get("CHAINLOOP_CAS_ISSUER", DEFAULT_CHAINLOOP_ISSUER).strip() or None,

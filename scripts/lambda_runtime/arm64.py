@@ -51,6 +51,7 @@ HANDLERS = {
     "ValidatorFunction": "cas_download.handlers.validator",
     "ChainloopSyncFunction": "cas_download.handlers.chainloop_sync",
     "VerifierFunction": "cas_download.handlers.verifier",
+    "VerifierAskFunction": "cas_download.handlers.verifier",
 }
 # Imported on first use: a backend of their provider (cas_download.data.storage.providers), and the
 # first /download request (the link handler and its ES512 verification with cryptography)
@@ -192,7 +193,7 @@ class Arm64Part:
         document = {
             "sys_path": [TASK, LAYER],
             "env": env,
-            "imports": [*HANDLERS.values(), *LAZY_ADAPTERS],
+            "imports": [*dict.fromkeys(HANDLERS.values()), *LAZY_ADAPTERS],
             "invocations": job.invocations,
             "results": results_path,
         }

@@ -95,7 +95,7 @@ def test_a_new_mapping_is_proven_by_the_stream_poller_before_any_request(
         records = [
             item
             for item in local_stack.client("dynamodb").scan(TableName=env["VERIFICATIONS_TABLE"])["Items"]
-            if item["digest"] == {"S": digest}
+            if item.get("digest") == {"S": digest}
         ]
         if records:
             break

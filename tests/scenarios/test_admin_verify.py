@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from cas_admin.cli import main as admin_main
-from tests.scenarios.test_verifier import Stack
 from tests.support.events import FakeLambdaContext
+from tests.support.verifier_stack import Stack
 from tests.support.world import World, iso, sha256_digest
 
 DATA = b"mapped before the verifier existed\n" * 300

@@ -11,21 +11,12 @@ stand-in for Lambda's event queue, and its payload is then run through the same 
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from cas_download.app import App
-from cas_download.config import Settings
-from cas_download.data.verifier_invocations import VerifierInvocations
-from cas_download.handlers.download import instrumented_handler as download_handler
-from cas_download.handlers.verifier import instrumented_handler as verifier_handler
-from tests.scenarios.conftest import HttpResult
-from tests.support.calls import CallRecorder
-from tests.support.events import FakeLambdaContext, load_event
+from tests.support.events import FakeLambdaContext
 from tests.support.faults import FaultServer, S3Fault
 from tests.support.moto_servers import AwsServers
 from tests.support.stream_events import (
@@ -35,105 +26,11 @@ from tests.support.stream_events import (
     sequence_number,
     stream_event,
 )
+from tests.support.verifier_stack import VERIFIER_NAME, Stack
 from tests.support.world import BackendRef, World, sha256_digest
 
 DATA = b"release-artifact.tar contents\n" * 400  # 12,000 bytes, no checksum (Chainloop's layout)
 CORRUPT = b"not the bytes the digest names\n" * 100
-VERIFIER_NAME = "cas-download-verifier"
-
-
-class LambdaEventQueue:
-    """Stands in for Lambda's asynchronous invocation queue: keeps each Event invocation's payload."""
-
-    def __init__(self) -> None:
-        self.invocations: list[dict[str, Any]] = []
-
-    def invoke(self, **params: Any) -> dict[str, Any]:
-        self.invocations.append(params)
-        return {"StatusCode": 202}
-
-    @property
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(call["Payload"]) for call in self.invocations]
-
-
-class Stack:
-    """The download function and the verifier, each with its own container (App) and call recorder."""
-
-    def __init__(self, world: World, verifications_table: str, context: FakeLambdaContext) -> None:
-        self.world = world
-        self.verifications_table = verifications_table
-        self.context = context
-        self.queue = LambdaEventQueue()
-        self.request_calls = CallRecorder()
-        self.verifier_calls = CallRecorder()
-        self._download: Any = None
-        self._verifier: Any = None
-
-    def configure_download(self, **env: object) -> None:
-        settings = Settings.from_env(
-            self.world.settings_env(
-                VERIFICATIONS_TABLE=self.verifications_table, VERIFIER_FUNCTION_NAME=VERIFIER_NAME, **env
-            )
-        )
-        app = App.create(settings, session=self.request_calls.session)
-        assert app.services.verifier is not None  # the template's function name makes a verifier to ask
-        # the container's asynchronous invocations go to the stand-in queue instead of Lambda
-        queue = self.queue
-        asking = VerifierInvocations(VERIFIER_NAME, lambda: queue)  # type: ignore[arg-type, return-value]
-        self._download = download_handler(replace(app, services=replace(app.services, verifier=asking)))
-
-    def configure_verifier(self, **env: object) -> App:
-        settings = Settings.from_env(
-            self.world.settings_env(
-                VERIFICATIONS_TABLE=self.verifications_table,
-                POWERTOOLS_SERVICE_NAME="cas-download-verifier",
-                **env,
-            )
-        )
-        app = App.create(settings, session=self.verifier_calls.session)
-        self._verifier = verifier_handler(app)
-        return app
-
-    def get(self, digest: str, org: str, event_name: str = "get_redirect") -> HttpResult:
-        if self._download is None:
-            self.configure_download()
-        raw = self._download(load_event(event_name, digest=digest, orgs=org), self.context)
-        return HttpResult(raw["statusCode"], raw["headers"], dict(raw))
-
-    def verify(self, event: dict[str, Any]) -> dict[str, Any]:
-        if self._verifier is None:
-            self.configure_verifier()
-        response: dict[str, Any] = self._verifier(event, self.context)
-        return response
-
-    def request_and_verify_at_once(self, digest: str, org: str, backend_id: str) -> list[Any]:
-        """A request for ``digest`` and the verifier on its mapping, in two threads at once: the
-        request's status and the verifier's batch response, in the order they finished."""
-        answers: list[Any] = []
-        threads = [
-            threading.Thread(target=lambda: answers.append(self.get(digest, org).status)),
-            threading.Thread(
-                target=lambda: answers.append(
-                    self.verify(stream_event(mapping_image(digest, org, backend_id)))
-                )
-            ),
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return answers
-
-    def record(self, backend: BackendRef, digest: str) -> dict[str, Any] | None:
-        """The Verifications item of ``digest``'s object in ``backend`` (S3 at the default endpoint)."""
-        head = self.world.head(backend, digest)
-        object_id = f"s3|{backend.bucket}|{backend.key_for(digest)}|{head.get('VersionId') or ''}"
-        item = self.world.dynamodb.get_item(
-            TableName=self.verifications_table, Key={"object_id": {"S": object_id}}
-        )
-        found: dict[str, Any] | None = item.get("Item")
-        return found
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The verifier as the local stack runs it (template: VerifierFunction), in this process:
+"""The verifier as the local stack runs it (template: VerifierFunction; VerifierAskFunction for asks), in
+this process:
 
 * a **poller on moto's DynamoDB stream** of the Mappings table (``dynamodbstreams``: DescribeStream,
   GetShardIterator ``LATEST``, GetRecords), handing each batch of new mappings to the verifier's

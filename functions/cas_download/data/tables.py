@@ -12,7 +12,13 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from pynamodb.attributes import BooleanAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.attributes import (
+    BooleanAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
 from pynamodb.exceptions import PynamoDBException, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -51,20 +57,25 @@ class Tables:
     backend_model: Any
     mapping_model: Any
     verification_model: Any | None = None
+    # The verifier's asks in flight and objects it could not prove, in the Verifications table
+    # (data/verifier_asks.py): the same table, other keys.
+    ask_model: Any | None = None
 
-    def _connections(self) -> list[Any]:
-        models = (self.backend_model, self.mapping_model, self.verification_model)
+    def _connections(self, *, with_asks: bool) -> list[Any]:
+        models = [self.backend_model, self.mapping_model, self.verification_model]
+        if with_asks:
+            models.append(self.ask_model)
         return [model._get_connection().connection for model in models if model is not None]
 
     def connect(self) -> None:
         """Make each model's DynamoDB client now (SnapStart: before the snapshot), not on first use.
-        No request is sent."""
-        for connection in self._connections():
+        No request is sent. The asks' client stays lazy: most containers never ask."""
+        for connection in self._connections(with_asks=False):
             _ = connection.client
 
     def close_connections(self) -> None:
         """Close the models' connection pools (a SnapStart restore); the clients reconnect on use."""
-        for connection in self._connections():
+        for connection in self._connections(with_asks=True):
             if connection._client is not None:
                 connection._client.close()
 
@@ -241,6 +252,7 @@ def build_tables(settings: Settings, botocore_session: BotocoreSession | None = 
         created_at = UnicodeAttribute(null=True)
 
     verification_model = None
+    ask_model = None
     if settings.verifications_table:
 
         class VerificationRecordModel(Model):
@@ -257,12 +269,31 @@ def build_tables(settings: Settings, botocore_session: BotocoreSession | None = 
 
         verification_model = VerificationRecordModel
 
+        class VerifierAskModel(Model):
+            class Meta(_Meta):
+                table_name = settings.verifications_table
+
+            object_id = UnicodeAttribute(hash_key=True)
+            # an org's asks in flight: JSON {ask: [expected done, in flight until]} (epoch seconds)
+            leases = UnicodeAttribute(null=True)
+            # an object the verifier could not prove for a reason that may pass: not asked until then
+            memo_until = NumberAttribute(null=True)
+            memo_reason = UnicodeAttribute(null=True)
+            # optimistic locking: each save is conditional on the version it read
+            version = VersionAttribute()
+            expires_at = TTLAttribute(null=True)
+
+        ask_model = VerifierAskModel
+
     if botocore_session is not None:
-        for model in (BackendRecord, MappingRecord, verification_model):
+        for model in (BackendRecord, MappingRecord, verification_model, ask_model):
             if model is not None:
                 _share_session(model, botocore_session)
     return Tables(
-        backend_model=BackendRecord, mapping_model=MappingRecord, verification_model=verification_model
+        backend_model=BackendRecord,
+        mapping_model=MappingRecord,
+        verification_model=verification_model,
+        ask_model=ask_model,
     )
 
 

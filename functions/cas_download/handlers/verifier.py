@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cas_download.app import App
 from cas_download.config import Settings
+from cas_download.data.verifier_invocations import ON_DEMAND_SOURCE
 from cas_download.domain import AttemptReason
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.verifier import (
@@ -26,6 +27,7 @@ from cas_download.logic.verifier import (
     RetryLater,
     Verification,
     mapping_from_image,
+    settle_ask,
     verify_mapping,
 )
 
@@ -78,6 +80,9 @@ def verify_record(app: App, record: DynamoDBRecord, deadline: Deadline) -> None:
     telemetry = app.telemetry
     started = time.monotonic()
     source = {"event_id": record.event_id, "event_source": record.event_source}
+    # A request's ask (not the stream): its slot is freed when done, and it is never retried by
+    # Lambda; one that may pass is remembered instead, so no request asks it again within the hour.
+    asked = record.event_source == ON_DEMAND_SOURCE
     try:
         image = record.dynamodb.new_image if record.dynamodb else {}
         mapping = mapping_from_image(image or {})
@@ -87,12 +92,22 @@ def verify_record(app: App, record: DynamoDBRecord, deadline: Deadline) -> None:
         telemetry.count("VerifierRecordsSkipped", 1)
         return
     except RetryLater as retry:
+        if asked:
+            settled = settle_ask(app.services.asks, mapping, unproven=retry)
+            telemetry.logger.warning(
+                "asked mapping not proven: not asked again within the hour",
+                extra={**source, **_attempts(retry.attempts), "settled": settled, "ms": _ms(started)},
+            )
+            telemetry.count("VerifierAsksDeferred", 1)
+            return
         telemetry.logger.warning(
             "mapping not proven yet: the stream retries it",
             extra={**source, **_attempts(retry.attempts), "ms": _ms(started)},
         )
         telemetry.count("VerificationRetries", 1)
         raise
+    if asked:
+        settle_ask(app.services.asks, mapping)
     _report(app, verification, source, started)
 
 

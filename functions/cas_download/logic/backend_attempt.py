@@ -22,6 +22,7 @@ from cas_download.data.storage.port import (
     RangeReader,
     SecretFields,
 )
+from cas_download.data.verifier_asks import AskState
 from cas_download.digests import digest_hex
 from cas_download.domain import (
     Artifact,
@@ -162,7 +163,7 @@ def _prove(
     if ahead and size > settings.verify_max_bytes:
         raise AttemptFailed(AttemptReason.UNVERIFIABLE, f"{size} bytes is over VERIFY_MAX_BYTES")
     if not ahead and _over_request_hash_limit(size, deadline, services):
-        raise _ask_verifier(backend, digest, size, services)
+        raise _ask_verifier(backend, description, digest, services)
     concurrency = settings.verify_read_concurrency if ahead else 1
     _hash_and_record(store, description, url, digest, deadline, records, concurrency)
     return VerificationMethod.STREAM_HASH
@@ -214,18 +215,34 @@ def _over_request_hash_limit(size: int, deadline: Deadline, services: Services) 
     return size > deadline.remaining() * settings.verify_bytes_per_second and services.verifier is not None
 
 
-def _ask_verifier(backend: Backend, digest: str, size: int, services: Services) -> AttemptFailed:
+def _ask_verifier(
+    backend: Backend, description: ObjectDescription, digest: str, services: Services
+) -> AttemptFailed:
     """The failure of a request's attempt on an object too large to hash within it: pending when the
-    verifier was asked to prove it, unverifiable when there is none to ask or it cannot."""
+    verifier was asked to prove it (or is proving it, or will be asked once the org's other asks are
+    done), unverifiable when there is none to ask, it cannot, or no record could keep its proof."""
     settings = services.settings
+    size = description.info.size
     over = f"no provider proof and {size} bytes is over the hashing limit"
     verifier = services.verifier
     if verifier is None or size > settings.verify_max_bytes:
         return AttemptFailed(AttemptReason.UNVERIFIABLE, over)
+    if not services.verification_records.can_record(description):
+        # The verifier's proof would be lost with it (no ETag to tie a record to): never asked.
+        return AttemptFailed(AttemptReason.UNVERIFIABLE, f"{over}, and no record can keep a proof of it")
     seconds = max(1, math.ceil(size / settings.verify_bytes_per_second))
-    if not verifier.ask(digest, backend, seconds):
+    claim = verifier.ask(digest, backend, seconds)
+    if claim is None:
         return AttemptFailed(AttemptReason.UNVERIFIABLE, f"{over}, and the verifier could not be asked")
-    return PendingProof(f"{over}: the verifier was asked to prove it", seconds)
+    return PendingProof(f"{over}: {_PENDING_DETAIL[claim.state]}", claim.retry_after_seconds)
+
+
+_PENDING_DETAIL = {
+    AskState.CLAIMED: "the verifier was asked to prove it",
+    AskState.IN_FLIGHT: "the verifier is proving it",
+    AskState.ORG_BUSY: "the org's asks of the verifier are all in flight; it is asked when one is done",
+    AskState.NOT_BEFORE: "the verifier could not prove it lately; it is asked again after Retry-After",
+}
 
 
 def _serve_body(

@@ -9,6 +9,7 @@ from cas_download.data.catalog import Catalog
 from cas_download.data.secrets import CredentialStore
 from cas_download.data.storage.providers import StorageProviders
 from cas_download.data.tables import Tables
+from cas_download.data.verifier_asks import AskLedger
 from cas_download.data.verifier_invocations import VerifierInvocations
 from cas_download.logic.health import BackendHealth
 from cas_download.logic.verification import VerificationRecords
@@ -25,3 +26,6 @@ class Services:
     verification_records: VerificationRecords
     # The verifier function a request asks to prove what it may not hash itself (None: none deployed).
     verifier: VerifierInvocations | None = None
+    # Every container's asks of the verifier (the Verifications table; None without it): the verifier
+    # settles the ones it ran.
+    asks: AskLedger | None = None

@@ -154,6 +154,11 @@ class VerificationRecords:
     def forget_all(self) -> None:
         self._hashed_to.clear()
 
+    def can_record(self, description: ObjectDescription) -> bool:
+        """Whether a record can hold a proof of the described bytes: the table is there, and the
+        provider names the object and reports an ETag (without one, a rewrite could not be told)."""
+        return self._enabled and bool(description.info.etag) and description.record_key is not None
+
     def proves(self, description: ObjectDescription, digest: str) -> bool:
         return self.verdict(description, digest) is True
 
@@ -161,7 +166,7 @@ class VerificationRecords:
         """True: a record proves these bytes are ``digest``'s; False: a record says they hash to
         another digest; None: no record of these bytes."""
         info = description.info
-        if not self._enabled or not info.etag or description.record_key is None:
+        if not self.can_record(description) or description.record_key is None or info.etag is None:
             return None
         stored = (description.record_key, info.etag, info.size)
         known = self._hashed_to.get(stored)
@@ -175,7 +180,7 @@ class VerificationRecords:
     def remember(self, description: ObjectDescription, digest: str) -> None:
         """Record that the described bytes hash to ``digest`` (the one asked for, or not)."""
         info = description.info
-        if not self._enabled or not info.etag or description.record_key is None:
+        if not self.can_record(description) or description.record_key is None or info.etag is None:
             return
         now = datetime.now(UTC)
         record = VerificationRecord(

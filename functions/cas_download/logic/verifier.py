@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from cas_download.data.tables import TableError
+from cas_download.data.verifier_asks import AskLedger, ask_key
 from cas_download.digests import parse_digest
 from cas_download.domain import Attempt, AttemptFailed, AttemptReason, Backend, Mapping, VerificationMethod
 from cas_download.errors import InvalidDigest
@@ -119,3 +121,19 @@ def verify_mapping(mapping: Mapping, services: Services, deadline: Deadline) -> 
     if any(a.reason in TRANSIENT_REASONS for a in attempts) or deadline.expired():
         raise RetryLater(attempts)
     return Verification(mapping, Outcome.FAILED, attempts=attempts)
+
+
+def settle_ask(asks: AskLedger | None, mapping: Mapping, unproven: RetryLater | None = None) -> bool:
+    """A request's ask of ``mapping`` is done: free the org's slot for it and, when it could not be
+    proven for a reason that may pass, keep it from being asked again within the hour. False when
+    the table could not be written (the ask then lapses by time)."""
+    if asks is None:
+        return True
+    key = ask_key(mapping.digest, mapping.backend_id)
+    try:
+        if unproven is not None:
+            asks.remember_unproven(key, ", ".join(sorted({a.reason.value for a in unproven.attempts})))
+        asks.release(mapping.org_id, key)
+    except TableError:
+        return False
+    return True
