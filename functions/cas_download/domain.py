@@ -110,6 +110,8 @@ class Backend:
     validated_at: str | None = None
     created_at: str = ""
     deleted_at: str | None = None
+    # Chainloop suspended the org (the sync sets and clears it): never used while true
+    org_suspended: bool = False
 
     @property
     def status(self) -> ValidationStatus:
@@ -122,6 +124,11 @@ class Backend:
     @property
     def deleted(self) -> bool:
         return bool(self.deleted_at)
+
+    @property
+    def usable(self) -> bool:
+        """Neither deleted nor of a suspended org: a backend that may ever be tried."""
+        return not self.deleted and not self.org_suspended
 
     @classmethod
     def from_row(cls, row: abc.Mapping[str, Any]) -> Backend:
@@ -143,6 +150,7 @@ class Backend:
             validated_at=row.get("validated_at") or None,
             created_at=str(row.get("created_at") or ""),
             deleted_at=row.get("deleted_at") or None,
+            org_suspended=bool(row.get("org_suspended")),
         )
 
     def to_row(self) -> dict[str, Any]:
@@ -164,6 +172,7 @@ class Backend:
             "validated_at": self.validated_at,
             "created_at": self.created_at,
             "deleted_at": self.deleted_at,
+            "org_suspended": True if self.org_suspended else None,
         }
 
 

@@ -38,6 +38,11 @@ class Unauthenticated(CasError):
     http_status = 401
 
 
+class OrgSuspended(CasError):
+    code = "org_suspended"
+    http_status = 403
+
+
 class NotFound(CasError):
     code = "not_found"
     http_status = 404

@@ -263,6 +263,23 @@ def test_an_org_without_live_backends_is_404(
     assert (response.status, response.error_code) == (404, "not_found")
 
 
+def test_a_link_of_a_suspended_org_is_403_without_a_secret_or_storage_call(
+    world: World, links: Service, call_recorder: CallRecorder, lambda_context: FakeLambdaContext
+) -> None:
+    # Given an org's artifact, and the org suspended in Chainloop (the sync flagged its rows)
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    world.update_backend(backend, org_suspended=True)
+    call_recorder.clear()
+    # When a link Chainloop minted for it is followed
+    response = follow(links, lambda_context, digest, token_for(backend))
+    # Then 403 org_suspended, and neither its secret nor its storage is touched
+    assert (response.status, response.error_code) == (403, "org_suspended")
+    assert call_recorder.count("secretsmanager") == 0
+    assert call_recorder.storage_calls() == []
+
+
 def test_the_log_line_and_metrics_name_the_route_and_never_the_token(
     world: World,
     links: Service,

@@ -24,6 +24,7 @@ from cas_download.config import SyncSettings
 from cas_download.data.sync_target import WATERMARK_KEY, SyncTarget
 from cas_download.handlers import chainloop_sync
 from tests.scenarios.conftest import Service
+from tests.support.calls import CallRecorder
 from tests.support.faults import FaultServer
 from tests.support.moto_servers import AwsServers
 from tests.support.postgres import ChainloopRows, Postgres
@@ -307,6 +308,95 @@ def test_a_deleted_orgs_backends_stop_serving_and_a_rerun_does_not_bring_them_ba
     assert again["backends"]["updated"] == 0
     assert backend_item(world, store.id)["deleted_at"] == row["deleted_at"]
     assert "is_default" not in backend_item(world, store.id)
+
+
+def test_a_suspended_org_is_refused_403_without_a_storage_call_and_served_again_when_lifted(
+    world: World,
+    service: Service,
+    call_recorder: CallRecorder,
+    chainloop: ChainloopRows,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given an org's artifact, synced and served
+    org = new_org(chainloop)
+    store = world.backend(org, "cas", write_row=False)
+    digest = world.put(store, DATA)
+    chainloop.add_backend(org, "cas", location=store.location, secret_name=store.secret_name, default=True,
+                          backend_id=store.id)  # fmt: skip
+    chainloop.add_mapping(digest, org, store.id)
+    sync_json(world, capsys, chainloop.dsn)
+    assert service.get(digest, orgs=org, mode="body").status == 200
+
+    # When Chainloop suspends the org (OrganizationRepo.SetSuspended) and the sync runs
+    chainloop.set_suspended(org, True)
+    suspended = sync_json(world, capsys, chainloop.dsn)
+
+    # Then every backend row of the org says so (its INLINE one too)
+    assert suspended["backends"]["updated"] == 2
+    assert backend_item(world, store.id)["org_suspended"] is True
+    # and the API answers 403 org_suspended, with no secret or storage call
+    service.configure()
+    call_recorder.clear()
+    refused = service.get(digest, orgs=org, mode="body")
+    assert (refused.status, refused.error_code) == (403, "org_suspended")
+    assert call_recorder.count("secretsmanager") == 0
+    assert call_recorder.storage_calls() == []
+
+    # When Chainloop lifts the suspension and the sync runs
+    chainloop.set_suspended(org, False)
+    lifted = sync_json(world, capsys, chainloop.dsn)
+
+    # Then the flag is cleared and the artifact is served again
+    assert lifted["backends"]["updated"] == 2
+    assert "org_suspended" not in backend_item(world, store.id)
+    service.configure()
+    assert service.get(digest, orgs=org, mode="body").body == DATA
+
+
+def test_another_org_holding_the_digest_still_serves_it_while_one_is_suspended(
+    world: World,
+    service: Service,
+    call_recorder: CallRecorder,
+    chainloop: ChainloopRows,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given the same bytes uploaded by two orgs, one of them suspended by Chainloop
+    suspended_org, other_org = new_org(chainloop), new_org(chainloop)
+    digest = ""
+    stores = {}
+    for org in (suspended_org, other_org):
+        stores[org] = world.backend(org, "cas", write_row=False)
+        digest = world.put(stores[org], DATA)
+        chainloop.add_backend(org, "cas", location=stores[org].location, secret_name=stores[org].secret_name,
+                              default=True, backend_id=stores[org].id)  # fmt: skip
+        chainloop.add_mapping(digest, org, stores[org].id)
+    chainloop.set_suspended(suspended_org, True)
+    sync_json(world, capsys, chainloop.dsn)
+
+    # When a caller of both orgs asks for it
+    call_recorder.clear()
+    served = service.get(digest, orgs=[suspended_org, other_org], mode="body")
+
+    # Then the live org's backend serves it; the suspended org's is never tried
+    assert served.status == 200
+    assert served.headers["X-Cas-Backend"] == "cas"
+    assert {c.params["Bucket"] for c in call_recorder.storage_calls()} == {stores[other_org].bucket}
+
+
+def test_a_chainloop_from_before_suspension_is_synced_as_before(
+    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a Chainloop database from before migration 20260408122048 (v1.89.12): no suspended column
+    org = new_org(chainloop)
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    chainloop.connection().execute(b"ALTER TABLE organizations DROP COLUMN suspended")
+
+    # When it is synced
+    summary = sync_json(world, capsys, chainloop.dsn)
+
+    # Then its backends are copied, none of them suspended
+    assert summary["backends"]["created"] == 2
+    assert "org_suspended" not in backend_item(world, backend)
 
 
 # Each column the sync reads that an older Chainloop lacks, put back as that Chainloop had it.

@@ -3,7 +3,13 @@
 from collections.abc import Iterable
 
 from cas_download.domain import Backend, Mapping, ValidationStatus
-from cas_download.logic.candidates import CandidatePlan, holding_orgs, plan_candidates
+from cas_download.logic.candidates import (
+    CandidatePlan,
+    all_suspended,
+    holding_orgs,
+    plan_candidates,
+    validation_order,
+)
 
 INVALID = ValidationStatus.INVALID
 
@@ -120,3 +126,28 @@ def test_the_oldest_of_two_defaults_wins_and_a_deleted_one_never_counts() -> Non
         backend("d-mid", is_default=True, created_at="2"),
     ]
     assert order([mapping("m")], backends) == ["m", "d-mid"]
+
+
+def test_a_suspended_orgs_backends_are_never_candidates_and_another_orgs_still_are() -> None:
+    # Given two orgs holding the digest, the first suspended by Chainloop (the sync flagged its rows)
+    backends = [
+        backend("s-default", org="o1", is_default=True, org_suspended=True),
+        backend("s-mapped", org="o1", org_suspended=True),
+        backend("live", org="o2", is_default=True),
+    ]
+    maps = [mapping("s-mapped", org="o1", created="2020"), mapping("live", org="o2", created="2021")]
+    # Then only the live org's backend is a candidate
+    assert order(maps, backends) == ["live"]
+
+
+def test_all_suspended_needs_every_live_backend_of_the_holding_orgs_suspended() -> None:
+    suspended = backend("s", org="o1", org_suspended=True)
+    assert all_suspended({"o1": [suspended]})
+    assert all_suspended({"o1": [suspended, backend("gone", org="o1", deleted=True)]})
+    assert not all_suspended({"o1": [suspended], "o2": [backend("live", org="o2")]})
+    assert not all_suspended({"o1": []})  # no rows at all: not_found's business, not suspension's
+
+
+def test_the_validator_never_probes_a_suspended_orgs_backends() -> None:
+    rows = [backend("s", org_suspended=True, is_default=True), backend("live"), backend("d", deleted=True)]
+    assert [b.id for b in validation_order(rows)] == ["live"]

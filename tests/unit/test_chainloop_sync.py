@@ -8,11 +8,12 @@ import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from cas_download.data.chainloop_db import ChainloopBackend, ChainloopMapping
+from cas_download.data.chainloop_db import ChainloopBackend, ChainloopMapping, ChainloopOrganization
 from cas_download.logic.chainloop_sync import (
     CHUNK_ROWS,
     SkipReason,
@@ -31,17 +32,19 @@ def digest_of(n: int) -> str:
 
 class FakeChainloop:
     def __init__(self) -> None:
-        self.org_rows: dict[str, dt.datetime | None] = {}
+        self.org_rows: dict[str, ChainloopOrganization] = {}
         self.backend_rows: list[ChainloopBackend] = []
         self.mapping_rows: list[ChainloopMapping] = []
         self.fail_after_rows: int | None = None
 
     def delete_org(self, org: str, at: dt.datetime) -> None:
-        self.org_rows[org] = at
+        self.org_rows[org] = replace(self.org_rows.get(org, ChainloopOrganization()), deleted_at=at)
 
     def add_backend(self, org: str, name: str, **fields: Any) -> ChainloopBackend:
         if org:
-            self.org_rows.setdefault(org, None)  # a live org, as Chainloop's foreign key requires
+            self.org_rows.setdefault(
+                org, ChainloopOrganization()
+            )  # live, as Chainloop's foreign key requires
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "org_id": org,
@@ -76,7 +79,7 @@ class FakeChainloop:
         owner = org or (backend.org_id if isinstance(backend, ChainloopBackend) else str(uuid.uuid4()))
         self.mapping_rows.append(ChainloopMapping(str(uuid.uuid4()), digest, at, backend_id, owner, None))
 
-    def organizations(self) -> dict[str, dt.datetime | None]:
+    def organizations(self) -> dict[str, ChainloopOrganization]:
         return dict(self.org_rows)
 
     def backends(self) -> list[ChainloopBackend]:
@@ -211,7 +214,8 @@ def test_every_chainloop_provider_is_copied_as_named(
 
 def test_default_wins_over_fallback_on_one_backend() -> None:
     row = backend_row(
-        FakeChainloop().add_backend("org", "b", is_default=True, is_fallback=True), {"org": None}
+        FakeChainloop().add_backend("org", "b", is_default=True, is_fallback=True),
+        {"org": ChainloopOrganization()},
     )
     assert isinstance(row, dict)
     assert (row["is_default"], row["is_fallback"]) == (True, None)

@@ -145,6 +145,13 @@ class ChainloopRows:
             (now, now, org),
         )
 
+    def set_suspended(self, org: str, suspended: bool) -> None:
+        """OrganizationRepo.SetSuspended (v1.89.12): the flag and updated_at, on a live org only."""
+        self.connection().execute(
+            "UPDATE organizations SET suspended = %s, updated_at = %s WHERE id = %s AND deleted_at IS NULL",
+            (suspended, dt.datetime.now(dt.UTC), org),
+        )
+
     def add_backend(
         self,
         org: str,

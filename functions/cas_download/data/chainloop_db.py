@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
-_ORGANIZATIONS_SQL = "SELECT id::text, deleted_at FROM organizations"
+# suspended came with v1.89.12: an older schema reads every org as not suspended (synced as before).
+_ORGANIZATIONS_SQL = "SELECT id::text, deleted_at, {suspended} FROM organizations"
 
 # Chainloop's enum columns are read as text, so a new provider value is copied, not refused.
 _BACKENDS_SQL = """
@@ -55,6 +56,8 @@ _RECENT_COLUMNS = {
     ("cas_backends", "validation_error"): ("20250902095134", "v1.43.2"),
 }
 OLDEST_SUPPORTED_RELEASE = "v1.43.2"
+# Read when present, never required: (migration, first release).
+_OPTIONAL_COLUMNS = {("organizations", "suspended"): ("20260408122048", "v1.89.12")}
 _READ_COLUMNS = {
     "organizations": ("id", "deleted_at"),
     "cas_backends": ("id", "organization_cas_backends", "name", "provider", "location", "secret_name",
@@ -81,6 +84,15 @@ class SchemaUnsupported(SourceUnavailable):
     """Chainloop's schema lacks a column the sync reads: a Chainloop older than the sync supports."""
 
     code = "schema_unsupported"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainloopOrganization:
+    """An ``organizations`` row: when Chainloop soft-deleted it (None: live), and whether it is
+    suspended (Chainloop blocks every operation of a suspended org; False before v1.89.12)."""
+
+    deleted_at: dt.datetime | None = None
+    suspended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +134,7 @@ class ChainloopDatabase:
         self._dsn = dsn
         self._itersize = itersize
         self._connection: psycopg.Connection[Any] | None = None
+        self._optional_present: set[tuple[str, str]] = set()
 
     def __enter__(self) -> ChainloopDatabase:
         import psycopg  # noqa: PLC0415 - the driver only on the sync's path
@@ -154,6 +167,7 @@ class ChainloopDatabase:
     def _check_schema(self) -> None:
         rows = self._fetch_all(_COLUMNS_SQL, {"tables": list(_READ_COLUMNS)})
         present = {(table, column) for table, column in rows}
+        self._optional_present = present & set(_OPTIONAL_COLUMNS)
         missing = [
             (table, column)
             for table, columns in _READ_COLUMNS.items()
@@ -167,9 +181,11 @@ class ChainloopDatabase:
                 f"{OLDEST_SUPPORTED_RELEASE} or later"
             )
 
-    def organizations(self) -> dict[str, dt.datetime | None]:
-        """Every organization's id and when it was deleted (None: live); soft-deleted ones included."""
-        return {row[0]: row[1] for row in self._fetch_all(_ORGANIZATIONS_SQL, {})}
+    def organizations(self) -> dict[str, ChainloopOrganization]:
+        """Every organization by id, soft-deleted ones included."""
+        suspended = "suspended" if ("organizations", "suspended") in self._optional_present else "false"
+        rows = self._fetch_all(_ORGANIZATIONS_SQL.format(suspended=suspended), {})
+        return {row[0]: ChainloopOrganization(row[1], bool(row[2])) for row in rows}
 
     def backends(self) -> list[ChainloopBackend]:
         """Every backend row, soft-deleted ones included (there are few: a list is fine)."""

@@ -238,6 +238,7 @@ def build_tables(settings: Settings, botocore_session: BotocoreSession | None = 
         validated_at = UnicodeAttribute(null=True)
         created_at = UnicodeAttribute(null=True)
         deleted_at = UnicodeAttribute(null=True)
+        org_suspended = BooleanAttribute(null=True)
         org_index = OrgIndex()
         secret_index = SecretIndex()
 

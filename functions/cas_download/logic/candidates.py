@@ -10,8 +10,8 @@ Pure functions over domain values, so the order can be tested without AWS:
 3. every backend marked Invalid after every backend not so marked, in the same order among
    themselves: the status defers a backend, never skips it.
 
-Deleted and missing backends are never candidates; a mapping to one still proves its org holds the
-digest. Fallback never leaves the orgs that hold a mapping.
+Deleted and missing backends, and those of an org Chainloop suspended, are never candidates; a mapping
+to one still proves its org holds the digest. Fallback never leaves the orgs that hold a mapping.
 
 A Chainloop download link (spec "Chainloop download links") plans with :class:`TokenMapping`: the
 token's backend goes before the mapped ones, default or not, and counts as the first mapped candidate.
@@ -51,6 +51,13 @@ def holding_orgs(mappings: Sequence[Mapping]) -> list[str]:
     return list(first_seen)
 
 
+def all_suspended(backends_by_org: MappingOf[str, Iterable[Backend]]) -> bool:
+    """Whether every live backend of these orgs is of an org Chainloop suspended (and there is one):
+    the spec's 403 org_suspended, before any secret or storage call."""
+    live = [b for backends in backends_by_org.values() for b in backends if not b.deleted]
+    return bool(live) and all(b.org_suspended for b in live)
+
+
 def plan_candidates(
     mappings: Sequence[Mapping], backends_by_org: MappingOf[str, Iterable[Backend]]
 ) -> CandidatePlan:
@@ -59,7 +66,7 @@ def plan_candidates(
         backend.id: backend
         for org, backends in backends_by_org.items()
         for backend in backends
-        if backend.org_id == org and not backend.deleted
+        if backend.org_id == org and backend.usable
     }
     mapped = _mapped(mappings, rows)
     mapped_ids = {b.id for b in mapped}
@@ -105,5 +112,5 @@ def _one_of(backends: Sequence[Backend], *, default: bool) -> list[Backend]:
 def validation_order(backends: Iterable[Backend]) -> list[Backend]:
     """The validator's order: live defaults and fallbacks first (what fallback relies on), then the
     rest, each group by org and age."""
-    live = [b for b in backends if not b.deleted]
+    live = [b for b in backends if b.usable]
     return sorted(live, key=lambda b: (not (b.is_default or b.is_fallback), b.org_id, b.created_at, b.id))

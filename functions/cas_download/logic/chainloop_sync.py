@@ -10,9 +10,10 @@ One implementation for the scheduled sync function and ``cas-admin sync chainloo
   for rows whose transaction committed late), asks DynamoDB which of them exist, and writes only the
   others. The watermark moves after each chunk is written, so a run that dies is resumed by the next
   one, and rewriting a chunk twice writes nothing the second time.
-* Organizations are read whole (id and deletion): Chainloop soft-deletes an org and hides its
+* Organizations are read whole (id, deletion, suspension): Chainloop soft-deletes an org and hides its
   backends through that join, so a deleted org's backends are written deleted (the earlier of the
-  two deletions), and its mappings are not copied.
+  two deletions), and its mappings are not copied. A suspended org's backends are written
+  ``org_suspended`` (cleared when Chainloop lifts it); its mappings are copied as any other.
 * A mapping to a backend row Chainloop no longer has (``cas_mappings`` has had no foreign key since
   20241126182209) still proves its org holds the digest (SPEC, *Resolution*): it is copied, and
   counted apart as ``backend_missing``.
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cas_download.data.chainloop_db import ChainloopBackend, ChainloopMapping
+from cas_download.data.chainloop_db import ChainloopBackend, ChainloopMapping, ChainloopOrganization
 from cas_download.domain import Backend, ValidationStatus
 
 Row = dict[str, Any]
@@ -51,6 +52,7 @@ _BACKEND_ATTRIBUTES = (
     "is_default",
     "is_fallback",
     "deleted_at",
+    "org_suspended",
     *_STATUS_ATTRIBUTES,
 )
 
@@ -67,12 +69,12 @@ class SkipReason:
     DELETED_ORG = "deleted_org"
 
 
-# Each org's id -> when Chainloop deleted it (None: live). An org absent from it is unknown.
-Organizations = Mapping[str, dt.datetime | None]
+# Each org's id -> its deletion and suspension. An org absent from it is unknown.
+Organizations = Mapping[str, ChainloopOrganization]
 
 
 class ChainloopSource(Protocol):
-    def organizations(self) -> dict[str, dt.datetime | None]: ...
+    def organizations(self) -> dict[str, ChainloopOrganization]: ...
     def backends(self) -> list[ChainloopBackend]: ...
     def count_mappings(self, since: dt.datetime) -> int: ...
     def mappings_since(self, since: dt.datetime) -> Iterable[ChainloopMapping]: ...
@@ -184,7 +186,7 @@ def _org_skip(org_id: str, organizations: Organizations) -> str | None:
         return SkipReason.MISSING_ORG
     if org_id not in organizations:
         return SkipReason.UNKNOWN_ORG
-    return SkipReason.DELETED_ORG if organizations[org_id] is not None else None
+    return SkipReason.DELETED_ORG if organizations[org_id].deleted_at is not None else None
 
 
 def backend_row(backend: ChainloopBackend, organizations: Organizations) -> Row | str:
@@ -194,7 +196,8 @@ def backend_row(backend: ChainloopBackend, organizations: Organizations) -> Row 
     skip = _org_skip(backend.org_id, organizations)
     if skip is not None and skip != SkipReason.DELETED_ORG:
         return skip
-    deletions = [moment for moment in (backend.deleted_at, organizations[backend.org_id]) if moment]
+    organization = organizations[backend.org_id]
+    deletions = [moment for moment in (backend.deleted_at, organization.deleted_at) if moment]
     deleted_at = min(deletions, key=utc_iso) if deletions else None
     deleted = deleted_at is not None
     status = (
@@ -216,6 +219,8 @@ def backend_row(backend: ChainloopBackend, organizations: Organizations) -> Row 
         is_default=backend.is_default and not deleted,
         is_fallback=backend.is_fallback and not backend.is_default and not deleted,
         deleted_at=utc_iso(deleted_at) if deleted_at else None,
+        # Chainloop blocks a suspended org's every operation: its rows say so until it is lifted.
+        org_suspended=organization.suspended,
         validation_status=status,
         validation_error=(backend.validation_error or None) if status else None,
         validated_at=utc_iso(backend.validated_at) if status and backend.validated_at else None,

@@ -20,11 +20,12 @@ from cas_download.errors import (
     ContentMissing,
     DeadlineExceeded,
     IntegrityFailure,
+    OrgSuspended,
     TooLargeForBody,
     VerificationPending,
 )
 from cas_download.logic.backend_attempt import PendingProof, serve_through
-from cas_download.logic.candidates import holding_orgs, plan_candidates
+from cas_download.logic.candidates import all_suspended, holding_orgs, plan_candidates
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.services import Services
 
@@ -77,7 +78,10 @@ def serve_with_fallback(
     orgs = holding_orgs(mappings)
     # One org-index query per holding org (cached per container) gives the mapped rows and the orgs'
     # defaults and fallbacks together: no separate read of the mapped rows.
-    plan = plan_candidates(mappings, {org: catalog.org_backends(org) for org in orgs})
+    rows = {org: catalog.org_backends(org) for org in orgs}
+    if all_suspended(rows):
+        raise OrgSuspended("the organization holding this artifact is suspended in Chainloop")
+    plan = plan_candidates(mappings, rows)
     search = _Search(digest, mode, deadline, services)
     artifact = search.try_in_order(_defer_recent_failures(plan.order, services))
     if artifact is None and not deadline.expired():
