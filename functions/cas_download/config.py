@@ -56,6 +56,8 @@ ENV_VARS = (
     "CHAINLOOP_CAS_PUBLIC_KEYS",
     "CHAINLOOP_CAS_ISSUER",
     "CHAINLOOP_LINK_MAX_LIFETIME_SECONDS",
+    # Chainloop's UI fetching links from its own origin (issue 27)
+    "CHAINLOOP_ALLOWED_ORIGINS",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
@@ -112,6 +114,8 @@ class Settings:
     chainloop_cas_public_keys: tuple[str, ...] = ()
     chainloop_cas_issuer: str | None = DEFAULT_CHAINLOOP_ISSUER
     chainloop_link_max_lifetime_seconds: int = 3600
+    # Origins whose pages may fetch /download links (Chainloop's cas.allowedOrigins); "*": any.
+    chainloop_allowed_origins: tuple[str, ...] = ()
     service_name: str = "cas-download"
     metrics_namespace: str = "CasDownload"
 
@@ -153,6 +157,7 @@ class Settings:
             chainloop_link_max_lifetime_seconds=_int(
                 env, "CHAINLOOP_LINK_MAX_LIFETIME_SECONDS", 3600, 1, 86400
             ),
+            chainloop_allowed_origins=_origins(env, "CHAINLOOP_ALLOWED_ORIGINS"),
             service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "cas-download",
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "CasDownload",
         )
@@ -180,6 +185,24 @@ def _public_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     if not keys or PEM_PUBLIC_KEY.sub("", raw).strip():
         raise ConfigError(f"{name} must be one or more PEM public keys (-----BEGIN PUBLIC KEY-----...)")
     return tuple(keys)
+
+
+# A browser's Origin: scheme, host and port, nothing else (no path, no trailing slash).
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated origins, as Chainloop's ``cas.allowedOrigins`` lists them; ``*``: any origin.
+    A trailing slash is dropped (a browser never sends one); anything else not an origin is refused."""
+    origins = []
+    for part in env.get(name, "").split(","):
+        origin = part.strip().removesuffix("/")
+        if not origin:
+            continue
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f"{name}: {origin[:80]!r} is not an origin (scheme://host[:port])")
+        origins.append(origin)
+    return tuple(dict.fromkeys(origins))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -16,6 +16,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 ROUTE_PATH = "/v1/artifacts/{digest}"
 ROUTE_PREFIX = "/v1/artifacts/"
 ROUTE_METHODS = frozenset({"GET", "HEAD"})
+# The link route's CORS preflight (template: PreflightChainloopLink)
+LINK_ONLY_METHODS = frozenset({"OPTIONS"})
 # Chainloop download links: outside the JWT authorizer (the link's token is the credential)
 LINK_ROUTE_PATH = "/download/{digest}"
 LINK_ROUTE_PREFIX = "/download/"

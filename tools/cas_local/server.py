@@ -1,6 +1,6 @@
 """The local HTTP front end: what API Gateway's HTTP API does in front of the function, on 127.0.0.1.
 
-Each request on ``GET|HEAD /v1/artifacts/{digest}`` becomes a payload 2.0 event for the real handler
+Each request on ``GET|HEAD /v1/artifacts/{digest}`` (and ``GET|HEAD|OPTIONS /download/{digest}``) becomes a payload 2.0 event for the real handler
 (``cas_download.handlers.download.handle`` with an ``App`` built from the function's environment); the
 handler's response becomes the HTTP response (a base64 body is decoded). Like API Gateway, any other
 route answers ``404 {"message":"Not Found"}`` and a request without valid credentials answers
@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from cas_download.app import App
 from cas_download.handlers.download import instrumented_handler
 from cas_local.events import (
+    LINK_ONLY_METHODS,
     ROUTE_METHODS,
     LocalLambdaContext,
     http_event,
@@ -85,12 +86,14 @@ class _ApiHandler(DispatchingHandler):
         if length:
             self.rfile.read(length)  # a body is never used; read it to keep the connection sane
         raw_path, _, raw_query = self.path.partition("?")
-        if self.command not in ROUTE_METHODS or route_digest(raw_path) is None:
+        link = is_link_route(raw_path)
+        methods = ROUTE_METHODS | LINK_ONLY_METHODS if link else ROUTE_METHODS
+        if self.command not in methods or route_digest(raw_path) is None:
             self._send(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
             self._log(started, 404, "no such route")
             return
         # The link route has no authorizer: its token is verified by the function.
-        orgs = "" if is_link_route(raw_path) else local_orgs(self.headers.get("Authorization"))
+        orgs = "" if link else local_orgs(self.headers.get("Authorization"))
         if orgs is None:
             self._send(
                 401,

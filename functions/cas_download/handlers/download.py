@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -13,12 +14,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cas_download.app import App
 from cas_download.config import ConfigError, Settings, snapshot_initialization
 from cas_download.domain import Artifact, Mode
-from cas_download.errors import CasError
+from cas_download.errors import CasError, TooLargeForBody
+from cas_download.handlers.cors import allowed_origin, preflight_response, with_cors
 from cas_download.handlers.requests import (
     LINK_ROUTE,
+    PREFLIGHT_METHOD,
     parse_link_request,
     parse_request,
     request_method,
+    request_origin,
     route_of,
 )
 from cas_download.handlers.responses import Response, error_response, success_response
@@ -68,7 +72,9 @@ def handle(event: object, context: LambdaContext, app: App) -> Response:
     try:
         record.route = route_of(event)
         record.method = request_method(event)
-        if record.route == LINK_ROUTE:
+        if record.route == LINK_ROUTE and record.method == PREFLIGHT_METHOD:
+            response = preflight_response(request_origin(event), app.settings.chainloop_allowed_origins)
+        elif record.route == LINK_ROUTE:
             response = _handle_link(event, context, app, record)
         else:
             request = parse_request(event, app.settings.org_claim)
@@ -85,6 +91,8 @@ def handle(event: object, context: LambdaContext, app: App) -> Response:
         app.telemetry.logger.exception("unexpected failure")
         record.error_code = "internal_error"
         response = error_response(CasError("internal error"), record.method)
+    if record.route == LINK_ROUTE and record.method != PREFLIGHT_METHOD:
+        response = with_cors(response, request_origin(event), app.settings.chainloop_allowed_origins)
     record.status = response["statusCode"]
     record.total_ms = (time.monotonic() - started) * 1000.0
     app.telemetry.record(record)
@@ -97,13 +105,29 @@ def _handle_link(event: object, context: LambdaContext, app: App, record: Reques
 
     link = parse_link_request(event)
     record.digest, record.mode = link.digest, link.mode.value
-    outcome = serve_link(link, app.services, Deadline(_budget(app.settings, context)), record)
+    deadline = Deadline(_budget(app.settings, context))
+    if _body_for_browser(event, link.mode, record.method, app.settings):
+        # Chainloop's UI reads the bytes from its own origin: the verified body within the limit, so
+        # that no storage needs a CORS rule; a larger object gets the usual redirect.
+        try:
+            outcome = serve_link(replace(link, mode=Mode.BODY), app.services, deadline, record)
+        except TooLargeForBody:
+            outcome = serve_link(link, app.services, deadline, record)
+    else:
+        outcome = serve_link(link, app.services, deadline, record)
     record.outcome = outcome
     if isinstance(outcome, Artifact):
         record.attempts = outcome.attempts
     # A provider with no credential-free URL answers a link with the verified body (spec).
     mode = Mode.BODY if isinstance(outcome, Artifact) and outcome.body_base64 is not None else link.mode
     return success_response(outcome, mode, record.method, attachment=True)
+
+
+def _body_for_browser(event: object, mode: Mode, method: str, settings: Settings) -> bool:
+    """A GET for a redirect from an origin allowed to fetch links (spec: Browsers)."""
+    if method != "GET" or mode is not Mode.REDIRECT:
+        return False
+    return allowed_origin(request_origin(event), settings.chainloop_allowed_origins) is not None
 
 
 def _budget(settings: Settings, context: LambdaContext) -> float:

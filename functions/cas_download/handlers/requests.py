@@ -21,6 +21,8 @@ from cas_download.identity import parse_orgs
 from cas_download.logic.links import LinkRequest
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD"})
+# A CORS preflight: only on the link route (spec "Chainloop download links", Browsers)
+PREFLIGHT_METHOD = "OPTIONS"
 ARTIFACTS_ROUTE = "/v1/artifacts/{digest}"
 LINK_ROUTE = "/download/{digest}"
 _ROUTE_PREFIX = "/v1/artifacts/"
@@ -39,9 +41,15 @@ def request_method(event: object) -> str:
     if not isinstance(method, str) or not method:
         raise InvalidRequest("the event names no HTTP method")
     method = method.upper()
-    if method not in ALLOWED_METHODS:
+    if method not in ALLOWED_METHODS and not (method == PREFLIGHT_METHOD and route_of(event) == LINK_ROUTE):
         raise MethodNotAllowed(f"method {method[:16]} is not allowed: use GET or HEAD")
     return method
+
+
+def request_origin(event: object) -> str | None:
+    """The browser's ``Origin`` header (None without one: a click, curl, the CLI)."""
+    origin = _header(_dict(event), "origin")
+    return origin.strip() or None if origin is not None else None
 
 
 def parse_request(event: object, org_claim: str) -> DownloadRequest:
