@@ -45,11 +45,12 @@ AZURITE_LOCK := tools/envs/azurite/package-lock.json
 # Mermaid for the documentation site's diagrams, installed with `npm ci` from its own lock (no CDN).
 MERMAID_JS := .local/docs-node/node_modules/mermaid/dist/mermaid.min.js
 
-.PHONY: help venv lock lock-check upgrade registry azurite lambda-runtime lint format typecheck template security test package-check docs docs-serve check build deploy clean run invoke bench bench-sync bench-verifier load mutate
+.PHONY: help venv lock lock-check upgrade registry azurite chromium lambda-runtime lint format typecheck template security test package-check docs docs-serve check build deploy clean run invoke bench bench-sync bench-verifier load mutate
 
 help:
 	@echo "make run            the service locally on 127.0.0.1:$(PORT) (PORT=...): moto stand-ins, demo data, real handler"
 	@echo "make invoke         one event through the handler against the local stack (EVENT=$(EVENT))"
+	@echo "make chromium       headless Chromium for the browser tests (apt-get, when root)"
 	@echo "make registry       unpack CNCF distribution (Debian docker-registry) into $(REGISTRY_DIR), no root"
 	@echo "make azurite        install Azurite (npm) into .local/node, no root"
 	@echo "make venv           create $(VENV) with exactly uv.lock's '.[dev]' (uv sync --locked)"
@@ -177,7 +178,15 @@ $(MERMAID_JS): tools/envs/docs/package-lock.json
 	npm ci --prefix .local/docs-node --no-audit --no-fund --loglevel=error
 	test -f "$@" && touch "$@"
 
-check: venv registry azurite $(MERMAID_JS)
+# Headless Chromium (Debian's chromium) for the browser tests (tests/local/test_browser.py): installed by
+# apt-get when missing and root; otherwise those tests say what is missing (and fail under CI).
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; } \
+		|| echo "chromium is missing and cannot be installed here (not root): apt-get install chromium"
+	@command -v chromium >/dev/null && chromium --version || true
+
+check: venv registry azurite chromium $(MERMAID_JS)
 	$(MAKE) lint typecheck template security test package-check docs
 
 # CI, after check (root; chroots cached in .local/lambda-runtime): the unit and scenario tests on Debian

@@ -637,13 +637,14 @@ def test_get_and_head_artifact_routes_reach_the_function(
 ) -> None:
     # given the function's HTTP API events
     events = [e["Properties"] for e in function["Events"].values() if e["Type"] == "HttpApi"]
-    # then exactly GET and HEAD of the artifact route and of Chainloop's link route, payload 2.0, on
-    # the stack's API
+    # then exactly GET and HEAD of the artifact route and of Chainloop's link route, and the link
+    # route's CORS preflight (OPTIONS, for Chainloop's UI), payload 2.0, on the stack's API
     assert sorted((e["Method"].upper(), e["Path"]) for e in events) == [
         ("GET", "/download/{digest}"),
         ("GET", "/v1/artifacts/{digest}"),
         ("HEAD", "/download/{digest}"),
         ("HEAD", "/v1/artifacts/{digest}"),
+        ("OPTIONS", "/download/{digest}"),
     ]
     assert all(e.get("PayloadFormatVersion", "2.0") == "2.0" for e in events)
     apis = _resources_of_type(template, "AWS::Serverless::HttpApi")

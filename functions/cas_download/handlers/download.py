@@ -73,6 +73,7 @@ def handle(event: object, context: LambdaContext, app: App) -> Response:
         record.route = route_of(event)
         record.method = request_method(event)
         if record.route == LINK_ROUTE and record.method == PREFLIGHT_METHOD:
+            record.digest = parse_link_request(event).digest  # a malformed link is refused here too
             response = preflight_response(request_origin(event), app.settings.chainloop_allowed_origins)
         elif record.route == LINK_ROUTE:
             response = _handle_link(event, context, app, record)
