@@ -18,7 +18,8 @@ from tests.scenarios.conftest import Service, assert_failed
 from tests.scenarios.test_deadline import download_log_line, service_log  # noqa: F401 - a fixture
 from tests.support.calls import CallRecorder
 from tests.support.moto_servers import AwsServers
-from tests.support.registry import Registry, RegistryUser
+from tests.support.registry import Registry, RegistryUser, start_registry
+from tests.support.tls import loopback_tls
 from tests.support.token_issuer import TokenIssuer
 from tests.support.world import BackendRef, World, sha256_digest
 
@@ -508,9 +509,13 @@ def test_with_a_record_a_redirect_costs_two_registry_calls_a_one_byte_storage_re
     # When the same artifact is asked for again
     second = service.get(digest, orgs=org)
 
-    # Then the first request read the bytes once to hash them; the second made two registry calls
-    # (manifest, blob redirect) and read one byte of storage (its ETag ties the record to the bytes)
+    # Then the first request found the registry's scheme as go-containerregistry does (GET /v2/ over
+    # HTTPS, refused by this plain-HTTP registry, then over HTTP), and read the bytes once to hash them;
+    # the second, in the same container, made two registry calls (manifest, blob redirect) and read one
+    # byte of storage (its ETag ties the record to the bytes)
     assert first.status == 307
+    assert [segment for segment, _ in hashed[:2]] == ["v2", "v2"]
+    hashed = hashed[2:]
     assert [segment for segment, _ in hashed].count("blobs") == 1
     assert [r for _, r in hashed].count("bytes=0-0") == 1  # the storage's ETag, then the hashing GET
     assert len([seg for seg, r in hashed if seg not in {"manifests", "blobs"} and r is None]) == 1
@@ -564,3 +569,26 @@ def test_a_registry_that_swaps_a_blobs_bytes_after_the_record_is_caught(
     fetched = world.fetch_presigned(response.json["url"])
     assert fetched.status == 200
     assert fetched.body == data
+
+
+def test_a_registry_on_a_loopback_address_speaking_tls_is_reached_over_https_as_chainloop_does(
+    world: World, service: Service, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a registry on 127.0.0.1 that speaks only TLS (its CA trusted, as an operator's private CA
+    # would be), and a backend whose location names no scheme, as Chainloop writes it
+    tls = loopback_tls(tmp_path / "tls")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.trust_bundle))
+    registry = start_registry(tmp_path / "tls-registry", tls=(tls.certificate, tls.key))
+    try:
+        assert registry.url.startswith("https://127.0.0.1:")
+        org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+
+        # When its artifact is asked for
+        response = service.get(digest, orgs=org, mode="body")
+    finally:
+        registry.stop()
+
+    # Then the service reached it over HTTPS first, as go-containerregistry's ping does for a
+    # loopback or RFC 1918 registry (plain HTTP would only have been its fallback)
+    assert response.status == 200
+    assert response.body == DATA

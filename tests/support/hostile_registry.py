@@ -75,7 +75,11 @@ class HostileRegistry:
     def _answer(self, request: Handler) -> None:
         path = request.path.split("?")[0]
         fault = self.fault
-        if path == "/token":
+        if path == "/v2/":
+            # the API's root, which clients ping to learn the scheme and the challenge: as distribution
+            if self._challenge(request, fault):
+                _send(request, 200, b"{}")
+        elif path == "/token":
             self._token(request, fault)
         elif "/manifests/" in path:
             self._manifest(request, fault)

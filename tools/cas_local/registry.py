@@ -63,10 +63,11 @@ class Registry:
 
     @property
     def host(self) -> str:
-        return self.url.removeprefix("http://")
+        return self.url.removeprefix("http://").removeprefix("https://")
 
     def location(self, path: str | None = None) -> str:
-        """A backend location on this registry (loopback: plain HTTP, as the spec says)."""
+        """A backend location on this registry, as Chainloop writes it (no scheme: loopback is tried
+        over HTTPS, then plain HTTP, as go-containerregistry does)."""
         return f"{self.host}/{path or 'cas-' + uuid.uuid4().hex[:8]}"
 
     def new_user(self) -> RegistryUser:
@@ -109,10 +110,12 @@ def start_registry(
     s3_bucket: str | None = None,
     token_realm: str | None = None,
     token_cert: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Registry:
     """A registry on a free loopback port: filesystem storage, or with ``s3_endpoint`` the s3 driver
     (redirects on); htpasswd auth, or with ``token_realm`` bearer tokens signed by ``token_cert``'s key
-    (tests/support/token_issuer.py)."""
+    (tests/support/token_issuer.py); plain HTTP, or with ``tls`` (certificate, key: PEM files) HTTPS
+    only (the certificate's issuer must be trusted by whoever connects: SSL_CERT_FILE)."""
     binary = registry_binary()
     if binary is None:
         raise RuntimeError(INSTALL_HINT)
@@ -165,7 +168,7 @@ storage:{storage}
       enabled: false
 http:
   addr: 127.0.0.1:{port}
-  secret: {secrets.token_hex(16)}
+  secret: {secrets.token_hex(16)}{_tls_config(tls)}
 auth:{auth}
 """
     )
@@ -175,9 +178,19 @@ auth:{auth}
     process = subprocess.Popen(  # noqa: S603 - a fixed binary and a generated config
         [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, env=env
     )
-    registry = Registry(f"http://127.0.0.1:{port}", root, htpasswd, process)
+    registry = Registry(f"{'https' if tls else 'http'}://127.0.0.1:{port}", root, htpasswd, process)
     _wait_ready(registry, workdir / "registry.log")
     return registry
+
+
+def _tls_config(tls: tuple[Path, Path] | None) -> str:
+    if tls is None:
+        return ""
+    certificate, key = tls
+    return f"""
+  tls:
+    certificate: {certificate}
+    key: {key}"""
 
 
 def _wait_ready(registry: Registry, log: Path) -> None:

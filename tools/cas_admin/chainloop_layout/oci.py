@@ -37,12 +37,14 @@ from cas_admin.chainloop_layout import AUTHOR
 from cas_download.data.storage.oci import (
     MANIFEST_MEDIA_TYPE,
     TITLE_ANNOTATION,
+    RegistryClient,
     parse_challenge,
     parse_location,
 )
 
 AUTHORS_ANNOTATION = "org.opencontainers.image.authors"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+PUSH_TIMEOUT_SECONDS = 30.0
 # go-containerregistry's v1.Time zero value, as encoding/json writes it (``omitempty`` keeps a struct).
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -117,12 +119,15 @@ def push_artifact(
     if not data or not filename:
         # craftImage: "content is empty", "resource metadata is not valid"
         raise PushError("Chainloop stores neither empty content nor an artifact without a filename")
-    registry = parse_location(location)
+    pool = http or urllib3.PoolManager(retries=False)
+    # The scheme as go-containerregistry's ping finds it (HTTPS first for a private or loopback
+    # registry): the service's own rule, shared.
+    registry = RegistryClient(PUSH_TIMEOUT_SECONDS, PUSH_TIMEOUT_SECONDS, http=pool).resolve(
+        parse_location(location), urllib3.Timeout(PUSH_TIMEOUT_SECONDS)
+    )
     digest = _sha256(data)
     repository = registry.artifact_repository(image_digest or digest)
-    session = _Session(
-        http or urllib3.PoolManager(retries=False), registry.base_url, repository, username, password
-    )
+    session = _Session(pool, registry.base_url, repository, username, password)
     config = image_config(digest)
     manifest = image_manifest(data, filename, config)
     session.put_blob(data, digest)

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
@@ -82,6 +82,10 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 class RegistryLocation:
     base_url: str  # scheme://host[:port]
     repository: str  # the location's path, maybe empty: artifacts live at {repository}/chainloop-<hex>
+    # go-containerregistry's ping (pkg/v1/remote/transport/ping.go): HTTPS first, then plain HTTP, for a
+    # registry whose name.Registry.Scheme() is http (RFC 1918, localhost:<port>, loopback) and whose
+    # location names no scheme. ``base_url`` is then the HTTPS one until RegistryClient.resolve says.
+    http_fallback: bool = False
 
     def artifact_repository(self, digest: str) -> str:
         """The repository of a digest's image ``{location}/chainloop-<hex>``, named as
@@ -121,6 +125,8 @@ def parse_location(location: str) -> RegistryLocation:
         raise AttemptFailed(AttemptReason.UNREACHABLE, "invalid registry location: repository too long")
     if host in _DOCKER_HUB_NAMES:
         host = _DOCKER_HUB
+    if scheme is None and registry_scheme(host) == "http":
+        return RegistryLocation(f"https://{host}", path, http_fallback=True)
     return RegistryLocation(f"{scheme or registry_scheme(host)}://{host}", path)
 
 
@@ -201,22 +207,53 @@ class RegistryClient:
         connect_timeout_seconds: float,
         read_timeout_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        http: urllib3.PoolManager | None = None,
     ) -> None:
         self.connect_timeout_seconds = connect_timeout_seconds
         self.clock = clock  # the tokens' expiry clock (tests move it)
         self.read_timeout_seconds = read_timeout_seconds
-        self._http = urllib3.PoolManager(retries=False, maxsize=4)
+        self._http = http or urllib3.PoolManager(retries=False, maxsize=4)
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         # Registries that asked for HTTP Basic: later requests send it without waiting for the 401.
         self._basic_registries: set[str] = set()
+        # The scheme a TLS-first registry answered on (RegistryLocation.http_fallback), by its HTTPS URL.
+        self._resolved: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the pool's connections; forget the tokens."""
+        """Close the pool's connections; forget the tokens and the schemes registries answered on."""
         with self._lock:
             self._tokens.clear()
             self._basic_registries.clear()
+            self._resolved.clear()
         self._http.clear()
+
+    def resolve(self, location: RegistryLocation, timeout: urllib3.Timeout) -> RegistryLocation:
+        """``location`` on the scheme its registry answers, as go-containerregistry's ping finds it:
+        ``GET /v2/`` over HTTPS, and over plain HTTP only if HTTPS gets no 200 or 401 (no TLS there, a
+        refused handshake). A registry that answers on neither stays on HTTPS, whose error the request
+        then reports; only an answer is remembered (per container)."""
+        if not location.http_fallback:
+            return location
+        with self._lock:
+            known = self._resolved.get(location.base_url)
+        if known is None:
+            plain = "http://" + location.base_url.removeprefix("https://")
+            for candidate in (location.base_url, plain):
+                if self._pings(candidate, timeout):
+                    known = candidate
+                    with self._lock:
+                        self._resolved[location.base_url] = candidate
+                    break
+        return replace(location, base_url=known or location.base_url, http_fallback=False)
+
+    def _pings(self, base_url: str, timeout: urllib3.Timeout) -> bool:
+        try:
+            response = self.request("GET", f"{base_url}/v2/", timeout)
+        except AttemptFailed:
+            return False
+        discard(response)
+        return response.status in (200, 401)
 
     def request(
         self, method: str, url: str, timeout: urllib3.Timeout, headers: dict[str, str] | None = None
@@ -300,7 +337,8 @@ class OciStore:
         location = parse_location(backend.location)
         credentials = credentials_from_secret(secret)
         connect, read = call_timeouts(client.connect_timeout_seconds, client.read_timeout_seconds, time_left)
-        return cls(client, location, credentials, urllib3.Timeout(connect=connect, read=read))
+        timeout = urllib3.Timeout(connect=connect, read=read)
+        return cls(client, client.resolve(location, timeout), credentials, timeout)
 
     # -------------------------------------------------------------- the port
 
