@@ -1,6 +1,7 @@
 """The schema the sync's tests write Chainloop's rows into (cas_local.chainloop.SCHEMA) is the one
-Chainloop's migrations leave: ``organizations``, ``cas_backends`` and ``cas_mappings``, every column
-(in order, with type, nullability and default), every index and every constraint.
+Chainloop's migrations leave: ``organizations``, ``cas_backends``, ``cas_mappings`` and
+``workflow_runs``, every column (in order, with type, nullability and default), every index and every
+constraint (but workflow_runs' foreign keys to tables the sync never reads).
 
 The facts below are read from app/controlplane/pkg/data/ent/migrate/migrations/ in Chainloop's
 repository, applied in order (20230706165452_init-schema.sql to 20260820221508.sql); each line names
@@ -70,6 +71,34 @@ COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("project_id", "uuid", True, None),  # 20250625150654
         ("product_id", "uuid", True, None),  # 20260820221508
     ],
+    # What the sync reads of it: id and created_at, through workflowrun_created_at (20250519183708)
+    "workflow_runs": [  # 20230706165452_init-schema
+        ("id", "uuid", False, None),
+        ("created_at", TIMESTAMPTZ, False, NOW),
+        ("finished_at", TIMESTAMPTZ, True, None),
+        ("state", VARCHAR, False, f"'initialized'::{VARCHAR}"),
+        ("reason", "text", True, None),
+        ("run_url", VARCHAR, True, None),
+        ("runner_type", VARCHAR, True, None),
+        ("attestation", "jsonb", True, None),
+        # init-schema's workflow_workflowruns, renamed and NOT NULL by 20241123163942
+        ("workflow_id", "uuid", False, None),
+        ("workflow_run_contract_version", "uuid", True, None),  # init-schema
+        ("attestation_digest", VARCHAR, True, None),
+        ("attestation_state", "bytea", True, None),
+        ("contract_revision_used", "bigint", False, None),
+        ("contract_revision_latest", "bigint", False, None),
+        ("version_id", "uuid", False, None),
+        ("has_policy_violations", "boolean", True, None),  # 20251114174059
+        ("policy_status", VARCHAR, True, None),  # 20260418100730
+        ("policy_evaluations_total", "integer", True, None),
+        ("policy_evaluations_passed", "integer", True, None),
+        ("policy_evaluations_skipped", "integer", True, None),
+        ("policy_violations_count", "integer", True, None),
+        ("policy_has_gates", "boolean", True, None),
+        ("policy_violations_suppressed", "integer", True, None),  # 20260511202105
+        ("organization_id", "uuid", False, None),  # 20260516210119
+    ],
 }
 
 INDEXES = {
@@ -102,6 +131,47 @@ INDEXES = {
     ("cas_mappings", "casmapping_workflow_run_id"): (  # 20241123163942
         "INDEX casmapping_workflow_run_id ON public.cas_mappings USING btree (workflow_run_id)"
     ),
+    # workflow_runs' indexes as the migrations leave them (created, dropped and renamed up to 20260516210119)
+    (
+        "workflow_runs",
+        "workflow_runs_pkey",
+    ): "UNIQUE INDEX workflow_runs_pkey ON public.workflow_runs USING btree (id)",
+    ("workflow_runs", "workflowrun_attestation_digest"): (
+        "INDEX workflowrun_attestation_digest ON public.workflow_runs USING btree (attestation_digest)"
+    ),
+    ("workflow_runs", "workflowrun_created_at"): (  # 20250519183708: the sync's
+        "INDEX workflowrun_created_at ON public.workflow_runs USING btree (created_at DESC)"
+    ),
+    ("workflow_runs", "workflowrun_organization_id_created_at"): (
+        "INDEX workflowrun_organization_id_created_at ON public.workflow_runs "
+        "USING btree (organization_id, created_at DESC)"
+    ),
+    ("workflow_runs", "workflowrun_policy_has_gates"): (
+        "INDEX workflowrun_policy_has_gates ON public.workflow_runs USING btree (policy_has_gates) "
+        "WHERE (policy_has_gates = true)"
+    ),
+    ("workflow_runs", "workflowrun_policy_status"): (
+        "INDEX workflowrun_policy_status ON public.workflow_runs USING btree (policy_status)"
+    ),
+    ("workflow_runs", "workflowrun_state_created_at"): (
+        "INDEX workflowrun_state_created_at ON public.workflow_runs USING btree (state, created_at)"
+    ),
+    ("workflow_runs", "workflowrun_state_finished_at"): (
+        "INDEX workflowrun_state_finished_at ON public.workflow_runs USING btree (state, finished_at)"
+    ),
+    ("workflow_runs", "workflowrun_version_id_workflow_id"): (
+        "INDEX workflowrun_version_id_workflow_id ON public.workflow_runs USING btree (version_id, workflow_id)"
+    ),
+    ("workflow_runs", "workflowrun_workflow_id"): (
+        "INDEX workflowrun_workflow_id ON public.workflow_runs USING btree (workflow_id)"
+    ),
+    ("workflow_runs", "workflowrun_workflow_id_created_at"): (
+        "INDEX workflowrun_workflow_id_created_at ON public.workflow_runs USING btree (workflow_id, created_at DESC)"
+    ),
+    ("workflow_runs", "workflowrun_workflow_id_state_created_at"): (
+        "INDEX workflowrun_workflow_id_state_created_at ON public.workflow_runs "
+        "USING btree (workflow_id, state, created_at DESC)"
+    ),
 }
 
 # Primary keys and foreign keys (NOT NULL is in COLUMNS). cas_mappings' three foreign keys are gone:
@@ -113,6 +183,12 @@ CONSTRAINTS = {
         "FOREIGN KEY (organization_cas_backends) REFERENCES organizations(id) ON DELETE CASCADE"
     ),
     ("cas_mappings", "cas_mappings_pkey"): "PRIMARY KEY (id)",
+    # workflow_runs also has foreign keys to workflows, workflow_contract_versions and project_versions,
+    # tables the sync never reads: they are left out with those tables.
+    ("workflow_runs", "workflow_runs_pkey"): "PRIMARY KEY (id)",
+    ("workflow_runs", "workflow_runs_organizations_workflowruns"): (  # 20260516210119
+        "FOREIGN KEY (organization_id) REFERENCES organizations(id) ON DELETE CASCADE"
+    ),
 }
 
 

@@ -23,6 +23,7 @@ from cas_admin.cli import main as admin_main
 from cas_download.config import SyncSettings
 from cas_download.data.sync_target import WATERMARK_KEY, SyncTarget
 from cas_download.handlers import chainloop_sync
+from cas_local.chainloop import TableReads
 from tests.scenarios.conftest import Service
 from tests.support.calls import CallRecorder
 from tests.support.faults import FaultServer
@@ -227,7 +228,7 @@ def test_bad_rows_are_skipped_and_reported(
     stray = "sha256:" + hashlib.sha256(b"stray").hexdigest()
     chainloop.add_mapping(good.upper().replace("SHA256:", "sha256:"), org, backend)
     chainloop.add_mapping("sha256:short", org, backend)
-    chainloop.add_mapping(stray, str(uuid.uuid4()), backend)
+    chainloop.add_mapping(stray, str(uuid.uuid4()), backend, without_run=True)  # no org: no run either
 
     code, out, err = sync(world, capsys, chainloop.dsn)
 
@@ -397,6 +398,68 @@ def test_a_chainloop_from_before_suspension_is_synced_as_before(
     # Then its backends are copied, none of them suspended
     assert summary["backends"]["created"] == 2
     assert "org_suspended" not in backend_item(world, backend)
+
+
+def settled_reads(chainloop: ChainloopRows, before: dict[str, TableReads]) -> dict[str, TableReads]:
+    """The reads since ``before``, once PostgreSQL has counted the sync's (its session flushes its
+    counters when it ends, a moment after the sync returns: wait for the index scans it must have made)."""
+    deadline = time.monotonic() + 10
+    while True:
+        now = chainloop.table_reads()
+        delta = {table: now[table] - before[table] for table in before}
+        if delta["workflow_runs"].idx_scan > 0 or time.monotonic() > deadline:
+            return delta
+        time.sleep(0.1)
+
+
+def test_a_quiet_run_reads_a_small_fraction_of_cas_mappings_and_nothing_by_sequential_scan(
+    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 20,000 mappings Chainloop recorded over four weeks (a run every 10 minutes, 5 mappings
+    # each), already synced, and statistics as autovacuum keeps them
+    org = new_org(chainloop)
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    chainloop.add_generated_mappings(20_000, [backend], [org], spacing=120.0)
+    chainloop.analyze()
+    assert sync_json(world, capsys, chainloop.dsn)["mappings"]["created"] == 20_000
+    before = chainloop.table_reads()
+
+    # When the sync runs again with nothing new
+    again = sync_json(world, capsys, chainloop.dsn)
+    reads = settled_reads(chainloop, before)
+
+    # Then it wrote nothing, scanned no table of mappings or runs sequentially, and fetched a small
+    # fraction of cas_mappings (the runs of the last hours: count and read, each by index)
+    assert again["mappings"]["created"] == 0
+    assert reads["cas_mappings"].seq_scan == 0
+    assert reads["workflow_runs"].seq_scan == 0
+    assert reads["cas_mappings"].idx_tup_fetch <= 0.05 * 20_000
+    assert reads["cas_mappings"].idx_scan > 0
+
+
+def test_an_incremental_run_brings_new_mappings_with_and_without_a_run(
+    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a synced history
+    org = new_org(chainloop)
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    chainloop.add_generated_mappings(2_000, [backend], [org], spacing=120.0)
+    chainloop.analyze()
+    sync_json(world, capsys, chainloop.dsn)
+
+    # When Chainloop records a mapping of a new run, one of a run started five hours ago (a long
+    # pipeline), and one with no run (older data, other writers)
+    now = dt.datetime.now(dt.UTC)
+    digests = ["sha256:" + hashlib.sha256(f"new-{n}".encode()).hexdigest() for n in range(3)]
+    chainloop.add_mapping(digests[0], org, backend)
+    long_run = chainloop.add_run(org, created_at=now - dt.timedelta(hours=5))
+    chainloop.add_mapping(digests[1], org, backend, workflow_run_id=long_run)
+    chainloop.add_mapping(digests[2], org, backend, without_run=True)
+    summary = sync_json(world, capsys, chainloop.dsn)
+
+    # Then the next run brings all three
+    assert summary["mappings"]["created"] == 3
+    assert all(mapping_keys(world, digest) == {f"{org}#{backend}"} for digest in digests)
 
 
 # Each column the sync reads that an older Chainloop lacks, put back as that Chainloop had it.

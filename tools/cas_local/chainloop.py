@@ -68,6 +68,46 @@ CREATE TABLE "cas_backends" (
 );
 CREATE UNIQUE INDEX "casbackend_name_organization_cas_backends" ON "cas_backends" ("name", "organization_cas_backends")
     WHERE (deleted_at IS NULL);
+CREATE TABLE "workflow_runs" (
+    "id" uuid NOT NULL,
+    "created_at" timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "finished_at" timestamptz NULL,
+    "state" character varying NOT NULL DEFAULT 'initialized',
+    "reason" text NULL,
+    "run_url" character varying NULL,
+    "runner_type" character varying NULL,
+    "attestation" jsonb NULL,
+    "workflow_id" uuid NOT NULL,
+    "workflow_run_contract_version" uuid NULL,
+    "attestation_digest" character varying NULL,
+    "attestation_state" bytea NULL,
+    "contract_revision_used" bigint NOT NULL,
+    "contract_revision_latest" bigint NOT NULL,
+    "version_id" uuid NOT NULL,
+    "has_policy_violations" boolean NULL,
+    "policy_status" character varying NULL,
+    "policy_evaluations_total" integer NULL,
+    "policy_evaluations_passed" integer NULL,
+    "policy_evaluations_skipped" integer NULL,
+    "policy_violations_count" integer NULL,
+    "policy_has_gates" boolean NULL,
+    "policy_violations_suppressed" integer NULL,
+    "organization_id" uuid NOT NULL,
+    CONSTRAINT "workflow_runs_pkey" PRIMARY KEY ("id"),
+    CONSTRAINT "workflow_runs_organizations_workflowruns" FOREIGN KEY ("organization_id")
+        REFERENCES "organizations" ("id") ON UPDATE NO ACTION ON DELETE CASCADE
+);
+CREATE INDEX "workflowrun_attestation_digest" ON "workflow_runs" ("attestation_digest");
+CREATE INDEX "workflowrun_created_at" ON "workflow_runs" ("created_at" DESC);
+CREATE INDEX "workflowrun_organization_id_created_at" ON "workflow_runs" ("organization_id", "created_at" DESC);
+CREATE INDEX "workflowrun_policy_has_gates" ON "workflow_runs" ("policy_has_gates") WHERE (policy_has_gates = true);
+CREATE INDEX "workflowrun_policy_status" ON "workflow_runs" ("policy_status");
+CREATE INDEX "workflowrun_state_created_at" ON "workflow_runs" ("state", "created_at");
+CREATE INDEX "workflowrun_state_finished_at" ON "workflow_runs" ("state", "finished_at");
+CREATE INDEX "workflowrun_version_id_workflow_id" ON "workflow_runs" ("version_id", "workflow_id");
+CREATE INDEX "workflowrun_workflow_id" ON "workflow_runs" ("workflow_id");
+CREATE INDEX "workflowrun_workflow_id_created_at" ON "workflow_runs" ("workflow_id", "created_at" DESC);
+CREATE INDEX "workflowrun_workflow_id_state_created_at" ON "workflow_runs" ("workflow_id", "state", "created_at" DESC);
 CREATE TABLE "cas_mappings" (
     "id" uuid NOT NULL,
     "digest" character varying NOT NULL,
@@ -84,11 +124,40 @@ CREATE INDEX "casmapping_organization_id" ON "cas_mappings" ("organization_id");
 CREATE INDEX "casmapping_workflow_run_id" ON "cas_mappings" ("workflow_run_id");
 """
 
+# A run's mappings are recorded when its attestation is stored, after its artifacts were uploaded:
+# the generated history puts them a few minutes after the run starts, MAPPINGS_PER_RUN to a run.
+RUN_TO_MAPPING = dt.timedelta(minutes=3)
+MAPPINGS_PER_RUN = 5
+
 INLINE = "INLINE"
 INLINE_BACKEND_NAME = "default-inline"
 INLINE_DESCRIPTION = "Embed artifacts content in the attestation (fallback)"
 INLINE_MAX_BLOB_SIZE_BYTES = 500 * 1024  # biz.CASBackendInlineDefaultMaxBytes
 DEFAULT_MAX_BLOB_SIZE_BYTES = 100 * 1024 * 1024  # the control plane's default entry max size
+
+
+@dataclass(frozen=True)
+class TableReads:
+    """pg_stat_user_tables' read counters of one table (cumulative: subtract two readings)."""
+
+    seq_scan: int
+    seq_tup_read: int
+    idx_scan: int
+    idx_tup_fetch: int
+    live_rows: int = 0
+
+    def __sub__(self, before: TableReads) -> TableReads:
+        return TableReads(
+            self.seq_scan - before.seq_scan,
+            self.seq_tup_read - before.seq_tup_read,
+            self.idx_scan - before.idx_scan,
+            self.idx_tup_fetch - before.idx_tup_fetch,
+            self.live_rows,
+        )
+
+    @property
+    def rows_read(self) -> int:
+        return self.seq_tup_read + self.idx_tup_fetch
 
 
 @dataclass(frozen=True)
@@ -241,6 +310,22 @@ class ChainloopRows:
         """CASBackendRepo.Delete: the row goes; its mappings stay (no foreign key holds them)."""
         self.connection().execute("DELETE FROM cas_backends WHERE id = %s", (backend_id,))
 
+    def add_run(self, org: str, *, created_at: dt.datetime | None = None) -> str:
+        """A workflow run as Chainloop records one: created at ``chainloop attestation init``
+        (WorkflowRunRepo.Create: state initialized, the contract's revisions, its workflow and
+        project version), finished when its attestation is stored (success). The workflow and the
+        version are ids only: their tables are not Chainloop's CAS, so they are not modelled here."""
+        run_id = str(uuid.uuid4())
+        started = created_at or dt.datetime.now(dt.UTC)
+        self.connection().execute(
+            """INSERT INTO workflow_runs (id, created_at, finished_at, state, runner_type,
+                   contract_revision_used, contract_revision_latest, workflow_id, version_id,
+                   organization_id)
+               VALUES (%s, %s, %s, 'success', 'GITHUB_ACTION', 1, 1, %s, %s, %s)""",
+            (run_id, started, started + RUN_TO_MAPPING, str(uuid.uuid4()), str(uuid.uuid4()), org),
+        )
+        return run_id
+
     def add_mapping(
         self,
         digest: str,
@@ -249,19 +334,18 @@ class ChainloopRows:
         *,
         created_at: dt.datetime | None = None,
         workflow_run_id: str | None = None,
+        without_run: bool = False,
     ) -> str:
+        """A mapping as attestation.go's Store records it: with the workflow run it belongs to (one made
+        here, started a little before, unless given); ``without_run``: none, as older data has."""
         mapping_id = str(uuid.uuid4())
+        created_at = created_at or dt.datetime.now(dt.UTC)
+        if workflow_run_id is None and not without_run:
+            workflow_run_id = self.add_run(org, created_at=created_at - RUN_TO_MAPPING)
         self.connection().execute(
             """INSERT INTO cas_mappings (id, digest, created_at, cas_mapping_cas_backend, workflow_run_id,
                    organization_id) VALUES (%s, %s, %s, %s, %s, %s)""",
-            (
-                mapping_id,
-                digest,
-                created_at or dt.datetime.now(dt.UTC),
-                backend_id,
-                workflow_run_id or str(uuid.uuid4()),
-                org,
-            ),
+            (mapping_id, digest, created_at, backend_id, workflow_run_id, org),
         )
         return mapping_id
 
@@ -269,18 +353,62 @@ class ChainloopRows:
         self, count: int, backend_ids: list[str], orgs: list[str], *, start: int = 0, spacing: float = 0.001
     ) -> None:
         """``count`` mappings with distinct digests, spread over the backends; ``orgs[i]`` owns
-        ``backend_ids[i]``; ``spacing`` seconds apart, the last one now. Generated by the server:
-        100,000 rows take a second."""
-        self.connection().execute(
-            """INSERT INTO cas_mappings (id, digest, created_at, cas_mapping_cas_backend, organization_id)
+        ``backend_ids[i]``; ``spacing`` seconds apart, the last one now; each with its workflow run
+        (one run per ``MAPPINGS_PER_RUN`` mappings, of one backend and its org, started
+        ``RUN_TO_MAPPING`` before its first mapping).
+        Generated by the server: 100,000 rows take a few seconds."""
+        params = {
+            "start": start,
+            "end": start + count,
+            "backends": backend_ids,
+            "orgs": orgs,
+            "spacing": spacing,
+            "per_run": MAPPINGS_PER_RUN,
+            "run_lead": RUN_TO_MAPPING.total_seconds(),
+        }
+        connection = self.connection()
+        # a run's id follows from its number (md5 of it, as a uuid), so its mappings can name it
+        connection.execute(
+            """INSERT INTO workflow_runs (id, created_at, finished_at, state, runner_type,
+                   contract_revision_used, contract_revision_latest, workflow_id, version_id,
+                   organization_id)
+               SELECT md5('run-' || r::text)::uuid,
+                      now() - make_interval(secs => (%(end)s - r * %(per_run)s) * %(spacing)s + %(run_lead)s),
+                      now() - make_interval(secs => (%(end)s - r * %(per_run)s) * %(spacing)s),
+                      'success', 'GITHUB_ACTION', 1, 1, gen_random_uuid(), gen_random_uuid(),
+                      (%(orgs)s::uuid[])[1 + r %% cardinality(%(backends)s::uuid[])]
+               FROM generate_series(%(start)s / %(per_run)s, (%(end)s - 1) / %(per_run)s) AS r
+               ON CONFLICT (id) DO NOTHING""",
+            params,
+        )
+        connection.execute(
+            """INSERT INTO cas_mappings (id, digest, created_at, cas_mapping_cas_backend, workflow_run_id,
+                   organization_id)
                SELECT gen_random_uuid(),
                       'sha256:' || encode(sha256(convert_to('cas-' || i::text, 'UTF8')), 'hex'),
                       now() - make_interval(secs => (%(end)s - i) * %(spacing)s),
-                      (%(backends)s::uuid[])[1 + i %% cardinality(%(backends)s::uuid[])],
-                      (%(orgs)s::uuid[])[1 + i %% cardinality(%(backends)s::uuid[])]
+                      (%(backends)s::uuid[])[1 + (i / %(per_run)s) %% cardinality(%(backends)s::uuid[])],
+                      md5('run-' || (i / %(per_run)s)::text)::uuid,
+                      (%(orgs)s::uuid[])[1 + (i / %(per_run)s) %% cardinality(%(backends)s::uuid[])]
                FROM generate_series(%(start)s, %(end)s - 1) AS i""",
-            {"start": start, "end": start + count, "backends": backend_ids, "orgs": orgs, "spacing": spacing},
+            params,
         )
+
+    def analyze(self) -> None:
+        """What autovacuum does on a live database after many inserts: fresh planner statistics."""
+        self.connection().execute("ANALYZE organizations, cas_backends, workflow_runs, cas_mappings")
+
+    def table_reads(self) -> dict[str, TableReads]:
+        """PostgreSQL's cumulative counters of reads (pg_stat_user_tables) of the tables the sync reads."""
+        connection = self.connection()
+        connection.execute("SELECT pg_stat_clear_snapshot()")
+        rows = connection.execute(
+            """SELECT relname::text, seq_scan, seq_tup_read, coalesce(idx_scan, 0),
+                      coalesce(idx_tup_fetch, 0), n_live_tup
+               FROM pg_stat_user_tables
+               WHERE relname IN ('organizations', 'cas_backends', 'workflow_runs', 'cas_mappings')"""
+        ).fetchall()
+        return {row[0]: TableReads(*(int(value) for value in row[1:])) for row in rows}
 
     def close(self) -> None:
         if self._connection is not None:

@@ -6,7 +6,9 @@ and validator functions never import this module, and their package ships withou
 lives in its own layer, layers/postgres/).
 
 Mappings are read through a server-side cursor in ``created_at, id`` order, ``itersize`` rows per
-round trip, so memory stays flat however many rows the table holds.
+round trip, so memory stays flat however many rows the table holds. A first import reads the whole
+table; later runs read only what is recent, through Chainloop's own indexes (``_RECENT_MAPPINGS_SINCE``):
+a quiet run on a large table reads a few rows, not all of them twice.
 
 Before reading anything, a session checks that the columns it reads exist: an older Chainloop's
 schema is refused in one line that names what is missing (``SchemaUnsupported``), never a driver
@@ -36,15 +38,39 @@ FROM cas_backends
 ORDER BY created_at, id
 """
 
-_MAPPINGS_SQL = """
-SELECT id::text, digest, created_at, cas_mapping_cas_backend::text, organization_id::text,
+# Every mapping since a time: cas_mappings has no index on created_at, so this reads the whole table
+# (a sequential scan). Only a first import, which copies everything anyway, reads it so.
+_ALL_MAPPINGS_SINCE = """
+SELECT id::text AS id, digest, created_at, cas_mapping_cas_backend::text, organization_id::text,
        workflow_run_id::text
-FROM cas_mappings
-WHERE created_at >= %(since)s
-ORDER BY created_at, id
+FROM cas_mappings WHERE created_at >= %(since)s
 """
 
-_COUNT_MAPPINGS_SQL = "SELECT count(*) FROM cas_mappings WHERE created_at >= %(since)s"
+# An incremental run, through Chainloop's own indexes and no DDL of ours: the runs started since
+# ``runs_since`` (workflowrun_created_at, a range scan of the recent runs), their mappings
+# (casmapping_workflow_run_id, one index probe per run: LATERAL, fenced by OFFSET 0 so the planner
+# cannot flatten it into a scan of the whole table, which it prefers while the table is small), and the mappings with no run (the
+# same index's NULL entries). Chainloop records a run's mappings when its attestation is stored, and
+# expires a run unfinished after an hour (cmd/main.go: ExpirationWindow), so a mapping never comes
+# later than RUN_WINDOW (six times that) after its run started.
+_RECENT_MAPPINGS_SINCE = """
+SELECT m.id::text AS id, m.digest, m.created_at, m.cas_mapping_cas_backend::text,
+       m.organization_id::text, m.workflow_run_id::text
+FROM (SELECT id FROM workflow_runs WHERE created_at >= %(runs_since)s) AS run
+CROSS JOIN LATERAL (
+    SELECT * FROM cas_mappings WHERE workflow_run_id = run.id AND created_at >= %(since)s OFFSET 0
+) AS m
+UNION ALL
+SELECT id::text AS id, digest, created_at, cas_mapping_cas_backend::text, organization_id::text,
+       workflow_run_id::text
+FROM cas_mappings
+WHERE workflow_run_id IS NULL AND created_at >= %(since)s
+"""
+_ORDERED = "\nORDER BY created_at, id"
+_COUNTED = ("SELECT count(*) FROM (", ") AS mappings")
+RUN_WINDOW = dt.timedelta(hours=6)
+# Before this, a run is a first import: every row is read (the recent plan would walk every run).
+_FIRST_IMPORT_BEFORE = dt.datetime(1971, 1, 1, tzinfo=dt.UTC)
 
 # The columns read above that an older Chainloop lacks: the migration that brought each (renamed it,
 # for organization_id: it was cas_mapping_organization), and the first release with it (the oldest tag
@@ -65,6 +91,7 @@ _READ_COLUMNS = {
                      "fallback", "deleted_at"),
     "cas_mappings": ("id", "digest", "created_at", "cas_mapping_cas_backend", "organization_id",
                      "workflow_run_id"),
+    "workflow_runs": ("id", "created_at"),
 }  # fmt: skip
 _COLUMNS_SQL = """
 SELECT table_name::text, column_name::text FROM information_schema.columns
@@ -210,18 +237,20 @@ class ChainloopDatabase:
         ]
 
     def count_mappings(self, since: dt.datetime) -> int:
-        rows = self._fetch_all(_COUNT_MAPPINGS_SQL, {"since": since})
+        sql, params = _mappings_query(since)
+        rows = self._fetch_all(_COUNTED[0] + sql + _COUNTED[1], params)
         return int(rows[0][0])
 
     def mappings_since(self, since: dt.datetime) -> Iterator[ChainloopMapping]:
         """Mappings created at or after ``since``, oldest first, streamed from a server-side cursor."""
         import psycopg  # noqa: PLC0415
 
+        sql, params = _mappings_query(since)
         connection = self._open()
         try:
             with connection.cursor(name="cas_download_mappings") as cursor:
                 cursor.itersize = self._itersize
-                cursor.execute(_MAPPINGS_SQL, {"since": since})
+                cursor.execute(sql + _ORDERED, params)
                 for row in cursor:
                     yield ChainloopMapping(
                         id=row[0],
@@ -252,6 +281,14 @@ class ChainloopDatabase:
         if self._connection is None:
             raise RuntimeError("ChainloopDatabase is used outside its `with` block")
         return self._connection
+
+
+def _mappings_query(since: dt.datetime) -> tuple[str, dict[str, Any]]:
+    """The mappings created at or after ``since``: all of them for a first import, else the recent
+    plan (reads what is new, not the table)."""
+    if since < _FIRST_IMPORT_BEFORE:
+        return _ALL_MAPPINGS_SINCE, {"since": since}
+    return _RECENT_MAPPINGS_SINCE, {"since": since, "runs_since": since - RUN_WINDOW}
 
 
 def _since(table: str, column: str) -> str:
