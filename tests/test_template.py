@@ -87,6 +87,7 @@ ALARMS: dict[str, tuple[str, set[str], str | int]] = {
     "ValidationErrorsAlarm": ("ValidatorFunction", {"ValidationErrors"}, "ValidatorErrorThreshold"),
     "ChainloopSyncErrorsAlarm": ("ChainloopSyncFunction", {"Errors"}, 1),
     "VerifierErrorsAlarm": ("VerifierFunction", {"Errors"}, 1),
+    "VerifierAskErrorsAlarm": ("VerifierAskFunction", {"Errors"}, 1),
     "VerifierIntegrityFailuresAlarm": ("VerifierFunction", {"IntegrityFailures"}, 1),
     "VerifierIteratorAgeAlarm": ("VerifierFunction", {"IteratorAge"}, "VerifierIteratorAgeThresholdSeconds"),
     # Lambda's own view of the download function: crashes and timeouts, refused invocations

@@ -189,6 +189,7 @@ def test_the_ask_functions_role_grants_the_verifiers_reads_and_writes_and_no_str
     ("alarm", "namespace", "metric"),
     [
         ("VerifierErrorsAlarm", "AWS/Lambda", "Errors"),
+        ("VerifierAskErrorsAlarm", "AWS/Lambda", "Errors"),
         ("VerifierFailuresAlarm", "AWS/SQS", "ApproximateNumberOfMessagesVisible"),
         ("VerifierIntegrityFailuresAlarm", "CasDownload", "IntegrityFailures"),
     ],

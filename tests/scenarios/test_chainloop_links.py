@@ -320,6 +320,35 @@ def test_a_registry_with_no_direct_url_answers_the_link_with_the_verified_body(
     assert response.headers["X-Cas-Fallback"] == "false"
 
 
+def test_a_registry_links_body_takes_the_filename_of_the_query(
+    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
+) -> None:
+    # Given the token's backend is a self-hosted registry (the link's answer is the body)
+    _org, oci, _user, digest = oci_world(world, registry, is_default=True)
+    # When its link asks for another filename
+    response = follow(links, lambda_context, digest, token_for(oci), query={"filename": "sbom.spdx.json"})
+    # Then the body is served under that name (as a redirect's would be)
+    assert response.status == 200
+    assert response.headers["Content-Disposition"] == 'attachment; filename="sbom.spdx.json"'
+
+
+def test_a_body_served_by_another_backend_than_the_tokens_is_a_fallback(
+    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
+) -> None:
+    # Given the token's S3 backend whose key was revoked, and the org's default, a self-hosted
+    # registry holding the same bytes (no credential-free URL: it answers with the body)
+    org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+    old = world.backend(org, "s3-old")
+    world.put(old, OCI_DATA)
+    world.revoke(old)
+    # When the old backend's link is followed
+    response = follow(links, lambda_context, digest, token_for(old))
+    # Then the registry's verified body answers it, flagged a fallback
+    assert response.status == 200
+    assert response.body == OCI_DATA
+    assert response.headers["X-Cas-Fallback"] == "true"
+
+
 def test_a_registry_link_prefers_another_backends_url_to_a_body(
     world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
 ) -> None:
@@ -329,3 +358,38 @@ def test_a_registry_link_prefers_another_backends_url_to_a_body(
     world.put(default, OCI_DATA)
     # When its link is followed, Then the S3 default's URL serves it (no body limit), a fallback
     assert_redirected_by(follow(links, lambda_context, digest, token_for(oci)), default, fallback=True)
+
+
+def test_a_link_with_the_artifacts_etag_answers_304(world: World, links: Service) -> None:
+    # Given a link to an artifact the browser already holds (its ETag)
+    org = world.org()
+    backend = world.backend(org, is_default=True)
+    digest = world.put(backend, DATA)
+    first = follow(links, FakeLambdaContext(), digest, token_for(backend))
+    # When it is followed again with If-None-Match
+    again = follow(
+        links,
+        FakeLambdaContext(),
+        digest,
+        token_for(backend),
+        headers={"If-None-Match": first.headers["ETag"]},
+    )
+    # Then 304, no body
+    assert (first.status, again.status) == (307, 304)
+    assert again.headers["ETag"] == first.headers["ETag"]
+
+
+def test_a_token_naming_another_provider_than_its_secrets_backend_is_not_that_backends_token(
+    world: World, links: Service
+) -> None:
+    # Given an org whose default holds the bytes, and another S3 backend of the org holding them too
+    org = world.org()
+    default = world.backend(org, "default", is_default=True)
+    other = world.backend(org, "other")
+    digest = world.put(default, DATA)
+    world.put(other, DATA)
+    # When a token names the other backend's secret but another provider (OCI)
+    token = KEY.mint(backend="OCI", secret_id=other.secret_name, org_id=org)
+    response = follow(links, FakeLambdaContext(), digest, token)
+    # Then that S3 backend is not the token's backend: the org's default serves, as for an unknown one
+    assert_redirected_by(response, default, fallback=True)

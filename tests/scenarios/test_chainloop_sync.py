@@ -23,7 +23,6 @@ from cas_admin.cli import main as admin_main
 from cas_download.config import SyncSettings
 from cas_download.data.sync_target import WATERMARK_KEY, SyncTarget
 from cas_download.handlers import chainloop_sync
-from cas_local.chainloop import TableReads
 from tests.scenarios.conftest import Service
 from tests.support.calls import CallRecorder
 from tests.support.faults import FaultServer
@@ -400,18 +399,6 @@ def test_a_chainloop_from_before_suspension_is_synced_as_before(
     assert "org_suspended" not in backend_item(world, backend)
 
 
-def settled_reads(chainloop: ChainloopRows, before: dict[str, TableReads]) -> dict[str, TableReads]:
-    """The reads since ``before``, once PostgreSQL has counted the sync's (its session flushes its
-    counters when it ends, a moment after the sync returns: wait for the index scans it must have made)."""
-    deadline = time.monotonic() + 10
-    while True:
-        now = chainloop.table_reads()
-        delta = {table: now[table] - before[table] for table in before}
-        if delta["workflow_runs"].idx_scan > 0 or time.monotonic() > deadline:
-            return delta
-        time.sleep(0.1)
-
-
 def test_a_quiet_run_reads_a_small_fraction_of_cas_mappings_and_nothing_by_sequential_scan(
     world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -426,7 +413,7 @@ def test_a_quiet_run_reads_a_small_fraction_of_cas_mappings_and_nothing_by_seque
 
     # When the sync runs again with nothing new
     again = sync_json(world, capsys, chainloop.dsn)
-    reads = settled_reads(chainloop, before)
+    reads = chainloop.reads_since(before)
 
     # Then it wrote nothing, scanned no table of mappings or runs sequentially, and fetched a small
     # fraction of cas_mappings (the runs of the last hours: count and read, each by index)

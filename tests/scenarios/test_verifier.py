@@ -26,7 +26,7 @@ from tests.support.stream_events import (
     sequence_number,
     stream_event,
 )
-from tests.support.verifier_stack import VERIFIER_NAME, Stack
+from tests.support.verifier_stack import VERIFIER_NAME, Stack, hold_record_writes_until_both_hashed
 from tests.support.world import BackendRef, World, sha256_digest
 
 DATA = b"release-artifact.tar contents\n" * 400  # 12,000 bytes, no checksum (Chainloop's layout)
@@ -240,17 +240,22 @@ def test_a_new_upload_under_the_same_name_is_proven_again(world: World, stack: S
 
 
 def test_a_verifier_run_while_a_request_hashes_the_same_object_leaves_one_true_record(
-    world: World, stack: Stack
+    world: World, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a Chainloop object not proven yet
+    # Given a Chainloop object not proven yet, and the order driven: neither the request nor the
+    # verifier may write its record before both have hashed the bytes (so both found none)
     org, backend, digest = chainloop_object(world)
     stack.configure_download()
     stack.configure_verifier()
+    hold_record_writes_until_both_hashed(monkeypatch)
 
     # When a request and the verifier prove it at the same time
     answers = stack.request_and_verify_at_once(digest, org, backend.id)
 
-    # Then both succeed, and the object has one record, naming its digest, size and ETag
+    # Then both hashed it (each read the bytes once), both succeed, and the object has one record,
+    # naming its digest, size and ETag
+    assert stack.request_calls.count("s3", "GetObject") == 1
+    assert stack.verifier_calls.count("s3", "GetObject") == 1
     assert sorted(answers, key=str) == sorted([307, {"batchItemFailures": []}], key=str)
     items = world.dynamodb.scan(TableName=stack.verifications_table)["Items"]
     mine = [item for item in items if f"|{backend.bucket}|" in item["object_id"]["S"]]
@@ -375,6 +380,41 @@ def test_a_request_over_the_hashing_limit_asks_the_verifier_and_answers_503_then
     assert world.fetch_presigned(third.headers["Location"]).body == data
 
 
+def test_retry_after_rounds_the_proofs_time_up(world: World, stack: Stack) -> None:
+    # Given an unproven object of 1.5 MiB, over the request's limit, at a measured 1 MiB/s
+    org, _, digest = chainloop_object(world, b"z" * (3 * 512 * 1024))
+    stack.configure_download(MAX_HASH_BYTES=1024 * 1024, VERIFY_BYTES_PER_SECOND=1024 * 1024)
+    # When it is requested, Then Retry-After is the 1.5 s the proof takes, rounded up: 2 (never early)
+    response = stack.get(digest, org)
+    assert (response.status, response.headers["Retry-After"]) == (503, "2")
+
+
+def test_an_object_of_exactly_max_hash_bytes_is_hashed_by_the_request(world: World, stack: Stack) -> None:
+    # Given an unproven object whose size is MAX_HASH_BYTES exactly
+    org, _, digest = chainloop_object(world)
+    stack.configure_download(MAX_HASH_BYTES=len(DATA))
+    # When it is requested, Then the request hashes it itself (the limit is inclusive): 307, no ask
+    response = stack.get(digest, org)
+    assert response.status == 307
+    assert stack.request_calls.count("s3", "GetObject") == 1
+    assert stack.queue.invocations == []
+
+
+def test_an_object_of_exactly_verify_max_bytes_is_asked_for_and_proven_ahead(
+    world: World, stack: Stack
+) -> None:
+    # Given an unproven object whose size is VERIFY_MAX_BYTES exactly, over the request's limit
+    org, _, digest = chainloop_object(world)
+    stack.configure_download(MAX_HASH_BYTES=1024, VERIFY_MAX_BYTES=len(DATA))
+    stack.configure_verifier(VERIFY_MAX_BYTES=len(DATA))
+    # When it is requested
+    first = stack.get(digest, org)
+    # Then the verifier is asked (the limit is inclusive), proves it, and the next request is served
+    assert (first.status, first.error_code) == (503, "verification_pending")
+    assert stack.verify(stack.queue.payloads[0]) == {"batchItemFailures": []}
+    assert stack.get(digest, org).status == 307
+
+
 def test_an_object_the_time_left_cannot_hash_asks_the_verifier_too(world: World, stack: Stack) -> None:
     # Given an unproven 2 MiB object, under MAX_HASH_BYTES, and a request whose deadline (1 s) hashes
     # only 1 MiB at the measured rate (1 MiB/s)
@@ -442,16 +482,24 @@ def test_an_object_over_verify_max_bytes_stays_unverifiable_for_a_request(world:
     assert stack.queue.invocations == []
 
 
-def test_the_events_file_as_it_is_runs_and_its_unknown_org_is_skipped(stack: Stack) -> None:
+def test_the_events_file_as_it_is_runs_and_its_unknown_org_is_skipped(
+    stack: Stack, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     # Given events/stream/new_mapping.json, the sam local invoke input, untouched (its org has no
     # backends here)
     event = json.loads(STREAM_EVENT_FILE.read_text())
+    capsys.readouterr()
 
     # When the verifier runs on it
     response = stack.verify(event)
 
-    # Then the batch is done: the record is skipped, not retried
+    # Then the batch is done: its mapping was read and skipped for its unknown org (logged and
+    # counted), not retried, and nothing was proven or read from storage
     assert response == {"batchItemFailures": []}
+    [skipped] = log_lines(caplog, "stream record skipped")
+    assert skipped["why"] == "unknown org: it has no backends"
+    assert emitted(capsys.readouterr().out, "VerifierRecordsSkipped") == 1
+    assert stack.verifier_calls.storage_calls() == []
 
 
 def test_a_verification_pending_answer_is_no_server_error_in_the_metrics(

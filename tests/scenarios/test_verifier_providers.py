@@ -20,7 +20,7 @@ from tests.support.events import FakeLambdaContext
 from tests.support.hostile_registry import HostileRegistry
 from tests.support.registry import Registry
 from tests.support.stream_events import mapping_image, stream_event
-from tests.support.verifier_stack import Stack
+from tests.support.verifier_stack import Stack, hold_record_writes_until_both_hashed
 from tests.support.world import BackendRef, World, sha256_digest
 
 Mapped = tuple[str, BackendRef, str]  # org, backend, digest
@@ -107,23 +107,27 @@ def test_the_same_mapping_twice_is_hashed_once(
 
 
 def test_a_verifier_run_while_a_request_hashes_the_object_leaves_one_true_record(
-    world: World, stack: Stack, provider_object: Callable[[bytes], Mapped]
+    world: World,
+    stack: Stack,
+    provider_object: Callable[[bytes], Mapped],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given an object not proven yet
+    # Given an object not proven yet, and the order driven: neither the request nor the verifier may
+    # write its record before both have hashed the bytes
     data = unique_data()
     org, backend, digest = provider_object(data)
     stack.configure_download()
     stack.configure_verifier()
+    hold_record_writes_until_both_hashed(monkeypatch)
 
     # When a request and the verifier prove it at the same time
     answers = stack.request_and_verify_at_once(digest, org, backend.id)
 
-    # Then both succeed, and one record names the digest and the object's size
+    # Then both succeed, and the object has one record, naming the digest and the object's size
     assert sorted(answers, key=str) == sorted([307, {"batchItemFailures": []}], key=str)
-    items = world.dynamodb.scan(TableName=stack.verifications_table)["Items"]
-    mine = [item for item in items if item.get("digest") == {"S": digest}]
-    assert len(mine) == 1
-    assert mine[0]["size"] == {"N": str(len(data))}
+    [record] = stack.records_naming(digest)
+    assert record["digest"] == {"S": digest}
+    assert record["size"] == {"N": str(len(data))}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,7 +153,9 @@ def hostile_object(world: World, hostile: HostileRegistry) -> Mapped:
 def test_a_registry_storage_fault_mid_hash_is_retried_and_never_recorded(
     world: World, stack: Stack, hostile: HostileRegistry
 ) -> None:
-    # Given a mapping whose registry storage closes the connection half way through the blob
+    # Given a mapping whose registry storage (with ETags: records can be written) closes the
+    # connection half way through the blob
+    hostile.storage_etag = True
     org, backend, digest = hostile_object(world, hostile)
     hostile.fault = "body_short"
 
@@ -157,9 +163,13 @@ def test_a_registry_storage_fault_mid_hash_is_retried_and_never_recorded(
     with pytest.raises(BatchProcessingError):
         stack.verify(stream_event(mapping_image(digest, org, backend.id)))
 
-    # Then the stream retries it, and nothing was recorded: once the storage is healthy, it is proven
+    # Then the stream retries it, and nothing was recorded, neither a proof nor a failed one
+    assert stack.records_naming(digest) == []
+    # and once the storage is healthy, it is proven: one record, naming the digest itself
     hostile.fault = "none"
     assert stack.verify(stream_event(mapping_image(digest, org, backend.id))) == {"batchItemFailures": []}
+    [record] = stack.records_naming(digest)
+    assert record["digest"] == {"S": digest}
 
 
 def test_an_azure_fault_mid_hash_is_retried_and_never_recorded(
@@ -185,11 +195,14 @@ def test_an_azure_fault_mid_hash_is_retried_and_never_recorded(
             stack.verify(stream_event(mapping_image(digest, org, backend.id)))
 
         # Then the fault reached the download, the stream retries the record, and nothing was
-        # recorded: once the account is healthy, it is proven (not answered from a record)
+        # recorded, neither a proof nor a failed one
         assert any(r.startswith("GET ") for r in proxy.requests)
+        assert stack.records_naming(digest) == []
+        # and once the account is healthy, it is proven: one record, naming the digest itself
         proxy.fault = AzureFault.NONE
         assert stack.verify(stream_event(mapping_image(digest, org, backend.id))) == {"batchItemFailures": []}
-        assert sum(r.startswith("GET ") for r in proxy.requests) >= 2
+        [record] = stack.records_naming(digest)
+        assert record["digest"] == {"S": digest}
     finally:
         proxy.stop()
 

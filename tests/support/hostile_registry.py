@@ -31,6 +31,9 @@ class HostileRegistry:
     data: bytes
     fault: str = "none"
     stall_seconds: float = 3.0
+    # Storage answers carry an ETag of the bytes it holds (as S3 and Azure do), so that verification
+    # records can be written; off, a registry whose storage gives none.
+    storage_etag: bool = False
     requests: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
 
@@ -151,28 +154,30 @@ class HostileRegistry:
         _send(request, 307, b"", {"Location": location})
 
     def _storage(self, request: Handler, fault: str) -> None:
+        stored = bytes(reversed(self.data)) if fault == "storage_other_bytes" else self.data
+        etag = {"ETag": f'"{hashlib.md5(stored).hexdigest()}"'} if self.storage_etag else {}
         if fault == "redirect_loop":
             _send(request, 307, b"", {"Location": f"http://{self.host}/storage/again"})
         elif fault == "storage_403":
             _send(request, 403, b"<Error><Code>AccessDenied</Code></Error>")
         elif fault == "storage_other_bytes":
-            _send(request, 200, bytes(reversed(self.data)))  # same size, other bytes
-        elif fault == "body_stall":
+            _send(request, 200, stored, etag)  # same size, other bytes
+        elif fault in ("body_stall", "body_short"):
             request.send_response(200)
             request.send_header("Content-Length", str(len(self.data)))
+            for name, value in etag.items():
+                request.send_header(name, value)
             request.end_headers()
-            request.wfile.write(self.data[:10])
-            request.wfile.flush()
-            time.sleep(self.stall_seconds)
-        elif fault == "body_short":
-            request.send_response(200)
-            request.send_header("Content-Length", str(len(self.data)))
-            request.end_headers()
-            request.wfile.write(self.data[: len(self.data) // 2])
-            request.wfile.flush()
-            request.close_connection = True
+            if fault == "body_stall":
+                request.wfile.write(self.data[:10])
+                request.wfile.flush()
+                time.sleep(self.stall_seconds)
+            else:
+                request.wfile.write(self.data[: len(self.data) // 2])
+                request.wfile.flush()
+                request.close_connection = True
         else:
-            _send(request, 200, self.data)
+            _send(request, 200, self.data, etag)
 
 
 def _send(request: Handler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from cas_download.app import App
 from cas_download.config import Settings
+from cas_download.data.tables import Tables
 from cas_download.data.verifier_asks import AskLedger
 from cas_download.data.verifier_invocations import VerifierInvocations
 from cas_download.handlers.download import instrumented_handler as download_handler
@@ -25,6 +26,20 @@ from tests.support.stream_events import mapping_image, stream_event
 from tests.support.world import BackendRef, World
 
 VERIFIER_NAME = "cas-download-verifier"
+
+
+def hold_record_writes_until_both_hashed(monkeypatch: Any) -> None:
+    """Drive a race's order: each of two writers of a verification record waits, before writing,
+    until the other has hashed too (both then found no record). A writer that never comes (it found
+    a record, or failed) breaks the barrier: the other's write raises, and the race test fails."""
+    both_hashed = threading.Barrier(2, timeout=20)
+    save = Tables.save_verification_record
+
+    def save_once_both_hashed(self: Tables, record: Any, expires_at: Any) -> None:
+        both_hashed.wait()
+        save(self, record, expires_at)
+
+    monkeypatch.setattr(Tables, "save_verification_record", save_once_both_hashed)
 
 
 class TestClock:
@@ -145,6 +160,13 @@ class Stack:
         for thread in threads:
             thread.join()
         return answers
+
+    def records_naming(self, digest: str) -> list[dict[str, Any]]:
+        """Every Verifications item of an object stored under ``digest``'s name (any provider: the
+        object id holds the name), whatever digest its bytes hashed to."""
+        hex_digest = digest.removeprefix("sha256:")
+        items = self.world.dynamodb.scan(TableName=self.verifications_table)["Items"]
+        return [item for item in items if "digest" in item and hex_digest in item["object_id"]["S"]]
 
     def record(self, backend: BackendRef, digest: str) -> dict[str, Any] | None:
         """The Verifications item of ``digest``'s object in ``backend`` (S3 at the default endpoint)."""

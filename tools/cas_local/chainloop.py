@@ -21,6 +21,7 @@ are the writer's clock (ent sets them in Go, not through the column defaults), d
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -409,6 +410,23 @@ class ChainloopRows:
                WHERE relname IN ('organizations', 'cas_backends', 'workflow_runs', 'cas_mappings')"""
         ).fetchall()
         return {row[0]: TableReads(*(int(value) for value in row[1:])) for row in rows}
+
+    def reads_since(
+        self, before: dict[str, TableReads], *, settle_seconds: float = 10.0
+    ) -> dict[str, TableReads]:
+        """The reads since ``before``, once PostgreSQL has counted a finished session's: a session
+        flushes its counters as it ends, a moment after its client closed it. Waits (a tenth of a
+        second at a time, at most ``settle_seconds``) until some index scan of the tables shows."""
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            now = self.table_reads()
+            delta = {table: now[table] - before[table] for table in before}
+            if (
+                any(reads.idx_scan or reads.seq_scan for reads in delta.values())
+                or time.monotonic() > deadline
+            ):
+                return delta
+            time.sleep(0.1)
 
     def close(self) -> None:
         if self._connection is not None:
