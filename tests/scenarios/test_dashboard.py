@@ -57,7 +57,15 @@ AWS_METRICS: dict[str, tuple[tuple[str, ...], str, set[str]]] = {
     "AWS/Lambda": (
         ("FunctionName",),
         "AWS::Serverless::Function",
-        {"Duration", "Errors", "Throttles", "Invocations", "IteratorAge", "ConcurrentExecutions"},
+        {
+            "Duration",
+            "Errors",
+            "Throttles",
+            "Invocations",
+            "IteratorAge",
+            "ConcurrentExecutions",
+            "AsyncEventsDropped",
+        },
     ),
     "AWS/ApiGateway": (
         ("ApiId",),

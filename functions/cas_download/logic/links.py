@@ -83,19 +83,22 @@ def download_by_link(
         *(m for m in services.catalog.mappings_for_digest(request.digest) if m.org_id == org),
     ]
     link_services = _naming(services, request.filename)
+    # The first mapped candidate as planned now: the attempts may mark a backend Invalid, and a plan
+    # made after them would name another (a body served instead is a fallback against this one).
+    primary = plan_candidates(mappings, {org: services.catalog.org_backends(org)}).primary
     try:
         artifact = serve_with_fallback(request.digest, request.mode, mappings, deadline, link_services)
     except CasError as error:
         if request.mode is Mode.BODY or not _no_direct_url(error.attempts):
             raise
-        artifact = _serve_body_instead(request, mappings, error, deadline, link_services)
+        artifact = _serve_body_instead(request, primary, error, deadline, link_services)
     if request.filename:
         artifact.info = replace(artifact.info, filename=request.filename)
     return artifact
 
 
 def _serve_body_instead(
-    request: LinkRequest, mappings: Sequence[Mapping], error: CasError, deadline: Deadline, services: Services
+    request: LinkRequest, primary: Backend | None, error: CasError, deadline: Deadline, services: Services
 ) -> Artifact:
     """Nothing served a URL, and some backends hold the bytes with no credential-free URL to hand out:
     a link then answers with the verified body, as Chainloop's own CAS does (within the body limit)."""
@@ -113,8 +116,6 @@ def _serve_body_instead(
             too_large = too_large or refused
             continue
         services.health.observe_success(backend)
-        org_rows = {m.org_id: services.catalog.org_backends(m.org_id) for m in mappings}
-        primary = plan_candidates(mappings, org_rows).primary
         artifact.fallback = primary is None or backend.id != primary.id
         artifact.attempts = attempts
         return artifact
