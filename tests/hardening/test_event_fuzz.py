@@ -123,7 +123,10 @@ class Fuzzer:
         self.cases += 1
         try:
             response = dict(self.handler(event, self.context))  # type: ignore[arg-type]
-            problem = response_problem(response) or answer_problem(response, expected)
+            if response.get("statusCode") == 204:
+                problem = preflight_problem(event, response)
+            else:
+                problem = response_problem(response) or answer_problem(response, expected)
         except Exception as error:  # an exception escaping handle() is the worst finding
             response, problem = None, f"handle raised {type(error).__name__}: {error}"
         if problem:
@@ -136,6 +139,26 @@ class Fuzzer:
         assert not self.failures, f"{len(self.failures)} of {self.cases} cases failed:\n" + "\n".join(
             self.failures[:20]
         )
+
+
+def preflight_problem(event: object, response: dict[str, Any]) -> str | None:
+    """A 204 is right only for what is still a CORS preflight (OPTIONS on the link route, whose
+    answer carries no body), with headers Lambda can send; None when it is so."""
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    http = context.get("http") if isinstance(context, dict) else None
+    method = http.get("method") if isinstance(http, dict) else None
+    if not isinstance(method, str) or method.upper() != "OPTIONS":
+        return f"204 to a request that is no preflight (method {method!r:.40})"
+    headers = response["headers"]
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        return f"headers {headers!r:.200}"
+    if any("\r" in v or "\n" in v for v in headers.values()):
+        return f"CR/LF in a header value: {headers!r:.300}"
+    if response["body"] != "" or response["isBase64Encoded"] is not False:
+        return f"a preflight's answer has a body: {response['body']!r:.100}"
+    return None
 
 
 def response_problem(response: Any) -> str | None:

@@ -400,8 +400,9 @@ def test_a_chainloop_from_before_suspension_is_synced_as_before(
 
 
 def test_a_quiet_run_reads_a_small_fraction_of_cas_mappings_and_nothing_by_sequential_scan(
-    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    isolated_world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    world = isolated_world  # tables of their own: no other test's watermark makes this a later run
     # Given 20,000 mappings Chainloop recorded over four weeks (a run every 10 minutes, 5 mappings
     # each), already synced, and statistics as autovacuum keeps them
     org = new_org(chainloop)
@@ -425,8 +426,9 @@ def test_a_quiet_run_reads_a_small_fraction_of_cas_mappings_and_nothing_by_seque
 
 
 def test_an_incremental_run_brings_new_mappings_with_and_without_a_run(
-    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    isolated_world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    world = isolated_world  # tables of their own: no other test's watermark makes this a later run
     # Given a synced history
     org = new_org(chainloop)
     backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")

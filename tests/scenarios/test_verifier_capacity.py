@@ -215,6 +215,7 @@ class OnDemandVerifier:
 ON_DEMAND_CONCURRENCY = 5  # template: VerifierAskReservedConcurrency's default
 
 
+@pytest.mark.timeout(900)  # 1,000 requests and their set-up: about a minute alone, several in a busy suite
 def test_one_org_asking_for_many_objects_from_ten_containers_leaves_another_orgs_ask_proven_in_time(
     world: World, stack: Stack, request: pytest.FixtureRequest
 ) -> None:
