@@ -28,7 +28,7 @@ from tests.support.calls import CallRecorder
 from tests.support.faults import FaultServer
 from tests.support.moto_servers import AwsServers
 from tests.support.postgres import ChainloopRows, Postgres
-from tests.support.world import World
+from tests.support.world import BackendRef, World
 
 DATA = b"an attestation Chainloop stored\n" * 64
 
@@ -78,6 +78,19 @@ def backend_item(world: World, backend_id: str) -> dict[str, Any]:
     item = world.dynamodb.get_item(TableName=world.tables.backends, Key={"id": {"S": backend_id}}).get("Item")
     assert item is not None
     return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+def uploaded_through_default(
+    world: World, chainloop: ChainloopRows, org: str, name: str
+) -> tuple[BackendRef, str]:
+    """``DATA`` uploaded by ``org`` through its default backend ``name``, as Chainloop records it (the
+    backend and the mapping in its database, the bytes in the bucket): the backend and the digest."""
+    store = world.backend(org, name, write_row=False)
+    digest = world.put(store, DATA)
+    chainloop.add_backend(org, name, location=store.location, secret_name=store.secret_name, default=True,
+                          backend_id=store.id)  # fmt: skip
+    chainloop.add_mapping(digest, org, store.id)
+    return store, digest
 
 
 def test_the_api_serves_a_chainloop_artifact_through_fallback_after_chainloop_rotates(
@@ -275,11 +288,7 @@ def test_a_deleted_orgs_backends_stop_serving_and_a_rerun_does_not_bring_them_ba
 ) -> None:
     # Given a synced org whose artifact the API serves through its default
     org = new_org(chainloop)
-    store = world.backend(org, "store", write_row=False)
-    digest = world.put(store, DATA)
-    chainloop.add_backend(org, "store", location=store.location, secret_name=store.secret_name, default=True,
-                          backend_id=store.id)  # fmt: skip
-    chainloop.add_mapping(digest, org, store.id)
+    store, digest = uploaded_through_default(world, chainloop, org, "store")
     sync_json(world, capsys, chainloop.dsn)
     assert service.get(digest, orgs=org, mode="body").status == 200
 
@@ -319,11 +328,7 @@ def test_a_suspended_org_is_refused_403_without_a_storage_call_and_served_again_
 ) -> None:
     # Given an org's artifact, synced and served
     org = new_org(chainloop)
-    store = world.backend(org, "cas", write_row=False)
-    digest = world.put(store, DATA)
-    chainloop.add_backend(org, "cas", location=store.location, secret_name=store.secret_name, default=True,
-                          backend_id=store.id)  # fmt: skip
-    chainloop.add_mapping(digest, org, store.id)
+    store, digest = uploaded_through_default(world, chainloop, org, "cas")
     sync_json(world, capsys, chainloop.dsn)
     assert service.get(digest, orgs=org, mode="body").status == 200
 
@@ -362,14 +367,8 @@ def test_another_org_holding_the_digest_still_serves_it_while_one_is_suspended(
 ) -> None:
     # Given the same bytes uploaded by two orgs, one of them suspended by Chainloop
     suspended_org, other_org = new_org(chainloop), new_org(chainloop)
-    digest = ""
-    stores = {}
-    for org in (suspended_org, other_org):
-        stores[org] = world.backend(org, "cas", write_row=False)
-        digest = world.put(stores[org], DATA)
-        chainloop.add_backend(org, "cas", location=stores[org].location, secret_name=stores[org].secret_name,
-                              default=True, backend_id=stores[org].id)  # fmt: skip
-        chainloop.add_mapping(digest, org, stores[org].id)
+    uploaded_through_default(world, chainloop, suspended_org, "cas")
+    other_store, digest = uploaded_through_default(world, chainloop, other_org, "cas")
     chainloop.set_suspended(suspended_org, True)
     sync_json(world, capsys, chainloop.dsn)
 
@@ -380,7 +379,7 @@ def test_another_org_holding_the_digest_still_serves_it_while_one_is_suspended(
     # Then the live org's backend serves it; the suspended org's is never tried
     assert served.status == 200
     assert served.headers["X-Cas-Backend"] == "cas"
-    assert {c.params["Bucket"] for c in call_recorder.storage_calls()} == {stores[other_org].bucket}
+    assert {c.params["Bucket"] for c in call_recorder.storage_calls()} == {other_store.bucket}
 
 
 def test_a_chainloop_from_before_suspension_is_synced_as_before(
@@ -399,17 +398,27 @@ def test_a_chainloop_from_before_suspension_is_synced_as_before(
     assert "org_suspended" not in backend_item(world, backend)
 
 
+def synced_history(
+    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str], mappings: int
+) -> tuple[str, str]:
+    """An org's ``mappings`` recorded over the past (one every 2 minutes, 5 to a run), statistics as
+    autovacuum keeps them, all synced by a first import: the org and its backend. ``world`` must
+    have tables of its own (isolated_world): another test's watermark would make this a later run."""
+    org = new_org(chainloop)
+    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    chainloop.add_generated_mappings(mappings, [backend], [org], spacing=120.0)
+    chainloop.analyze()
+    assert sync_json(world, capsys, chainloop.dsn)["mappings"]["created"] == mappings
+    return org, backend
+
+
 def test_a_quiet_run_reads_a_small_fraction_of_cas_mappings_and_nothing_by_sequential_scan(
     isolated_world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world = isolated_world  # tables of their own: no other test's watermark makes this a later run
     # Given 20,000 mappings Chainloop recorded over four weeks (a run every 10 minutes, 5 mappings
     # each), already synced, and statistics as autovacuum keeps them
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
-    chainloop.add_generated_mappings(20_000, [backend], [org], spacing=120.0)
-    chainloop.analyze()
-    assert sync_json(world, capsys, chainloop.dsn)["mappings"]["created"] == 20_000
+    world = isolated_world
+    synced_history(world, chainloop, capsys, 20_000)
     before = chainloop.table_reads()
 
     # When the sync runs again with nothing new
@@ -428,13 +437,9 @@ def test_a_quiet_run_reads_a_small_fraction_of_cas_mappings_and_nothing_by_seque
 def test_an_incremental_run_brings_new_mappings_with_and_without_a_run(
     isolated_world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world = isolated_world  # tables of their own: no other test's watermark makes this a later run
     # Given a synced history
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
-    chainloop.add_generated_mappings(2_000, [backend], [org], spacing=120.0)
-    chainloop.analyze()
-    sync_json(world, capsys, chainloop.dsn)
+    world = isolated_world
+    org, backend = synced_history(world, chainloop, capsys, 2_000)
 
     # When Chainloop records a mapping of a new run, one of a run started five hours ago (a long
     # pipeline), and one with no run (older data, other writers)
