@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks import plots, report
@@ -176,12 +177,44 @@ def cold_start(app_ms: list[float], reference_ms: list[float], layer_dir: Path) 
 
 
 def test_make_bench_draws_the_cold_start_of_each_process(tmp_path: Path) -> None:
-    # Given three processes per kind and mode
-    cold = cold_start([1500, 1600, 1700], [1000, 1100, 1200], ROOT / "build")
+    # Given four processes per kind and mode (an even count: no median line crosses a dot)
+    cold = cold_start([1500, 1600, 1700, 1800], [1000, 1100, 1200, 1300], ROOT / "build")
     # When the figure is drawn
     written = plots.cold_start(cold, 1.5, tmp_path / "cold-start.png")
-    # Then it is a PNG image
+    # Then it is a PNG image with one dot per process: 4 of the app's and 4 of the reference's in each
+    # of the 2 modes' panels, each in its column's colour
     assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert dots_of_colour(written, "#1f77b4") == 2 * 4
+    assert dots_of_colour(written, "#7f7f7f") == 2 * 4
+
+
+def dots_of_colour(png: Path, colour: str, alpha: float = 0.8, min_pixels: int = 20) -> int:
+    """Separate blobs of pixels drawn in ``colour`` at ``alpha`` over white (pixels within 2 of each
+    other are one blob: a dot's anti-aliased edge breaks its fill into specks); a dot is about 30 pixels,
+    the specks text leaves in a grey are smaller."""
+    from matplotlib import image  # noqa: PLC0415 - the figure's own reader
+
+    pixels: Any = image.imread(str(png))[:, :, :3]  # numpy, typed loosely
+    rgb = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    drawn = [alpha * c + (1 - alpha) for c in rgb]
+    mask = (abs(pixels - drawn) < 0.06).all(axis=2)
+    seen = mask.copy()
+    sizes: list[int] = []
+    height, width = mask.shape
+    for y, x in zip(*mask.nonzero(), strict=True):
+        if not seen[y, x]:
+            continue
+        stack = [(int(y), int(x))]
+        seen[y, x] = False
+        sizes.append(0)
+        while stack:
+            cy, cx = stack.pop()
+            sizes[-1] += 1
+            for ny, nx in ((cy + dy, cx + dx) for dy in range(-2, 3) for dx in range(-2, 3)):
+                if 0 <= ny < height and 0 <= nx < width and seen[ny, nx]:
+                    seen[ny, nx] = False
+                    stack.append((ny, nx))
+    return sum(1 for size in sizes if size >= min_pixels)
 
 
 def test_the_cold_start_section_shows_the_figure_beside_its_table() -> None:

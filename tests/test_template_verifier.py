@@ -82,34 +82,13 @@ def test_every_variable_it_is_given_is_read_by_the_code(verifier: dict[str, Any]
     assert "VERIFIER_FUNCTION_NAME" not in variables  # it never asks itself
 
 
-def test_its_role_grants_exactly_what_it_does(template: dict[str, Any], verifier: dict[str, Any]) -> None:
+def test_it_has_a_role_of_its_own(template: dict[str, Any], verifier: dict[str, Any]) -> None:
     # Given the verifier's own role (not SAM's, which would allow every stream of the account)
     assert verifier["Role"] == {"Fn::GetAtt": ["VerifierFunctionRole", "Arn"]}
     assert "Policies" not in verifier
-    role = template["Resources"]["VerifierFunctionRole"]["Properties"]
-    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
-    grants = {
-        action: [
-            resource
-            for s in statements
-            if action in _as_list(s["Action"])
-            for resource in _as_list(s["Resource"])
-        ]
-        for s in statements
-        for action in _as_list(s["Action"])
-    }
-    # Then: backend rows by org, the records, the secrets, the stream, the queue; nothing else
-    assert grants == {
-        "dynamodb:Query": [{"Fn::Sub": "${BackendsTable.Arn}/index/org_id-index"}],
-        "dynamodb:GetItem": [{"Fn::GetAtt": ["VerificationsTable", "Arn"]}],
-        "dynamodb:PutItem": [{"Fn::GetAtt": ["VerificationsTable", "Arn"]}],
-        "secretsmanager:GetSecretValue": [SECRETS],
-        "dynamodb:DescribeStream": [{"Fn::GetAtt": ["MappingsTable", "StreamArn"]}],
-        "dynamodb:GetRecords": [{"Fn::GetAtt": ["MappingsTable", "StreamArn"]}],
-        "dynamodb:GetShardIterator": [{"Fn::GetAtt": ["MappingsTable", "StreamArn"]}],
-        "sqs:SendMessage": [{"Fn::GetAtt": ["VerifierFailureQueue", "Arn"]}],
-    }
-    assert all(s["Effect"] == "Allow" for s in statements)
+    # Then it is the template's; what it allows is checked against the calls the verifier really
+    # makes (tests/scenarios/test_verifier_roles.py)
+    assert template["Resources"]["VerifierFunctionRole"]["Type"] == "AWS::IAM::Role"
 
 
 def test_the_download_function_may_ask_the_verifier_and_nothing_else_of_lambda(

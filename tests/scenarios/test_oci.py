@@ -82,6 +82,43 @@ def test_body_mode_serves_the_hashed_bytes_of_the_layer_with_the_manifests_title
     assert response.headers["Content-Disposition"].startswith('attachment; filename="release.tgz"')
 
 
+def test_a_title_on_the_layer_too_does_not_displace_the_manifests_title(
+    world: World, service: Service, registry: Registry
+) -> None:
+    # Given Chainloop's image, re-tagged by another writer with a manifest that also titles the layer
+    # differently (the layer's title is only for images without one on the manifest)
+    org, oci, user, digest = oci_world(world, registry, is_default=True)
+    manifest, _config = read_image(registry, user, oci.location, digest)
+    manifest["layers"][0]["annotations"] = {"org.opencontainers.image.title": "layer-title.bin"}
+    registry_put_manifest(registry, user, oci.location, digest, manifest)
+
+    # When the caller asks for the body
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the manifest's title names the file, not the layer's
+    assert response.status == 200
+    assert response.body == DATA
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="release.tgz"')
+
+
+def test_the_layers_title_names_the_file_when_the_manifest_has_none(
+    world: World, service: Service, registry: Registry
+) -> None:
+    # Given an image whose title is on the layer only (another writer's layout)
+    org, oci, user, digest = oci_world(world, registry, is_default=True)
+    manifest, _config = read_image(registry, user, oci.location, digest)
+    del manifest["annotations"]["org.opencontainers.image.title"]
+    manifest["layers"][0]["annotations"] = {"org.opencontainers.image.title": "layer-title.bin"}
+    registry_put_manifest(registry, user, oci.location, digest, manifest)
+
+    # When the caller asks for the body
+    response = service.get(digest, orgs=org, mode="body")
+
+    # Then the layer's title names the file
+    assert response.status == 200
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="layer-title.bin"')
+
+
 def test_what_the_writer_stores_passes_chainloops_describe_and_download_checks(
     registry: Registry,
 ) -> None:
@@ -133,6 +170,24 @@ def registry_get(
     )
     with urllib.request.urlopen(request, timeout=5) as answer:
         return bytes(answer.read())
+
+
+def registry_put_manifest(
+    registry: Registry, user: RegistryUser, location: str, digest: str, manifest: dict[str, Any]
+) -> None:
+    """Tag ``manifest`` as the digest's image (``latest``), as another writer would push it."""
+    repository = parse_location(location).artifact_repository(digest)
+    request = urllib.request.Request(
+        f"{registry.url}/v2/{repository}/manifests/latest",
+        data=json.dumps(manifest).encode(),
+        method="PUT",
+        headers={
+            "Authorization": RegistryCredentials(user.name, user.password).basic(),
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 201
 
 
 def test_a_self_hosted_registry_has_no_direct_url_and_the_next_candidate_serves(

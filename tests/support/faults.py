@@ -39,7 +39,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,7 @@ class FaultServer:
         self._dynamodb_faults: Iterable[str] | None = None
         self._dynamodb_operations: frozenset[str] | None = None
         self._secret_faults: dict[str, SecretFault] = {}
+        self._holds: dict[str, _Hold] = {}
         server = self
 
         class Handler(_FaultHandler):
@@ -156,6 +157,15 @@ class FaultServer:
             self._dynamodb_faults = cycle if times is None else iter([next(cycle) for _ in range(times)])
             self._dynamodb_operations = frozenset(operations) if operations is not None else None
 
+    def hold_dynamodb(self, operation: str, after: int) -> threading.Event:
+        """Forward the first ``after`` requests of ``operation``, then hold every later one unanswered
+        until the server stops: a caller killed while held has had exactly ``after`` of them done. The
+        event is set when the first request is held."""
+        hold = _Hold(after)
+        with self._lock:
+            self._holds[operation] = hold
+        return hold.reached
+
     def secret_fault(self, secret_id: str, fault: SecretFault) -> None:
         """Break reads of one secret (by the exact ``SecretId`` the app sends: name or ARN)."""
         with self._lock:
@@ -167,6 +177,7 @@ class FaultServer:
             self._dynamodb_faults = None
             self._dynamodb_operations = None
             self._secret_faults.clear()
+            self._holds.clear()
             self.seen.clear()
 
     # ------------------------------------------------------------------ observation
@@ -216,6 +227,18 @@ class FaultServer:
                 return None
             return next(iter(self._dynamodb_faults), None)
 
+    def _held(self, operation: str) -> bool:
+        """Whether this request of ``operation`` is one to hold (counted as it arrives)."""
+        with self._lock:
+            hold = self._holds.get(operation)
+            if hold is None:
+                return False
+            hold.arrived += 1
+            if hold.arrived <= hold.after:
+                return False
+        hold.reached.set()
+        return True
+
     def _secret_fault_for(self, secret_id: str | None) -> SecretFault | None:
         with self._lock:
             return self._secret_faults.get(secret_id or "")
@@ -223,6 +246,13 @@ class FaultServer:
     def _wait(self, seconds: float) -> None:
         """Sleep, but wake at once when the server stops."""
         self._stopping.wait(seconds)
+
+
+@dataclass
+class _Hold:
+    after: int  # requests forwarded before the first held one
+    arrived: int = 0
+    reached: threading.Event = field(default_factory=threading.Event)
 
 
 class _FaultHandler(http.server.BaseHTTPRequestHandler):
@@ -353,6 +383,11 @@ class _FaultHandler(http.server.BaseHTTPRequestHandler):
             index = json.loads(body or b"{}").get("IndexName")
         except ValueError:
             index = None
+        if self.owner._held(operation):
+            self.owner._record(Seen("dynamodb", operation, self.path, fault="held", at=time.monotonic()))
+            while not self.owner._stopping.is_set():  # no answer: the caller is killed while it waits
+                self.owner._wait(1.0)
+            return
         code = self.owner._next_dynamodb_fault(operation, index)
         self.owner._record(Seen("dynamodb", operation, self.path, fault=code, at=time.monotonic()))
         if code is None:
