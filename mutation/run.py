@@ -1,6 +1,6 @@
 """``make mutate``: mutation testing with cosmic-ray against the fast unit layer (no servers).
 
-    .local/cosmic-ray/bin/python mutation/run.py proof|logic [--sample FRACTION]
+    .local/cosmic-ray/bin/python mutation/run.py proof|logic|links [--sample FRACTION]
 
 Runs in cosmic-ray's own venv (``make mutate`` creates it). cosmic-ray mutates source files in place,
 one mutant at a time, so it works on a copy of the last commit, one per target
@@ -12,6 +12,8 @@ project venv's pytest).
   ``[select]``): every mutant must be killed.
 * ``logic``: the whole of ``logic/`` (mutation/logic.toml): a score, on a fixed sample when
   ``--sample`` is given (each mutant costs a pytest run).
+* ``links``: Chainloop's link tokens, the ``/download`` route's logic and the verifier's logic
+  (mutation/links.toml), against their unit tests and the scenario tests that drive them on moto.
 
 Mutants outside the selected functions are marked skipped before the run; the report names every
 survivor by file, line, enclosing function and operator. Not part of CI: it takes minutes to hours.
@@ -131,6 +133,7 @@ def select(
 def report(db: WorkDB, selected: dict[str, list[str]]) -> int:
     ranges = {path: function_ranges(ROOT / path) for path in selected}
     outcomes: Counter[str] = Counter()
+    per_module: dict[str, Counter[str]] = {}
     survivors: list[str] = []
     for item, result in db.completed_work_items:
         if result.worker_outcome is WorkerOutcome.SKIPPED:
@@ -140,8 +143,9 @@ def report(db: WorkDB, selected: dict[str, list[str]]) -> int:
             outcomes[str(result.worker_outcome.value)] += 1
             continue
         outcomes[str(result.test_outcome.value)] += 1
+        path = str(Path(mutation.module_path))
+        per_module.setdefault(path, Counter())[str(result.test_outcome.value)] += 1
         if result.test_outcome is TestOutcome.SURVIVED:
-            path = str(Path(mutation.module_path))
             function = enclosing(ranges.get(path, {}), mutation.start_pos[0])
             survivors.append(
                 f"  {path}:{mutation.start_pos[0]} {function}: {mutation.operator_name} #{mutation.occurrence}"
@@ -151,6 +155,12 @@ def report(db: WorkDB, selected: dict[str, list[str]]) -> int:
     print(f"mutants run: {total}; killed: {killed}; survived: {len(survivors)}; other: {dict(outcomes)}")
     if total:
         print(f"score: {100.0 * killed / total:.1f} % killed")
+    for path, counts in sorted(per_module.items()):
+        module_killed = counts[TestOutcome.KILLED.value] + counts[TestOutcome.INCOMPETENT.value]
+        module_total = module_killed + counts[TestOutcome.SURVIVED.value]
+        if module_total:
+            share = 100.0 * module_killed / module_total
+            print(f"  {path}: {module_killed} of {module_total} killed ({share:.1f} %)")
     if survivors:
         print("survivors:")
         print("\n".join(sorted(survivors)))
@@ -172,7 +182,7 @@ def copy_of_last_commit(tree: Path, config_path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", choices=["proof", "logic"])
+    parser.add_argument("target", choices=["proof", "logic", "links"])
     parser.add_argument(
         "--sample", type=float, default=None, help="fraction of the mutants to run (fixed seed)"
     )
