@@ -217,24 +217,8 @@ class ChainloopDatabase:
     def backends(self) -> list[ChainloopBackend]:
         """Every backend row, soft-deleted ones included (there are few: a list is fine)."""
         rows = self._fetch_all(_BACKENDS_SQL, {})
-        return [
-            ChainloopBackend(
-                id=row[0],
-                org_id=row[1],
-                name=row[2],
-                provider=row[3],
-                location=row[4],
-                secret_name=row[5],
-                created_at=row[6],
-                validation_status=row[7],
-                validation_error=row[8],
-                validated_at=row[9],
-                is_default=bool(row[10]),
-                is_fallback=bool(row[11]),
-                deleted_at=row[12],
-            )
-            for row in rows
-        ]
+        # _BACKENDS_SQL selects the dataclass's fields in its order; the flags are PostgreSQL booleans
+        return [ChainloopBackend(*(*row[:10], bool(row[10]), bool(row[11]), row[12])) for row in rows]
 
     def count_mappings(self, since: dt.datetime) -> int:
         sql, params = _mappings_query(since)
@@ -251,15 +235,8 @@ class ChainloopDatabase:
             with connection.cursor(name="cas_download_mappings") as cursor:
                 cursor.itersize = self._itersize
                 cursor.execute(sql + _ORDERED, params)
-                for row in cursor:
-                    yield ChainloopMapping(
-                        id=row[0],
-                        digest=row[1],
-                        created_at=row[2],
-                        backend_id=row[3],
-                        org_id=row[4],
-                        workflow_run_id=row[5],
-                    )
+                for row in cursor:  # the queries select the dataclass's fields in its order
+                    yield ChainloopMapping(*row)
             connection.commit()
         except psycopg.Error as error:
             raise SourceUnavailable(f"reading Chainloop's cas_mappings failed: {_one_line(error)}") from None
