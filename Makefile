@@ -217,6 +217,7 @@ MUTATE_SAMPLE ?= 0.2
 mutate: venv $(COSMIC_RAY)
 	.local/cosmic-ray/bin/python mutation/run.py proof
 	.local/cosmic-ray/bin/python mutation/run.py logic --sample $(MUTATE_SAMPLE)
+	.local/cosmic-ray/bin/python mutation/run.py tokens
 	.local/cosmic-ray/bin/python mutation/run.py links
 
 $(COSMIC_RAY): uv.lock $(UV)

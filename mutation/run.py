@@ -1,6 +1,6 @@
 """``make mutate``: mutation testing with cosmic-ray against the fast unit layer (no servers).
 
-    .local/cosmic-ray/bin/python mutation/run.py proof|logic|links [--sample FRACTION]
+    .local/cosmic-ray/bin/python mutation/run.py proof|logic|tokens|links [--sample FRACTION]
 
 Runs in cosmic-ray's own venv (``make mutate`` creates it). cosmic-ray mutates source files in place,
 one mutant at a time, so it works on a copy of the last commit, one per target
@@ -12,8 +12,9 @@ project venv's pytest).
   ``[select]``): every mutant must be killed.
 * ``logic``: the whole of ``logic/`` (mutation/logic.toml): a score, on a fixed sample when
   ``--sample`` is given (each mutant costs a pytest run).
-* ``links``: Chainloop's link tokens, the ``/download`` route's logic and the verifier's logic
-  (mutation/links.toml), against their unit tests and the scenario tests that drive them on moto.
+* ``tokens``: Chainloop's download-link tokens (mutation/tokens.toml), against their unit tests.
+* ``links``: the ``/download`` route's logic and the verifier's logic (mutation/links.toml), against
+  their unit tests and the scenario tests that drive them on moto.
 
 Mutants outside the selected functions are marked skipped before the run; the report names every
 survivor by file, line, enclosing function and operator. Not part of CI: it takes minutes to hours.
@@ -182,7 +183,7 @@ def copy_of_last_commit(tree: Path, config_path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", choices=["proof", "logic", "links"])
+    parser.add_argument("target", choices=["proof", "logic", "tokens", "links"])
     parser.add_argument(
         "--sample", type=float, default=None, help="fraction of the mutants to run (fixed seed)"
     )
