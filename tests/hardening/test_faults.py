@@ -307,10 +307,7 @@ def test_throttled_mappings_table_is_retried_then_503_with_retry_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a mapped artifact, and DynamoDB throttling every request (both throttling codes in turn)
-    org = world.org()
-    backend = world.backend(org, "only", is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, _backend, digest = world.artifact(DATA, "only")
     monkeypatch.setenv(DYNAMODB_ENDPOINT_VAR, faults.url)
     faults.throttle_dynamodb(times=None, codes=DYNAMODB_THROTTLING_CODES)
 
@@ -337,10 +334,7 @@ def test_throttled_backends_table_is_503_with_retry_after(
     world: World, service: Service, faults: FaultServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a mapped artifact, and DynamoDB throttling every read of the Backends table
-    org = world.org()
-    backend = world.backend(org, "only", is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, _backend, digest = world.artifact(DATA, "only")
     monkeypatch.setenv(DYNAMODB_ENDPOINT_VAR, faults.url)
     faults.throttle_dynamodb(times=None, operations={"Query:org_id-index"})
 
@@ -361,10 +355,7 @@ def test_briefly_throttled_table_is_retried_and_the_request_served(
     world: World, service: Service, faults: FaultServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a mapped artifact, and DynamoDB throttling only the next two requests
-    org = world.org()
-    backend = world.backend(org, "only", is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, _backend, digest = world.artifact(DATA, "only")
     monkeypatch.setenv(DYNAMODB_ENDPOINT_VAR, faults.url)
     faults.throttle_dynamodb(times=2, codes=["ProvisionedThroughputExceededException"])
 

@@ -155,10 +155,7 @@ def test_a_dry_run_lists_what_would_be_proven_and_reads_nothing(
     world: World, stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given an org's unproven mapping
-    org = world.org()
-    backend = world.backend(org, "chainloop-s3", is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, backend, digest = world.artifact(DATA, "chainloop-s3")
 
     # When cas-admin verify runs dry (no Verifications table is needed)
     code, out, _ = verify(world, capsys, "--org", org, "--dry-run", "--json")

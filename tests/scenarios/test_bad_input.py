@@ -41,10 +41,7 @@ def assert_json_error(response: HttpResult, status: int, code: str) -> None:
 @pytest.fixture
 def stored(world: World) -> tuple[str, str]:
     """An org and the hex of a digest its default backend holds."""
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, _backend, digest = world.artifact(DATA)
     return org, digest.removeprefix("sha256:")
 
 

@@ -46,9 +46,7 @@ def test_a_link_redirects_to_its_backends_verified_url_without_any_mapping(
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:
     # Given an artifact in the org's backend, and no mapping yet (the sync lags the upload)
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA, filename="sbom.json")
+    _org, backend, digest = world.artifact(DATA, filename="sbom.json", mapped=False)
     # When the link Chainloop hands out for it is followed
     response = follow(links, lambda_context, digest, token_for(backend))
     # Then it redirects to that backend's presigned URL, as an attachment, and the URL serves the bytes
@@ -90,9 +88,7 @@ def test_the_tokens_backend_comes_before_the_orgs_default(
 
 
 def test_head_answers_like_get(world: World, links: Service, lambda_context: FakeLambdaContext) -> None:
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA, filename="a.txt")
+    _org, backend, digest = world.artifact(DATA, filename="a.txt", mapped=False)
     get = follow(links, lambda_context, digest, token_for(backend))
     head = follow(links, lambda_context, digest, token_for(backend), method="HEAD")
     assert head.status == get.status == 307
@@ -106,9 +102,7 @@ def test_the_filename_query_overrides_the_stored_name_and_cannot_break_a_header(
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:
     # Given an artifact stored as "stored.txt"
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA, filename="stored.txt")
+    _org, backend, digest = world.artifact(DATA, filename="stored.txt", mapped=False)
     # When the link asks for a name with CR, LF, quotes and a path
     hostile = '../evil"\r\nSet-Cookie: x=1; "résumé".txt'
     response = follow(links, lambda_context, digest, token_for(backend), query={"filename": hostile})
@@ -129,9 +123,7 @@ def test_a_filename_of_look_alike_dots_and_slashes_stays_one_name_in_the_header_
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:
     # Given an artifact, and a link asking for two-dot leaders and fullwidth solidi around ".bashrc"
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA, filename="stored.txt")
+    _org, backend, digest = world.artifact(DATA, filename="stored.txt", mapped=False)
     look_alike = "\u2025\uff0f\u2025\uff0f.bashrc"
 
     # When the link is followed
@@ -146,9 +138,7 @@ def test_a_filename_of_look_alike_dots_and_slashes_stays_one_name_in_the_header_
 def test_a_token_in_the_authorization_header_is_accepted(
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
+    _org, backend, digest = world.artifact(DATA, mapped=False)
     response = follow(
         links, lambda_context, digest, None, headers={"Authorization": f"Bearer {token_for(backend)}"}
     )
@@ -158,9 +148,7 @@ def test_a_token_in_the_authorization_header_is_accepted(
 def test_no_token_is_401_naming_the_rule(
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
+    _org, _backend, digest = world.artifact(DATA, mapped=False)
     response = follow(links, lambda_context, digest, None)
     assert response.status == 401
     assert response.error_code == "unauthenticated"
@@ -170,9 +158,7 @@ def test_no_token_is_401_naming_the_rule(
 def test_an_expired_token_is_401_and_its_message_never_echoes_the_token(
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
+    _org, backend, digest = world.artifact(DATA, mapped=False)
     token = token_for(backend, now=1_700_000_000)
     response = follow(links, lambda_context, digest, token)
     assert (response.status, response.error_code) == (401, "unauthenticated")
@@ -183,9 +169,7 @@ def test_an_expired_token_is_401_and_its_message_never_echoes_the_token(
 def test_without_configured_keys_the_route_is_404(
     world: World, service: Service, lambda_context: FakeLambdaContext
 ) -> None:
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
+    _org, backend, digest = world.artifact(DATA, mapped=False)
     service.configure()
     response = follow(service, lambda_context, digest, token_for(backend))
     assert (response.status, response.error_code) == (404, "not_found")
@@ -267,9 +251,7 @@ def test_a_link_of_a_suspended_org_is_403_without_a_secret_or_storage_call(
     world: World, links: Service, call_recorder: CallRecorder, lambda_context: FakeLambdaContext
 ) -> None:
     # Given an org's artifact, and the org suspended in Chainloop (the sync flagged its rows)
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
+    _org, backend, digest = world.artifact(DATA, mapped=False)
     world.update_backend(backend, org_suspended=True)
     call_recorder.clear()
     # When a link Chainloop minted for it is followed
@@ -288,9 +270,7 @@ def test_the_log_line_and_metrics_name_the_route_and_never_the_token(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a link
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
+    org, backend, digest = world.artifact(DATA, mapped=False)
     token = token_for(backend)
     caplog.set_level(logging.DEBUG)
     capsys.readouterr()
@@ -362,9 +342,7 @@ def test_a_registry_link_prefers_another_backends_url_to_a_body(
 
 def test_a_link_with_the_artifacts_etag_answers_304(world: World, links: Service) -> None:
     # Given a link to an artifact the browser already holds (its ETag)
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
+    _org, backend, digest = world.artifact(DATA, mapped=False)
     first = follow(links, FakeLambdaContext(), digest, token_for(backend))
     # When it is followed again with If-None-Match
     again = follow(

@@ -230,10 +230,7 @@ def test_a_right_key_id_with_a_wrong_secret_key_is_credentials_invalid_until_the
 ) -> None:
     # Given a backend whose secret holds its real key id with a wrong secret key (S3 answers
     # SignatureDoesNotMatch), and a container that does not defer failed backends
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, backend, digest = world.artifact(DATA)
     world.set_secret(backend, {"AccessKeyID": "{access_key_id}", "SecretAccessKey": "wrong" * 8})
     service.configure(FAILURE_MEMORY_SECONDS=0)
 

@@ -205,10 +205,7 @@ def run_story(world: World, service: Service, logs: LogCapture) -> Story:
     story.remember(malformed, temporary, default)
 
     # rotation in place: new keys in the same secret, the old key deleted
-    org = world.org()
-    in_place = world.backend(org, "in-place", is_default=True)
-    digest = world.put(in_place, DATA)
-    world.map(digest, org, in_place)
+    org, in_place, digest = world.artifact(DATA, "in-place")
     story.remember(in_place)
     before = logs.get(service, "before rotation in place", digest, org)
     assert before.status == 307

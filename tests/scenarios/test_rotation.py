@@ -12,10 +12,7 @@ def test_healthy_mapped_backend_redirects_to_a_sigv4_url_signed_with_its_own_key
     world: World, service: Service
 ) -> None:
     # Given an artifact mapped to a healthy backend
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA, filename="release.tgz")
-    world.map(digest, org, backend)
+    org, backend, digest = world.artifact(DATA, filename="release.tgz")
 
     # When the caller asks for it
     response = service.get(digest, orgs=org)
@@ -57,10 +54,7 @@ def test_rotation_in_place_rereads_the_secret_once_before_giving_the_backend_up(
     world: World, service: Service, call_recorder
 ) -> None:
     # Given a backend whose credentials the service has cached
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, backend, digest = world.artifact(DATA)
     assert service.get(digest, orgs=org).status == 307
 
     # When the control plane writes new keys into the same secret and deletes the old key

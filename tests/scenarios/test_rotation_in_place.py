@@ -38,10 +38,7 @@ def test_s3_keys_rotated_in_the_same_secret_serve_through_the_same_backend(
     world: World, service: Service, call_recorder: CallRecorder
 ) -> None:
     # Given an S3 backend whose Chainloop object the service served, its key now cached
-    org = world.org()
-    backend = world.backend(org, "s3", is_default=True)
-    digest = world.put(backend, DATA, filename="release.tgz")
-    world.map(digest, org, backend)
+    org, backend, digest = world.artifact(DATA, "s3", filename="release.tgz")
     assert service.get(digest, orgs=org).status == 307
 
     # When Chainloop writes a new key into the same secret and the old key is deleted in IAM

@@ -59,10 +59,7 @@ def botocore_clients(app: App) -> list[Any]:
 
 
 def a_served_artifact(world: World, service: Service) -> tuple[str, Any, str]:
-    org = world.org()
-    backend = world.backend(org, is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, backend, digest = world.artifact(DATA)
     return org, backend, digest
 
 

@@ -40,9 +40,7 @@ def stack(world: World, verifications_table: str, lambda_context: FakeLambdaCont
 
 def chainloop_object(world: World, data: bytes = DATA) -> tuple[str, BackendRef, str]:
     """An org whose default backend holds ``data`` as Chainloop writes it (no SHA-256 checksum), mapped."""
-    org = world.org()
-    backend = world.backend(org, "chainloop-s3", is_default=True)
-    digest = world.put(backend, data)
+    org, backend, digest = world.artifact(data, "chainloop-s3", mapped=False)
     assert "ChecksumSHA256" not in world.head(backend, digest)  # the precondition: only hashing proves it
     world.map(digest, org, backend)
     return org, backend, digest

@@ -42,10 +42,7 @@ def test_the_stream_verifiers_role_allows_each_call_it_makes_and_only_those(
     world: World, stack: Stack
 ) -> None:
     # Given a new mapping of an object as Chainloop writes it, on the stream
-    org = world.org()
-    backend = world.backend(org, "chainloop-s3", is_default=True)
-    digest = world.put(backend, DATA)
-    world.map(digest, org, backend)
+    org, backend, digest = world.artifact(DATA, "chainloop-s3")
 
     # When the verifier proves it
     assert stack.verify(stream_event(mapping_image(digest, org, backend.id))) == {"batchItemFailures": []}
@@ -66,10 +63,7 @@ def test_the_stream_verifiers_role_allows_each_call_it_makes_and_only_those(
 def test_the_ask_verifiers_role_allows_each_call_it_makes_and_only_those(world: World, stack: Stack) -> None:
     # Given a request over what it may hash, which asked the verifier
     data = b"x" * (3 * 1024 * 1024)
-    org = world.org()
-    backend = world.backend(org, "chainloop-s3", is_default=True)
-    digest = world.put(backend, data)
-    world.map(digest, org, backend)
+    org, backend, digest = world.artifact(data, "chainloop-s3")
     stack.configure_download(MAX_HASH_BYTES=1024 * 1024, VERIFY_BYTES_PER_SECOND=1024 * 1024)
     assert stack.get(digest, org).status == 503
     [payload] = stack.queue.payloads

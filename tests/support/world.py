@@ -23,7 +23,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import boto3
 from botocore.config import Config
@@ -73,6 +73,14 @@ def iso(moment: dt.datetime) -> str:
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}{next(_counter)}"
+
+
+class Artifact(NamedTuple):
+    """What most scenarios start from: an org, its default backend, and the digest stored there."""
+
+    org: str
+    backend: BackendRef
+    digest: str
 
 
 @dataclass
@@ -461,6 +469,18 @@ class World:
             metadata=metadata,
         )
         return digest
+
+    def artifact(
+        self, data: bytes, name: str | None = None, *, filename: str | None = None, mapped: bool = True
+    ) -> Artifact:
+        """A new org whose default backend (``name``) holds ``data`` as Chainloop writes it, mapped
+        there unless told not (a Chainloop link names its backend itself)."""
+        org = self.org()
+        backend = self.backend(org, name, is_default=True)
+        digest = self.put(backend, data, filename=filename)
+        if mapped:
+            self.map(digest, org, backend)
+        return Artifact(org, backend, digest)
 
     def put_corrupt(
         self,
