@@ -3,6 +3,7 @@ way Chainloop's control plane mints it (cas_admin.chainloop_link.mint_token), or
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -224,3 +225,73 @@ def test_a_valid_header_over_claims_with_a_non_ascii_character_is_refused_not_a_
 
     # Then it is refused as no JWT (it once reached the signature check and raised UnicodeEncodeError)
     assert refused(f"{header}.{claims}\u00e9.{signature}") == "the token is not a JWT"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the edges of each rule (mutation testing: make mutate's tokens target)
+
+
+def test_the_leeway_past_exp_is_thirty_seconds_exactly() -> None:
+    # Given a token minted at NOW (exp NOW + 30): accepted 59 s later, expired at 60 s (30 + 30)
+    assert verifier(now=NOW + 59).verify(valid()).org_id == ORG
+    assert refused(valid(), check=verifier(now=NOW + 60)) == "the token has expired"
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_a_time_claim_in_the_future_is_accepted_up_to_the_leeway(claim: str) -> None:
+    # Given tokens whose nbf or iat is 30 s (the leeway) and 31 s after the verifier's clock
+    at_leeway = valid(extra_claims={claim: int(NOW) + 30})
+    past_leeway = valid(extra_claims={claim: int(NOW) + 31})
+
+    # Then the first is valid, the second not yet
+    assert verifier().verify(at_leeway).org_id == ORG
+    assert refused(past_leeway) == "the token is not valid yet (nbf or iat in the future)"
+
+
+def test_a_token_of_the_longest_length_is_read_and_one_character_more_is_not() -> None:
+    # Given valid tokens padded by an extra claim to exactly 8,192 characters and to 8,193
+    tokens = {len(t): t for t in (valid(extra_claims={"pad": "x" * n}) for n in range(5_650, 5_750))}
+    assert 8_192 in tokens
+    assert 8_193 in tokens
+
+    # Then the longest a token may be is read; one more character is no token at all
+    assert verifier().verify(tokens[8_192]).org_id == ORG
+    assert refused(tokens[8_193]) == "the token is not a JWT"
+
+
+def test_a_segment_of_impossible_base64_length_is_no_jwt() -> None:
+    # Given a real token whose header segment has one character too many for any base64 (4n + 1)
+    header, claims, signature = valid().split(".")
+    longer = header + "A" * ((1 - len(header)) % 4 or 4)
+    assert len(longer) % 4 == 1
+
+    # Then it is refused as no JWT (the decoder's own error, never a server error)
+    assert refused(f"{longer}.{claims}.{signature}") == "the token is not a JWT"
+
+
+def test_a_grant_cannot_be_changed_once_made() -> None:
+    grant = verifier().verify(valid())
+    with pytest.raises(AttributeError):
+        grant.org_id = "another-org"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("change", ["one byte short", "one byte more"])
+def test_a_p521_key_of_the_wrong_length_is_a_configuration_error(change: str) -> None:
+    der = base64.b64decode("".join(KEY.public_pem.strip().splitlines()[1:-1]))
+    altered = der[:-1] if change == "one byte short" else der + b"\x00"
+    pem = "-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(altered).decode() + "\n-----END PUBLIC KEY-----"
+    with pytest.raises(ConfigError, match="every key must be an EC P-521 public key"):
+        LinkTokenVerifier((pem,), None)
+
+
+def test_a_p521_key_whose_point_is_not_on_the_curve_is_a_configuration_error() -> None:
+    # Given the SubjectPublicKeyInfo of a P-521 key whose point's y coordinate is changed
+    der = bytearray(base64.b64decode("".join(KEY.public_pem.strip().splitlines()[1:-1])))
+    der[-1] ^= 0x01
+    pem = (
+        "-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(bytes(der)).decode() + "\n-----END PUBLIC KEY-----"
+    )
+
+    # Then the key is refused at configuration: no token could ever be checked against it
+    with pytest.raises(ConfigError, match="a key cannot be read"):
+        LinkTokenVerifier((pem,), None)
