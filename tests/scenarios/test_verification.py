@@ -162,11 +162,7 @@ def test_corrupt_object_without_checksum_is_never_redirected_to(
     world: World, service: Service, call_recorder: CallRecorder
 ) -> None:
     # Given the only object under the digest's key holds other bytes, with no checksum to betray them
-    org = world.org()
-    backend = world.backend(org, "corrupt", is_default=True)
-    digest = sha256_digest(DATA)
-    world.put_corrupt(backend, digest, CORRUPT, checksum=False)
-    world.map(digest, org, backend)
+    org, _backend, digest = world.tampered_artifact(DATA, CORRUPT, "corrupt")
 
     # When the caller asks for a redirect
     response = service.get(digest, orgs=org)
@@ -238,11 +234,7 @@ def test_body_mode_never_returns_corrupt_bytes(
     world: World, service: Service, call_recorder: CallRecorder
 ) -> None:
     # Given the only object under the digest's key holds other bytes, with no checksum
-    org = world.org()
-    backend = world.backend(org, "corrupt", is_default=True)
-    digest = sha256_digest(DATA)
-    world.put_corrupt(backend, digest, CORRUPT, checksum=False)
-    world.map(digest, org, backend)
+    org, _backend, digest = world.tampered_artifact(DATA, CORRUPT, "corrupt")
 
     # When the caller asks for the body
     response = service.get(digest, orgs=org, mode="body")

@@ -190,11 +190,7 @@ def test_bytes_that_fail_the_proof_are_never_recorded_as_proven_and_are_remember
     world: World, stack: Stack, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a mapping whose stored bytes (Chainloop's layout) do not hash to its digest
-    org = world.org()
-    backend = world.backend(org, "tampered", is_default=True)
-    digest = sha256_digest(DATA)
-    world.put_corrupt(backend, digest, CORRUPT)
-    world.map(digest, org, backend)
+    org, backend, digest = world.tampered_artifact(DATA, CORRUPT, "tampered")
     capsys.readouterr()
 
     # When the verifier runs on its stream record
@@ -221,11 +217,7 @@ def test_bytes_that_fail_the_proof_are_never_recorded_as_proven_and_are_remember
 
 def test_a_new_upload_under_the_same_name_is_proven_again(world: World, stack: Stack) -> None:
     # Given a failed proof remembered for a tampered object
-    org = world.org()
-    backend = world.backend(org, "repaired", is_default=True)
-    digest = sha256_digest(DATA)
-    world.put_corrupt(backend, digest, CORRUPT)
-    world.map(digest, org, backend)
+    org, backend, digest = world.tampered_artifact(DATA, CORRUPT, "repaired")
     stack.verify(stream_event(mapping_image(digest, org, backend.id)))
 
     # When the right bytes are uploaded again under the same key (a new ETag)
@@ -288,11 +280,7 @@ def test_a_large_object_is_read_by_parallel_ranged_gets_feeding_one_hash(world: 
 def test_a_large_object_whose_ranges_hash_elsewhere_is_refused(world: World, stack: Stack) -> None:
     # Given 20 MiB of bytes stored under another digest's key
     data = bytes(range(256)) * (20 * 4096)
-    org = world.org()
-    backend = world.backend(org, "big-tampered", is_default=True)
-    digest = sha256_digest(DATA)
-    world.put_corrupt(backend, digest, data)
-    world.map(digest, org, backend)
+    org, backend, digest = world.tampered_artifact(DATA, data, "big-tampered")
     stack.configure_verifier(VERIFY_READ_CONCURRENCY=4)
 
     # When the verifier reads it in ranges

@@ -482,6 +482,18 @@ class World:
             self.map(digest, org, backend)
         return Artifact(org, backend, digest)
 
+    def tampered_artifact(
+        self, data: bytes, stored: bytes, name: str | None = None, *, checksum: bool = False
+    ) -> Artifact:
+        """A new org whose default backend (``name``) holds other bytes, ``stored``, under ``data``'s
+        digest, mapped there: what a proof must refuse (``put_corrupt``)."""
+        org = self.org()
+        backend = self.backend(org, name, is_default=True)
+        digest = sha256_digest(data)
+        self.put_corrupt(backend, digest, stored, checksum=checksum)
+        self.map(digest, org, backend)
+        return Artifact(org, backend, digest)
+
     def put_corrupt(
         self,
         target: BackendRef | str,
