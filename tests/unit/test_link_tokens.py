@@ -295,3 +295,65 @@ def test_a_p521_key_whose_point_is_not_on_the_curve_is_a_configuration_error() -
     # Then the key is refused at configuration: no token could ever be checked against it
     with pytest.raises(ConfigError, match="a key cannot be read"):
         LinkTokenVerifier((pem,), None)
+
+
+def signed(claims: dict[str, object]) -> str:
+    """Claims Chainloop never mints, signed with its key (PyJWT, as the control plane signs)."""
+    key = serialization.load_pem_private_key(KEY.private_pem, password=None)
+    return jwt.encode(claims, key, algorithm="ES512")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("claim", ["exp", "aud"])
+@pytest.mark.parametrize("state", ["absent", "null"])
+def test_a_token_without_exp_or_aud_is_refused_naming_it(claim: str, state: str) -> None:
+    claims = claims_of(valid())
+    if state == "absent":
+        del claims[claim]
+    else:
+        claims[claim] = None
+    assert refused(signed(claims)) == f"the token has no {claim} claim"
+
+
+@pytest.mark.parametrize("issuer", ["a.attacker", "zz.attacker"])
+def test_the_issuer_pin_refuses_issuers_on_either_side_of_it(issuer: str) -> None:
+    # (an ordering comparison in place of the equality would let one side through)
+    assert refused(valid(issuer=issuer), check=verifier(issuer="cp.chainloop")) == (
+        "the token's issuer is not the configured one"
+    )
+
+
+@pytest.mark.parametrize("role", ["admin", "uploader", "downloaders"])
+def test_only_the_downloader_role_is_granted(role: str) -> None:
+    assert refused(valid(role=role)) == "the token's role is not downloader"
+
+
+def test_the_lifetime_cap_defaults_to_an_hour() -> None:
+    default = LinkTokenVerifier((KEY.public_pem,), None, clock=lambda: NOW)
+    assert default.verify(valid(expires_in=3600)).org_id == ORG
+    assert refused(valid(expires_in=3601), check=default) == (
+        "the token lives longer than 3600 s (CHAINLOOP_LINK_MAX_LIFETIME_SECONDS)"
+    )
+
+
+def test_a_key_whose_base64_holds_a_foreign_character_is_a_configuration_error() -> None:
+    lines = KEY.public_pem.strip().splitlines()
+    lines[1] = lines[1][:10] + "!" + lines[1][10:]
+    with pytest.raises(ConfigError, match="a key cannot be read"):
+        LinkTokenVerifier(("\n".join(lines),), None)
+
+
+def test_a_key_of_p521_length_naming_another_curve_is_a_configuration_error() -> None:
+    # Given a P-521 SubjectPublicKeyInfo whose curve OID's last byte is changed (secp521r1 -> another)
+    der = bytearray(base64.b64decode("".join(KEY.public_pem.strip().splitlines()[1:-1])))
+    oid_end = bytes(der).index(bytes.fromhex("2b81040023")) + 4
+    der[oid_end] ^= 0x01
+    pem = (
+        "-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(bytes(der)).decode() + "\n-----END PUBLIC KEY-----"
+    )
+    with pytest.raises(ConfigError, match="every key must be an EC P-521 public key"):
+        LinkTokenVerifier((pem,), None)
+
+
+@pytest.mark.parametrize("dots", ["a.b", "a.b.c.d"])
+def test_a_token_of_other_than_three_segments_is_no_jwt(dots: str) -> None:
+    assert refused(dots) == "the token is not a JWT"
