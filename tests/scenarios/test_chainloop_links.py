@@ -11,8 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.scenarios.conftest import HttpResult, Service, assert_redirected_by
+from tests.scenarios.test_deadline import download_log_line, service_log  # noqa: F401 - a fixture
 from tests.scenarios.test_oci import DATA as OCI_DATA
-from tests.scenarios.test_oci import oci_world
+from tests.scenarios.test_oci import oci_world, push
 from tests.support.calls import CallRecorder
 from tests.support.chainloop_links import control_plane_keys, link_event
 from tests.support.events import FakeLambdaContext
@@ -205,6 +206,9 @@ def test_an_older_token_whose_secret_no_live_backend_holds_is_401(
     token = KEY.mint(backend="AWS-S3", secret_id="chainloop/nobody/nothing", org_id=None)
     response = follow(links, lambda_context, "sha256:" + "0" * 64, token)
     assert (response.status, response.error_code) == (401, "unauthenticated")
+    assert response.json["error"]["message"] == (
+        "the token names no org-id, and no backend hold its secret-id"
+    )
 
 
 def test_another_orgs_token_never_reaches_this_orgs_bytes(
@@ -313,7 +317,11 @@ def test_a_registry_links_body_takes_the_filename_of_the_query(
 
 
 def test_a_body_served_by_another_backend_than_the_tokens_is_a_fallback(
-    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
+    world: World,
+    links: Service,
+    lambda_context: FakeLambdaContext,
+    registry: Registry,
+    service_log: pytest.CaptureFixture[str],  # noqa: F811 - the fixture imported above
 ) -> None:
     # Given the token's S3 backend whose key was revoked, and the org's default, a self-hosted
     # registry holding the same bytes (no credential-free URL: it answers with the body)
@@ -323,9 +331,35 @@ def test_a_body_served_by_another_backend_than_the_tokens_is_a_fallback(
     world.revoke(old)
     # When the old backend's link is followed
     response = follow(links, lambda_context, digest, token_for(old))
-    # Then the registry's verified body answers it, flagged a fallback
+    # Then the registry's verified body answers it, flagged a fallback; only the registry, which has
+    # no credential-free URL, was asked again for the body
     assert response.status == 200
     assert response.body == OCI_DATA
+    assert response.headers["X-Cas-Fallback"] == "true"
+    attempts = download_log_line(service_log.readouterr().out)["attempts"]
+    assert [(a["backend_name"], a["reason"]) for a in attempts] == [
+        ("s3-old", "credentials_invalid"),
+        ("registry", "no_direct_url"),
+    ]
+
+
+def test_a_body_answering_a_token_whose_backend_is_not_synced_yet_is_a_fallback(
+    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
+) -> None:
+    # Given an org whose default is a self-hosted registry holding the bytes (no mapping yet), and a
+    # token for a backend of the org that has no row yet (the sync has copied neither)
+    org, user, location = world.org(), registry.new_user(), registry.location()
+    world.oci_backend(org, "registry", location, user, is_default=True)
+    digest = push(registry, location, user, OCI_DATA)
+    token = KEY.mint(backend="AWS-S3", secret_id=f"chainloop/{org}/not-synced-yet", org_id=org)
+
+    # When the link is followed
+    response = follow(links, lambda_context, digest, token)
+
+    # Then the default's verified body answers it, a fallback from the token's backend
+    assert response.status == 200
+    assert response.body == OCI_DATA
+    assert response.headers["X-Cas-Backend"] == "registry"
     assert response.headers["X-Cas-Fallback"] == "true"
 
 
@@ -355,6 +389,19 @@ def test_a_link_with_the_artifacts_etag_answers_304(world: World, links: Service
     # Then 304, no body
     assert (first.status, again.status) == (307, 304)
     assert again.headers["ETag"] == first.headers["ETag"]
+
+
+@pytest.mark.parametrize("etag", ['"0123456789abcdef0123456789abcdef"', 'W/"another"'])
+def test_a_link_with_another_etag_is_served_not_304(world: World, links: Service, etag: str) -> None:
+    # Given a link to an artifact, and a browser holding some other ETag
+    _org, backend, digest = world.artifact(DATA, mapped=False)
+
+    # When the link is followed with If-None-Match naming that other ETag
+    response = follow(links, FakeLambdaContext(), digest, token_for(backend), headers={"If-None-Match": etag})
+
+    # Then the artifact is served as without it
+    assert_redirected_by(response, backend, fallback=False)
+    assert response.headers["ETag"] != etag
 
 
 def test_a_token_naming_another_provider_than_its_secrets_backend_is_not_that_backends_token(
