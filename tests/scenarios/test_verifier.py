@@ -92,7 +92,9 @@ def test_a_new_mapping_is_proven_by_the_verifier_and_its_first_request_reads_no_
     assert world.fetch_presigned(first.headers["Location"]).body == DATA
 
 
-def test_the_same_mapping_twice_is_proven_once(world: World, stack: Stack) -> None:
+def test_the_same_mapping_twice_is_proven_once(
+    world: World, stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Given a Chainloop object whose mapping arrives twice (in one batch, then again in a later one)
     org, backend, digest = chainloop_object(world)
     image = mapping_image(digest, org, backend.id)
@@ -101,9 +103,12 @@ def test_the_same_mapping_twice_is_proven_once(world: World, stack: Stack) -> No
     assert stack.verify(stream_event(image, image)) == {"batchItemFailures": []}
     assert stack.verify(stream_event(image)) == {"batchItemFailures": []}
 
-    # Then the bytes were read once: the later proofs cost a describe each and no read
+    # Then the bytes were read once: the later proofs cost a describe each and no read, and are
+    # counted as already proven
     assert stack.verifier_calls.count("s3", "GetObject") == 1
     assert stack.verifier_calls.count("s3", "HeadObject") == 3
+    out = capsys.readouterr().out
+    assert (emitted(out, "VerificationsProven"), emitted(out, "VerificationsAlreadyProven")) == (1, 2)
 
 
 def test_a_new_container_finds_the_record_and_reads_no_byte(world: World, stack: Stack) -> None:
