@@ -357,3 +357,8 @@ def test_a_key_of_p521_length_naming_another_curve_is_a_configuration_error() ->
 @pytest.mark.parametrize("dots", ["a.b", "a.b.c.d"])
 def test_a_token_of_other_than_three_segments_is_no_jwt(dots: str) -> None:
     assert refused(dots) == "the token is not a JWT"
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_a_time_claim_in_the_past_is_accepted(claim: str) -> None:
+    assert verifier().verify(valid(extra_claims={claim: int(NOW) - 10})).org_id == ORG
