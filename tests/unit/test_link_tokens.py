@@ -362,3 +362,11 @@ def test_a_token_of_other_than_three_segments_is_no_jwt(dots: str) -> None:
 @pytest.mark.parametrize("claim", ["nbf", "iat"])
 def test_a_time_claim_in_the_past_is_accepted(claim: str) -> None:
     assert verifier().verify(valid(extra_claims={claim: int(NOW) - 10})).org_id == ORG
+
+
+def test_a_signature_segment_that_is_no_base64url_is_refused() -> None:
+    header, claims, _signature = valid().split(".")
+    assert (
+        refused(f"{header}.{claims}.not*base64")
+        == "the token's signature matches none of the configured keys"
+    )
