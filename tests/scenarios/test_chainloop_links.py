@@ -363,6 +363,21 @@ def test_a_body_answering_a_token_whose_backend_is_not_synced_yet_is_a_fallback(
     assert response.headers["X-Cas-Fallback"] == "true"
 
 
+def test_a_registry_link_over_the_body_limit_is_too_large_for_a_body(
+    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
+) -> None:
+    # Given the token's backend is a self-hosted registry (its answer is the body), and a body limit
+    # one byte under the artifact
+    _org, oci, _user, digest = oci_world(world, registry, is_default=True)
+    links.configure(CHAINLOOP_CAS_PUBLIC_KEYS=KEY.public_pem, MAX_BODY_BYTES=len(OCI_DATA) - 1)
+
+    # When its link is followed
+    response = follow(links, lambda_context, digest, token_for(oci))
+
+    # Then 413 too_large_for_body (the registry holds it, the body cannot carry it): no other error
+    assert (response.status, response.error_code) == (413, "too_large_for_body")
+
+
 def test_a_registry_link_prefers_another_backends_url_to_a_body(
     world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
 ) -> None:
