@@ -419,6 +419,42 @@ def test_a_link_with_another_etag_is_served_not_304(world: World, links: Service
     assert response.headers["ETag"] != etag
 
 
+def test_only_the_backend_holding_the_tokens_secret_is_the_tokens(world: World, links: Service) -> None:
+    # Given two backends of one org, neither its default: the one whose secret name sorts first holds
+    # the bytes, the token names the other's secret
+    org = world.org()
+    holder, token_backend = sorted(
+        (world.backend(org, "first"), world.backend(org, "second")), key=lambda b: b.secret_name
+    )
+    digest = world.put(holder, DATA)
+
+    # When the link is followed
+    response = follow(links, FakeLambdaContext(), digest, token_for(token_backend))
+
+    # Then only the token's backend is tried (a secret that merely sorts near it is another backend's)
+    assert (response.status, response.error_code) == (404, "content_missing")
+    assert response.attempts == [(token_backend.name, "not_found")]
+
+
+def test_a_token_naming_s3_with_a_registrys_secret_is_not_that_registrys_token(
+    world: World, links: Service, registry: Registry
+) -> None:
+    # Given an org whose S3 default lacks the bytes, and its registry backend holding them
+    org, user, location = world.org(), registry.new_user(), registry.location()
+    default = world.backend(org, "s3-default", is_default=True)
+    oci = world.oci_backend(org, "registry", location, user)
+    digest = push(registry, location, user, OCI_DATA)
+
+    # When a token names the registry's secret but the S3 provider
+    response = follow(
+        links, FakeLambdaContext(), digest, KEY.mint(backend="AWS-S3", secret_id=oci.secret_name, org_id=org)
+    )
+
+    # Then the registry is not the token's backend: only the default is tried, and lacks them
+    assert (response.status, response.error_code) == (404, "content_missing")
+    assert response.attempts == [(default.name, "not_found")]
+
+
 def test_a_token_naming_another_provider_than_its_secrets_backend_is_not_that_backends_token(
     world: World, links: Service
 ) -> None:
