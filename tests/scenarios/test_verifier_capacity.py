@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.scenarios.test_verifier import CORRUPT, DATA, chainloop_object
+from tests.scenarios.test_verifier import CORRUPT, DATA, chainloop_object, log_lines
 from tests.support.events import FakeLambdaContext
 from tests.support.faults import FaultServer, S3Fault
 from tests.support.hostile_registry import HostileRegistry
@@ -127,7 +127,7 @@ def test_an_ask_nobody_settles_lapses_after_lambdas_event_age_and_the_verifiers_
 
 
 def test_an_object_the_verifier_could_not_prove_is_not_asked_again_within_the_hour(
-    world: World, stack: Stack, aws_servers: AwsServers
+    world: World, stack: Stack, aws_servers: AwsServers, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given an unproven object whose storage resets the connection half way through its body
     org = world.org()
@@ -141,8 +141,10 @@ def test_an_object_the_verifier_could_not_prove_is_not_asked_again_within_the_ho
         # When the verifier runs on the ask and cannot hash the object
         response = stack.verify(stack.queue.payloads[0])
 
-        # Then Lambda is not asked to retry it (a request's ask is never retried)
+        # Then Lambda is not asked to retry it (a request's ask is never retried), and the ask is settled
         assert response == {"batchItemFailures": []}
+        [deferred] = log_lines(caplog, "asked mapping not proven: not asked again within the hour")
+        assert deferred["settled"] is True
 
         # When a new container is asked for it within the hour
         stack.clock.advance(3600 - 5)

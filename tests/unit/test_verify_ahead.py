@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from cas_download.data.verifier_invocations import VerifierInvocations, mapping_event
-from cas_download.domain import AttemptFailed, AttemptReason, Backend, Mapping
+from cas_download.domain import Attempt, AttemptFailed, AttemptReason, Backend, Mapping
 from cas_download.errors import ServiceUnavailable, VerificationPending
 from cas_download.handlers.responses import error_response
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.verification import DigestMismatch, hash_chunks, ranged_chunks
-from cas_download.logic.verifier import NotAMapping, mapping_from_image, settle_ask
+from cas_download.logic.verifier import NotAMapping, Outcome, Verification, mapping_from_image, settle_ask
 
 DATA = bytes(range(256)) * 1000  # 256,000 bytes
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
@@ -122,6 +122,12 @@ def test_an_image_names_its_mapping_with_its_creation_time() -> None:
     image = {"digest": DIGEST, "org_backend": f"org-1#{BACKEND.id}", "created_at": "2026-12-07T10:00:00Z"}
     assert mapping_from_image(image) == Mapping(DIGEST, "org-1", BACKEND.id, "2026-12-07T10:00:00Z")
     assert mapping_from_image({**image, "created_at": None}).created_at == ""
+
+
+def test_a_verification_names_the_reasons_of_its_attempts() -> None:
+    failed = [Attempt(BACKEND, AttemptReason.NOT_FOUND), Attempt(BACKEND, AttemptReason.ACCESS_DENIED)]
+    verification = Verification(Mapping(DIGEST, "org-1", BACKEND.id), Outcome.FAILED, attempts=failed)
+    assert verification.reasons == ["not_found", "access_denied"]
 
 
 def test_without_an_ask_ledger_there_is_no_ask_to_settle() -> None:
