@@ -211,6 +211,42 @@ def test_an_older_token_whose_secret_no_live_backend_holds_is_401(
     )
 
 
+def test_an_older_token_whose_secret_backends_of_two_orgs_hold_is_401(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given backends of two orgs whose rows name the same secret (inconsistent rows), the bytes in one
+    first, second = world.backend(world.org(), is_default=True), world.backend(world.org(), is_default=True)
+    world.update_backend(second, secret_name=first.secret_name)
+    digest = world.put(first, DATA)
+
+    # When a token of an older release (no org-id) names that secret
+    token = KEY.mint(backend="AWS-S3", secret_id=first.secret_name, org_id=None)
+    response = follow(links, lambda_context, digest, token)
+
+    # Then no org is guessed: 401
+    assert (response.status, response.error_code) == (401, "unauthenticated")
+    assert response.json["error"]["message"] == (
+        "the token names no org-id, and backends of several organizations hold its secret-id"
+    )
+
+
+def test_a_link_tries_the_orgs_other_mapped_backends_after_the_tokens(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given the token's backend without the bytes, and another backend of the org, neither default nor
+    # fallback, holding them and mapped to the digest
+    org = world.org()
+    token_backend, mapped = world.backend(org, "token-s3"), world.backend(org, "mapped-s3")
+    digest = world.put(mapped, DATA)
+    world.map(digest, org, mapped)
+
+    # When the link is followed
+    response = follow(links, lambda_context, digest, token_for(token_backend))
+
+    # Then the mapped backend serves, a fallback from the token's
+    assert_redirected_by(response, mapped, fallback=True)
+
+
 def test_another_orgs_token_never_reaches_this_orgs_bytes(
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:

@@ -111,6 +111,24 @@ def test_the_same_mapping_twice_is_proven_once(
     assert (emitted(out, "VerificationsProven"), emitted(out, "VerificationsAlreadyProven")) == (1, 2)
 
 
+def test_a_mapping_whose_backend_lacks_the_object_is_proven_through_the_orgs_default(
+    world: World, stack: Stack
+) -> None:
+    # Given a mapping to a backend that lacks the object, and the org's default holding it
+    org = world.org()
+    mapped = world.backend(org, "mapped-empty")
+    default = world.backend(org, "default", is_default=True)
+    digest = world.put(default, DATA)
+    world.map(digest, org, mapped)
+
+    # When the verifier runs on the mapping
+    assert stack.verify(stream_event(mapping_image(digest, org, mapped.id))) == {"batchItemFailures": []}
+
+    # Then the next candidate in the spec's order proved it: the default has the record, not the mapped
+    assert stack.record(default, digest) is not None
+    assert len(stack.records_naming(digest)) == 1
+
+
 def test_a_new_container_finds_the_record_and_reads_no_byte(world: World, stack: Stack) -> None:
     # Given a mapping the verifier proved
     org, backend, digest = chainloop_object(world)
