@@ -70,7 +70,7 @@ help:
 	@echo "make bench          benchmarks against moto on loopback (~4 min): prints tables, writes BENCHMARKS.md"
 	@echo "make bench-sync     the Chainloop sync: 10,000 and 100,000 mappings, real PostgreSQL, moto (~5 min): BENCHMARKS.md §8"
 	@echo "make bench-verifier the verifier: throughput and memory at 1 MiB to 1 GiB, the first request after it (~4 min): BENCHMARKS.md §9"
-	@echo "make mutate         mutation testing (cosmic-ray, ~1 h): proof/classification must kill all; logic/ score"
+	@echo "make mutate         mutation testing (cosmic-ray, ~2 h): proof/classification must kill all; logic/, tokens, links scores"
 	@echo "make load           the local HTTP server under a bounded concurrent load (~45 s): errors, p50/p99, memory (LOAD_ARGS=...)"
 	@echo "make build          sam build into .aws-sam/build, with CPython 3.13 byte code (LAMBDA_PYTHON=...)"
 	@echo "make deploy         make build, ask JwtIssuer/JwtAudience once (samconfig.toml), sam deploy $(DEPLOY_ARGS)"
