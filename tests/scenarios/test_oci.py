@@ -82,41 +82,34 @@ def test_body_mode_serves_the_hashed_bytes_of_the_layer_with_the_manifests_title
     assert response.headers["Content-Disposition"].startswith('attachment; filename="release.tgz"')
 
 
-def test_a_title_on_the_layer_too_does_not_displace_the_manifests_title(
-    world: World, service: Service, registry: Registry
-) -> None:
-    # Given Chainloop's image, re-tagged by another writer with a manifest that also titles the layer
-    # differently (the layer's title is only for images without one on the manifest)
+def retitled_image(world: World, registry: Registry, *, manifest_title: bool) -> tuple[str, str]:
+    """Chainloop's image re-tagged by another writer with a title on its layer ("layer-title.bin"),
+    the manifest's own title kept or removed: the org and the digest."""
     org, oci, user, digest = oci_world(world, registry, is_default=True)
     manifest, _config = read_image(registry, user, oci.location, digest)
+    if not manifest_title:
+        del manifest["annotations"]["org.opencontainers.image.title"]
     manifest["layers"][0]["annotations"] = {"org.opencontainers.image.title": "layer-title.bin"}
     registry_put_manifest(registry, user, oci.location, digest, manifest)
+    return org, digest
 
+
+@pytest.mark.parametrize(
+    ("manifest_title", "filename"),
+    [(True, "release.tgz"), (False, "layer-title.bin")],
+    ids=["the-manifests-title-wins", "the-layers-title-without-one-on-the-manifest"],
+)
+def test_the_manifests_title_names_the_file_and_the_layers_only_without_one(
+    world: World, service: Service, registry: Registry, manifest_title: bool, filename: str
+) -> None:
+    # Given an image whose layer carries a title of its own, with or without one on its manifest
+    org, digest = retitled_image(world, registry, manifest_title=manifest_title)
     # When the caller asks for the body
     response = service.get(digest, orgs=org, mode="body")
-
-    # Then the manifest's title names the file, not the layer's
+    # Then the manifest's title names the file when it has one, else the layer's
     assert response.status == 200
     assert response.body == DATA
-    assert response.headers["Content-Disposition"].startswith('attachment; filename="release.tgz"')
-
-
-def test_the_layers_title_names_the_file_when_the_manifest_has_none(
-    world: World, service: Service, registry: Registry
-) -> None:
-    # Given an image whose title is on the layer only (another writer's layout)
-    org, oci, user, digest = oci_world(world, registry, is_default=True)
-    manifest, _config = read_image(registry, user, oci.location, digest)
-    del manifest["annotations"]["org.opencontainers.image.title"]
-    manifest["layers"][0]["annotations"] = {"org.opencontainers.image.title": "layer-title.bin"}
-    registry_put_manifest(registry, user, oci.location, digest, manifest)
-
-    # When the caller asks for the body
-    response = service.get(digest, orgs=org, mode="body")
-
-    # Then the layer's title names the file
-    assert response.status == 200
-    assert response.headers["Content-Disposition"].startswith('attachment; filename="layer-title.bin"')
+    assert response.headers["Content-Disposition"].startswith(f'attachment; filename="{filename}"')
 
 
 def test_what_the_writer_stores_passes_chainloops_describe_and_download_checks(
