@@ -129,6 +129,24 @@ def test_a_mapping_whose_backend_lacks_the_object_is_proven_through_the_orgs_def
     assert len(stack.records_naming(digest)) == 1
 
 
+def test_an_object_with_its_full_object_checksum_counts_as_already_proven(
+    world: World, stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a mapped object uploaded with its full-object SHA-256 (S3 proves it without a read)
+    org = world.org()
+    backend = world.backend(org, "checksummed", is_default=True)
+    digest = world.put(backend, DATA, checksum=True)
+    world.map(digest, org, backend)
+
+    # When the verifier runs on its mapping
+    assert stack.verify(stream_event(mapping_image(digest, org, backend.id))) == {"batchItemFailures": []}
+
+    # Then nothing was read, and it counts as already proven (no proof of the verifier's own)
+    assert stack.verifier_calls.count("s3", "GetObject") == 0
+    out = capsys.readouterr().out
+    assert (emitted(out, "VerificationsProven"), emitted(out, "VerificationsAlreadyProven")) == (0, 1)
+
+
 def test_a_new_container_finds_the_record_and_reads_no_byte(world: World, stack: Stack) -> None:
     # Given a mapping the verifier proved
     org, backend, digest = chainloop_object(world)
