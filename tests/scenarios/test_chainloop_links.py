@@ -379,6 +379,30 @@ def test_a_body_served_by_another_backend_than_the_tokens_is_a_fallback(
     ]
 
 
+def test_a_registry_links_body_is_read_without_retrying_the_backends_that_lack_the_object(
+    world: World,
+    links: Service,
+    lambda_context: FakeLambdaContext,
+    registry: Registry,
+    service_log: pytest.CaptureFixture[str],  # noqa: F811 - the fixture imported above
+) -> None:
+    # Given the token's registry backend holding the bytes, and the org's S3 default lacking them
+    org, oci, _user, digest = oci_world(world, registry)
+    world.backend(org, "s3-default", is_default=True)
+
+    # When its link is followed
+    response = follow(links, lambda_context, digest, token_for(oci))
+
+    # Then the registry's body answers, and the default was asked once: only a backend that has no
+    # credential-free URL is asked again, for the body
+    assert response.status == 200
+    attempts = download_log_line(service_log.readouterr().out)["attempts"]
+    assert [(a["backend_name"], a["reason"]) for a in attempts] == [
+        ("registry", "no_direct_url"),
+        ("s3-default", "not_found"),
+    ]
+
+
 def test_a_body_answering_a_token_whose_backend_is_not_synced_yet_is_a_fallback(
     world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
 ) -> None:
