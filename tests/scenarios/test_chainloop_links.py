@@ -379,27 +379,27 @@ def test_a_body_served_by_another_backend_than_the_tokens_is_a_fallback(
     ]
 
 
-def test_a_registry_links_body_is_read_without_retrying_the_backends_that_lack_the_object(
+def test_a_body_instead_is_read_without_retrying_the_backends_that_lack_the_object(
     world: World,
     links: Service,
     lambda_context: FakeLambdaContext,
     registry: Registry,
     service_log: pytest.CaptureFixture[str],  # noqa: F811 - the fixture imported above
 ) -> None:
-    # Given the token's registry backend holding the bytes, and the org's S3 default lacking them
-    org, oci, _user, digest = oci_world(world, registry)
-    world.backend(org, "s3-default", is_default=True)
+    # Given the token's S3 backend lacking the bytes, and the org's default, a registry, holding them
+    org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+    token_s3 = world.backend(org, "token-s3")
 
-    # When its link is followed
-    response = follow(links, lambda_context, digest, token_for(oci))
+    # When the S3 backend's link is followed
+    response = follow(links, lambda_context, digest, token_for(token_s3))
 
-    # Then the registry's body answers, and the default was asked once: only a backend that has no
+    # Then the registry's body answers, and the S3 backend was asked once: only a backend that has no
     # credential-free URL is asked again, for the body
     assert response.status == 200
     attempts = download_log_line(service_log.readouterr().out)["attempts"]
     assert [(a["backend_name"], a["reason"]) for a in attempts] == [
+        ("token-s3", "not_found"),
         ("registry", "no_direct_url"),
-        ("s3-default", "not_found"),
     ]
 
 
