@@ -466,7 +466,9 @@ def test_a_link_with_the_artifacts_etag_answers_304(world: World, links: Service
     assert again.headers["ETag"] == first.headers["ETag"]
 
 
-@pytest.mark.parametrize("etag", ['"0123456789abcdef0123456789abcdef"', 'W/"another"'])
+@pytest.mark.parametrize(
+    "etag", ['"0123456789abcdef0123456789abcdef"', 'W/"another"', '"~ after every etag"']
+)
 def test_a_link_with_another_etag_is_served_not_304(world: World, links: Service, etag: str) -> None:
     # Given a link to an artifact, and a browser holding some other ETag
     _org, backend, digest = world.artifact(DATA, mapped=False)
