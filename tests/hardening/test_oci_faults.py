@@ -22,7 +22,7 @@ from tests.support.hostile_registry import HostileRegistry
 from tests.support.world import World
 
 DATA = b"artifact behind a hostile registry\n" * 400  # 14 KB
-TIMEOUT = 0.5
+TIMEOUT = 1.0  # per call: tight enough for the stalls, loose enough for a busy machine
 FAST = {"S3_CONNECT_TIMEOUT_SECONDS": TIMEOUT, "S3_READ_TIMEOUT_SECONDS": TIMEOUT}
 
 # fault -> (the mode in which it bites, the attempt reason the spec gives it)
