@@ -18,6 +18,7 @@ from cas_download.data.tables import build_tables
 from cas_download.data.verifier_asks import AskLedger
 from cas_download.data.verifier_invocations import VerifierInvocations
 from cas_download.logic.health import BackendHealth
+from cas_download.logic.look_ahead import LookAhead
 from cas_download.logic.services import Services
 from cas_download.logic.verification import VerificationRecords
 from cas_download.observability import Telemetry
@@ -69,6 +70,7 @@ class App:
             verification_records=VerificationRecords(settings, tables),
             verifier=_verifier_invocations(settings, session, asks),
             asks=asks,
+            look_ahead=LookAhead(thread_setup=tables.share_session_in_this_thread),
         )
         telemetry = Telemetry(settings.service_name, settings.metrics_namespace)
         return cls(settings, services, telemetry, session)
@@ -94,6 +96,8 @@ class App:
         services.verification_records.forget_all()
         if services.verifier is not None:
             services.verifier.forget_all()
+        if services.look_ahead is not None:
+            services.look_ahead.forget_all()
         services.tables.close_connections()
 
 

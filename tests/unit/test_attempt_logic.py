@@ -127,6 +127,7 @@ def services_for(stores: dict[str, FakeStore], *, max_body: int = 4096, records:
         health=health,
         verification_records=VerificationRecords(settings, tables),  # type: ignore[arg-type]
         tables=tables,
+        look_ahead=None,
     )
 
 

@@ -33,7 +33,7 @@ def test_a_backend_whose_failure_memory_expires_during_the_search_is_still_tried
     tried: list[str] = []
 
     def serve_through(
-        candidate: Backend, digest: str, mode: Mode, deadline: Deadline, services: Any
+        candidate: Backend, digest: str, mode: Mode, deadline: Deadline, services: Any, lookup: Any = None
     ) -> Artifact:
         tried.append(candidate.id)
         return Artifact(digest, candidate, False, ObjectInfo(size=1), None, url="https://example.invalid/x")

@@ -36,6 +36,10 @@ class Catalog:
             cached = self._read_org(org_id)
         return cached
 
+    def held_org_backends(self, org_id: str) -> tuple[Backend, ...] | None:
+        """The org's rows while the container holds them; None rather than a read."""
+        return self._org_backends.get(org_id)
+
     def reread_org_backends(self, org_id: str, since: float) -> tuple[Backend, ...] | None:
         """The org's rows read again when the cached ones were read before ``since`` (a rotation may
         have added a default meanwhile); None when they were read since, so nothing newer is known."""

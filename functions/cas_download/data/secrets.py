@@ -14,6 +14,7 @@ from collections.abc import Callable
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
+from cas_download.data.cache import TtlCache
 from cas_download.data.storage.port import SecretFields
 from cas_download.domain import AttemptFailed, AttemptReason
 
@@ -44,6 +45,9 @@ class CredentialStore:
         self._min_refresh_interval = min_refresh_interval_seconds
         self._clock = clock
         self._last_forced: dict[str, float] = {}
+        # What this container holds now, for looking ahead without a read (logic/look_ahead.py); it
+        # expires with Powertools' copy (the same TTL), and a TTL of 0 holds nothing.
+        self._held: TtlCache[str, SecretFields] = TtlCache(ttl_seconds, clock=clock)
 
     def forget_all(self) -> None:
         """Drop every cached secret value and close the Secrets Manager client's connections (a SnapStart
@@ -51,6 +55,11 @@ class CredentialStore:
         self._provider.clear_cache()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
         self._provider.client.close()
         self._last_forced.clear()
+        self._held.clear()
+
+    def held(self, secret_name: str) -> SecretFields | None:
+        """The secret as this container last read it, while its cache holds it; None rather than a read."""
+        return self._held.get(secret_name)
 
     def get(self, secret_name: str) -> SecretFields:
         return self._fetch(secret_name, force=False)
@@ -84,4 +93,6 @@ class CredentialStore:
         except GetParameterError as error:
             cause = type(error.__context__).__name__ if error.__context__ else "error"
             raise SecretUnavailable(f"secret could not be read ({cause})") from None
-        return secret_fields(value)
+        fields = secret_fields(value)
+        self._held.put(secret_name, fields)
+        return fields

@@ -60,6 +60,17 @@ class Tables:
     # The verifier's asks in flight and objects it could not prove, in the Verifications table
     # (data/verifier_asks.py): the same table, other keys.
     ask_model: Any | None = None
+    # The session the models' clients are made from (None: PynamoDB's own, one per thread).
+    botocore_session: BotocoreSession | None = None
+
+    def share_session_in_this_thread(self) -> None:
+        """Let this thread, too, make the models' clients from the app's session: a worker thread that
+        is first to use a model would otherwise pay for a new botocore session (_share_session)."""
+        if self.botocore_session is None:
+            return
+        for model in (self.backend_model, self.mapping_model, self.verification_model, self.ask_model):
+            if model is not None:
+                _share_session(model, self.botocore_session)
 
     def _connections(self, *, with_asks: bool) -> list[Any]:
         models = [self.backend_model, self.mapping_model, self.verification_model]
@@ -295,6 +306,7 @@ def build_tables(settings: Settings, botocore_session: BotocoreSession | None = 
         mapping_model=MappingRecord,
         verification_model=verification_model,
         ask_model=ask_model,
+        botocore_session=botocore_session,
     )
 
 

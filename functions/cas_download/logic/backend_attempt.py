@@ -20,6 +20,7 @@ from cas_download.data.storage.port import (
     DirectUrl,
     ObjectDescription,
     RangeReader,
+    RecordNamer,
     SecretFields,
 )
 from cas_download.data.verifier_asks import AskState
@@ -35,9 +36,11 @@ from cas_download.domain import (
 from cas_download.errors import TooLargeForBody
 from cas_download.filenames import content_disposition
 from cas_download.logic.deadline import Deadline
+from cas_download.logic.look_ahead import Located, Lookup
 from cas_download.logic.services import Services
 from cas_download.logic.verification import (
     DigestMismatch,
+    RecordReadAhead,
     VerificationRecords,
     hash_and_encode,
     hash_chunks,
@@ -61,12 +64,42 @@ class PendingProof(AttemptFailed):
 
 
 def serve_through(
-    backend: Backend, digest: str, mode: Mode, deadline: Deadline, services: Services
+    backend: Backend,
+    digest: str,
+    mode: Mode,
+    deadline: Deadline,
+    services: Services,
+    lookup: Lookup | None = None,
 ) -> Artifact:
-    """Serve ``digest`` through ``backend`` or raise :class:`AttemptFailed` with the reason."""
+    """Serve ``digest`` through ``backend`` or raise :class:`AttemptFailed` with the reason. ``lookup``:
+    what a look ahead found (used only if it was made through this backend with these credentials)."""
     return _with_credentials(
-        backend, deadline, services, lambda secret: _serve(backend, secret, digest, mode, deadline, services)
+        backend,
+        deadline,
+        services,
+        lambda secret: _serve(backend, secret, digest, mode, deadline, services, lookup),
     )
+
+
+def look_ahead(backend: Backend, digest: str, deadline: Deadline, services: Services) -> Lookup | None:
+    """Start what :func:`serve_through` would ask ``backend``'s storage first (describe, the URL, the
+    record), on the container's look-ahead worker; None unless the container holds the backend's secret
+    (a look ahead reads none) and the backend may be used (logic/look_ahead.py)."""
+    secret = services.credentials.held(backend.secret_name)
+    if services.look_ahead is None or secret is None or backend.deleted or backend.org_suspended:
+        return None
+    try:
+        services.storage.check_supported(backend)
+    except AttemptFailed:
+        return None
+
+    def locate() -> Located:
+        store = services.storage.open(backend, secret, deadline.remaining())
+        description, url = _locate(store, digest, services)
+        verdict = services.verification_records.verdict(_as_recorded(description, url), digest)
+        return Located(description, url, verdict)
+
+    return services.look_ahead.start(backend, secret, locate)
 
 
 def prove_ahead(backend: Backend, digest: str, deadline: Deadline, services: Services) -> VerificationMethod:
@@ -112,22 +145,62 @@ def _prove_ahead(
 
 
 def _serve(
-    backend: Backend, secret: SecretFields, digest: str, mode: Mode, deadline: Deadline, services: Services
+    backend: Backend,
+    secret: SecretFields,
+    digest: str,
+    mode: Mode,
+    deadline: Deadline,
+    services: Services,
+    lookup: Lookup | None,
 ) -> Artifact:
     store = services.storage.open(backend, secret, deadline.remaining())
     if mode is Mode.BODY:
         return _serve_body(store, backend, digest, deadline, services)
 
+    located = lookup.take(backend, secret) if lookup is not None else None
+    if located is None:
+        # The record is read while the object is described: both are needed before any proof.
+        record = _read_record_ahead(store, digest, services)
+        description, url = _locate(store, digest, services)
+        method = _prove(
+            store, backend, description, url, digest, deadline, services, ahead=False, record_ahead=record
+        )
+    else:
+        description, url = located.description, located.url
+        method = _prove(
+            store, backend, description, url, digest, deadline, services, ahead=False, known=located
+        )
+    info = description.info
+    return Artifact(digest, backend, False, info, method, url=url.url, expires_at=url.expires_at)
+
+
+def _locate(store: BackendStore, digest: str, services: Services) -> tuple[ObjectDescription, DirectUrl]:
+    """The object's description and the credential-free URL a redirect would hand out. The URL before
+    any proof: a provider that has none fails before any bytes are read, and a provider whose URL leads
+    to other storage has those bytes proven, not the ones behind its API."""
     description = store.describe(digest)
     if description.provider_proof is False:
         raise AttemptFailed(AttemptReason.DIGEST_MISMATCH, "the provider's checksum differs from the digest")
     info = description.info
     disposition = content_disposition(info.filename) if info.filename else None
-    # The URL first: a provider that has none fails before any bytes are read, and a provider whose
-    # URL leads to other storage has those bytes proven, not the ones behind its API.
-    url = store.direct_url(digest, description, services.settings.presign_ttl_seconds, disposition)
-    method = _prove(store, backend, description, url, digest, deadline, services, ahead=False)
-    return Artifact(digest, backend, False, info, method, url=url.url, expires_at=url.expires_at)
+    return description, store.direct_url(
+        digest, description, services.settings.presign_ttl_seconds, disposition
+    )
+
+
+def _read_record_ahead(store: BackendStore, digest: str, services: Services) -> RecordReadAhead | None:
+    if services.look_ahead is None or not isinstance(store, RecordNamer):
+        return None
+    return services.verification_records.read_ahead(store.record_key(digest), services.look_ahead.submit)
+
+
+def _as_recorded(description: ObjectDescription, url: DirectUrl) -> ObjectDescription:
+    """The description a verification record is read and written under."""
+    if url.storage_etag is None:
+        return description
+    # The URL's storage, not the provider, says which bytes are stored: a record holds only while
+    # they stay the same (a registry that swaps a blob's bytes cannot keep its storage's ETag).
+    return replace(description, info=replace(description.info, etag=url.storage_etag))
 
 
 def _prove(
@@ -140,18 +213,19 @@ def _prove(
     services: Services,
     *,
     ahead: bool,
+    known: Located | None = None,
+    record_ahead: RecordReadAhead | None = None,
 ) -> VerificationMethod:
     """Step 4 of Resolution: the provider's proof, else a record, else hashing the whole object (a
     request within ``MAX_HASH_BYTES``, asking the verifier beyond it; the verifier within
-    ``VERIFY_MAX_BYTES``)."""
+    ``VERIFY_MAX_BYTES``). ``known``: a look ahead that read the record already."""
     if description.provider_proof:
         return VerificationMethod.CHECKSUM
-    if url.storage_etag is not None:
-        # The URL's storage, not the provider, says which bytes are stored: a record holds only while
-        # they stay the same (a registry that swaps a blob's bytes cannot keep its storage's ETag).
-        description = replace(description, info=replace(description.info, etag=url.storage_etag))
+    description = _as_recorded(description, url)
     records = services.verification_records
-    verdict = records.verdict(description, digest)
+    verdict = (
+        known.record_verdict if known is not None else records.verdict(description, digest, record_ahead)
+    )
     if verdict is True:
         return VerificationMethod.RECORD
     if verdict is False:

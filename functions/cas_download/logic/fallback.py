@@ -27,6 +27,7 @@ from cas_download.errors import (
 from cas_download.logic.backend_attempt import PendingProof, serve_through
 from cas_download.logic.candidates import all_suspended, holding_orgs, plan_candidates
 from cas_download.logic.deadline import Deadline
+from cas_download.logic.look_ahead import Lookup
 from cas_download.logic.services import Services
 
 
@@ -41,6 +42,7 @@ class _Search:
     # Set when the verifier was asked to prove a candidate: 503 verification_pending unless another
     # candidate serves first, retried after the longest such proof should take.
     retry_after_seconds: int | None = None
+    lookup: Lookup | None = None
 
     def try_in_order(self, candidates: Sequence[Backend]) -> Artifact | None:
         for index, backend in enumerate(candidates):
@@ -48,7 +50,9 @@ class _Search:
                 raise DeadlineExceeded("the time budget ran out before any backend succeeded", self.attempts)
             started = time.monotonic()
             try:
-                artifact = serve_through(backend, self.digest, self.mode, self.deadline, self.services)
+                artifact = serve_through(
+                    backend, self.digest, self.mode, self.deadline, self.services, self.lookup
+                )
             except AttemptFailed as failure:
                 elapsed = (time.monotonic() - started) * 1000.0
                 self.attempts.append(Attempt(backend, failure.reason, elapsed))
@@ -71,7 +75,42 @@ class _Search:
 
 
 def serve_with_fallback(
-    digest: str, mode: Mode, mappings: Sequence[Mapping], deadline: Deadline, services: Services
+    digest: str,
+    mode: Mode,
+    mappings: Sequence[Mapping],
+    deadline: Deadline,
+    services: Services,
+    lookup: Lookup | None = None,
+) -> Artifact:
+    """``lookup``: a look ahead started before the mappings were read (logic/look_ahead.py), used if
+    the search reaches its backend, dropped otherwise."""
+    try:
+        return _serve_with_fallback(digest, mode, mappings, deadline, services, lookup)
+    finally:
+        if lookup is not None:
+            lookup.drop()
+
+
+def first_candidate(mappings: Sequence[Mapping], services: Services) -> Backend | None:
+    """The backend a search of ``mappings`` would try first, from the rows the container holds (no read:
+    None when it holds none of an org's rows)."""
+    rows: dict[str, tuple[Backend, ...]] = {}
+    for org in holding_orgs(mappings):
+        held = services.catalog.held_org_backends(org)
+        if held is None:
+            return None
+        rows[org] = held
+    order = _defer_recent_failures(plan_candidates(mappings, rows).order, services)
+    return order[0] if order else None
+
+
+def _serve_with_fallback(
+    digest: str,
+    mode: Mode,
+    mappings: Sequence[Mapping],
+    deadline: Deadline,
+    services: Services,
+    lookup: Lookup | None,
 ) -> Artifact:
     catalog = services.catalog
     started = catalog.now()
@@ -82,7 +121,7 @@ def serve_with_fallback(
     if all_suspended(rows):
         raise OrgSuspended("the organization holding this artifact is suspended in Chainloop")
     plan = plan_candidates(mappings, rows)
-    search = _Search(digest, mode, deadline, services)
+    search = _Search(digest, mode, deadline, services, lookup=lookup)
     artifact = search.try_in_order(_defer_recent_failures(plan.order, services))
     if artifact is None and not deadline.expired():
         # Every candidate of the cached rows failed: a rotation may have made a new default since they

@@ -18,6 +18,7 @@ from cas_download.data.storage.port import (
     DirectUrl,
     ObjectDescription,
     ObjectStream,
+    RecordNamer,
     SecretFields,
 )
 from cas_download.data.storage.providers import StorageProviders
@@ -33,10 +34,10 @@ from cas_download.domain import (
     etag_for,
 )
 from cas_download.errors import CasError, NotFound, TooLargeForBody, Unauthenticated
-from cas_download.logic.backend_attempt import serve_through
+from cas_download.logic.backend_attempt import look_ahead, serve_through
 from cas_download.logic.candidates import TokenMapping, plan_candidates
 from cas_download.logic.deadline import Deadline
-from cas_download.logic.fallback import serve_with_fallback
+from cas_download.logic.fallback import first_candidate, serve_with_fallback
 from cas_download.logic.services import Services
 
 if TYPE_CHECKING:  # the token verifier is imported only when a /download request arrives (handlers/links.py)
@@ -78,16 +79,25 @@ def download_by_link(
     token_mappings = [TokenMapping(request.digest, org, b.id) for b in token_backends] or [
         TokenMapping(request.digest, org, "")
     ]
-    mappings: list[Mapping] = [
-        *token_mappings,
-        *(m for m in services.catalog.mappings_for_digest(request.digest) if m.org_id == org),
-    ]
     link_services = _naming(services, request.filename)
+    # The token names the backend that most likely serves: its storage is asked while the mappings
+    # are read (logic/look_ahead.py). Body mode reads the bytes whole, never ahead.
+    predicted = first_candidate(token_mappings, link_services) if request.mode is not Mode.BODY else None
+    lookup = look_ahead(predicted, request.digest, deadline, link_services) if predicted else None
+    try:
+        mapped = services.catalog.mappings_for_digest(request.digest)
+    except BaseException:
+        if lookup is not None:
+            lookup.drop()
+        raise
+    mappings: list[Mapping] = [*token_mappings, *(m for m in mapped if m.org_id == org)]
     # The first mapped candidate as planned now: the attempts may mark a backend Invalid, and a plan
     # made after them would name another (a body served instead is a fallback against this one).
     primary = plan_candidates(mappings, {org: services.catalog.org_backends(org)}).primary
     try:
-        artifact = serve_with_fallback(request.digest, request.mode, mappings, deadline, link_services)
+        artifact = serve_with_fallback(
+            request.digest, request.mode, mappings, deadline, link_services, lookup
+        )
     except CasError as error:
         if request.mode is Mode.BODY or not _no_direct_url(error.attempts):
             raise
@@ -166,6 +176,9 @@ class _NamingStore:
     def describe(self, digest: str) -> ObjectDescription:
         description = self._store.describe(digest)
         return replace(description, info=replace(description.info, filename=self._filename))
+
+    def record_key(self, digest: str) -> str | None:
+        return self._store.record_key(digest) if isinstance(self._store, RecordNamer) else None
 
     def open(
         self, digest: str, description: ObjectDescription | None = None, via: DirectUrl | None = None

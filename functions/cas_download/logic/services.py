@@ -12,6 +12,7 @@ from cas_download.data.tables import Tables
 from cas_download.data.verifier_asks import AskLedger
 from cas_download.data.verifier_invocations import VerifierInvocations
 from cas_download.logic.health import BackendHealth
+from cas_download.logic.look_ahead import LookAhead
 from cas_download.logic.verification import VerificationRecords
 
 
@@ -29,3 +30,5 @@ class Services:
     # Every container's asks of the verifier (the Verifications table; None without it): the verifier
     # settles the ones it ran.
     asks: AskLedger | None = None
+    # The container's look-ahead worker (logic/look_ahead.py; None: requests never look ahead).
+    look_ahead: LookAhead | None = None

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cas_download.config import Settings
 from cas_download.data.cache import TtlCache
@@ -121,14 +122,37 @@ def record_verdict(tables: Tables, object_id: str, etag: str, size: int, digest:
     """What a record of an earlier full hash of ``object_id`` at this ETag and size says of ``digest``:
     True, those bytes hash to it; False, they hash to another digest (a failed proof, remembered);
     None, no record of these bytes (none, another ETag or size, or unreadable)."""
+    return _judge(_read_record(tables, object_id), etag, size, digest)
+
+
+def _read_record(tables: Tables, object_id: str) -> VerificationRecord | None:
     try:
-        record = tables.verification_record(object_id)
+        return tables.verification_record(object_id)
     except TableError as failure:
         _log.warning("verification record unreadable: %s", failure)
         return None
+
+
+def _judge(record: VerificationRecord | None, etag: str, size: int, digest: str) -> bool | None:
     if record is None or record.etag != etag or record.size != size:
         return None
     return record.digest == digest
+
+
+class RecordReadAhead:
+    """A verification record being read while its object is described: used only if the description
+    names the same stored object."""
+
+    def __init__(self, record_key: str, future: Future[VerificationRecord | None]) -> None:
+        self.record_key = record_key
+        self._future = future
+
+    def record(self) -> VerificationRecord | None:
+        try:
+            return self._future.result()
+        except Exception as failure:  # an unreadable record is no record: the bytes are hashed instead
+            _log.warning("verification record unreadable: %s", failure)
+            return None
 
 
 class VerificationRecords:
@@ -150,9 +174,24 @@ class VerificationRecords:
         self._ttl = timedelta(days=settings.verification_record_ttl_days)
         self._tables = tables
         self._hashed_to: TtlCache[tuple[str, str, int], str] = TtlCache(memory_seconds)
+        # Objects whose record this container read ahead lately: read ahead once each, not per request.
+        self._read_ahead: TtlCache[str, bool] = TtlCache(memory_seconds)
 
     def forget_all(self) -> None:
         self._hashed_to.clear()
+        self._read_ahead.clear()
+
+    def read_ahead(
+        self, record_key: str | None, submit: Callable[[Callable[[], VerificationRecord | None]], Future[Any]]
+    ) -> RecordReadAhead | None:
+        """Start reading ``record_key``'s record with ``submit`` (a worker thread), the first time this
+        container meets the object lately; None otherwise (a warm container remembers its proofs, and an
+        object proven by its provider needs none: one wasted read per object, not per request)."""
+        if not self._enabled or record_key is None or self._read_ahead.get(record_key):
+            return None
+        self._read_ahead.put(record_key, True)
+        tables = self._tables
+        return RecordReadAhead(record_key, submit(lambda: tables.verification_record(record_key)))
 
     def can_record(self, description: ObjectDescription) -> bool:
         """Whether a record can hold a proof of the described bytes: the table is there, and the
@@ -162,9 +201,12 @@ class VerificationRecords:
     def proves(self, description: ObjectDescription, digest: str) -> bool:
         return self.verdict(description, digest) is True
 
-    def verdict(self, description: ObjectDescription, digest: str) -> bool | None:
+    def verdict(
+        self, description: ObjectDescription, digest: str, ahead: RecordReadAhead | None = None
+    ) -> bool | None:
         """True: a record proves these bytes are ``digest``'s; False: a record says they hash to
-        another digest; None: no record of these bytes."""
+        another digest; None: no record of these bytes. ``ahead``: the record read ahead, if it is
+        this object's."""
         info = description.info
         if not self.can_record(description) or description.record_key is None or info.etag is None:
             return None
@@ -172,7 +214,11 @@ class VerificationRecords:
         known = self._hashed_to.get(stored)
         if known is not None:
             return known == digest
-        verdict = record_verdict(self._tables, description.record_key, info.etag, info.size, digest)
+        if ahead is not None and ahead.record_key == description.record_key:
+            record = ahead.record()
+        else:
+            record = _read_record(self._tables, description.record_key)
+        verdict = _judge(record, info.etag, info.size, digest)
         if verdict is not None:
             self._hashed_to.put(stored, digest if verdict else "")
         return verdict

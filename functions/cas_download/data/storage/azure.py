@@ -284,8 +284,11 @@ class AzureStore:
         return ObjectDescription(
             info=_info(properties),
             provider_proof=None,
-            record_key=f"azure|{self._location.account_url}|{self._location.container}|{self.blob_name(digest)}",
+            record_key=self.record_key(digest),
         )
+
+    def record_key(self, digest: str) -> str:
+        return f"azure|{self._location.account_url}|{self._location.container}|{self.blob_name(digest)}"
 
     def open(
         self, digest: str, description: ObjectDescription | None = None, via: DirectUrl | None = None

@@ -360,9 +360,10 @@ class OciStore:
             etag=None,
             filename=_filename(manifest, layer),
         )
-        return ObjectDescription(
-            info=info, provider_proof=None, record_key=f"oci|{self._location.base_url}|{repository}|{digest}"
-        )
+        return ObjectDescription(info=info, provider_proof=None, record_key=self.record_key(digest))
+
+    def record_key(self, digest: str) -> str:
+        return f"oci|{self._location.base_url}|{self._repository(digest)}|{digest}"
 
     def open(
         self, digest: str, description: ObjectDescription | None = None, via: DirectUrl | None = None

@@ -129,6 +129,17 @@ class RangeReader(Protocol):
         ...
 
 
+@runtime_checkable
+class RecordNamer(Protocol):
+    """A store that can name the digest's object for verification records before describing it, so
+    that the record is read while the object is described (logic/backend_attempt.py)."""
+
+    def record_key(self, digest: str) -> str | None:
+        """``describe``'s ``record_key`` for the digest's object when the provider names no version of
+        it (None: no name without describing it)."""
+        ...
+
+
 def call_timeouts(connect: float, read: float, time_left: float | None) -> tuple[float, float]:
     """Per-call timeouts; near the request deadline, cut to the time left so no call outlives it.
     Quarter-second steps keep the number of distinct (cached) clients small."""

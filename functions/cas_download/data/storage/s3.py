@@ -247,12 +247,16 @@ class S3Store:
             self.client, self.location.bucket, self.key(digest), checksum_mode=self.location.checksum_mode
         )
         hex_digest = digest.removeprefix("sha256:")
-        endpoint = self.location.endpoint_url or "s3"
         return ObjectDescription(
             info=head.object_info(),
             provider_proof=checksum_proof(head, hex_digest),
-            record_key=f"{endpoint}|{self.location.bucket}|{self.key(digest)}|{head.version_id or ''}",
+            record_key=self.record_key(digest, head.version_id),
         )
+
+    def record_key(self, digest: str, version_id: str | None = None) -> str:
+        """One stored object: the endpoint, bucket and key, and the version when the bucket keeps them."""
+        endpoint = self.location.endpoint_url or "s3"
+        return f"{endpoint}|{self.location.bucket}|{self.key(digest)}|{version_id or ''}"
 
     def open(
         self, digest: str, description: ObjectDescription | None = None, via: DirectUrl | None = None

@@ -1,0 +1,204 @@
+"""Looking ahead (logic/look_ahead.py): a link's token names the backend that most likely serves, so a
+warm container asks its storage while the digest's mappings are read, and uses the answer only when
+the search reaches that backend with the same credentials."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.scenarios.conftest import Service, assert_redirected_by
+from tests.scenarios.test_chainloop_links import DATA, KEY, follow, token_for
+from tests.support.calls import CallRecorder
+from tests.support.events import FakeLambdaContext, load_event
+from tests.support.world import World
+
+HELD_SECONDS = 5.0
+
+
+@pytest.fixture
+def links(service: Service, verifications_table: str) -> Service:
+    service.configure(CHAINLOOP_CAS_PUBLIC_KEYS=KEY.public_pem, VERIFICATIONS_TABLE=verifications_table)
+    return service
+
+
+class HeldUntil:
+    """Once armed, holds one call (up to HELD_SECONDS, in botocore's before-parameter-build) until
+    another has been sent: a request that makes the second only after the first answered waits the
+    whole time, one that overlaps them does not. ``held`` and ``until``: (event name, table or None)."""
+
+    def __init__(
+        self, recorder: CallRecorder, held: tuple[str, str | None], until: tuple[str, str | None]
+    ) -> None:
+        self.sent = threading.Event()
+        self.waited_for_it: bool | None = None
+        self._armed = False
+        self._seconds = HELD_SECONDS
+        self._held, self._until = held, until
+        self._events = recorder.session.events
+        self._events.register(f"before-parameter-build.{until[0]}", self._other, unique_id="held-until")
+        self._events.register(f"before-parameter-build.{held[0]}", self._hold, unique_id="held-call")
+
+    def arm(self, seconds: float = HELD_SECONDS) -> None:
+        self._seconds = seconds
+        self.sent.clear()
+        self.waited_for_it = None
+        self._armed = True
+
+    @staticmethod
+    def _names(table: str | None, params: dict[str, Any]) -> bool:
+        return table is None or params.get("TableName") == table
+
+    def _other(self, params: dict[str, Any], **_: Any) -> None:
+        if self._names(self._until[1], params):
+            self.sent.set()
+
+    def _hold(self, params: dict[str, Any], **_: Any) -> None:
+        if self._armed and self._names(self._held[1], params):
+            self._armed = False
+            self.waited_for_it = self.sent.wait(self._seconds)
+
+    def release(self) -> None:
+        self._events.unregister(f"before-parameter-build.{self._until[0]}", unique_id="held-until")
+        self._events.unregister(f"before-parameter-build.{self._held[0]}", unique_id="held-call")
+
+
+@pytest.fixture
+def held_mappings(world: World, call_recorder: CallRecorder) -> Iterator[HeldUntil]:
+    """The Mappings Query, held until storage is asked."""
+    hold = HeldUntil(call_recorder, held=("dynamodb.Query", world.tables.mappings), until=("s3", None))
+    yield hold
+    hold.release()
+
+
+def test_a_warm_link_asks_its_backends_storage_while_the_mappings_are_read(
+    world: World,
+    links: Service,
+    lambda_context: FakeLambdaContext,
+    call_recorder: CallRecorder,
+    held_mappings: HeldUntil,
+) -> None:
+    # Given a link served once by this container (it holds the backend's row, secret and record)
+    _org, backend, digest = world.artifact(DATA, filename="sbom.json")
+    token = token_for(backend)
+    assert follow(links, lambda_context, digest, token).status == 307
+    call_recorder.clear()
+    # When it is followed again, with the mappings' Query held until storage is asked
+    held_mappings.arm()
+    response = follow(links, lambda_context, digest, token)
+    # Then the storage was asked while the Query waited, and that answer served: the Query and the HEAD
+    assert held_mappings.waited_for_it is True
+    assert_redirected_by(response, backend, fallback=False)
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA
+    assert sorted(call_recorder.counts.items()) == [(("dynamodb", "Query"), 1), (("s3", "HeadObject"), 1)]
+    tally = links.app.services.look_ahead.tally  # type: ignore[union-attr]
+    assert (tally.started, tally.used, tally.dropped) == (1, 1, 0)
+
+
+def test_a_cold_container_reads_no_secret_ahead_of_the_mappings(
+    world: World,
+    links: Service,
+    lambda_context: FakeLambdaContext,
+    call_recorder: CallRecorder,
+    held_mappings: HeldUntil,
+) -> None:
+    # Given a container that holds no secret yet
+    _org, backend, digest = world.artifact(DATA)
+    # When a link is followed, with the mappings' Query held a while for storage to be asked
+    held_mappings.arm(seconds=0.5)
+    response = follow(links, lambda_context, digest, token_for(backend))
+    # Then it serves, but nothing was asked before the mappings were read (the Query waited in vain)
+    assert_redirected_by(response, backend, fallback=False)
+    assert held_mappings.waited_for_it is False
+    operations = [c.operation for c in call_recorder.calls]
+    assert operations.index("GetSecretValue") > operations.index("Query", 1)
+    assert links.app.services.look_ahead.tally.started == 0  # type: ignore[union-attr]
+
+
+def test_a_matching_if_none_match_is_answered_304_without_looking_ahead(
+    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
+) -> None:
+    # Given a warm container
+    _org, backend, digest = world.artifact(DATA)
+    token = token_for(backend)
+    assert follow(links, lambda_context, digest, token).status == 307
+    call_recorder.clear()
+    # When the link is followed with the artifact's ETag
+    response = follow(links, lambda_context, digest, token, headers={"if-none-match": f'"{digest}"'})
+    # Then 304, and storage was never asked, not even ahead
+    assert response.status == 304
+    assert call_recorder.storage_calls() == []
+    assert links.app.services.look_ahead.tally.started == 0  # type: ignore[union-attr]
+
+
+def test_body_mode_never_looks_ahead(
+    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
+) -> None:
+    # Given a warm container
+    _org, backend, digest = world.artifact(DATA)
+    token = token_for(backend)
+    assert follow(links, lambda_context, digest, token).status == 307
+    call_recorder.clear()
+    # When the link asks for the body
+    response = follow(links, lambda_context, digest, token, query={"mode": "body"})
+    # Then the body is read once, whole and hashed, and nothing was asked ahead
+    assert response.status == 200
+    assert [c.operation for c in call_recorder.storage_calls()] == ["GetObject"]
+    assert links.app.services.look_ahead.tally.started == 0  # type: ignore[union-attr]
+
+
+def test_v1_never_looks_ahead_before_the_mapping_proves_the_caller_holds_the_digest(
+    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
+) -> None:
+    # Given a caller whose org's backend served one digest, and another digest it does not hold
+    org, _backend, digest = world.artifact(DATA)
+    assert links.get(digest, org).status == 307
+    call_recorder.clear()
+    # When the caller asks for a digest of no mapping of theirs
+    elsewhere = world.artifact(b"another org's bytes").digest
+    response = links.invoke(load_event("get_redirect", digest=elsewhere, orgs=org), lambda_context)
+    # Then 404 with no storage call, ahead or not
+    assert response.status == 404
+    assert call_recorder.storage_calls() == []
+
+
+def test_v1_reads_the_record_while_it_describes_the_object(
+    world: World,
+    service: Service,
+    lambda_context: FakeLambdaContext,
+    call_recorder: CallRecorder,
+    verifications_table: str,
+) -> None:
+    # Given an object proven by another container (its record in the table), and this container warm
+    # with the org's rows and secret (it served another object of the org)
+    org, backend, digest = world.artifact(DATA)
+    warm = world.put(backend, b"another object of the org\n")
+    world.map(warm, org, backend)
+    prover = Service(world, CallRecorder(), lambda_context)
+    prover.configure(VERIFICATIONS_TABLE=verifications_table)
+    assert prover.get(digest, org).status == 307
+    # (a client sees the handlers its session had when it was made: the hold goes first)
+    hold = HeldUntil(
+        call_recorder, held=("s3.HeadObject", None), until=("dynamodb.GetItem", verifications_table)
+    )
+    service.configure(VERIFICATIONS_TABLE=verifications_table)
+    assert service.get(warm, org).status == 307
+    call_recorder.clear()
+    # When the proven object is asked for, the HEAD held until the record read is sent
+    hold.arm()
+    try:
+        response = service.get(digest, org)
+    finally:
+        hold.release()
+    # Then the record was read while the object was described, and it proved the bytes: no GET
+    assert hold.waited_for_it is True
+    assert response.status == 307
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA
+    assert sorted(call_recorder.counts.items()) == [
+        (("dynamodb", "GetItem"), 1),
+        (("dynamodb", "Query"), 1),
+        (("s3", "HeadObject"), 1),
+    ]
