@@ -237,10 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         servers.stop()
     section = render(sizes, server_version)
-    print(section)
-    if not args.no_write:
-        CHAINLOOP_SYNC.write(args.output, section)
-        print(f"wrote {args.output}")
+    CHAINLOOP_SYNC.publish(args.output, section, write=not args.no_write)
     return 0
 
 

@@ -406,12 +406,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.support.events import load_event  # noqa: PLC0415
     from tests.support.moto_servers import start_aws_servers  # noqa: PLC0415
-    from tests.support.tables import create_tables  # noqa: PLC0415
+    from tests.support.tables import create_tables, create_verifications_table  # noqa: PLC0415
     from tests.support.world import World  # noqa: PLC0415
 
     from benchmarks.counting import CallCounter  # noqa: PLC0415
     from benchmarks.env import apply_env, aws_env  # noqa: PLC0415
-    from benchmarks.scenarios import Scenarios  # noqa: PLC0415
+    from benchmarks.scenarios import Scenarios, download_link_case  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.coldstart", description=main.__doc__)
     parser.add_argument("--python", default=sys.executable, help="the children's interpreter, a command")
@@ -431,10 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         apply_env(aws_env(servers, scratch))
         world = World(servers, create_tables(servers, f"bench-{uuid.uuid4().hex[:8]}"))
-        org, backend, digest = Scenarios(world, CallCounter()).healthy_backend()
+        verifications = create_verifications_table(servers, f"bench-{uuid.uuid4().hex[:8]}")
+        scenarios = Scenarios(world, CallCounter(), verifications)
+        org, backend, digest = scenarios.healthy_backend()
         event = load_event("get_redirect", digest=digest, orgs=org)
         cold = measure(
-            {**os.environ, **world.settings_env()},
+            {**os.environ, **scenarios.function_env},
             event,
             scratch,
             args.reps,
@@ -500,25 +502,6 @@ def _snapstart_runs(cold: ColdStart, reps: int, python: Sequence[str]) -> list[d
            "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}  # fmt: skip
     args = [str(scratch / CHILD.name), "snapstart", str(scratch / "coldstart-event.json")]
     return [_run_json(args, env, scratch, python) for _ in range(reps)]
-
-
-def download_link_case(digest: str, org: str, backend: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    """A ``/download`` event for ``digest`` with a token minted as Chainloop's control plane mints it
-    (a key of its own; valid for the whole run, not Chainloop's 30 s), and the environment that
-    configures the key's public half."""
-    from tests.support.chainloop_links import link_event, new_key_pair  # noqa: PLC0415
-
-    from cas_admin.chainloop_link import mint_token  # noqa: PLC0415 - only this measurement needs it
-
-    keys = new_key_pair()
-    token = mint_token(
-        keys.private_pem,
-        backend=backend.provider,
-        secret_id=backend.secret_name,
-        org_id=org,
-        expires_in=3600,
-    )
-    return link_event(digest, token), {"CHAINLOOP_CAS_PUBLIC_KEYS": keys.public_pem}
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from tests.support.moto_servers import (
     AwsServers,
 )
 
+from cas_local.template import Template
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK_DIR = ROOT / "build" / "bench"  # scratch (build/ is git-ignored): layer install, profiles, logs
 
@@ -26,6 +28,21 @@ def aws_env(servers: AwsServers, scratch: Path) -> dict[str, str]:
     empty = scratch / "no-aws-config"
     empty.touch()
     return servers.client_env(empty, metrics_namespace="CasDownloadBench")
+
+
+# The download function's table variables, each named by the bench's own tables in function_env.
+TABLE_VARIABLES = ("BACKENDS_TABLE", "MAPPINGS_TABLE", "VERIFICATIONS_TABLE")
+
+
+def function_env(tables: dict[str, str]) -> dict[str, str]:
+    """The download function's environment exactly as the template sets it (each parameter at its
+    default, the verifier asked by its logical id), its tables replaced by the bench's: ``tables``
+    names each of TABLE_VARIABLES. A scenario's own variations go on top of this, never instead."""
+    env = Template.load().function_environment()
+    missing = set(TABLE_VARIABLES) - set(tables)
+    if missing:
+        raise ValueError(f"the bench names no table for {sorted(missing)}")
+    return {**env, **{name: tables[name] for name in TABLE_VARIABLES}}
 
 
 def apply_env(values: dict[str, str]) -> None:

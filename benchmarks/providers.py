@@ -126,10 +126,10 @@ def azure_calls() -> RecordedCalls:
     return RecordedCalls(RequestsTransport, "send", kind)
 
 
-def measure(scenarios: Scenarios, scratch: Path, verifications_table: str, requests: int) -> ProviderResults:
+def measure(scenarios: Scenarios, scratch: Path, requests: int) -> ProviderResults:
     results = ProviderResults(requests=requests)
     s3_after_marked_rotation(scenarios, results)
-    azure_rows(scenarios, scratch, verifications_table, results)
+    azure_rows(scenarios, scratch, results)
     if registry_binary() is None:
         results.oci_skipped = "docker-registry is not installed (make registry)"
         return results
@@ -138,8 +138,8 @@ def measure(scenarios: Scenarios, scratch: Path, verifications_table: str, reque
     control.control_client("s3").create_bucket(Bucket=bucket)
     registry = start_registry(scratch / "registry", s3_endpoint=control.control_url, s3_bucket=bucket)
     try:
-        oci_steady_state(scenarios, registry, verifications_table, results)
-        oci_after_rotation(scenarios, registry, verifications_table, results)
+        oci_steady_state(scenarios, registry, results)
+        oci_after_rotation(scenarios, registry, results)
     finally:
         registry.stop()
     return results
@@ -174,12 +174,10 @@ def _oci_world(world: World, registry: Registry, **backend: Any) -> tuple[str, A
     return org, oci, user, location, digest
 
 
-def oci_steady_state(
-    scenarios: Scenarios, registry: Registry, verifications_table: str, results: ProviderResults
-) -> None:
+def oci_steady_state(scenarios: Scenarios, registry: Registry, results: ProviderResults) -> None:
     world, counter = scenarios.world, scenarios.counter
     org, _oci, user, location, digest = _oci_world(world, registry, is_default=True)
-    app = scenarios.app(VERIFICATIONS_TABLE=verifications_table)
+    app = scenarios.app()
     watcher = registry_calls(registry.host)
 
     def serve() -> None:
@@ -225,15 +223,13 @@ def oci_steady_state(
     results.plain_mapping_median_ms, results.plain_mapping_p99_ms = _median_p99(plain_mapping_ms)
 
 
-def oci_after_rotation(
-    scenarios: Scenarios, registry: Registry, verifications_table: str, results: ProviderResults
-) -> None:
+def oci_after_rotation(scenarios: Scenarios, registry: Registry, results: ProviderResults) -> None:
     """A warm container serves through a registry backend; its password is then changed and a new
     default backend on the same registry location, with a new login, is added."""
     world, counter = scenarios.world, scenarios.counter
     org, oci, user, location, digest = _oci_world(world, registry, is_default=True)
     # Backend rows cached for 1 s, so that the rotation is seen after a short wait
-    app = scenarios.app(VERIFICATIONS_TABLE=verifications_table, BACKEND_CACHE_TTL_SECONDS=1)
+    app = scenarios.app(BACKEND_CACHE_TTL_SECONDS=1)
     event = load_event("get_redirect", digest=digest, orgs=org)
     for _ in range(3):
         instrumented_handler(app)(event, FakeLambdaContext())
@@ -283,9 +279,7 @@ class PlainRegistryClient:
         return str(location)
 
 
-def azure_rows(
-    scenarios: Scenarios, scratch: Path, verifications_table: str, results: ProviderResults
-) -> None:
+def azure_rows(scenarios: Scenarios, scratch: Path, results: ProviderResults) -> None:
     """A shared-key AzureBlob backend on Azurite: storage calls per redirect in steady state, and warm
     latency against a plain SDK client doing the minimal work (blob properties + a SAS)."""
     from azure.core.credentials import AzureNamedKeyCredential  # noqa: PLC0415
@@ -312,7 +306,7 @@ def azure_rows(
             org, "azure", server.location("benchacct", "cas"), {"AccountKey": key}, is_default=True
         )
         world.map(digest, org, backend)
-        app = scenarios.app(VERIFICATIONS_TABLE=verifications_table)
+        app = scenarios.app()
         watcher = azure_calls()
 
         def serve() -> None:

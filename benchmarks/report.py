@@ -120,8 +120,20 @@ def _calls(results: Results) -> str:
         + table(("scenario", "calls/request", "by operation", "first request in a fresh container"), rows)
         + "\n\nFirst request after a rotation, in order (a container that had served the org through its "
         "default backend; the control plane then made a new default on the same bucket and revoked the old "
-        "backend's key):\n\n" + sequence
+        "backend's key):\n\n" + sequence + _look_ahead(results)
     )
+
+
+def _look_ahead(results: Results) -> str:
+    """The look ahead's tally (logic/look_ahead.py): how often its answer served, and what it cost."""
+    lines = []
+    for label, (started, used, dropped) in results.look_ahead.items():
+        rate = f"{used / started:.1%}" if started else "n/a"
+        lines.append(
+            f"- Look ahead, {label}: started {started} times over the run, used {used} (hit rate {rate}), "
+            f"dropped {dropped} (a dropped one cost its storage calls for nothing)."
+        )
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 def _latency(results: Results) -> str:

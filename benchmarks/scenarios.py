@@ -3,6 +3,7 @@ own App (its own container, in Lambda terms) through the real handler."""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,11 +16,14 @@ from tests.support.moto_servers import REGION
 from tests.support.world import BackendRef, World
 
 from benchmarks.counting import CallCounter, Calls
+from benchmarks.env import function_env
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import instrumented_handler
 
-# The artifact of the call-count and latency scenarios: small, stored with a full-object SHA-256.
+# The artifact of the call-count and latency scenarios: small, stored as Chainloop stores it (no SHA-256
+# checksum: S3 cannot prove it), so a container proves it by hashing once, then by its verification
+# record, as the template's VERIFICATIONS_TABLE lets it.
 DATA = b"cas-download benchmark artifact\n" * 64  # 2 KiB
 
 # The service's caches, all off ("the cost of no caching").
@@ -48,15 +52,34 @@ class Target:
 
 
 class Scenarios:
-    def __init__(self, world: World, counter: CallCounter) -> None:
+    def __init__(self, world: World, counter: CallCounter, verifications_table: str) -> None:
         self.world = world
         self.counter = counter
+        # What the template deploys (benchmarks/env.py): a scenario varies it only where it says so.
+        self.function_env = function_env(
+            {
+                "BACKENDS_TABLE": world.tables.backends,
+                "MAPPINGS_TABLE": world.tables.mappings,
+                "VERIFICATIONS_TABLE": verifications_table,
+            }
+        )
 
     # ------------------------------------------------------------------ apps
 
+    def settings_env(self, **env: object) -> dict[str, str]:
+        """The template's environment with ``env`` on top (a None value removes the variable)."""
+        merged = dict(self.function_env)
+        for name, value in env.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = str(value)
+        return merged
+
     def app(self, **env: object) -> App:
-        """A new container: settings from the world's tables plus ``env``; counted clients."""
-        settings = Settings.from_env(self.world.settings_env(**env))
+        """A new container configured as the template configures the function, plus ``env``; counted
+        clients."""
+        settings = Settings.from_env(self.settings_env(**env))
         return App.create(settings, session=self.counter.new_session())
 
     def target(
@@ -94,7 +117,7 @@ class Scenarios:
     # ------------------------------------------------------------------ the story's pieces
 
     def healthy_backend(self, data: bytes = DATA) -> tuple[str, BackendRef, str]:
-        """An org whose default backend holds ``data`` (full-object SHA-256) and maps it."""
+        """An org whose default backend holds ``data`` as Chainloop writes it (no checksum) and maps it."""
         org = self.world.org()
         backend = self.world.backend(org, "primary", is_default=True)
         digest = self.world.put(backend, data, filename="artifact.bin")
@@ -130,6 +153,29 @@ class Scenarios:
             org,
             notes="mapped backend's keys revoked; the org's new default on the same bucket serves",
         )
+
+    def link(self, suffix: str = "", **env: object) -> Target:
+        """A Chainloop download link (``/download``) to the healthy artifact, its token naming the
+        backend that holds it: the route that looks ahead (logic/look_ahead.py)."""
+        org, backend, digest = self.healthy_backend()
+        event, keys_env = download_link_case(digest, org, backend)
+        app = self.app(**keys_env, **env)
+        handler = instrumented_handler(app)
+
+        def prepare() -> tuple[dict[str, Any], FakeLambdaContext]:
+            return copy.deepcopy(event), FakeLambdaContext()
+
+        def serve(prepared: tuple[dict[str, Any], FakeLambdaContext]) -> dict[str, Any]:
+            response = dict(handler(prepared[0], prepared[1]))
+            if response["statusCode"] != STATUS_BY_MODE["redirect"]:
+                raise UnexpectedResponse(
+                    f"link{suffix}: got {response['statusCode']}: {response.get('body')}"
+                )
+            return response
+
+        target = Target("link" + suffix, "/download link (token's backend)", prepare, serve)
+        target.extra["look_ahead"] = app.services.look_ahead
+        return target
 
     def not_modified(self, suffix: str = "", **env: object) -> Target:
         org, _backend, digest = self.healthy_backend()
@@ -183,8 +229,9 @@ def rotate_under_a_warm_container(scenarios: Scenarios, warm_requests: int = 3) 
 @dataclass
 class Baseline:
     """The irreducible work of a verified redirect, written plainly: one DynamoDB query of the
-    mapping, one S3 HEAD (with the checksum) through the backend's own key, one presign. Clients are
-    created once, as a warm container would."""
+    mapping, one S3 HEAD through the backend's own key, one presign (the proof a record gives costs
+    the service nothing more in steady state: the container remembers it). Clients are created once,
+    as a warm container would."""
 
     world: World
     counter: CallCounter
@@ -222,3 +269,22 @@ class Baseline:
             lambda: None,
             lambda _prepared: self.serve(),
         )
+
+
+def download_link_case(digest: str, org: str, backend: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """A ``/download`` event for ``digest`` with a token minted as Chainloop's control plane mints it
+    (a key of its own; valid for the whole run, not Chainloop's 30 s), and the environment that
+    configures the key's public half."""
+    from tests.support.chainloop_links import link_event, new_key_pair  # noqa: PLC0415
+
+    from cas_admin.chainloop_link import mint_token  # noqa: PLC0415 - only this measurement needs it
+
+    keys = new_key_pair()
+    token = mint_token(
+        keys.private_pem,
+        backend=backend.provider,
+        secret_id=backend.secret_name,
+        org_id=org,
+        expires_in=3600,
+    )
+    return link_event(digest, token), {"CHAINLOOP_CAS_PUBLIC_KEYS": keys.public_pem}

@@ -20,6 +20,13 @@ class KeptSection:
             return None
         return self.begin + text.split(self.begin, 1)[1].split(self.end, 1)[0] + self.end + "\n"
 
+    def publish(self, path: Path, section: str, *, write: bool) -> None:
+        """Print ``section``; with ``write``, put it in ``path`` too (a command's last step)."""
+        print(section)
+        if write:
+            self.write(path, section)
+            print(f"wrote {path}")
+
     def write(self, path: Path, section: str) -> None:
         """Put ``section`` (markers included) in place of this section of ``path``, or at its end."""
         text = path.read_text() if path.exists() else "# Benchmarks\n"
