@@ -214,7 +214,8 @@ def measure(results: Results, scenarios: Scenarios, captured: CapturedStdout, sc
         ahead = target.extra.get("look_ahead")
         if ahead is not None:
             tally = ahead.tally
-            results.look_ahead[target.label] = (tally.started, tally.used, tally.dropped)
+            label = target.label + (", no caches" if target.key.endswith("_nocache") else "")
+            results.look_ahead[label] = (tally.started, tally.used, tally.dropped)
 
     progress("5. body mode: throughput and memory")
     measured = body.measure(scenarios, args.body_reps)
