@@ -327,7 +327,7 @@ def walk(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Walk:
     tried: list[Backend] = []
 
     def serve_through(
-        backend: Backend, digest: str, mode: Mode, deadline: Deadline, services: Any
+        backend: Backend, digest: str, mode: Mode, deadline: Deadline, services: Any, lookup: Any = None
     ) -> Artifact:
         tried.append(backend)
         if backend.id == scenario.serving:
