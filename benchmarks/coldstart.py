@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.env import ROOT, WORK_DIR
+from benchmarks.sections import COLD_START_313
 
 REQUIREMENTS = ROOT / "layers" / "dependencies" / "requirements.txt"
 PACKAGE = ROOT / "functions" / "cas_download"
@@ -422,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-above", type=float, help="profile one more cold start when a ratio is above this"
     )
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only (with --build-dir)")
     args = parser.parse_args(argv)
     python = shlex.split(args.python)
     scratch = WORK_DIR / "coldstart"
@@ -448,44 +451,89 @@ def main(argv: list[str] | None = None) -> int:
         snapstart = _snapstart_runs(cold, args.reps, python) if args.build_dir else []
     finally:
         servers.stop()
+    section = render_section(cold, snapstart, interpreter_version(python)[0], args)
+    if args.build_dir is not None:
+        COLD_START_313.publish(args.output, section, write=not args.no_write)
+    else:
+        print(section)
+    return 0
+
+
+def render_section(cold: ColdStart, snapstart: list[dict[str, Any]], version: str, args: Any) -> str:
+    """What one run measured, as BENCHMARKS.md's section 4b when it measured a ``sam build``."""
     what = f"the sam build in {args.build_dir}" if args.build_dir else "this checkout's package and pins"
-    print(
-        f"Python {interpreter_version(python)[0].split()[0]}, {what}, {args.reps} processes per kind and mode"
-    )
-    print(
+    lines = [f"Python {version.split(maxsplit=1)[0]}, {what}, {args.reps} processes per kind and mode", ""]
+    lines += [
         "| mode | /v1: import + first request (ms) | /download: the same (ms) "
-        "| reference: import + client (ms) | ratio /v1 | ratio /download |"
-    )
-    print("|---|---|---|---|---|---|")
+        "| reference: import + client (ms) | ratio /v1 | ratio /download |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode in cold.modes:
         app, link, ref = (
             [mode.median(kind, a) * 1000 for a in ("import_s", "work_s", "total_s")]
             for kind in ("app", "download", "boto3")
         )
-        print(
+        lines.append(
             f"| {mode.mode} | {app[0]:.0f} + {app[1]:.0f} = {app[2]:.0f} "
             f"| {link[0]:.0f} + {link[1]:.0f} = {link[2]:.0f} "
             f"| {ref[0]:.0f} + {ref[1]:.0f} = {ref[2]:.0f} | {mode.ratio:.2f}x | {mode.download_ratio:.2f}x |"
         )
+    first = cold.modes[0].mode
+    heaviest = ", ".join(f"{name} {ms:.0f} ms" for name, ms, _share in cold.imports.get(first, [])[:6])
+    if heaviest:
+        lines += [
+            "",
+            f"`-X importtime` of the handler, {first} (self time by top-level package, median of "
+            f"{IMPORTTIME_RUNS}; {cold.import_total_ms.get(first, 0.0):.0f} ms in all): {heaviest}.",
+        ]
     if cold.profile:
-        print(
-            f"\nProfile of one more cold start ({cold.profile_mode}, {cold.profile_total_ms:.0f} ms in all):"
-        )
-        for label, calls, cumulative_ms in cold.profile:
-            print(f"  {label}: {calls} calls, {cumulative_ms:.1f} ms")
+        lines += [
+            "",
+            f"Profile of one more cold start ({cold.profile_mode}, {cold.profile_total_ms:.0f} ms in all):",
+            "",
+        ]
+        lines += [f"- {label.strip()}: {calls} calls, {ms:.1f} ms" for label, calls, ms in cold.profile]
     if snapstart:
-        init, hooks, first = (
+        init, hooks, first_ms = (
             statistics.median(r[k] * 1000 for r in snapstart) for k in ("import_s", "hooks_s", "work_s")
         )
         built = cold.modes[0]
-        print(
-            f"\nSnapStart, {built.mode} (medians of {len(snapstart)} processes): initialization (both routes' "
-            f"imports, the App, its clients; what the snapshot holds) {init:.0f} ms, the hooks {hooks:.1f} ms, "
-            f"then the first request {first:.0f} ms, against {built.median('app', 'work_s') * 1000:.0f} ms of "
-            f"import-then-request's first request and {built.median('app', 'total_s') * 1000:.0f} ms of its whole "
-            "cold start. A restore's own time is Lambda's and is not measured here."
-        )
-    return 0
+        lines += [
+            "",
+            f"**SnapStart**, {built.mode} (medians of {len(snapstart)} processes): the initialization a "
+            f"snapshot holds (both routes' imports, the App, its clients) {init:.0f} ms, the hooks {hooks:.1f} ms, "
+            f"then the first request {first_ms:.0f} ms, against {built.median('app', 'work_s') * 1000:.0f} ms "
+            f"for a container that imports then serves ({built.median('app', 'total_s') * 1000:.0f} ms in all). "
+            "A restore's own time is Lambda's and is not measured here.",
+        ]
+    body = "\n".join(lines)
+    if args.build_dir is None:
+        return body + "\n"
+    return (
+        f"{COLD_START_313.begin}\n## 4b. Cold start of what ships: the `sam build` output on CPython 3.13\n\n"
+        f"Written by `python -m scripts.lambda_runtime --coldstart N` on {_today()}, commit {_commit()}: the "
+        "template's `sam build` (`DownloadFunction` and `DependenciesLayer/python`) with the CPython 3.13 byte "
+        "code `make build` adds (`scripts/bytecode.py`, unchecked-hash `.pyc`), run by `make lambda-runtime`'s "
+        "x86_64 chroot with `-S` and only the build on `PYTHONPATH`, nothing written "
+        "(`PYTHONDONTWRITEBYTECODE=1`: Lambda's `/var/task` and `/opt` are read-only). The layer's wheels are "
+        "x86_64's for this run (the same pins and Python files). The function is configured as the template "
+        "configures it (benchmarks/env.py). The reference is `import boto3` + one S3 client from the same "
+        "layer, **with** its byte code, as Lambda's runtime ships its own boto3; it makes no call, while the "
+        "app's first request makes its AWS calls to moto on loopback.\n\n"
+        f"{body}\n{COLD_START_313.end}\n"
+    )
+
+
+def _today() -> str:
+    import datetime as dt  # noqa: PLC0415 - only this report needs it
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _commit() -> str:
+    from benchmarks.env import Machine  # noqa: PLC0415 - the report's one source of the commit
+
+    return Machine.describe().commit
 
 
 def _snapstart_runs(cold: ColdStart, reps: int, python: Sequence[str]) -> list[dict[str, Any]]:

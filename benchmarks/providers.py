@@ -147,7 +147,8 @@ def measure(scenarios: Scenarios, scratch: Path, requests: int) -> ProviderResul
 
 def s3_after_marked_rotation(scenarios: Scenarios, results: ProviderResults) -> None:
     """The rotation story after the old backend was marked Invalid (by the validator or a request),
-    served by a container that has cached nothing."""
+    served by a container that has cached nothing; the object in Chainloop's layout, proven by the
+    verifier at upload (its record read beside the new default's HEAD)."""
     world, counter = scenarios.world, scenarios.counter
     org = world.org()
     bucket = world.bucket()
@@ -155,6 +156,7 @@ def s3_after_marked_rotation(scenarios: Scenarios, results: ProviderResults) -> 
     world.backend(org, "new", bucket=bucket, is_default=True)
     digest = world.put(old, DATA, filename="artifact.bin")
     world.map(digest, org, old)
+    scenarios.proven(org, old, digest)  # at upload, before the rotation
     world.revoke(old)
     target = scenarios.target("marked_rotation", "first request, new container", scenarios.app(), digest, org)
     prepared = target.prepare()

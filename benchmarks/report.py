@@ -68,9 +68,15 @@ Written by `make bench` (`python -m benchmarks.run`): do not edit by hand, re-ru
 - **Method**: the real handler (`cas_download.handlers.download.handle`) with one `App` per scenario (a
   warm container each); AWS calls counted with botocore `before-call` hooks on the app's boto3 session
   (which the app also hands to its PynamoDB models) and on any botocore session PynamoDB still creates
-  (`benchmarks/counting.py`). Latency scenarios are timed
+  (`benchmarks/counting.py`). Every container is configured as the template configures the function
+  (`benchmarks/env.py`: every variable at its parameter's default, the bench's own tables, a test checks
+  it). Latency scenarios are timed
   in the same rounds, shuffled each round ({args.requests} timed requests each after {args.warmup} warm-up
-  rounds); the handler's stdout (its log line and EMF metrics) goes to a file, as Lambda's goes to CloudWatch."""
+  rounds); the handler's stdout (its log line and EMF metrics) goes to a file, as Lambda's goes to CloudWatch.
+- **Data**: every S3 object of sections 1 to 7 is written as Chainloop writes it (`cas_admin.chainloop_layout.s3`:
+  no SHA-256 checksum, so S3 cannot prove it) and proven by the verifier once mapped (`verify_mapping`, as
+  the Mappings stream runs it), so a container proves it by reading its record once, then from memory;
+  body mode hashes what it returns. The baseline's `ChecksumMode` finds no checksum on these objects."""
 
 
 def _summary(results: Results) -> str:
@@ -239,7 +245,7 @@ def _cold(results: Results) -> str:
         "them from source (`PYTHONDONTWRITEBYTECODE=1`; the standard library keeps its `.pyc`, as the "
         "runtime's does). **With .pyc**: the same files with cached byte code.\n\n"
         f"App: `import cas_download.handlers.download` + the first `lambda_handler` call (builds the App, then "
-        f'a redirect: 4 AWS calls over loopback). Reference: `import boto3` + `boto3.client("s3")`. Medians '
+        f'a redirect of an object the verifier proved: the mappings and org-rows queries, the secret, the HEAD and the record read beside it, over loopback). Reference: `import boto3` + `boto3.client("s3")`. Medians '
         f"of {len(cold.modes[0].app)} processes each, timed inside the process; the process column is the "
         "wall time of the whole process (interpreter start-up included).\n\n"
         + table(

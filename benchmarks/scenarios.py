@@ -19,7 +19,10 @@ from benchmarks.counting import CallCounter, Calls
 from benchmarks.env import function_env
 from cas_download.app import App
 from cas_download.config import Settings
+from cas_download.domain import Mapping
 from cas_download.handlers.download import instrumented_handler
+from cas_download.logic.deadline import Deadline
+from cas_download.logic.verifier import Outcome, verify_mapping
 
 # The artifact of the call-count and latency scenarios: small, stored as Chainloop stores it (no SHA-256
 # checksum: S3 cannot prove it), so a container proves it by hashing once, then by its verification
@@ -117,12 +120,21 @@ class Scenarios:
     # ------------------------------------------------------------------ the story's pieces
 
     def healthy_backend(self, data: bytes = DATA) -> tuple[str, BackendRef, str]:
-        """An org whose default backend holds ``data`` as Chainloop writes it (no checksum) and maps it."""
+        """An org whose default backend holds ``data`` as Chainloop writes it (no checksum) and maps
+        it, proven by the verifier as the Mappings stream has it proven once the mapping is written."""
         org = self.world.org()
         backend = self.world.backend(org, "primary", is_default=True)
         digest = self.world.put(backend, data, filename="artifact.bin")
         self.world.map(digest, org, backend)
+        self.proven(org, backend, digest)
         return org, backend, digest
+
+    def proven(self, org: str, backend: BackendRef, digest: str) -> None:
+        """What the verifier does for a new mapping (its own container, the template's settings): the
+        record every later first request reads instead of hashing the object."""
+        verification = verify_mapping(Mapping(digest, org, backend.id), self.app().services, Deadline(60))
+        if verification.outcome is not Outcome.PROVEN:
+            raise UnexpectedResponse(f"the verifier did not prove {digest}: {verification}")
 
     def rotation_story(self) -> tuple[str, BackendRef, BackendRef, str]:
         """Mapped to an old backend whose keys are revoked; a new default on the same bucket."""
@@ -132,6 +144,7 @@ class Scenarios:
         new = self.world.backend(org, "new", bucket=bucket, is_default=True)
         digest = self.world.put(old, DATA, filename="artifact.bin")
         self.world.map(digest, org, old)
+        self.proven(org, old, digest)  # at upload, before the rotation
         self.world.revoke(old)
         return org, old, new, digest
 
@@ -205,6 +218,7 @@ def rotate_under_a_warm_container(scenarios: Scenarios, warm_requests: int = 3) 
     old = world.backend(org, "old", bucket=bucket, is_default=True, created_at="2025-01-01T00:00:00Z")
     digest = world.put(old, DATA, filename="artifact.bin")
     world.map(digest, org, old)
+    scenarios.proven(org, old, digest)
     target = scenarios.target(
         "after_rotation", "first request after a rotation", scenarios.app(), digest, org
     )
