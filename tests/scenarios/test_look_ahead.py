@@ -1,6 +1,7 @@
-"""Looking ahead (logic/look_ahead.py): a link's token names the backend that most likely serves, so a
-warm container asks its storage while the digest's mappings are read, and uses the answer only when
-the search reaches that backend with the same credentials."""
+"""A link reads what it needs and no more, and reads it side by side: a token's backend that no mapping
+can displace serves without the mappings; otherwise a warm container asks the backend most likely to
+serve while the mappings are read (logic/look_ahead.py), and uses the answer only when the search
+reaches that backend with the same credentials. Every attempt reads the record while it describes."""
 
 from __future__ import annotations
 
@@ -74,28 +75,92 @@ def held_mappings(world: World, call_recorder: CallRecorder) -> Iterator[HeldUnt
     hold.release()
 
 
-def test_a_warm_link_asks_its_backends_storage_while_the_mappings_are_read(
+def test_a_link_whose_tokens_backend_serves_reads_no_mapping(
+    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
+) -> None:
+    # Given a link served once by this container (it holds the org's rows, the secret, the record)
+    _org, backend, digest = world.artifact(DATA, filename="sbom.json")
+    token = token_for(backend)
+    assert follow(links, lambda_context, digest, token).status == 307
+    call_recorder.clear()
+    # When it is followed again
+    response = follow(links, lambda_context, digest, token)
+    # Then the token's backend serves it with one HEAD: no mapping can put a backend before it
+    assert_redirected_by(response, backend, fallback=False)
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA
+    assert sorted(call_recorder.counts.items()) == [(("s3", "HeadObject"), 1)]
+
+
+def test_the_mappings_are_read_once_the_tokens_backend_fails(
+    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
+) -> None:
+    # Given the token's backend, which lacks the object, and another backend of the org holding the
+    # mapping (not the default)
+    org = world.org()
+    token_backend = world.backend(org, "token's", is_default=True)
+    holder = world.backend(org, "holder")
+    digest = world.put(holder, DATA)
+    world.map(digest, org, holder)
+    # When the link is followed
+    response = follow(links, lambda_context, digest, token_for(token_backend))
+    # Then the token's backend was tried first, then the mappings read, and the mapped backend serves
+    assert_redirected_by(response, holder, fallback=True)
+    operations = [(c.service, c.operation) for c in call_recorder.calls]
+    first_head = operations.index(("s3", "HeadObject"))
+    mappings_query = [
+        i
+        for i, c in enumerate(call_recorder.calls)
+        if c.operation == "Query" and c.params.get("TableName") == world.tables.mappings
+    ]
+    assert len(mappings_query) == 1
+    assert first_head < mappings_query[0]
+
+
+def test_when_the_tokens_backend_failed_lately_the_default_is_asked_while_the_mappings_are_read(
     world: World,
     links: Service,
     lambda_context: FakeLambdaContext,
     call_recorder: CallRecorder,
     held_mappings: HeldUntil,
 ) -> None:
-    # Given a link served once by this container (it holds the backend's row, secret and record)
-    _org, backend, digest = world.artifact(DATA, filename="sbom.json")
-    token = token_for(backend)
-    assert follow(links, lambda_context, digest, token).status == 307
+    # Given a link minted for a backend whose keys were revoked, and the org's new default on the same
+    # bucket, followed once by this container (the old backend failed: it remembers; the new one served)
+    org = world.org()
+    bucket = world.bucket()
+    old = world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
+    new = world.backend(org, "new", bucket=bucket, is_default=True)
+    digest = world.put(old, DATA)
+    world.map(digest, org, old)
+    world.revoke(old)
+    token = token_for(old)
+    assert_redirected_by(follow(links, lambda_context, digest, token), new, fallback=True)
     call_recorder.clear()
     # When it is followed again, with the mappings' Query held until storage is asked
     held_mappings.arm()
     response = follow(links, lambda_context, digest, token)
-    # Then the storage was asked while the Query waited, and that answer served: the Query and the HEAD
+    # Then the new default's storage was asked while the Query waited, and that answer served
     assert held_mappings.waited_for_it is True
-    assert_redirected_by(response, backend, fallback=False)
+    assert_redirected_by(response, new, fallback=True)
     assert world.fetch_presigned(response.headers["Location"]).body == DATA
     assert sorted(call_recorder.counts.items()) == [(("dynamodb", "Query"), 1), (("s3", "HeadObject"), 1)]
     tally = links.app.services.look_ahead.tally  # type: ignore[union-attr]
     assert (tally.started, tally.used, tally.dropped) == (1, 1, 0)
+
+
+def test_a_tokens_backend_marked_invalid_waits_for_the_mappings_and_goes_after_them(
+    world: World, links: Service, lambda_context: FakeLambdaContext
+) -> None:
+    # Given a token naming a backend marked Invalid (the org has no default), and the digest mapped to
+    # another backend of the org; both hold the bytes
+    org = world.org()
+    bucket = world.bucket()
+    marked = world.backend(org, "marked", bucket=bucket, status="Invalid")
+    holder = world.backend(org, "holder", bucket=bucket)
+    digest = world.put(bucket, DATA)
+    world.map(digest, org, holder)
+    # When the link is followed, Then the mapped backend serves: a status defers the token's backend
+    # after every backend not so marked, mapped ones included, so the mappings were read first
+    assert_redirected_by(follow(links, lambda_context, digest, token_for(marked)), holder, fallback=False)
 
 
 def test_a_cold_container_reads_no_secret_ahead_of_the_mappings(
@@ -105,13 +170,20 @@ def test_a_cold_container_reads_no_secret_ahead_of_the_mappings(
     call_recorder: CallRecorder,
     held_mappings: HeldUntil,
 ) -> None:
-    # Given a container that holds no secret yet
-    _org, backend, digest = world.artifact(DATA)
-    # When a link is followed, with the mappings' Query held a while for storage to be asked
+    # Given a container that holds no secret yet, and a token naming a backend marked Invalid (so a
+    # mapped backend may come before it: the mappings must be read first)
+    org = world.org()
+    bucket = world.bucket()
+    marked = world.backend(org, "marked", bucket=bucket, status="Invalid")
+    default = world.backend(org, "default", bucket=bucket, is_default=True)
+    digest = world.put(bucket, DATA)
+    world.map(digest, org, default)
+    # When the link is followed, with the mappings' Query held a while for storage to be asked
     held_mappings.arm(seconds=0.5)
-    response = follow(links, lambda_context, digest, token_for(backend))
-    # Then it serves, but nothing was asked before the mappings were read (the Query waited in vain)
-    assert_redirected_by(response, backend, fallback=False)
+    response = follow(links, lambda_context, digest, token_for(marked))
+    # Then the mapped default serves (the first mapped candidate, the marked one going last), but
+    # nothing was asked before the mappings were read (the Query waited in vain)
+    assert_redirected_by(response, default, fallback=False)
     assert held_mappings.waited_for_it is False
     operations = [c.operation for c in call_recorder.calls]
     assert operations.index("GetSecretValue") > operations.index("Query", 1)

@@ -10,7 +10,7 @@ search.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cas_download.domain import Artifact, Attempt, AttemptFailed, AttemptReason, Backend, Mapping, Mode
@@ -25,7 +25,7 @@ from cas_download.errors import (
     VerificationPending,
 )
 from cas_download.logic.backend_attempt import PendingProof, serve_through
-from cas_download.logic.candidates import all_suspended, holding_orgs, plan_candidates
+from cas_download.logic.candidates import TokenMapping, all_suspended, holding_orgs, plan_candidates
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.look_ahead import Lookup
 from cas_download.logic.services import Services
@@ -81,14 +81,25 @@ def serve_with_fallback(
     deadline: Deadline,
     services: Services,
     lookup: Lookup | None = None,
+    later_mappings: Callable[[], Sequence[Mapping]] | None = None,
 ) -> Artifact:
     """``lookup``: a look ahead started before the mappings were read (logic/look_ahead.py), used if
-    the search reaches its backend, dropped otherwise."""
+    the search reaches its backend, dropped otherwise. ``later_mappings``: more mappings, read only
+    when the first candidate of ``mappings`` fails, or first if a mapping read later could come
+    before it (:func:`first_whatever_follows`)."""
     try:
-        return _serve_with_fallback(digest, mode, mappings, deadline, services, lookup)
+        return _serve_with_fallback(digest, mode, mappings, deadline, services, lookup, later_mappings)
     finally:
         if lookup is not None:
             lookup.drop()
+
+
+def first_whatever_follows(candidate: Backend, mappings: Sequence[Mapping]) -> bool:
+    """Whether no mapping read later can put a candidate before ``candidate``: a token's backend
+    (a :class:`TokenMapping` goes before every mapped backend, default or not) not marked Invalid."""
+    return not candidate.is_invalid and any(
+        isinstance(m, TokenMapping) and m.backend_id == candidate.id for m in mappings
+    )
 
 
 def first_candidate(mappings: Sequence[Mapping], services: Services) -> Backend | None:
@@ -111,6 +122,7 @@ def _serve_with_fallback(
     deadline: Deadline,
     services: Services,
     lookup: Lookup | None,
+    later_mappings: Callable[[], Sequence[Mapping]] | None,
 ) -> Artifact:
     catalog = services.catalog
     started = catalog.now()
@@ -122,7 +134,23 @@ def _serve_with_fallback(
         raise OrgSuspended("the organization holding this artifact is suspended in Chainloop")
     plan = plan_candidates(mappings, rows)
     search = _Search(digest, mode, deadline, services, lookup=lookup)
-    artifact = search.try_in_order(_defer_recent_failures(plan.order, services))
+    order = _defer_recent_failures(plan.order, services)
+    if later_mappings is not None:
+        tried: set[str] = set()
+        if order and first_whatever_follows(order[0], mappings):
+            # The spec's own rule: while a candidate that cannot be displaced may serve, nothing else
+            # is read. A link whose token's backend serves reads no mapping.
+            artifact = search.try_in_order(order[:1])
+            if artifact is not None:
+                artifact.fallback = plan.primary is None or artifact.backend.id != plan.primary.id
+                return artifact
+            tried.add(order[0].id)
+        mappings = [*mappings, *later_mappings()]
+        orgs = holding_orgs(mappings)
+        rows = {org: catalog.org_backends(org) for org in orgs}
+        plan = plan_candidates(mappings, rows)
+        order = [b for b in _defer_recent_failures(plan.order, services) if b.id not in tried]
+    artifact = search.try_in_order(order)
     if artifact is None and not deadline.expired():
         # Every candidate of the cached rows failed: a rotation may have made a new default since they
         # were read. Read them again (unless this request read them) and try what is new.

@@ -9,7 +9,7 @@ backends of the digest, then its default and fallback (``logic/candidates.py``, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -37,7 +37,7 @@ from cas_download.errors import CasError, NotFound, TooLargeForBody, Unauthentic
 from cas_download.logic.backend_attempt import look_ahead, serve_through
 from cas_download.logic.candidates import TokenMapping, plan_candidates
 from cas_download.logic.deadline import Deadline
-from cas_download.logic.fallback import first_candidate, serve_with_fallback
+from cas_download.logic.fallback import first_candidate, first_whatever_follows, serve_with_fallback
 from cas_download.logic.services import Services
 
 if TYPE_CHECKING:  # the token verifier is imported only when a /download request arrives (handlers/links.py)
@@ -80,23 +80,32 @@ def download_by_link(
         TokenMapping(request.digest, org, "")
     ]
     link_services = _naming(services, request.filename)
-    # The token names the backend that most likely serves: its storage is asked while the mappings
-    # are read (logic/look_ahead.py). Body mode reads the bytes whole, never ahead.
-    predicted = first_candidate(token_mappings, link_services) if request.mode is not Mode.BODY else None
-    lookup = look_ahead(predicted, request.digest, deadline, link_services) if predicted else None
-    try:
-        mapped = services.catalog.mappings_for_digest(request.digest)
-    except BaseException:
-        if lookup is not None:
-            lookup.drop()
-        raise
-    mappings: list[Mapping] = [*token_mappings, *(m for m in mapped if m.org_id == org)]
+
+    def mapped() -> list[Mapping]:
+        return [m for m in services.catalog.mappings_for_digest(request.digest) if m.org_id == org]
+
+    mappings: list[Mapping] = list(token_mappings)
+    later: Callable[[], list[Mapping]] | None = mapped
+    lookup = None
+    first = first_candidate(token_mappings, link_services)
+    if first is None or not first_whatever_follows(first, token_mappings):
+        # A mapped backend may come first: the mappings are read now, and the backend that most
+        # likely serves is asked meanwhile (logic/look_ahead.py; body mode reads bytes whole, never ahead).
+        if first is not None and request.mode is not Mode.BODY:
+            lookup = look_ahead(first, request.digest, deadline, link_services)
+        try:
+            mappings, later = [*token_mappings, *mapped()], None
+        except BaseException:
+            if lookup is not None:
+                lookup.drop()
+            raise
     # The first mapped candidate as planned now: the attempts may mark a backend Invalid, and a plan
-    # made after them would name another (a body served instead is a fallback against this one).
+    # made after them would name another (a body served instead is a fallback against this one). The
+    # token's backend counts as the first mapped candidate, so mappings read later do not change it.
     primary = plan_candidates(mappings, {org: services.catalog.org_backends(org)}).primary
     try:
         artifact = serve_with_fallback(
-            request.digest, request.mode, mappings, deadline, link_services, lookup
+            request.digest, request.mode, mappings, deadline, link_services, lookup, later_mappings=later
         )
     except CasError as error:
         if request.mode is Mode.BODY or not _no_direct_url(error.attempts):
