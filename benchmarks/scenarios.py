@@ -169,8 +169,23 @@ class Scenarios:
 
     def link(self, suffix: str = "", **env: object) -> Target:
         """A Chainloop download link (``/download``) to the healthy artifact, its token naming the
-        backend that holds it: the route that looks ahead (logic/look_ahead.py)."""
+        backend that holds it: tried before the mappings, which are not read while it serves."""
         org, backend, digest = self.healthy_backend()
+        return self._link_target(
+            "link" + suffix, "/download link (token's backend)", digest, org, backend, env
+        )
+
+    def link_rotated(self, suffix: str = "", **env: object) -> Target:
+        """A link minted for the rotation story's old backend (keys revoked): once it failed, the
+        container defers it, reads the mappings, and asks the new default meanwhile (the look ahead)."""
+        org, old, _new, digest = self.rotation_story()
+        return self._link_target(
+            "link_rotated" + suffix, "/download link, rotation story (look ahead)", digest, org, old, env
+        )
+
+    def _link_target(
+        self, key: str, label: str, digest: str, org: str, backend: BackendRef, env: dict[str, object]
+    ) -> Target:
         event, keys_env = download_link_case(digest, org, backend)
         app = self.app(**keys_env, **env)
         handler = instrumented_handler(app)
@@ -181,12 +196,10 @@ class Scenarios:
         def serve(prepared: tuple[dict[str, Any], FakeLambdaContext]) -> dict[str, Any]:
             response = dict(handler(prepared[0], prepared[1]))
             if response["statusCode"] != STATUS_BY_MODE["redirect"]:
-                raise UnexpectedResponse(
-                    f"link{suffix}: got {response['statusCode']}: {response.get('body')}"
-                )
+                raise UnexpectedResponse(f"{key}: got {response['statusCode']}: {response.get('body')}")
             return response
 
-        target = Target("link" + suffix, "/download link (token's backend)", prepare, serve)
+        target = Target(key, label, prepare, serve)
         target.extra["look_ahead"] = app.services.look_ahead
         return target
 
