@@ -32,7 +32,7 @@ from tests.support.moto_servers import AwsServers, start_aws_servers
 from tests.support.tables import create_tables
 
 from benchmarks.env import ROOT, WORK_DIR, apply_env, aws_env
-from benchmarks.sections import CHAINLOOP_SYNC
+from benchmarks.sections import CHAINLOOP_SYNC, stamp
 from cas_download.data.chainloop_db import ChainloopDatabase
 from cas_download.data.sync_target import SyncTarget, sync_client_config
 from cas_download.logic.chainloop_sync import SyncSummary, run_sync
@@ -159,6 +159,8 @@ def render(sizes: list[Size], server_version: str) -> str:
     lines = [
         BEGIN,
         "## 8. Chainloop sync (`make bench-sync`)",
+        "",
+        stamp(),
         "",
         "`cas-admin sync chainloop` / ChainloopSyncFunction (the same code) from a real PostgreSQL "
         f"{server_version} (loopback) into DynamoDB on moto server, {ORGS} orgs; Chainloop's history "

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.env import ROOT, WORK_DIR
-from benchmarks.sections import COLD_START_313
+from benchmarks.sections import COLD_START_313, stamp
 
 REQUIREMENTS = ROOT / "layers" / "dependencies" / "requirements.txt"
 PACKAGE = ROOT / "functions" / "cas_download"
@@ -511,7 +511,7 @@ def render_section(cold: ColdStart, snapstart: list[dict[str, Any]], version: st
         return body + "\n"
     return (
         f"{COLD_START_313.begin}\n## 4b. Cold start of what ships: the `sam build` output on CPython 3.13\n\n"
-        f"Written by `python -m scripts.lambda_runtime --coldstart N` on {_today()}, commit {_commit()}: the "
+        f"Written by `python -m scripts.lambda_runtime --coldstart N`. {stamp()} The "
         "template's `sam build` (`DownloadFunction` and `DependenciesLayer/python`) with the CPython 3.13 byte "
         "code `make build` adds (`scripts/bytecode.py`, unchecked-hash `.pyc`), run by `make lambda-runtime`'s "
         "x86_64 chroot with `-S` and only the build on `PYTHONPATH`, nothing written "
@@ -522,18 +522,6 @@ def render_section(cold: ColdStart, snapstart: list[dict[str, Any]], version: st
         "app's first request makes its AWS calls to moto on loopback.\n\n"
         f"{body}\n{COLD_START_313.end}\n"
     )
-
-
-def _today() -> str:
-    import datetime as dt  # noqa: PLC0415 - only this report needs it
-
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _commit() -> str:
-    from benchmarks.env import Machine  # noqa: PLC0415 - the report's one source of the commit
-
-    return Machine.describe().commit
 
 
 def _snapstart_runs(cold: ColdStart, reps: int, python: Sequence[str]) -> list[dict[str, Any]]:

@@ -45,3 +45,11 @@ VERIFIER = KeptSection(
 )
 COLD_START_313 = KeptSection("<!-- coldstart-3.13:begin -->", "<!-- coldstart-3.13:end -->")
 KEPT = (COLD_START_313, CHAINLOOP_SYNC, VERIFIER)
+
+
+def stamp() -> str:
+    """When and at which commit a section was measured (sections of one file come from several runs)."""
+    from benchmarks.env import Machine  # noqa: PLC0415 - the report's one source of date and commit
+
+    machine = Machine.describe()
+    return f"Measured {machine.date_utc}, commit {machine.commit}."

@@ -44,7 +44,7 @@ from benchmarks.counting import CallCounter, Calls, describe, total
 from benchmarks.env import ROOT, WORK_DIR, apply_env, aws_env
 from benchmarks.output import CapturedStdout
 from benchmarks.scenarios import Scenarios
-from benchmarks.sections import VERIFIER
+from benchmarks.sections import VERIFIER, stamp
 from cas_admin.chainloop_layout import s3 as chainloop_s3
 from cas_download.app import App
 from cas_download.config import VERIFY_BUDGET_SECONDS, Settings
@@ -248,6 +248,8 @@ def render(sizes: list[Size], reps: int) -> str:
     lines = [
         BEGIN,
         "## 9. Verifying ahead of requests (`make bench-verifier`)",
+        "",
+        stamp(),
         "",
         "Chainloop-layout S3 objects (no SHA-256 checksum, 5 MiB parts) on moto server, loopback, "
         f"median of {reps}. The verifier is `verify_mapping` (the stream handler's and `cas-admin verify`'s "
