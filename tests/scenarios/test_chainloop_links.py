@@ -60,13 +60,7 @@ def test_a_link_to_a_rotated_backend_falls_back_to_the_orgs_default(
     world: World, links: Service, lambda_context: FakeLambdaContext
 ) -> None:
     # Given the token's backend, whose keys were revoked, and the org's new default on the same bucket
-    org = world.org()
-    bucket = world.bucket()
-    old = world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
-    new = world.backend(org, "new", bucket=bucket, is_default=True)
-    digest = world.put(old, DATA)
-    world.map(digest, org, old)
-    world.revoke(old)
+    _org, old, new, digest = world.rotated(DATA)
     # When a link minted for the old backend is followed
     response = follow(links, lambda_context, digest, token_for(old))
     # Then the new default serves it, a fallback, after the old one was tried

@@ -15,7 +15,7 @@ from tests.scenarios.conftest import Service, assert_redirected_by
 from tests.scenarios.test_chainloop_links import DATA, KEY, follow, token_for
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
-from tests.support.world import World
+from tests.support.world import BackendRef, World
 
 HELD_SECONDS = 5.0
 
@@ -75,14 +75,27 @@ def held_mappings(world: World, call_recorder: CallRecorder) -> Iterator[HeldUnt
     hold.release()
 
 
+def served_once(
+    world: World,
+    links: Service,
+    context: FakeLambdaContext,
+    recorder: CallRecorder,
+    filename: str | None = None,
+) -> tuple[BackendRef, str, str]:
+    """A link this container served once (it holds the org's rows, the secret and the record), the calls
+    so far forgotten: its backend, digest and token."""
+    _org, backend, digest = world.artifact(DATA, filename=filename)
+    token = token_for(backend)
+    assert follow(links, context, digest, token).status == 307
+    recorder.clear()
+    return backend, digest, token
+
+
 def test_a_link_whose_tokens_backend_serves_reads_no_mapping(
     world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
 ) -> None:
     # Given a link served once by this container (it holds the org's rows, the secret, the record)
-    _org, backend, digest = world.artifact(DATA, filename="sbom.json")
-    token = token_for(backend)
-    assert follow(links, lambda_context, digest, token).status == 307
-    call_recorder.clear()
+    backend, digest, token = served_once(world, links, lambda_context, call_recorder, filename="sbom.json")
     # When it is followed again
     response = follow(links, lambda_context, digest, token)
     # Then the token's backend serves it with one HEAD: no mapping can put a backend before it
@@ -125,13 +138,7 @@ def test_when_the_tokens_backend_failed_lately_the_default_is_asked_while_the_ma
 ) -> None:
     # Given a link minted for a backend whose keys were revoked, and the org's new default on the same
     # bucket, followed once by this container (the old backend failed: it remembers; the new one served)
-    org = world.org()
-    bucket = world.bucket()
-    old = world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
-    new = world.backend(org, "new", bucket=bucket, is_default=True)
-    digest = world.put(old, DATA)
-    world.map(digest, org, old)
-    world.revoke(old)
+    _org, old, new, digest = world.rotated(DATA)
     token = token_for(old)
     assert_redirected_by(follow(links, lambda_context, digest, token), new, fallback=True)
     call_recorder.clear()
@@ -194,10 +201,7 @@ def test_a_matching_if_none_match_is_answered_304_without_looking_ahead(
     world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
 ) -> None:
     # Given a warm container
-    _org, backend, digest = world.artifact(DATA)
-    token = token_for(backend)
-    assert follow(links, lambda_context, digest, token).status == 307
-    call_recorder.clear()
+    _backend, digest, token = served_once(world, links, lambda_context, call_recorder)
     # When the link is followed with the artifact's ETag
     response = follow(links, lambda_context, digest, token, headers={"if-none-match": f'"{digest}"'})
     # Then 304, and storage was never asked, not even ahead
@@ -210,10 +214,7 @@ def test_body_mode_never_looks_ahead(
     world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
 ) -> None:
     # Given a warm container
-    _org, backend, digest = world.artifact(DATA)
-    token = token_for(backend)
-    assert follow(links, lambda_context, digest, token).status == 307
-    call_recorder.clear()
+    _backend, digest, token = served_once(world, links, lambda_context, call_recorder)
     # When the link asks for the body
     response = follow(links, lambda_context, digest, token, query={"mode": "body"})
     # Then the body is read once, whole and hashed, and nothing was asked ahead

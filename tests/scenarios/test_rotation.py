@@ -32,14 +32,8 @@ def test_rotated_away_backend_falls_back_to_the_new_default_on_the_same_bucket(
     world: World, service: Service
 ) -> None:
     # Given backend A (old keys) and backend B (same bucket, new keys, the org's default)
-    org = world.org()
-    bucket = world.bucket()
-    old = world.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
-    new = world.backend(org, "new", bucket=bucket, is_default=True)
-    digest = world.put(old, DATA)
-    world.map(digest, org, old)
     # and A's access key deleted: S3 itself now answers InvalidAccessKeyId
-    world.revoke(old)
+    org, _old, new, digest = world.rotated(DATA)
 
     # When the caller asks for the artifact mapped to A
     response = service.get(digest, orgs=org)

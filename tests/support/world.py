@@ -83,6 +83,15 @@ class Artifact(NamedTuple):
     digest: str
 
 
+class Rotation(NamedTuple):
+    """The rotation story: the org, its revoked old backend, its new default, the digest mapped to old."""
+
+    org: str
+    old: BackendRef
+    new: BackendRef
+    digest: str
+
+
 @dataclass
 class BackendRef:
     """A backend the World created: not a Backends row (that is ``cas_download.domain.Backend``) but
@@ -481,6 +490,18 @@ class World:
         if mapped:
             self.map(digest, org, backend)
         return Artifact(org, backend, digest)
+
+    def rotated(self, data: bytes) -> Rotation:
+        """Chainloop's rotation: a new org's artifact mapped to its old backend, whose access key is then
+        deleted (S3 itself answers ``InvalidAccessKeyId``), and a new default on the same bucket."""
+        org = self.org()
+        bucket = self.bucket()
+        old = self.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
+        new = self.backend(org, "new", bucket=bucket, is_default=True)
+        digest = self.put(old, data)
+        self.map(digest, org, old)
+        self.revoke(old)
+        return Rotation(org, old, new, digest)
 
     def tampered_artifact(
         self, data: bytes, stored: bytes, name: str | None = None, *, checksum: bool = False
