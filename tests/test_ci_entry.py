@@ -29,20 +29,24 @@ exit 3
 """
 
 
-def test_ci_run_survives_a_tool_whose_version_output_is_long(tmp_path: Path) -> None:
-    # Given a copy of the CI script in a scratch checkout (it deletes .venv where it runs)
-    # and a `make` whose --version output is about 1 MiB
+def run_ci_in_scratch_checkout(
+    tmp_path: Path, stand_ins: dict[str, str], **env_overrides: str | None
+) -> subprocess.CompletedProcess[str]:
+    """.ci/run in a copy of the checkout under ``tmp_path`` (it deletes .venv where it runs), with the
+    ``stand_ins`` (name: script) first on PATH; an override of None unsets that variable."""
     (tmp_path / ".ci").mkdir()
     shutil.copy(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    fake_make = bin_dir / "make"
-    fake_make.write_text(FAKE_MAKE)
-    fake_make.chmod(0o755)
+    for name, text in stand_ins.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-
-    # When the CI script runs
-    done = subprocess.run(
+    for name, value in env_overrides.items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
+    return subprocess.run(
         ["bash", str(tmp_path / ".ci" / "run")],
         capture_output=True,
         text=True,
@@ -50,6 +54,12 @@ def test_ci_run_survives_a_tool_whose_version_output_is_long(tmp_path: Path) -> 
         env=env,
         check=False,
     )
+
+
+def test_ci_run_survives_a_tool_whose_version_output_is_long(tmp_path: Path) -> None:
+    # Given a scratch checkout and a `make` whose --version output is about 1 MiB
+    # When the CI script runs there
+    done = run_ci_in_scratch_checkout(tmp_path, {"make": FAKE_MAKE})
 
     # Then it prints the first version line and goes on to check the lock
     assert "GNU Make 4.3 (stand-in)" in done.stdout
@@ -87,26 +97,12 @@ ROOT_ID = """#!/usr/bin/env bash
 def run_ci_with_recording_tools(tmp_path: Path, **env_overrides: str | None) -> tuple[int, list[str]]:
     """.ci/run in a scratch checkout with recording stand-ins for make and apt-get, as root; the
     exit status and the calls, in order."""
-    (tmp_path / ".ci").mkdir()
-    shutil.copy(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("make", RECORDING_MAKE), ("apt-get", RECORDING_TOOL), ("id", ROOT_ID)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
     calls = tmp_path / "calls.txt"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(calls)}
-    for name, value in env_overrides.items():
-        env.pop(name, None)
-        if value is not None:
-            env[name] = value
-    done = subprocess.run(
-        ["bash", str(tmp_path / ".ci" / "run")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
+    done = run_ci_in_scratch_checkout(
+        tmp_path,
+        {"make": RECORDING_MAKE, "apt-get": RECORDING_TOOL, "id": ROOT_ID},
+        CALLS=str(calls),
+        **env_overrides,
     )
     return done.returncode, calls.read_text().splitlines() if calls.exists() else []
 

@@ -39,6 +39,14 @@ def s3_as(backend: BackendRef, **config: Any) -> S3Client:
     )
 
 
+def presigned_get(s3: S3Client, backend: BackendRef, digest: str, **params: str) -> str:
+    """A URL for a GET of ``digest`` in the backend's bucket, signed by ``s3`` for 60 s; ``params``
+    add to the request (``VersionId``, ``ResponseContentDisposition``...)."""
+    return s3.generate_presigned_url(
+        "get_object", Params={"Bucket": backend.bucket, "Key": digest, **params}, ExpiresIn=60
+    )
+
+
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
     return str(exc.value.response["Error"]["Code"])
 
@@ -199,16 +207,7 @@ def test_presigned_urls_are_checked_like_s3(world: World) -> None:
     world.put_corrupt(backend, digest, b"newer, wrong")
     s3 = s3_as(backend, signature_version="s3v4")
     disposition = "attachment; filename=\"r.pdf\"; filename*=UTF-8''r%C3%A9.pdf"
-    url = s3.generate_presigned_url(
-        "get_object",
-        Params={
-            "Bucket": backend.bucket,
-            "Key": digest,
-            "VersionId": version,
-            "ResponseContentDisposition": disposition,
-        },
-        ExpiresIn=60,
-    )
+    url = presigned_get(s3, backend, digest, VersionId=version, ResponseContentDisposition=disposition)
 
     ok = world.fetch_presigned(url)
     assert (ok.status, ok.body, ok.version_id) == (200, b"signed", version)

@@ -298,18 +298,20 @@ def test_secrets_manager_unreachable_makes_every_backend_secret_unavailable(
 # DynamoDB: throttled (retried, then 503 with Retry-After)
 
 
-@pytest.mark.usefixtures("quick_backoff")
+@pytest.fixture
+def dynamodb_faults(faults: FaultServer, monkeypatch: pytest.MonkeyPatch, quick_backoff: None) -> FaultServer:
+    """The fault endpoint as the app's DynamoDB, nothing armed yet; the app's retries back off in
+    milliseconds (how often it retries is what the tests count)."""
+    monkeypatch.setenv(DYNAMODB_ENDPOINT_VAR, faults.url)
+    return faults
+
+
 def test_throttled_mappings_table_is_retried_then_503_with_retry_after(
-    world: World,
-    service: Service,
-    faults: FaultServer,
-    call_recorder: CallRecorder,
-    monkeypatch: pytest.MonkeyPatch,
+    world: World, service: Service, call_recorder: CallRecorder, dynamodb_faults: FaultServer
 ) -> None:
     # Given a mapped artifact, and DynamoDB throttling every request (both throttling codes in turn)
     org, _backend, digest = world.artifact(DATA, "only")
-    monkeypatch.setenv(DYNAMODB_ENDPOINT_VAR, faults.url)
-    faults.throttle_dynamodb(times=None, codes=DYNAMODB_THROTTLING_CODES)
+    dynamodb_faults.throttle_dynamodb(times=None, codes=DYNAMODB_THROTTLING_CODES)
 
     # When the caller asks for it
     service.configure()
@@ -321,22 +323,20 @@ def test_throttled_mappings_table_is_retried_then_503_with_retry_after(
     assert response.error_code == "service_unavailable"
     assert response.headers["Retry-After"] == "1"
     assert response.attempts == []
-    assert faults.count("dynamodb", "Query", faulted=True) == 4
-    assert faults.count("dynamodb", faulted=False) == 0
+    assert dynamodb_faults.count("dynamodb", "Query", faulted=True) == 4
+    assert dynamodb_faults.count("dynamodb", faulted=False) == 0
     assert call_recorder.count("secretsmanager") == 0
     assert call_recorder.count("s3") == 0
     for code in DYNAMODB_THROTTLING_CODES:
         fault_covered(f"dynamodb:{code}")
 
 
-@pytest.mark.usefixtures("quick_backoff")
 def test_throttled_backends_table_is_503_with_retry_after(
-    world: World, service: Service, faults: FaultServer, monkeypatch: pytest.MonkeyPatch
+    world: World, service: Service, dynamodb_faults: FaultServer
 ) -> None:
     # Given a mapped artifact, and DynamoDB throttling every read of the Backends table
     org, _backend, digest = world.artifact(DATA, "only")
-    monkeypatch.setenv(DYNAMODB_ENDPOINT_VAR, faults.url)
-    faults.throttle_dynamodb(times=None, operations={"Query:org_id-index"})
+    dynamodb_faults.throttle_dynamodb(times=None, operations={"Query:org_id-index"})
 
     # When the caller asks for it
     service.configure()
@@ -346,18 +346,16 @@ def test_throttled_backends_table_is_503_with_retry_after(
     assert response.status == 503
     assert response.error_code == "service_unavailable"
     assert response.headers["Retry-After"] == "1"
-    assert faults.count("dynamodb", "Query", faulted=False) == 1  # the mappings
-    assert faults.count("dynamodb", "Query", faulted=True) == 4  # the org's backends, retried
+    assert dynamodb_faults.count("dynamodb", "Query", faulted=False) == 1  # the mappings
+    assert dynamodb_faults.count("dynamodb", "Query", faulted=True) == 4  # the org's backends, retried
 
 
-@pytest.mark.usefixtures("quick_backoff")
 def test_briefly_throttled_table_is_retried_and_the_request_served(
-    world: World, service: Service, faults: FaultServer, monkeypatch: pytest.MonkeyPatch
+    world: World, service: Service, dynamodb_faults: FaultServer
 ) -> None:
     # Given a mapped artifact, and DynamoDB throttling only the next two requests
     org, _backend, digest = world.artifact(DATA, "only")
-    monkeypatch.setenv(DYNAMODB_ENDPOINT_VAR, faults.url)
-    faults.throttle_dynamodb(times=2, codes=["ProvisionedThroughputExceededException"])
+    dynamodb_faults.throttle_dynamodb(times=2, codes=["ProvisionedThroughputExceededException"])
 
     # When the caller asks for it
     service.configure()
@@ -367,6 +365,6 @@ def test_briefly_throttled_table_is_retried_and_the_request_served(
     assert response.status == 307
     assert response.headers["X-Cas-Backend"] == "only"
     assert world.fetch_presigned(response.headers["Location"]).body == DATA
-    assert faults.count("dynamodb", "Query", faulted=True) == 2
+    assert dynamodb_faults.count("dynamodb", "Query", faulted=True) == 2
     # the mappings, then the org's backends (one query gives the mapped row and the org's default)
-    assert faults.count("dynamodb", "Query", faulted=False) == 2
+    assert dynamodb_faults.count("dynamodb", "Query", faulted=False) == 2

@@ -177,6 +177,16 @@ def signed_lifetime(url: str) -> tuple[dt.datetime, int]:
     return signed_at, int(query["X-Amz-Expires"])
 
 
+def temporary_secret(expiration: dt.datetime) -> dict[str, str]:
+    """A backend secret as temporary credentials carry it: the backend's own key (filled in by
+    ``world.backend``) and the ``Expiration`` after which it is no longer valid."""
+    return {
+        "AccessKeyID": "{access_key_id}",
+        "SecretAccessKey": "{secret_access_key}",
+        "Expiration": iso(expiration),
+    }
+
+
 @pytest.mark.parametrize(
     ("ttl", "credentials_left"),
     [(300, 200), (3600, 1000), (3600, 7200), (120, 90_000)],
@@ -189,16 +199,7 @@ def test_presigned_url_never_outlives_the_setting_or_temporary_credentials(
     # Given the only backend of an org, whose secret carries temporary credentials' Expiration
     expiration = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=credentials_left)
     org = world.org()
-    backend = world.backend(
-        org,
-        "temporary",
-        is_default=True,
-        secret={
-            "AccessKeyID": "{access_key_id}",
-            "SecretAccessKey": "{secret_access_key}",
-            "Expiration": iso(expiration),
-        },
-    )
+    backend = world.backend(org, "temporary", is_default=True, secret=temporary_secret(expiration))
     digest = world.put(backend, DATA)
     world.map(digest, org, backend)
 
@@ -231,16 +232,7 @@ def test_temporary_credentials_about_to_expire_are_not_used(
     expiration = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=credentials_left)
     org = world.org()
     bucket = world.bucket()
-    mapped = world.backend(
-        org,
-        "temporary",
-        bucket=bucket,
-        secret={
-            "AccessKeyID": "{access_key_id}",
-            "SecretAccessKey": "{secret_access_key}",
-            "Expiration": iso(expiration),
-        },
-    )
+    mapped = world.backend(org, "temporary", bucket=bucket, secret=temporary_secret(expiration))
     default = world.backend(org, "default", bucket=bucket, is_default=True)
     digest = world.put(mapped, DATA)
     world.map(digest, org, mapped)

@@ -23,7 +23,7 @@ from cas_admin.cli import build_parser
 from cas_admin.cli import main as admin_main
 from cas_download.filenames import decode_filename
 from cas_local.seed import BACKEND_POLICY_NAME
-from tests.local.conftest import Admin, RunningStack, http, new_org, subprocess_env
+from tests.local.conftest import Admin, Result, RunningStack, http, new_org, subprocess_env
 from tests.support.chainloop_links import new_key_pair
 from tests.support.hygiene import register as register_secret
 
@@ -32,14 +32,25 @@ def flags(rows: list[dict[str, object]]) -> dict[str, tuple[bool, bool]]:
     return {str(r["name"]): (bool(r.get("is_default")), bool(r.get("is_fallback"))) for r in rows}
 
 
+def new_org_with_backend(
+    admin: Admin, identity: tuple[str, str], name: str, *options: str, location: str | None = None
+) -> tuple[str, Result]:
+    """A new org, and its backend ``name`` added with a new key of the identity's user, on the
+    identity's bucket unless ``location`` says otherwise: the org, and what ``backend add`` answered."""
+    user, bucket = identity
+    org = new_org()
+    added = admin.ok(
+        "backend", "add", name, "--org", org, "--location", location or bucket, "--new-key-for-user", user,
+        *options,
+    )  # fmt: skip
+    return org, added
+
+
 def test_backend_lifecycle_keeps_one_default_and_one_fallback(
     admin: Admin, local_stack: RunningStack, identity: tuple[str, str]
 ) -> None:
     user, bucket = identity
-    org = new_org()
-    first = admin.ok(
-        "backend", "add", "b1", "--org", org, "--location", bucket, "--new-key-for-user", user, "--json"
-    )
+    org, first = new_org_with_backend(admin, identity, "b1", "--json")
     assert first.json["is_default"] is True  # an org's first backend becomes its default
     assert first.json["validation_status"] == "OK"
     admin.ok(
@@ -116,8 +127,7 @@ def test_bad_input_gives_a_clear_error_and_an_exit_status(
     admin: Admin, local_stack: RunningStack, identity: tuple[str, str], tmp_path: Path
 ) -> None:
     user, bucket = identity
-    org = new_org()
-    admin.ok("backend", "add", "only", "--org", org, "--location", bucket, "--new-key-for-user", user)
+    org, _ = new_org_with_backend(admin, identity, "only")
 
     duplicate = admin(
         "backend", "add", "only", "--org", org, "--location", bucket, "--new-key-for-user", user
@@ -162,9 +172,8 @@ def test_bad_input_gives_a_clear_error_and_an_exit_status(
 def test_put_get_where_and_rotate_tell_the_rotation_story(
     admin: Admin, local_stack: RunningStack, identity: tuple[str, str], tmp_path: Path
 ) -> None:
-    user, bucket = identity
-    org = new_org()
-    admin.ok("backend", "add", "old", "--org", org, "--location", bucket, "--new-key-for-user", user)
+    _, bucket = identity
+    org, _ = new_org_with_backend(admin, identity, "old")
     data = b"artifact bytes \x00\x01" * 1000
     source = tmp_path / "r\u00e9sum\u00e9.pdf"
     source.write_bytes(data)
@@ -289,13 +298,13 @@ def test_console_scripts_are_installed() -> None:
 def test_s3_compatible_location(
     admin: Admin, local_stack: RunningStack, identity: tuple[str, str], tmp_path: Path
 ) -> None:
-    user, bucket = identity
-    org = new_org()
+    _, bucket = identity
     location = f"{local_stack.endpoints.gateway_url}/{bucket}"  # http(s)://host[:port]/bucket, path style
-    added = admin.ok(
-        "backend", "add", "compat", "--org", org, "--location", location, "--new-key-for-user", user,
-        "--key-prefix", "cas/", "--region", "eu-west-1", "--json",
-    ).json  # fmt: skip
+    org, answer = new_org_with_backend(
+        admin, identity, "compat", "--key-prefix", "cas/", "--region", "eu-west-1", "--json",
+        location=location,
+    )  # fmt: skip
+    added = answer.json
     assert (added["location"], added["key_prefix"], added["region"]) == (location, "cas/", "eu-west-1")
     source = tmp_path / "compat.bin"
     source.write_bytes(b"s3-compatible")
@@ -312,9 +321,8 @@ def test_put_writes_an_object_chainloops_cas_reads(
     admin: Admin, local_stack: RunningStack, identity: tuple[str, str], tmp_path: Path
 ) -> None:
     # Given an org with an S3 backend
-    user, bucket = identity
-    org = new_org()
-    admin.ok("backend", "add", "cas", "--org", org, "--location", bucket, "--new-key-for-user", user)
+    _, bucket = identity
+    org, _ = new_org_with_backend(admin, identity, "cas")
     source = tmp_path / "sbom.json"
     source.write_bytes(b'{"sbom": true}')
 

@@ -18,6 +18,7 @@ from cas_local.presign import presign_signature, verify_presigned
 from tests.local.conftest import http
 from tests.support.moto_servers import AwsServers
 from tests.support.world import BackendRef, World
+from tests.test_infrastructure import presigned_get
 
 
 class Clock:
@@ -71,15 +72,8 @@ def test_presigned_get_is_verified_then_served_with_the_same_key(
     digest = world.put(backend, b"through the gateway", filename="r\u00e9.txt")
     version = world.head(backend, digest)["VersionId"]
     disposition = "attachment; filename=\"re.txt\"; filename*=UTF-8''r%C3%A9.txt"
-    url = s3_via(gateway, backend).generate_presigned_url(
-        "get_object",
-        Params={
-            "Bucket": backend.bucket,
-            "Key": digest,
-            "VersionId": version,
-            "ResponseContentDisposition": disposition,
-        },
-        ExpiresIn=60,
+    url = presigned_get(
+        s3_via(gateway, backend), backend, digest, VersionId=version, ResponseContentDisposition=disposition
     )
 
     got = http(url)
@@ -100,9 +94,7 @@ def test_tampered_expired_unknown_and_malformed_urls_are_refused(
     backend = world.backend(world.org())
     digest = world.put(backend, b"guarded")
     s3 = s3_via(gateway, backend)
-    url = s3.generate_presigned_url(
-        "get_object", Params={"Bucket": backend.bucket, "Key": digest}, ExpiresIn=60
-    )
+    url = presigned_get(s3, backend, digest)
     assert http(url).status == 200
 
     tampered = http(url.replace("X-Amz-Expires=60", "X-Amz-Expires=6000"))
@@ -140,9 +132,7 @@ def test_a_url_signed_by_a_deleted_key_is_refused_by_storage_itself(
 ) -> None:
     backend = world.backend(world.org())
     digest = world.put(backend, b"revoked")
-    url = s3_via(gateway, backend).generate_presigned_url(
-        "get_object", Params={"Bucket": backend.bucket, "Key": digest}, ExpiresIn=60
-    )
+    url = presigned_get(s3_via(gateway, backend), backend, digest)
     assert http(url).status == 200
 
     world.revoke(backend)

@@ -15,7 +15,8 @@ import pytest
 
 from cas_admin.chainloop_layout import s3 as chainloop_s3
 from cas_download.data.items import to_item
-from tests.local.conftest import Admin, RunningStack, http, new_org, start_run, stop_run, wait_for_state
+from tests.local.conftest import Admin, RunningStack, http, start_run, stop_run, wait_for_state
+from tests.local.test_admin import new_org_with_backend
 
 # A client honours Retry-After this many times before the test gives up (each wait is Retry-After).
 RETRIES = 30
@@ -70,11 +71,9 @@ def test_a_new_mapping_is_proven_by_the_stream_poller_before_any_request(
 ) -> None:
     # Given an org's backend, and an object written as Chainloop writes it (no checksum) then mapped
     # while the stack runs
-    user, bucket = identity
-    org = new_org()
-    backend = admin.ok(
-        "backend", "add", "main", "--org", org, "--location", bucket, "--new-key-for-user", user, "--json"
-    ).json
+    _, bucket = identity
+    org, added = new_org_with_backend(admin, identity, "main", "--json")
+    backend = added.json
     data = b"mapped while the verifier polls\n" + uuid.uuid4().bytes
     digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
     chainloop_s3.put_object(local_stack.client("s3", storage=True), bucket, digest, data, "fresh.bin")

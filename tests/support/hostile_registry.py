@@ -13,7 +13,6 @@ import hashlib
 import json
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from typing import Any
 
 from cas_admin.chainloop_layout.oci import image_config, image_manifest
 from cas_download.data.storage.oci import MANIFEST_MEDIA_TYPE
+
+from .stub_http import serve_on_loopback, stop_serving
 
 Handler = BaseHTTPRequestHandler
 
@@ -63,15 +64,12 @@ class HostileRegistry:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # daemon threads: a stalled answer (token_slow, a stall fault) does not hold up stop()
+        self._server = serve_on_loopback(RequestHandler, daemon_threads=True)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server)
 
     # ------------------------------------------------------------------ the script
 

@@ -3,21 +3,16 @@ imported on the first /download request, not with the handler."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.unit.test_lazy_providers import loaded_by_the_handlers, printed_by_a_fresh_interpreter
 
 JOSE = ("jwt", "cas_download.link_tokens", "cas_download.handlers.links")
-PROBE = (
-    "import sys, cas_download.handlers.download, cas_download.handlers.validator; "
-    f"print(sorted(m for m in sys.modules if m in {JOSE!r}))"
-)
 
 
 def test_importing_the_handlers_loads_no_jose_library() -> None:
     # Given the download and validator handlers, imported as Lambda imports them
-    out = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True).stdout
+    out = loaded_by_the_handlers(f"m in {JOSE!r}")
     # Then neither PyJWT nor the token verifier is loaded
-    assert out.strip() == "[]"
+    assert out == "[]"
 
 
 def test_a_v1_request_loads_no_jose_library_and_a_link_request_does() -> None:
@@ -36,7 +31,7 @@ def test_a_v1_request_loads_no_jose_library_and_a_link_request_does() -> None:
         "handle(link_event('sha256:zz', 'x.y.z'), FakeLambdaContext(), app)\n"
         "print('loaded:', [m for m in loaded() if m.startswith('cas_download')])\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    out = printed_by_a_fresh_interpreter(probe)
     after_v1, after_link = [
         line.removeprefix("loaded: ") for line in out.splitlines() if line.startswith("loaded:")
     ]
@@ -66,7 +61,7 @@ def test_verifying_a_link_token_loads_cryptographys_ecdsa_and_not_pyjwt() -> Non
     )
 
     # When the /download route's verifier checks it in a fresh interpreter
-    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    out = printed_by_a_fresh_interpreter(probe)
 
     # Then it is accepted, and PyJWT (about 60 ms of the route's cold start) was never imported
-    assert out.strip() == "o False"
+    assert out == "o False"
