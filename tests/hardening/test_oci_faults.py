@@ -19,6 +19,7 @@ from tests.hardening.figures import fault_covered
 from tests.scenarios.conftest import Service
 from tests.scenarios.test_deadline import download_log_line, service_log  # noqa: F401 - a fixture
 from tests.support.hostile_registry import HostileRegistry
+from tests.support.provider_scenarios import assert_presigned_url_serves, assert_served_by
 from tests.support.world import World
 
 DATA = b"artifact behind a hostile registry\n" * 400  # 14 KB
@@ -126,15 +127,11 @@ def test_a_registry_fault_falls_back_to_the_orgs_s3_default_with_the_bytes(
     # bytes, as a fallback (in redirect mode: the bytes its URL serves)
     attempts = download_log_line(service_log.readouterr().out)["attempts"]
     assert [(a["backend_name"], a["reason"]) for a in attempts] == [("hostile", reason)]
-    assert response.status == (307 if mode == "redirect" else 200)
-    assert response.headers["X-Cas-Backend"] == "s3-default"
-    assert response.headers["X-Cas-Fallback"] == "true"
+    assert_served_by(response, 307 if mode == "redirect" else 200, "s3-default", fallback=True)
     if mode == "body":
         assert response.body == DATA
     else:
-        fetched = world.fetch_presigned(response.headers["Location"])
-        assert fetched.status == 200
-        assert fetched.body == DATA
+        assert_presigned_url_serves(world, response.headers["Location"], DATA)
 
 
 def test_an_honest_run_of_the_scripted_registry_serves_the_bytes(

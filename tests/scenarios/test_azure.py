@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from cas_admin.chainloop_layout.oci import push_artifact
 from cas_download.data.storage import azure
 from cas_download.data.storage.port import SecretFields
 from cas_download.domain import AttemptFailed, AttemptReason
@@ -20,6 +19,7 @@ from tests.scenarios.conftest import AZURE_ACCOUNT, Service, assert_failed
 from tests.support.azure import Azurite, new_account_key, put_blob, start_azurite
 from tests.support.entra_standin import EntraStandIn
 from tests.support.hygiene import register as register_secret
+from tests.support.provider_scenarios import assert_served_by, oci_artifact
 from tests.support.registry import Registry
 from tests.support.world import BackendRef, World, sha256_digest
 
@@ -38,24 +38,41 @@ def sas_of(url: str) -> dict[str, str]:
 
 
 def azure_world(
-    world: World, azurite: Azurite, data: bytes = DATA, *, key_prefix: str = "", **backend: object
+    world: World,
+    azurite: Azurite,
+    data: bytes = DATA,
+    name: str = "blob",
+    *,
+    org: str | None = None,
+    key_prefix: str = "",
+    mapped: bool = True,
+    **backend: object,
 ) -> tuple[str, BackendRef, str]:
-    """An org whose artifact is a blob of a new container, mapped to one AzureBlob backend."""
-    org = world.org()
+    """An AzureBlob backend (``name``, the account's key) of ``org`` (a new one unless given) whose new
+    container holds ``data`` as a blob ("release.tgz"), mapped there unless ``mapped`` is False (an
+    org's default that merely holds a copy): the org, the backend, the digest."""
+    org = org or world.org()
     container = f"cas-{uuid.uuid4().hex[:10]}"
     key = azurite.accounts[AZURE_ACCOUNT][0]
     digest = sha256_digest(data)
     put_blob(azurite, AZURE_ACCOUNT, key, container, f"{key_prefix}{digest}", data, filename="release.tgz")
     ref = world.azure_backend(
         org,
-        "blob",
+        name,
         azurite.location(AZURE_ACCOUNT, container),
         {"AccountKey": key},
         key_prefix=key_prefix,
-        **backend,  # type: ignore[arg-type]
+        **backend,
     )
-    world.map(digest, org, ref)
+    if mapped:
+        world.map(digest, org, ref)
     return org, ref, digest
+
+
+def assert_sas_serves(url: str, data: bytes) -> None:
+    """``url`` is a SAS (its signature registered for the log scan) that hands out exactly ``data``."""
+    sas_of(url)
+    assert fetch(url) == data
 
 
 def test_a_redirect_is_a_read_only_sas_for_that_one_blob_within_the_ttl(
@@ -157,11 +174,8 @@ def test_rotation_by_key_change_falls_back_to_the_new_backend_on_the_same_contai
         response = service.get(digest, orgs=org)
 
         # Then the new backend serves, as a fallback, with a SAS that works
-        assert response.status == 307
-        assert response.headers["X-Cas-Backend"] == "new"
-        assert response.headers["X-Cas-Fallback"] == "true"
-        sas_of(response.headers["Location"])
-        assert fetch(response.headers["Location"]) == DATA
+        assert_served_by(response, 307, "new", fallback=True)
+        assert_sas_serves(response.headers["Location"], DATA)
     finally:
         server.stop()
 
@@ -192,19 +206,12 @@ def test_fallback_from_a_revoked_azure_mapping_to_an_s3_default_and_back(
     digest2 = world.put(s3_old, DATA + b"2")
     world.map(digest2, org2, s3_old)
     world.revoke(s3_old)
-    container = f"cas-{uuid.uuid4().hex[:10]}"
-    key = azurite.accounts[AZURE_ACCOUNT][0]
-    put_blob(azurite, AZURE_ACCOUNT, key, container, digest2, DATA + b"2")
-    world.azure_backend(
-        org2, "blob-default", azurite.location(AZURE_ACCOUNT, container), {"AccountKey": key}, is_default=True
-    )
+    azure_world(world, azurite, DATA + b"2", "blob-default", org=org2, mapped=False, is_default=True)
 
     response = service.get(digest2, orgs=org2, mode="body")
 
-    assert response.status == 200
+    assert_served_by(response, 200, "blob-default", fallback=True)
     assert response.body == DATA + b"2"
-    assert response.headers["X-Cas-Backend"] == "blob-default"
-    assert response.headers["X-Cas-Fallback"] == "true"
 
 
 def test_a_service_principal_whose_client_secret_is_refused_is_credentials_invalid(
@@ -290,46 +297,23 @@ def test_fallback_between_azure_and_an_oci_registry_both_ways(
 ) -> None:
     # Given an artifact mapped to a registry backend whose password was changed, and the org's Azure
     # default holding the same bytes
-    org = world.org()
-    user = registry.new_user()
-    location = registry.location()
-    oci = world.oci_backend(org, "registry", location, user)
-    digest = push_artifact(location, DATA, "release.tgz", user.name, user.password).digest
-    world.map(digest, org, oci)
+    org, _oci, user, digest = oci_artifact(world, registry, DATA)
     registry.set_password(user, "changed-" + user.password)
-    container = f"cas-{uuid.uuid4().hex[:10]}"
-    key = azurite.accounts[AZURE_ACCOUNT][0]
-    put_blob(azurite, AZURE_ACCOUNT, key, container, digest, DATA)
-    world.azure_backend(
-        org, "blob-default", azurite.location(AZURE_ACCOUNT, container), {"AccountKey": key}, is_default=True
-    )
+    azure_world(world, azurite, DATA, "blob-default", org=org, mapped=False, is_default=True)
 
     # When the caller asks for a redirect, Then the Azure default serves a SAS (OCI -> Azure)
     to_azure = service.get(digest, orgs=org)
-    assert to_azure.status == 307
-    assert to_azure.headers["X-Cas-Backend"] == "blob-default"
-    assert to_azure.headers["X-Cas-Fallback"] == "true"
-    sas_of(to_azure.headers["Location"])
-    assert fetch(to_azure.headers["Location"]) == DATA
+    assert_served_by(to_azure, 307, "blob-default", fallback=True)
+    assert_sas_serves(to_azure.headers["Location"], DATA)
 
     # Given the reverse: an artifact mapped to an Azure backend whose key was replaced, and the org's
     # registry default holding it
-    org2 = world.org()
     data2 = DATA + uuid.uuid4().bytes
-    digest2 = sha256_digest(data2)
-    put_blob(azurite, AZURE_ACCOUNT, key, container, digest2, data2)
-    azure_ref = world.azure_backend(
-        org2, "blob-old", azurite.location(AZURE_ACCOUNT, container), {"AccountKey": new_account_key()}
-    )
-    world.map(digest2, org2, azure_ref)
-    user2 = registry.new_user()
-    location2 = registry.location()
-    world.oci_backend(org2, "registry-default", location2, user2, is_default=True)
-    push_artifact(location2, data2, "release.tgz", user2.name, user2.password)
+    org2, azure_ref, digest2 = azure_world(world, azurite, data2, "blob-old")
+    world.set_secret(azure_ref, {"AccountKey": new_account_key()})
+    oci_artifact(world, registry, data2, "registry-default", org=org2, mapped=False, is_default=True)
 
     # When the caller asks for the body, Then the registry serves it (Azure -> OCI)
     to_oci = service.get(digest2, orgs=org2, mode="body")
-    assert to_oci.status == 200
+    assert_served_by(to_oci, 200, "registry-default", fallback=True)
     assert to_oci.body == data2
-    assert to_oci.headers["X-Cas-Backend"] == "registry-default"
-    assert to_oci.headers["X-Cas-Fallback"] == "true"

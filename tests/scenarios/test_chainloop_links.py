@@ -10,13 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.scenarios.conftest import HttpResult, Service, assert_redirected_by
+from tests.scenarios.conftest import HttpResult, Service, assert_failed, assert_redirected_by
 from tests.scenarios.test_deadline import download_log_line, service_log  # noqa: F401 - a fixture
 from tests.scenarios.test_oci import DATA as OCI_DATA
-from tests.scenarios.test_oci import oci_world, push
 from tests.support.calls import CallRecorder
 from tests.support.chainloop_links import control_plane_keys, link_event
 from tests.support.events import FakeLambdaContext
+from tests.support.provider_scenarios import oci_artifact
 from tests.support.registry import Registry
 from tests.support.world import BackendRef, World
 
@@ -41,6 +41,21 @@ def follow(
     service: Service, context: FakeLambdaContext, digest: str, token: str | None, **kw: Any
 ) -> HttpResult:
     return service.invoke(link_event(digest, token, **kw), context)
+
+
+def assert_unauthenticated(response: HttpResult, message: str) -> None:
+    """A 401 whose message is exactly ``message`` (never the token)."""
+    assert (response.status, response.error_code) == (401, "unauthenticated")
+    assert response.json["error"]["message"] == message
+
+
+def assert_answered_with_the_registrys_body(response: HttpResult, *, fallback: bool) -> None:
+    """A 200 carrying the verified bytes (``OCI_DATA``) of the registry backend (``oci_artifact``'s
+    "registry"), flagged a fallback or not."""
+    assert response.status == 200
+    assert response.body == OCI_DATA
+    assert response.headers["X-Cas-Backend"] == "registry"
+    assert response.headers["X-Cas-Fallback"] == ("true" if fallback else "false")
 
 
 def test_a_link_redirects_to_its_backends_verified_url_without_any_mapping(
@@ -93,41 +108,34 @@ def test_head_answers_like_get(world: World, links: Service, lambda_context: Fak
     assert head.body == b""
 
 
-def test_the_filename_query_overrides_the_stored_name_and_cannot_break_a_header(
-    world: World, links: Service, lambda_context: FakeLambdaContext
+@pytest.mark.parametrize(
+    ("asked", "disposition"),
+    [
+        # CR, LF, quotes and a path: no CR/LF is left, the quotes are escaped, the UTF-8 name is kept apart
+        (
+            '../evil"\r\nSet-Cookie: x=1; "résumé".txt',
+            'attachment; filename="evil\\"Set-Cookie: x=1; \\"resume\\".txt"; '
+            "filename*=UTF-8''evil%22Set-Cookie%3A%20x%3D1%3B%20%22r%C3%A9sum%C3%A9%22.txt",
+        ),
+        # two-dot leaders and fullwidth solidi around ".bashrc": only the last component is left
+        ("\u2025\uff0f\u2025\uff0f.bashrc", 'attachment; filename=".bashrc"'),
+    ],
+    ids=["header-breaking", "look-alike-path"],
+)
+def test_the_filename_query_overrides_the_stored_name_as_one_safe_name_in_the_header_and_the_url(
+    world: World, links: Service, lambda_context: FakeLambdaContext, asked: str, disposition: str
 ) -> None:
     # Given an artifact stored as "stored.txt"
     _org, backend, digest = world.artifact(DATA, filename="stored.txt", mapped=False)
-    # When the link asks for a name with CR, LF, quotes and a path
-    hostile = '../evil"\r\nSet-Cookie: x=1; "résumé".txt'
-    response = follow(links, lambda_context, digest, token_for(backend), query={"filename": hostile})
-    # Then the answer and the presigned URL name the file safely: no CR/LF, the quote escaped
-    disposition = response.headers["Content-Disposition"]
-    assert "\r" not in disposition
-    assert "\n" not in disposition
-    assert disposition == (
-        'attachment; filename="evil\\"Set-Cookie: x=1; \\"resume\\".txt"; '
-        "filename*=UTF-8''evil%22Set-Cookie%3A%20x%3D1%3B%20%22r%C3%A9sum%C3%A9%22.txt"
-    )
+    # When the link asks for a hostile name
+    response = follow(links, lambda_context, digest, token_for(backend), query={"filename": asked})
+    # Then the answer and the presigned URL name one file safely, with no CR/LF and no path
+    assert "\r" not in response.headers["Content-Disposition"]
+    assert "\n" not in response.headers["Content-Disposition"]
+    assert response.headers["Content-Disposition"] == disposition
     signed = parse_qs(urlsplit(response.headers["Location"]).query)["response-content-disposition"][0]
     assert signed == disposition
     assert world.fetch_presigned(response.headers["Location"]).body == DATA
-
-
-def test_a_filename_of_look_alike_dots_and_slashes_stays_one_name_in_the_header_and_the_url(
-    world: World, links: Service, lambda_context: FakeLambdaContext
-) -> None:
-    # Given an artifact, and a link asking for two-dot leaders and fullwidth solidi around ".bashrc"
-    _org, backend, digest = world.artifact(DATA, filename="stored.txt", mapped=False)
-    look_alike = "\u2025\uff0f\u2025\uff0f.bashrc"
-
-    # When the link is followed
-    response = follow(links, lambda_context, digest, token_for(backend), query={"filename": look_alike})
-
-    # Then neither the answer nor the presigned URL names a path: only the last component is left
-    assert response.headers["Content-Disposition"] == 'attachment; filename=".bashrc"'
-    signed = parse_qs(urlsplit(response.headers["Location"]).query)["response-content-disposition"][0]
-    assert signed == 'attachment; filename=".bashrc"'
 
 
 def test_a_token_in_the_authorization_header_is_accepted(
@@ -156,8 +164,7 @@ def test_an_expired_token_is_401_and_its_message_never_echoes_the_token(
     _org, backend, digest = world.artifact(DATA, mapped=False)
     token = token_for(backend, now=1_700_000_000)
     response = follow(links, lambda_context, digest, token)
-    assert (response.status, response.error_code) == (401, "unauthenticated")
-    assert response.json["error"]["message"] == "the token has expired"
+    assert_unauthenticated(response, "the token has expired")
     assert token.split(".")[2] not in response.raw["body"]
 
 
@@ -199,10 +206,7 @@ def test_an_older_token_whose_secret_no_live_backend_holds_is_401(
 ) -> None:
     token = KEY.mint(backend="AWS-S3", secret_id="chainloop/nobody/nothing", org_id=None)
     response = follow(links, lambda_context, "sha256:" + "0" * 64, token)
-    assert (response.status, response.error_code) == (401, "unauthenticated")
-    assert response.json["error"]["message"] == (
-        "the token names no org-id, and no backend hold its secret-id"
-    )
+    assert_unauthenticated(response, "the token names no org-id, and no backend hold its secret-id")
 
 
 def test_an_older_token_whose_secret_backends_of_two_orgs_hold_is_401(
@@ -218,9 +222,8 @@ def test_an_older_token_whose_secret_backends_of_two_orgs_hold_is_401(
     response = follow(links, lambda_context, digest, token)
 
     # Then no org is guessed: 401
-    assert (response.status, response.error_code) == (401, "unauthenticated")
-    assert response.json["error"]["message"] == (
-        "the token names no org-id, and backends of several organizations hold its secret-id"
+    assert_unauthenticated(
+        response, "the token names no org-id, and backends of several organizations hold its secret-id"
     )
 
 
@@ -241,8 +244,9 @@ def test_a_link_tries_the_orgs_other_mapped_backends_after_the_tokens(
     assert_redirected_by(response, mapped, fallback=True)
 
 
-def test_another_orgs_token_never_reaches_this_orgs_bytes(
-    world: World, links: Service, lambda_context: FakeLambdaContext
+@pytest.mark.parametrize("secret_of", ["B", "A"], ids=["org-B-token", "org-B-named-with-A-secret"])
+def test_a_token_naming_another_org_never_reaches_this_orgs_bytes(
+    world: World, links: Service, lambda_context: FakeLambdaContext, secret_of: str
 ) -> None:
     # Given org A's artifact, and org B with a backend of its own (an empty bucket)
     org_a, org_b = world.org(), world.org()
@@ -250,26 +254,11 @@ def test_another_orgs_token_never_reaches_this_orgs_bytes(
     backend_b = world.backend(org_b, is_default=True)
     digest = world.put(backend_a, DATA)
     world.map(digest, org_a, backend_a)
-    # When org B's link is used for A's digest
-    response = follow(links, lambda_context, digest, token_for(backend_b))
-    # Then only B's backend is tried, and it has no such object
-    assert (response.status, response.error_code) == (404, "content_missing")
-    assert response.attempts == [(backend_b.name, "not_found")]
-
-
-def test_a_token_naming_one_org_with_another_orgs_secret_never_reaches_that_orgs_bytes(
-    world: World, links: Service, lambda_context: FakeLambdaContext
-) -> None:
-    # Given org A's artifact, and a token that names org B but carries A's secret
-    org_a, org_b = world.org(), world.org()
-    backend_a = world.backend(org_a, is_default=True)
-    backend_b = world.backend(org_b, is_default=True)
-    digest = world.put(backend_a, DATA)
-    world.map(digest, org_a, backend_a)
-    response = follow(links, lambda_context, digest, token_for(backend_a, org=org_b))
-    # Then A's backend is not org B's: only B's own default is tried
-    assert (response.status, response.error_code) == (404, "content_missing")
-    assert response.attempts == [(backend_b.name, "not_found")]
+    # When a token naming org B, with B's own secret or with A's, is used for A's digest
+    secret_holder = {"A": backend_a, "B": backend_b}[secret_of]
+    response = follow(links, lambda_context, digest, token_for(secret_holder, org=org_b))
+    # Then A's backend is not org B's: only B's own default is tried, and it has no such object
+    assert_failed(response, 404, "content_missing", [(backend_b.name, "not_found")])
 
 
 def test_an_org_without_live_backends_is_404(
@@ -320,79 +309,59 @@ def test_the_log_line_and_metrics_name_the_route_and_never_the_token(
     assert [m["Route"] for m in emf if "RouteRequests" in m] == ["/download/{digest}"]
 
 
+@pytest.mark.parametrize(
+    ("query", "filename"),
+    [({}, "release.tgz"), ({"filename": "sbom.spdx.json"}, "sbom.spdx.json")],
+    ids=["stored-name", "query-name"],
+)
 def test_a_registry_with_no_direct_url_answers_the_link_with_the_verified_body(
-    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
+    world: World,
+    links: Service,
+    lambda_context: FakeLambdaContext,
+    registry: Registry,
+    query: dict[str, str],
+    filename: str,
 ) -> None:
     # Given the token's backend is a self-hosted registry (it serves blobs itself: no credential-free URL)
-    _org, oci, _user, digest = oci_world(world, registry, is_default=True)
-    # When its link is followed
-    response = follow(links, lambda_context, digest, token_for(oci))
-    # Then the answer is 200 with the verified bytes, as an attachment, as Chainloop's own CAS answers
-    assert response.status == 200
-    assert response.body == OCI_DATA
-    assert response.headers["Content-Disposition"] == 'attachment; filename="release.tgz"'
-    assert response.headers["X-Cas-Fallback"] == "false"
+    oci = oci_artifact(world, registry, OCI_DATA, is_default=True)
+    # When its link is followed, asking for a filename or not
+    response = follow(links, lambda_context, oci.digest, token_for(oci.backend), query=query)
+    # Then the answer is 200 with the verified bytes, as an attachment (under the stored name or the
+    # query's, as a redirect's would be), as Chainloop's own CAS answers
+    assert_answered_with_the_registrys_body(response, fallback=False)
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{filename}"'
 
 
-def test_a_registry_links_body_takes_the_filename_of_the_query(
-    world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
-) -> None:
-    # Given the token's backend is a self-hosted registry (the link's answer is the body)
-    _org, oci, _user, digest = oci_world(world, registry, is_default=True)
-    # When its link asks for another filename
-    response = follow(links, lambda_context, digest, token_for(oci), query={"filename": "sbom.spdx.json"})
-    # Then the body is served under that name (as a redirect's would be)
-    assert response.status == 200
-    assert response.headers["Content-Disposition"] == 'attachment; filename="sbom.spdx.json"'
-
-
-def test_a_body_served_by_another_backend_than_the_tokens_is_a_fallback(
+@pytest.mark.parametrize(
+    ("revoked_copy", "reason"),
+    [(True, "credentials_invalid"), (False, "not_found")],
+    ids=["holding-under-a-revoked-key", "lacking-the-object"],
+)
+def test_a_body_served_by_another_backend_than_the_tokens_is_a_fallback_and_the_tokens_is_asked_once(
     world: World,
     links: Service,
     lambda_context: FakeLambdaContext,
     registry: Registry,
     service_log: pytest.CaptureFixture[str],  # noqa: F811 - the fixture imported above
+    revoked_copy: bool,
+    reason: str,
 ) -> None:
-    # Given the token's S3 backend whose key was revoked, and the org's default, a self-hosted
-    # registry holding the same bytes (no credential-free URL: it answers with the body)
-    org, _oci, _user, digest = oci_world(world, registry, is_default=True)
-    old = world.backend(org, "s3-old")
-    world.put(old, OCI_DATA)
-    world.revoke(old)
-    # When the old backend's link is followed
-    response = follow(links, lambda_context, digest, token_for(old))
-    # Then the registry's verified body answers it, flagged a fallback; only the registry, which has
-    # no credential-free URL, was asked again for the body
-    assert response.status == 200
-    assert response.body == OCI_DATA
-    assert response.headers["X-Cas-Fallback"] == "true"
-    attempts = download_log_line(service_log.readouterr().out)["attempts"]
-    assert [(a["backend_name"], a["reason"]) for a in attempts] == [
-        ("s3-old", "credentials_invalid"),
-        ("registry", "no_direct_url"),
-    ]
-
-
-def test_a_body_instead_is_read_without_retrying_the_backends_that_lack_the_object(
-    world: World,
-    links: Service,
-    lambda_context: FakeLambdaContext,
-    registry: Registry,
-    service_log: pytest.CaptureFixture[str],  # noqa: F811 - the fixture imported above
-) -> None:
-    # Given the token's S3 backend lacking the bytes, and the org's default, a registry, holding them
-    org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+    # Given the token's S3 backend, holding the bytes under a key that was revoked or lacking them, and
+    # the org's default, a self-hosted registry holding them (no credential-free URL: it answers with
+    # the body)
+    org, _oci, _user, digest = oci_artifact(world, registry, OCI_DATA, is_default=True)
     token_s3 = world.backend(org, "token-s3")
-
+    if revoked_copy:
+        world.put(token_s3, OCI_DATA)
+        world.revoke(token_s3)
     # When the S3 backend's link is followed
     response = follow(links, lambda_context, digest, token_for(token_s3))
-
-    # Then the registry's body answers, and the S3 backend was asked once: only a backend that has no
-    # credential-free URL is asked again, for the body
-    assert response.status == 200
+    # Then the registry's verified body answers it, flagged a fallback; the S3 backend was asked once:
+    # only a backend that has no credential-free URL is asked again, for the body
+    assert_answered_with_the_registrys_body(response, fallback=True)
     attempts = download_log_line(service_log.readouterr().out)["attempts"]
     assert [(a["backend_name"], a["reason"]) for a in attempts] == [
-        ("token-s3", "not_found"),
+        ("token-s3", reason),
         ("registry", "no_direct_url"),
     ]
 
@@ -402,19 +371,14 @@ def test_a_body_answering_a_token_whose_backend_is_not_synced_yet_is_a_fallback(
 ) -> None:
     # Given an org whose default is a self-hosted registry holding the bytes (no mapping yet), and a
     # token for a backend of the org that has no row yet (the sync has copied neither)
-    org, user, location = world.org(), registry.new_user(), registry.location()
-    world.oci_backend(org, "registry", location, user, is_default=True)
-    digest = push(registry, location, user, OCI_DATA)
+    org, _oci, _user, digest = oci_artifact(world, registry, OCI_DATA, is_default=True, mapped=False)
     token = KEY.mint(backend="AWS-S3", secret_id=f"chainloop/{org}/not-synced-yet", org_id=org)
 
     # When the link is followed
     response = follow(links, lambda_context, digest, token)
 
     # Then the default's verified body answers it, a fallback from the token's backend
-    assert response.status == 200
-    assert response.body == OCI_DATA
-    assert response.headers["X-Cas-Backend"] == "registry"
-    assert response.headers["X-Cas-Fallback"] == "true"
+    assert_answered_with_the_registrys_body(response, fallback=True)
 
 
 def test_a_registry_link_over_the_body_limit_is_too_large_for_a_body(
@@ -422,7 +386,7 @@ def test_a_registry_link_over_the_body_limit_is_too_large_for_a_body(
 ) -> None:
     # Given the token's backend is a self-hosted registry (its answer is the body), and a body limit
     # one byte under the artifact
-    _org, oci, _user, digest = oci_world(world, registry, is_default=True)
+    _org, oci, _user, digest = oci_artifact(world, registry, OCI_DATA, is_default=True)
     links.configure(CHAINLOOP_CAS_PUBLIC_KEYS=KEY.public_pem, MAX_BODY_BYTES=len(OCI_DATA) - 1)
 
     # When its link is followed
@@ -436,7 +400,7 @@ def test_a_registry_link_prefers_another_backends_url_to_a_body(
     world: World, links: Service, lambda_context: FakeLambdaContext, registry: Registry
 ) -> None:
     # Given the token's registry backend and the org's S3 default holding the same bytes
-    org, oci, _user, digest = oci_world(world, registry)
+    org, oci, _user, digest = oci_artifact(world, registry, OCI_DATA)
     default = world.backend(org, "s3-default", is_default=True)
     world.put(default, OCI_DATA)
     # When its link is followed, Then the S3 default's URL serves it (no body limit), a fallback
@@ -488,18 +452,16 @@ def test_only_the_backend_holding_the_tokens_secret_is_the_tokens(world: World, 
     response = follow(links, FakeLambdaContext(), digest, token_for(token_backend))
 
     # Then only the token's backend is tried (a secret that merely sorts near it is another backend's)
-    assert (response.status, response.error_code) == (404, "content_missing")
-    assert response.attempts == [(token_backend.name, "not_found")]
+    assert_failed(response, 404, "content_missing", [(token_backend.name, "not_found")])
 
 
 def test_a_token_naming_s3_with_a_registrys_secret_is_not_that_registrys_token(
     world: World, links: Service, registry: Registry
 ) -> None:
     # Given an org whose S3 default lacks the bytes, and its registry backend holding them
-    org, user, location = world.org(), registry.new_user(), registry.location()
+    org = world.org()
     default = world.backend(org, "s3-default", is_default=True)
-    oci = world.oci_backend(org, "registry", location, user)
-    digest = push(registry, location, user, OCI_DATA)
+    _org, oci, _user, digest = oci_artifact(world, registry, OCI_DATA, org=org, mapped=False)
 
     # When a token names the registry's secret but the S3 provider
     response = follow(
@@ -507,8 +469,7 @@ def test_a_token_naming_s3_with_a_registrys_secret_is_not_that_registrys_token(
     )
 
     # Then the registry is not the token's backend: only the default is tried, and lacks them
-    assert (response.status, response.error_code) == (404, "content_missing")
-    assert response.attempts == [(default.name, "not_found")]
+    assert_failed(response, 404, "content_missing", [(default.name, "not_found")])
 
 
 def test_a_token_naming_another_provider_than_its_secrets_backend_is_not_that_backends_token(

@@ -12,12 +12,9 @@ that differs fails here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.support.postgres import ChainloopRows, Postgres, chainloop_database
+from tests.support.postgres import ChainloopRows
 
 TIMESTAMPTZ = "timestamp with time zone"
 VARCHAR = "character varying"
@@ -190,16 +187,6 @@ CONSTRAINTS = {
         "FOREIGN KEY (organization_id) REFERENCES organizations(id) ON DELETE CASCADE"
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def chainloop(postgres: Postgres) -> Iterator[ChainloopRows]:
-    """One database for the module: these tests only read the schema."""
-    rows = chainloop_database(postgres)
-    try:
-        yield rows
-    finally:
-        rows.close()
 
 
 def query(chainloop: ChainloopRows, sql: str) -> list[tuple[Any, ...]]:

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from cas_admin.cli import main as admin_main
 from cas_download.config import SyncSettings
 from cas_download.data.sync_target import WATERMARK_KEY, SyncTarget
 from cas_download.handlers import chainloop_sync
-from tests.scenarios.conftest import Service
+from tests.scenarios.conftest import HttpResult, Service
 from tests.support.calls import CallRecorder
 from tests.support.faults import FaultServer
 from tests.support.moto_servers import AwsServers
@@ -43,25 +44,57 @@ def dynamodb_faults(aws_servers: AwsServers, monkeypatch: pytest.MonkeyPatch) ->
         server.stop()
 
 
+@dataclass
+class AdminSync:
+    """``cas-admin sync chainloop``, run in-process on ``world``'s tables from the Chainloop database at
+    ``dsn`` (None: no ``--dsn``, the environment's CHAINLOOP_DATABASE_URL or a usage error)."""
+
+    world: World
+    capsys: pytest.CaptureFixture[str]
+    dsn: str | None
+
+    def run(self, *options: str) -> tuple[int, str, str]:
+        """The exit code, stdout and stderr of one run (never a traceback)."""
+        self.capsys.readouterr()
+        tables = self.world.tables
+        dsn = [] if self.dsn is None else ["--dsn", self.dsn]
+        argv = ["--backends-table", tables.backends, "--mappings-table", tables.mappings, "sync", "chainloop"]
+        code = admin_main([*argv, *dsn, *options])
+        out = self.capsys.readouterr()
+        assert "Traceback" not in out.err, out.err
+        return code, out.out, out.err
+
+    def summary(self, *options: str) -> dict[str, Any]:
+        """The ``--json`` summary of a run that succeeded."""
+        code, out, err = self.run("--json", *options)
+        assert code == 0, err
+        document: dict[str, Any] = json.loads(out)
+        return document
+
+
+@pytest.fixture
+def sync(world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]) -> AdminSync:
+    """The sync of the world's tables from the test's Chainloop database."""
+    return AdminSync(world, capsys, chainloop.dsn)
+
+
 def new_org(chainloop: ChainloopRows) -> str:
     """An org as Chainloop's API creates one (with its INLINE default backend)."""
     return chainloop.add_org().id
 
 
-def sync(world: World, capsys: pytest.CaptureFixture[str], dsn: str, *options: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    tables = ["--backends-table", world.tables.backends, "--mappings-table", world.tables.mappings]
-    code = admin_main([*tables, "sync", "chainloop", "--dsn", dsn, *options])
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err, out.err
-    return code, out.out, out.err
+def org_with_backend(chainloop: ChainloopRows, **backend: Any) -> tuple[str, str]:
+    """A new org and an S3 backend "b" of it besides its INLINE one (``backend``: more of
+    ``add_backend``'s columns): the org and the backend's id."""
+    org = new_org(chainloop)
+    return org, chainloop.add_backend(org, "b", location="bucket", secret_name="s", **backend)
 
 
-def sync_json(world: World, capsys: pytest.CaptureFixture[str], dsn: str, *options: str) -> dict[str, Any]:
-    code, out, err = sync(world, capsys, dsn, "--json", *options)
-    assert code == 0, err
-    document: dict[str, Any] = json.loads(out)
-    return document
+def org_with_inline_backend(chainloop: ChainloopRows) -> tuple[str, str]:
+    """A new org and the INLINE backend Chainloop created with it."""
+    created = chainloop.add_org()
+    assert created.inline_backend is not None
+    return created.id, created.inline_backend
 
 
 def mapping_keys(world: World, digest: str) -> set[str]:
@@ -79,86 +112,96 @@ def backend_item(world: World, backend_id: str) -> dict[str, Any]:
     return {name: next(iter(value.values())) for name, value in item.items()}
 
 
+def default_backend_holding(
+    world: World, chainloop: ChainloopRows, org: str, name: str, **put: Any
+) -> tuple[BackendRef, str]:
+    """An S3 backend ``name``, ``org``'s default in Chainloop's database, whose bucket holds ``DATA``
+    (``put``: as ``World.put``, e.g. ``filename``): the backend and the digest."""
+    store = world.backend(org, name, write_row=False)
+    digest = world.put(store, DATA, **put)
+    chainloop.add_backend(org, name, location=store.location, secret_name=store.secret_name, default=True,
+                          backend_id=store.id)  # fmt: skip
+    return store, digest
+
+
 def uploaded_through_default(
-    world: World, chainloop: ChainloopRows, org: str, name: str
+    world: World, chainloop: ChainloopRows, org: str, name: str, **put: Any
 ) -> tuple[BackendRef, str]:
     """``DATA`` uploaded by ``org`` through its default backend ``name``, as Chainloop records it (the
     backend and the mapping in its database, the bytes in the bucket): the backend and the digest."""
-    store = world.backend(org, name, write_row=False)
-    digest = world.put(store, DATA)
-    chainloop.add_backend(org, name, location=store.location, secret_name=store.secret_name, default=True,
-                          backend_id=store.id)  # fmt: skip
+    store, digest = default_backend_holding(world, chainloop, org, name, **put)
     chainloop.add_mapping(digest, org, store.id)
     return store, digest
 
 
+def rotated(world: World, chainloop: ChainloopRows, org: str, old: BackendRef, name: str) -> BackendRef:
+    """Chainloop's rotation: a new S3 backend ``name`` on ``old``'s bucket, made the org's default."""
+    new = world.backend(org, name, bucket=old.bucket, write_row=False)
+    chainloop.add_backend(org, name, location=new.location, secret_name=new.secret_name, backend_id=new.id)
+    chainloop.make_default(org, new.id)
+    return new
+
+
+def assert_served(response: HttpResult, backend_name: str, *, fallback: bool) -> None:
+    """A 200 carrying ``DATA``, from the backend ``backend_name``, flagged a fallback or not."""
+    assert response.status == 200
+    assert response.body == DATA
+    flags = (response.headers["X-Cas-Backend"], response.headers["X-Cas-Fallback"])
+    assert flags == (backend_name, "true" if fallback else "false")
+
+
+def assert_served_to_its_org_only(
+    service: Service, chainloop: ChainloopRows, digest: str, org: str, backend_name: str, *, fallback: bool
+) -> None:
+    """``org`` is served ``DATA`` from ``backend_name`` (as ``assert_served``); another org, which holds
+    no mapping of the digest, is not (404)."""
+    assert_served(service.get(digest, orgs=org, mode="body"), backend_name, fallback=fallback)
+    assert service.get(digest, orgs=new_org(chainloop), mode="body").status == 404
+
+
 def test_the_api_serves_a_chainloop_artifact_through_fallback_after_chainloop_rotates(
-    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    world: World, service: Service, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given an org whose artifact Chainloop uploaded through its default S3 backend
     org = new_org(chainloop)
-    old = world.backend(org, "cas-old", write_row=False)
-    digest = world.put(old, DATA, filename="attestation.json")
-    chainloop.add_backend(org, "cas-old", location=old.location, secret_name=old.secret_name, default=True,
-                          backend_id=old.id)  # fmt: skip
-    chainloop.add_mapping(digest, org, old.id)
+    old, digest = uploaded_through_default(world, chainloop, org, "cas-old", filename="attestation.json")
 
     # When it is synced, the API serves it through the mapped backend
-    assert sync_json(world, capsys, chainloop.dsn)["mappings"]["created"] == 1
-    first = service.get(digest, orgs=org, mode="body")
-    assert first.status == 200
-    assert first.body == DATA
-    assert (first.headers["X-Cas-Backend"], first.headers["X-Cas-Fallback"]) == ("cas-old", "false")
+    assert sync.summary()["mappings"]["created"] == 1
+    assert_served(service.get(digest, orgs=org, mode="body"), "cas-old", fallback=False)
 
     # When Chainloop rotates: the old keys are revoked, a new backend on the same bucket is the default
     world.revoke(old)
-    new = world.backend(org, "cas-new", bucket=old.bucket, write_row=False)
-    chainloop.add_backend(
-        org, "cas-new", location=new.location, secret_name=new.secret_name, backend_id=new.id
-    )
-    chainloop.make_default(org, new.id)
-    summary = sync_json(world, capsys, chainloop.dsn)
+    rotated(world, chainloop, org, old, "cas-new")
+    summary = sync.summary()
 
     # Then the sync moved the default, and the API serves the same bytes through the new backend
     assert summary["backends"] == {"created": 1, "updated": 1, "unchanged": 1, "skipped": {}}
     assert "is_default" not in backend_item(world, old.id)
     service.configure()
     served = service.get(digest, orgs=org, mode="body")
-    assert served.status == 200
-    assert served.body == DATA
-    assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("cas-new", "true")
+    assert_served(served, "cas-new", fallback=True)
     assert 'filename="attestation.json"' in served.headers["Content-Disposition"]
 
 
 def test_an_org_whose_inline_backend_older_chainloop_flagged_fallback_falls_back_as_any_other(
-    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    world: World, service: Service, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given an org as Chainloop before v1.67.0 left it: its auto-created INLINE backend flagged fallback
-    created = chainloop.add_org()
-    org, inline = created.id, created.inline_backend
-    assert inline is not None
+    org, inline = org_with_inline_backend(chainloop)
     chainloop.update_backend(inline, fallback=True)
     # and its artifact uploaded through an S3 backend that was then rotated away (keys revoked)
-    old = world.backend(org, "cas-old", write_row=False)
-    digest = world.put(old, DATA)
-    chainloop.add_backend(org, "cas-old", location=old.location, secret_name=old.secret_name, default=True,
-                          backend_id=old.id)  # fmt: skip
-    chainloop.add_mapping(digest, org, old.id)
-    new = world.backend(org, "cas-new", bucket=old.bucket, write_row=False)
-    chainloop.add_backend(
-        org, "cas-new", location=new.location, secret_name=new.secret_name, backend_id=new.id
-    )
-    chainloop.make_default(org, new.id)
+    old, digest = uploaded_through_default(world, chainloop, org, "cas-old")
+    new = rotated(world, chainloop, org, old, "cas-new")
     world.revoke(old)
 
     # When it is synced and the artifact asked for
-    sync_json(world, capsys, chainloop.dsn)
+    sync.summary()
     served = service.get(digest, orgs=org, mode="body")
 
     # Then the INLINE row keeps Chainloop's flag, and the org's default serves, as for any org
     assert backend_item(world, inline)["is_fallback"] is True
-    assert served.status == 200
-    assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("cas-new", "true")
+    assert_served(served, "cas-new", fallback=True)
 
     # When the default cannot serve either
     world.revoke(new)
@@ -177,33 +220,24 @@ def test_an_org_whose_inline_backend_older_chainloop_flagged_fallback_falls_back
 
 
 def test_an_inline_backend_is_copied_skipped_by_the_service_and_still_proves_the_org_holds_the_digest(
-    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    world: World, service: Service, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given a digest Chainloop mapped only to the org's INLINE backend, and the same bytes in its S3 default
-    created = chainloop.add_org()
-    org, inline = created.id, created.inline_backend
-    assert inline is not None
-    store = world.backend(org, "s3", write_row=False)
-    digest = world.put(store, DATA)
-    chainloop.add_backend(org, "s3", location=store.location, secret_name=store.secret_name, default=True,
-                          backend_id=store.id)  # fmt: skip
+    org, inline = org_with_inline_backend(chainloop)
+    _store, digest = default_backend_holding(world, chainloop, org, "s3")
     chainloop.add_mapping(digest, org, inline)
 
-    sync_json(world, capsys, chainloop.dsn)
+    sync.summary()
 
     # Then the INLINE row is there as Chainloop named it, and the API serves the digest from the default
     assert backend_item(world, inline)["provider"] == "INLINE"
-    served = service.get(digest, orgs=org, mode="body")
-    assert served.status == 200
-    assert served.body == DATA
-    # (the mapped INLINE backend was the first candidate, skipped: what serves is a fallback)
-    assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("s3", "true")
-    # and another org, which holds no mapping of the digest, is not served
-    assert service.get(digest, orgs=new_org(chainloop), mode="body").status == 404
+    # (the mapped INLINE backend was the first candidate, skipped: what serves is a fallback), and
+    # another org, which holds no mapping of the digest, is not served
+    assert_served_to_its_org_only(service, chainloop, digest, org, "s3", fallback=True)
 
 
 def test_a_second_run_with_nothing_new_writes_nothing(
-    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
+    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, sync: AdminSync
 ) -> None:
     # Given a synced Chainloop: 3 backends (the org's INLINE one and 2), 600 mappings (more than one chunk)
     org = new_org(chainloop)
@@ -211,12 +245,12 @@ def test_a_second_run_with_nothing_new_writes_nothing(
         chainloop.add_backend(org, f"b{i}", location=f"bucket-{i}", secret_name=f"s/{i}") for i in range(2)
     ]
     chainloop.add_generated_mappings(600, backends, [org, org])
-    first = sync_json(world, capsys, chainloop.dsn)
+    first = sync.summary()
     assert (first["backends"]["created"], first["mappings"]["created"]) == (3, 600)
 
     # When it runs again
     dynamodb_faults.reset()
-    second = sync_json(world, capsys, chainloop.dsn)
+    second = sync.summary()
 
     # Then its reads went through the counting endpoint: the watermark, the 3 backends (one batch) and
     # the 600 mappings of the overlap (chunks of 500 and 100, 100 keys a batch: 5 + 1)
@@ -228,20 +262,17 @@ def test_a_second_run_with_nothing_new_writes_nothing(
     assert (second["mappings"]["created"], second["mappings"]["unchanged"]) == (0, 600)
 
 
-def test_bad_rows_are_skipped_and_reported(
-    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_rows_are_skipped_and_reported(world: World, chainloop: ChainloopRows, sync: AdminSync) -> None:
     # Given a good mapping (upper-case hex), a malformed digest, and a mapping of an org Chainloop
     # does not have (cas_mappings has no foreign key to organizations)
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    org, backend = org_with_backend(chainloop)
     good = "sha256:" + hashlib.sha256(b"good").hexdigest()
     stray = "sha256:" + hashlib.sha256(b"stray").hexdigest()
     chainloop.add_mapping(good.upper().replace("SHA256:", "sha256:"), org, backend)
     chainloop.add_mapping("sha256:short", org, backend)
     chainloop.add_mapping(stray, str(uuid.uuid4()), backend, without_run=True)  # no org: no run either
 
-    code, out, err = sync(world, capsys, chainloop.dsn)
+    code, out, err = sync.run()
 
     # Then the good one is copied, lowered, and each skip is counted by its reason
     assert code == 0, err
@@ -251,49 +282,41 @@ def test_bad_rows_are_skipped_and_reported(
 
 
 def test_a_mapping_to_a_backend_chainloop_removed_is_copied_and_served_through_the_orgs_default(
-    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    world: World, service: Service, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given an artifact uploaded through a backend whose row Chainloop then removed (CASBackendRepo.Delete;
     # cas_mappings has no foreign key to keep it), and the same bytes in the org's S3 default
     org = new_org(chainloop)
-    store = world.backend(org, "store", write_row=False)
-    digest = world.put(store, DATA)
-    chainloop.add_backend(org, "store", location=store.location, secret_name=store.secret_name, default=True,
-                          backend_id=store.id)  # fmt: skip
+    store, digest = default_backend_holding(world, chainloop, org, "store")
     removed = chainloop.add_backend(org, "removed", location=store.location, secret_name="gone")
     chainloop.add_mapping(digest, org, removed)
     chainloop.remove_backend(removed)
 
     # When it is synced
-    code, out, err = sync(world, capsys, chainloop.dsn)
+    code, out, err = sync.run()
 
     # Then the mapping is copied as Chainloop has it, and counted apart, not skipped
     assert code == 0, err
     assert "mappings whose backend Chainloop no longer has: 1" in out
     assert {key for key in mapping_keys(world, digest) if key.startswith(f"{org}#")} == {f"{org}#{removed}"}
-    summary = sync_json(world, capsys, chainloop.dsn)
+    summary = sync.summary()
     assert (summary["mappings"]["backend_missing"], summary["mappings"]["skipped"]) == (1, {})
-    # and it proves the org holds the digest: served through the org's default
-    served = service.get(digest, orgs=org, mode="body")
-    assert served.status == 200
-    assert served.body == DATA
-    assert (served.headers["X-Cas-Backend"], served.headers["X-Cas-Fallback"]) == ("store", "true")
-    # to that org only
-    assert service.get(digest, orgs=new_org(chainloop), mode="body").status == 404
+    # and it proves the org holds the digest: served through the org's default, to that org only
+    assert_served_to_its_org_only(service, chainloop, digest, org, "store", fallback=True)
 
 
 def test_a_deleted_orgs_backends_stop_serving_and_a_rerun_does_not_bring_them_back(
-    world: World, service: Service, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    world: World, service: Service, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given a synced org whose artifact the API serves through its default
     org = new_org(chainloop)
     store, digest = uploaded_through_default(world, chainloop, org, "store")
-    sync_json(world, capsys, chainloop.dsn)
+    sync.summary()
     assert service.get(digest, orgs=org, mode="body").status == 200
 
     # When Chainloop soft-deletes the org (organizations.deleted_at; its backend rows stay as they are)
     chainloop.delete_org(org)
-    summary = sync_json(world, capsys, chainloop.dsn)
+    summary = sync.summary()
 
     # Then both its backends (the INLINE one and the store) are deleted and neither is the default
     assert summary["backends"]["updated"] == 2
@@ -310,7 +333,7 @@ def test_a_deleted_orgs_backends_stop_serving_and_a_rerun_does_not_bring_them_ba
     assert service.get(digest, orgs=new_org(chainloop), mode="body").status == 404
 
     # When the sync runs again
-    again = sync_json(world, capsys, chainloop.dsn)
+    again = sync.summary()
 
     # Then nothing is brought back
     assert again["backends"]["updated"] == 0
@@ -319,21 +342,17 @@ def test_a_deleted_orgs_backends_stop_serving_and_a_rerun_does_not_bring_them_ba
 
 
 def test_a_suspended_org_is_refused_403_without_a_storage_call_and_served_again_when_lifted(
-    world: World,
-    service: Service,
-    call_recorder: CallRecorder,
-    chainloop: ChainloopRows,
-    capsys: pytest.CaptureFixture[str],
+    world: World, service: Service, call_recorder: CallRecorder, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given an org's artifact, synced and served
     org = new_org(chainloop)
     store, digest = uploaded_through_default(world, chainloop, org, "cas")
-    sync_json(world, capsys, chainloop.dsn)
+    sync.summary()
     assert service.get(digest, orgs=org, mode="body").status == 200
 
     # When Chainloop suspends the org (OrganizationRepo.SetSuspended) and the sync runs
     chainloop.set_suspended(org, True)
-    suspended = sync_json(world, capsys, chainloop.dsn)
+    suspended = sync.summary()
 
     # Then every backend row of the org says so (its INLINE one too)
     assert suspended["backends"]["updated"] == 2
@@ -348,7 +367,7 @@ def test_a_suspended_org_is_refused_403_without_a_storage_call_and_served_again_
 
     # When Chainloop lifts the suspension and the sync runs
     chainloop.set_suspended(org, False)
-    lifted = sync_json(world, capsys, chainloop.dsn)
+    lifted = sync.summary()
 
     # Then the flag is cleared and the artifact is served again
     assert lifted["backends"]["updated"] == 2
@@ -358,18 +377,14 @@ def test_a_suspended_org_is_refused_403_without_a_storage_call_and_served_again_
 
 
 def test_another_org_holding_the_digest_still_serves_it_while_one_is_suspended(
-    world: World,
-    service: Service,
-    call_recorder: CallRecorder,
-    chainloop: ChainloopRows,
-    capsys: pytest.CaptureFixture[str],
+    world: World, service: Service, call_recorder: CallRecorder, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given the same bytes uploaded by two orgs, one of them suspended by Chainloop
     suspended_org, other_org = new_org(chainloop), new_org(chainloop)
     uploaded_through_default(world, chainloop, suspended_org, "cas")
     other_store, digest = uploaded_through_default(world, chainloop, other_org, "cas")
     chainloop.set_suspended(suspended_org, True)
-    sync_json(world, capsys, chainloop.dsn)
+    sync.summary()
 
     # When a caller of both orgs asks for it
     call_recorder.clear()
@@ -382,32 +397,28 @@ def test_another_org_holding_the_digest_still_serves_it_while_one_is_suspended(
 
 
 def test_a_chainloop_from_before_suspension_is_synced_as_before(
-    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    world: World, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given a Chainloop database from before migration 20260408122048 (v1.89.12): no suspended column
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    _org, backend = org_with_backend(chainloop)
     chainloop.connection().execute(b"ALTER TABLE organizations DROP COLUMN suspended")
 
     # When it is synced
-    summary = sync_json(world, capsys, chainloop.dsn)
+    summary = sync.summary()
 
     # Then its backends are copied, none of them suspended
     assert summary["backends"]["created"] == 2
     assert "org_suspended" not in backend_item(world, backend)
 
 
-def synced_history(
-    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str], mappings: int
-) -> tuple[str, str]:
+def synced_history(sync: AdminSync, chainloop: ChainloopRows, mappings: int) -> tuple[str, str]:
     """An org's ``mappings`` recorded over the past (one every 2 minutes, 5 to a run), statistics as
-    autovacuum keeps them, all synced by a first import: the org and its backend. ``world`` must
-    have tables of its own (isolated_world): another test's watermark would make this a later run."""
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    autovacuum keeps them, all synced by a first import: the org and its backend. ``sync`` must
+    write tables of its own (isolated_world): another test's watermark would make this a later run."""
+    org, backend = org_with_backend(chainloop)
     chainloop.add_generated_mappings(mappings, [backend], [org], spacing=120.0)
     chainloop.analyze()
-    assert sync_json(world, capsys, chainloop.dsn)["mappings"]["created"] == mappings
+    assert sync.summary()["mappings"]["created"] == mappings
     return org, backend
 
 
@@ -416,12 +427,12 @@ def test_a_quiet_run_reads_a_small_fraction_of_cas_mappings_and_nothing_by_seque
 ) -> None:
     # Given 20,000 mappings Chainloop recorded over four weeks (a run every 10 minutes, 5 mappings
     # each), already synced, and statistics as autovacuum keeps them
-    world = isolated_world
-    synced_history(world, chainloop, capsys, 20_000)
+    sync = AdminSync(isolated_world, capsys, chainloop.dsn)
+    synced_history(sync, chainloop, 20_000)
     before = chainloop.table_reads()
 
     # When the sync runs again with nothing new
-    again = sync_json(world, capsys, chainloop.dsn)
+    again = sync.summary()
     reads = chainloop.reads_since(before)
 
     # Then it wrote nothing, scanned no table of mappings or runs sequentially, and fetched a small
@@ -438,7 +449,8 @@ def test_an_incremental_run_brings_new_mappings_with_and_without_a_run(
 ) -> None:
     # Given a synced history
     world = isolated_world
-    org, backend = synced_history(world, chainloop, capsys, 2_000)
+    sync = AdminSync(world, capsys, chainloop.dsn)
+    org, backend = synced_history(sync, chainloop, 2_000)
 
     # When Chainloop records a mapping of a new run, one of a run started five hours ago (a long
     # pipeline), and one with no run (older data, other writers)
@@ -448,7 +460,7 @@ def test_an_incremental_run_brings_new_mappings_with_and_without_a_run(
     long_run = chainloop.add_run(org, created_at=now - dt.timedelta(hours=5))
     chainloop.add_mapping(digests[1], org, backend, workflow_run_id=long_run)
     chainloop.add_mapping(digests[2], org, backend, without_run=True)
-    summary = sync_json(world, capsys, chainloop.dsn)
+    summary = sync.summary()
 
     # Then the next run brings all three
     assert summary["mappings"]["created"] == 3
@@ -470,15 +482,14 @@ OLDER_SCHEMAS = {
 
 @pytest.mark.parametrize("column", sorted(OLDER_SCHEMAS))
 def test_an_older_chainloop_schema_is_refused_in_one_line_before_anything_is_written(
-    column: str, world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    column: str, world: World, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given a Chainloop database from before the column was added, holding a backend
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    _org, backend = org_with_backend(chainloop)
     chainloop.connection().execute(OLDER_SCHEMAS[column].encode())
 
     # When it is synced
-    code, out, err = sync(world, capsys, chainloop.dsn)
+    code, out, err = sync.run()
 
     # Then exit 1, one line on stderr naming the missing column and the oldest supported release
     assert (code, out) == (1, "")
@@ -493,15 +504,12 @@ def test_an_older_chainloop_schema_is_refused_in_one_line_before_anything_is_wri
     )
 
 
-def test_a_dry_run_writes_nothing(
-    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
-) -> None:
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+def test_a_dry_run_writes_nothing(world: World, chainloop: ChainloopRows, sync: AdminSync) -> None:
+    org, backend = org_with_backend(chainloop)
     digest = "sha256:" + hashlib.sha256(b"dry").hexdigest()
     chainloop.add_mapping(digest, org, backend)
 
-    summary = sync_json(world, capsys, chainloop.dsn, "--dry-run")
+    summary = sync.summary("--dry-run")
 
     # (the org's INLINE backend and b)
     assert (summary["dry_run"], summary["backends"]["created"], summary["mappings"]["created"]) == (
@@ -517,14 +525,13 @@ def test_a_dry_run_writes_nothing(
 
 
 def test_a_status_the_service_repaired_survives_a_sync_of_an_older_chainloop_status(
-    world: World, chainloop: ChainloopRows, capsys: pytest.CaptureFixture[str]
+    world: World, chainloop: ChainloopRows, sync: AdminSync
 ) -> None:
     # Given a backend Chainloop last saw Invalid an hour ago, synced
-    org = new_org(chainloop)
     an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s", status="Invalid",
-                                    validation_error="AccessDenied", validated_at=an_hour_ago)  # fmt: skip
-    sync_json(world, capsys, chainloop.dsn)
+    _org, backend = org_with_backend(chainloop, status="Invalid", validation_error="AccessDenied",
+                                     validated_at=an_hour_ago)  # fmt: skip
+    sync.summary()
     assert backend_item(world, backend)["validation_status"] == "Invalid"
 
     # When the service's validator finds it OK now, and Chainloop changes its name
@@ -534,7 +541,7 @@ def test_a_status_the_service_repaired_survives_a_sync_of_an_older_chainloop_sta
         backend, {"validation_status": "OK", "validation_error": None, "validated_at": now}, expect={}
     )
     chainloop.update_backend(backend, name="renamed")
-    summary = sync_json(world, capsys, chainloop.dsn)
+    summary = sync.summary()
 
     # Then the name is Chainloop's and the status the service's
     row = backend_item(world, backend)
@@ -546,7 +553,7 @@ def test_a_status_the_service_repaired_survives_a_sync_of_an_older_chainloop_sta
 def test_an_unreachable_database_is_one_line_and_exit_1(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = sync(world, capsys, "postgresql://chainloop:pw@127.0.0.1:9/chainloop")
+    code, out, err = AdminSync(world, capsys, "postgresql://chainloop:pw@127.0.0.1:9/chainloop").run()
     assert code == 1
     assert out == ""
     lines = err.strip().splitlines()
@@ -559,7 +566,7 @@ def test_a_refused_password_is_one_line_without_the_password(
 ) -> None:
     wrong = "wrong-password-" + uuid.uuid4().hex
     dsn = chainloop.dsn.replace(f":{postgres.password}@", f":{wrong}@")
-    code, _, err = sync(world, capsys, dsn)
+    code, _, err = AdminSync(world, capsys, dsn).run()
     assert code == 1
     assert "password authentication failed" in err
     assert wrong not in err
@@ -570,11 +577,9 @@ def test_no_dsn_is_a_usage_error(
     world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("CHAINLOOP_DATABASE_URL", raising=False)
-    capsys.readouterr()
-    code = admin_main(["--backends-table", world.tables.backends, "--mappings-table", world.tables.mappings,
-                       "sync", "chainloop"])  # fmt: skip
+    code, _, err = AdminSync(world, capsys, dsn=None).run()
     assert code == 2
-    assert "CHAINLOOP_DATABASE_URL" in capsys.readouterr().err
+    assert "CHAINLOOP_DATABASE_URL" in err
 
 
 def test_the_dsn_may_come_from_the_environment(
@@ -583,26 +588,21 @@ def test_the_dsn_may_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    org = new_org(chainloop)
-    chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    org_with_backend(chainloop)
     monkeypatch.setenv("CHAINLOOP_DATABASE_URL", chainloop.dsn)
-    capsys.readouterr()
-    code = admin_main(["--backends-table", world.tables.backends, "--mappings-table", world.tables.mappings,
-                       "sync", "chainloop", "--json"])  # fmt: skip
-    assert code == 0
-    assert json.loads(capsys.readouterr().out)["backends"]["created"] == 2  # b and the org's INLINE one
+    summary = AdminSync(world, capsys, dsn=None).summary()
+    assert summary["backends"]["created"] == 2  # b and the org's INLINE one
 
 
 def test_dynamodb_throttling_mid_run_is_retried(
-    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
+    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, sync: AdminSync
 ) -> None:
     # Given 300 mappings, and DynamoDB throttling the next 3 batch writes
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    org, backend = org_with_backend(chainloop)
     chainloop.add_generated_mappings(300, [backend], [org])
     dynamodb_faults.throttle_dynamodb(times=3, operations=["BatchWriteItem"])
 
-    summary = sync_json(world, capsys, chainloop.dsn)
+    summary = sync.summary()
 
     # Then every mapping is written, after the throttled calls were retried
     assert summary["mappings"]["created"] == 300
@@ -611,11 +611,10 @@ def test_dynamodb_throttling_mid_run_is_retried(
 
 
 def test_a_run_killed_midway_and_run_again_reaches_the_same_state(
-    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, capsys: pytest.CaptureFixture[str]
+    world: World, chainloop: ChainloopRows, dynamodb_faults: FaultServer, sync: AdminSync
 ) -> None:
     # Given 3,000 mappings, and a sync in another process
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s")
+    org, backend = org_with_backend(chainloop)
     chainloop.add_generated_mappings(3000, [backend], [org])
     env = {**os.environ, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_faults.url}
     argv = [sys.executable, "-m", "cas_admin", "--backends-table", world.tables.backends,
@@ -635,10 +634,10 @@ def test_a_run_killed_midway_and_run_again_reaches_the_same_state(
     assert written == 10 * 25  # exactly the batches that were answered, 25 mappings each
 
     # Then a second run completes it: every mapping exactly once, nothing else
-    summary = sync_json(world, capsys, chainloop.dsn)
+    summary = sync.summary()
     assert summary["mappings"]["created"] == 3000 - written
     assert count_mappings(world, org, backend) == 3000
-    assert sync_json(world, capsys, chainloop.dsn)["mappings"]["created"] == 0
+    assert sync.summary()["mappings"]["created"] == 0
 
 
 def count_mappings(world: World, org: str, backend: str) -> int:
@@ -675,8 +674,7 @@ def test_the_scheduled_function_syncs_with_an_rds_style_secret(
     # (at DEBUG, where the SDKs would log GetSecretValue's answer: the suite-wide scan holds the password)
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
     # Given the database secret in Secrets Manager, in RDS's format
-    org = new_org(chainloop)
-    backend = chainloop.add_backend(org, "b", location="bucket", secret_name="s", default=True)
+    org, backend = org_with_backend(chainloop, default=True)
     digest = "sha256:" + hashlib.sha256(b"scheduled").hexdigest()
     chainloop.add_mapping(digest, org, backend)
     database = chainloop.dsn.rsplit("/", 1)[1]

@@ -11,7 +11,7 @@ from cas_download.data.tables import Tables
 from tests.scenarios.conftest import Service
 from tests.support.calls import CallRecorder
 from tests.support.moto_servers import AwsServers
-from tests.support.world import BackendRef, World
+from tests.support.world import Artifact, BackendRef, World
 
 DATA = b"artifact bytes for health checks\n" * 64
 
@@ -157,20 +157,25 @@ def test_a_remembered_backend_is_still_tried_last_when_nothing_else_serves(
     ]
 
 
+def proven_by_hashing(world: World, service: Service, verifications_table: str) -> Artifact:
+    """An org's artifact stored without a SHA-256 checksum (as Chainloop writes it), served once with
+    the verification records enabled: its bytes hashed, its record written."""
+    artifact = world.artifact(DATA)
+    service.configure(VERIFICATIONS_TABLE=verifications_table)
+    assert service.get(artifact.digest, orgs=artifact.org).status == 307
+    return artifact
+
+
 class TestVerificationRecords:
     def test_a_full_hash_is_recorded_once_and_proves_the_object_afterwards(
         self, world: World, service: Service, call_recorder: CallRecorder, verifications_table: str
     ) -> None:
-        # Given an object stored without a SHA-256 checksum, and the verification records enabled
-        org = world.org()
-        backend = world.backend(org, is_default=True)
-        digest = world.put(backend, DATA, checksum=False)
-        world.map(digest, org, backend)
-        service.configure(VERIFICATIONS_TABLE=verifications_table)
-
-        # When it is requested, then requested again by another container
-        assert service.get(digest, orgs=org).status == 307
+        # Given an object stored without a SHA-256 checksum, requested once with the verification
+        # records enabled
+        org, _backend, digest = proven_by_hashing(world, service, verifications_table)
         hashed_calls = call_recorder.count("s3", "GetObject")
+
+        # When it is requested again by another container
         service.configure(VERIFICATIONS_TABLE=verifications_table)
         call_recorder.clear()
         second = service.get(digest, orgs=org)
@@ -187,12 +192,7 @@ class TestVerificationRecords:
         self, world: World, service: Service, call_recorder: CallRecorder, verifications_table: str
     ) -> None:
         # Given an object without a SHA-256 checksum, proven once by hashing (the record written)
-        org = world.org()
-        backend = world.backend(org, is_default=True)
-        digest = world.put(backend, DATA, checksum=False)
-        world.map(digest, org, backend)
-        service.configure(VERIFICATIONS_TABLE=verifications_table)
-        assert service.get(digest, orgs=org).status == 307
+        org, _backend, digest = proven_by_hashing(world, service, verifications_table)
         call_recorder.clear()
 
         # When the same container serves it again
@@ -208,12 +208,7 @@ class TestVerificationRecords:
         self, world: World, service: Service, verifications_table: str
     ) -> None:
         # Given a recorded proof for an object
-        org = world.org()
-        backend = world.backend(org, is_default=True)
-        digest = world.put(backend, DATA, checksum=False)
-        world.map(digest, org, backend)
-        service.configure(VERIFICATIONS_TABLE=verifications_table)
-        assert service.get(digest, orgs=org).status == 307
+        org, backend, digest = proven_by_hashing(world, service, verifications_table)
 
         # When the object is overwritten with other bytes (new ETag and size)
         world.put_corrupt(backend, digest, b"tampered", checksum=False)

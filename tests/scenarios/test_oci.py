@@ -18,17 +18,19 @@ from tests.scenarios.conftest import Service, assert_failed
 from tests.scenarios.test_deadline import download_log_line, service_log  # noqa: F401 - a fixture
 from tests.support.calls import CallRecorder
 from tests.support.moto_servers import AwsServers
+from tests.support.provider_scenarios import (
+    OciArtifact,
+    assert_presigned_url_serves,
+    assert_served_by,
+    oci_artifact,
+)
 from tests.support.registry import Registry, RegistryUser, start_registry
 from tests.support.tls import loopback_tls
 from tests.support.token_issuer import TokenIssuer
-from tests.support.world import BackendRef, World, sha256_digest
+from tests.support.world import BackendRef, World
 
 DATA = b"an artifact kept in an OCI registry\n" * 300
 OTHER = b"some other bytes entirely\n" * 50
-
-
-def push(registry: Registry, location: str, user: RegistryUser, data: bytes = DATA, **kw: object) -> str:
-    return push_artifact(location, data, "release.tgz", user.name, user.password, **kw).digest  # type: ignore[arg-type]
 
 
 def fetch(url: str) -> bytes:
@@ -48,25 +50,12 @@ def tampered(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 0xFF])
 
 
-def oci_world(
-    world: World, registry: Registry, data: bytes = DATA, **backend: object
-) -> tuple[str, BackendRef, RegistryUser, str]:
-    """An org whose artifact was pushed through, and is mapped to, one OCI backend."""
-    org = world.org()
-    user = registry.new_user()
-    location = registry.location()
-    oci = world.oci_backend(org, "registry", location, user, **backend)  # type: ignore[arg-type]
-    digest = push(registry, location, user, data)
-    world.map(digest, org, oci)
-    return org, oci, user, digest
-
-
 def test_body_mode_serves_the_hashed_bytes_of_the_layer_with_the_manifests_title_as_filename(
     world: World, service: Service, registry: Registry
 ) -> None:
     # Given an artifact written as Chainloop writes it on a self-hosted registry: the title is on the
     # manifest only, never on the layer
-    org, oci, user, digest = oci_world(world, registry, is_default=True)
+    org, oci, user, digest = oci_artifact(world, registry, DATA, is_default=True)
     manifest, _config = read_image(registry, user, oci.location, digest)
     assert manifest["annotations"]["org.opencontainers.image.title"] == "release.tgz"
     assert "annotations" not in manifest["layers"][0]
@@ -85,7 +74,7 @@ def test_body_mode_serves_the_hashed_bytes_of_the_layer_with_the_manifests_title
 def retitled_image(world: World, registry: Registry, *, manifest_title: bool) -> tuple[str, str]:
     """Chainloop's image re-tagged by another writer with a title on its layer ("layer-title.bin"),
     the manifest's own title kept or removed: the org and the digest."""
-    org, oci, user, digest = oci_world(world, registry, is_default=True)
+    org, oci, user, digest = oci_artifact(world, registry, DATA, is_default=True)
     manifest, _config = read_image(registry, user, oci.location, digest)
     if not manifest_title:
         del manifest["annotations"]["org.opencontainers.image.title"]
@@ -187,7 +176,7 @@ def test_a_self_hosted_registry_has_no_direct_url_and_the_next_candidate_serves(
     world: World, service: Service, registry: Registry
 ) -> None:
     # Given the artifact mapped to a self-hosted registry, and the org's S3 default holding the same bytes
-    org, _oci, _user, digest = oci_world(world, registry)
+    org, _oci, _user, digest = oci_artifact(world, registry, DATA)
     default = world.backend(org, "s3-default", is_default=True)
     world.put(default, DATA)
 
@@ -195,15 +184,13 @@ def test_a_self_hosted_registry_has_no_direct_url_and_the_next_candidate_serves(
     response = service.get(digest, orgs=org)
 
     # Then the S3 default serves, as a fallback
-    assert response.status == 307
-    assert response.headers["X-Cas-Backend"] == "s3-default"
-    assert response.headers["X-Cas-Fallback"] == "true"
+    assert_served_by(response, 307, "s3-default", fallback=True)
 
 
 def test_a_self_hosted_registry_alone_answers_no_direct_url_in_url_mode(
     world: World, service: Service, registry: Registry
 ) -> None:
-    org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+    org, _oci, _user, digest = oci_artifact(world, registry, DATA, is_default=True)
     response = service.get(digest, orgs=org, mode="url")
     assert_failed(response, 502, "backends_unavailable", [("registry", "no_direct_url")])
 
@@ -212,7 +199,7 @@ def test_a_hosted_registry_redirects_to_its_storage_url_once_the_bytes_are_prove
     world: World, service: Service, hosted_registry: Registry, call_recorder: CallRecorder
 ) -> None:
     # Given an artifact on a registry whose blobs live in S3 (blob GETs redirect to presigned URLs)
-    org, _oci, _user, digest = oci_world(world, hosted_registry, is_default=True)
+    org, _oci, _user, digest = oci_artifact(world, hosted_registry, DATA, is_default=True)
 
     # When the caller asks for a redirect
     response = service.get(digest, orgs=org)
@@ -229,7 +216,7 @@ def test_a_hosted_registry_redirects_to_its_storage_url_once_the_bytes_are_prove
 def test_url_mode_reports_the_expiry_the_storage_url_states(
     world: World, service: Service, hosted_registry: Registry
 ) -> None:
-    org, _oci, _user, digest = oci_world(world, hosted_registry, is_default=True)
+    org, _oci, _user, digest = oci_artifact(world, hosted_registry, DATA, is_default=True)
 
     response = service.get(digest, orgs=org, mode="url")
 
@@ -244,33 +231,65 @@ def test_url_mode_reports_the_expiry_the_storage_url_states(
     assert fetch(document["url"]) == DATA
 
 
-def test_a_changed_registry_password_falls_back_to_the_orgs_s3_default(
-    world: World, service: Service, registry: Registry
+def change_the_password(registry: Registry, artifact: OciArtifact, data: bytes) -> None:
+    """The registry user's password changed since the backend's secret was written."""
+    registry.set_password(artifact.user, "changed-" + artifact.user.password)
+
+
+def tamper_with_the_blob(registry: Registry, artifact: OciArtifact, data: bytes) -> None:
+    """The blob file overwritten on the registry's disk (reads are not re-checked)."""
+    registry.blob_path(artifact.digest).write_bytes(tampered(data))
+
+
+# what breaks the registry's copy -> (the error when it is the only copy, the attempt's reason)
+REGISTRY_FAULTS = {
+    "changed-password": (change_the_password, "backends_unavailable", "credentials_invalid"),
+    "tampered-blob": (tamper_with_the_blob, "integrity_failure", "digest_mismatch"),
+}
+
+
+def broken_registry_copy(
+    world: World, registry: Registry, fault: str, **backend: Any
+) -> tuple[OciArtifact, bytes]:
+    """An org's artifact (bytes of its own) mapped to an OCI backend ("registry") whose copy ``fault``
+    broke since: the artifact and its bytes."""
+    data = unique_data()
+    artifact = oci_artifact(world, registry, data, **backend)
+    break_copy, _error_code, _reason = REGISTRY_FAULTS[fault]
+    break_copy(registry, artifact, data)
+    return artifact, data
+
+
+@pytest.mark.parametrize("fault", sorted(REGISTRY_FAULTS))
+def test_a_broken_registry_copy_alone_is_never_served(
+    world: World, service: Service, registry: Registry, fault: str
 ) -> None:
-    # Given the artifact mapped to an OCI backend whose password was changed since, and the org's S3
-    # default holding the same bytes
-    org, _oci, user, digest = oci_world(world, registry)
-    default = world.backend(org, "s3-default", is_default=True)
-    world.put(default, DATA)
-    registry.set_password(user, "changed-" + user.password)
+    # Given the artifact mapped to the org's default, an OCI backend whose copy is broken this way
+    artifact, _data = broken_registry_copy(world, registry, fault, is_default=True)
 
     # When the caller asks for the body
-    response = service.get(digest, orgs=org, mode="body")
+    response = service.get(artifact.digest, orgs=artifact.org, mode="body")
+
+    # Then nothing is served: the spec's error, with the fault's reason
+    _break_copy, error_code, reason = REGISTRY_FAULTS[fault]
+    assert_failed(response, 502, error_code, [("registry", reason)])
+
+
+@pytest.mark.parametrize("fault", sorted(REGISTRY_FAULTS))
+def test_a_broken_registry_copy_falls_back_to_the_orgs_s3_default(
+    world: World, service: Service, registry: Registry, fault: str
+) -> None:
+    # Given the artifact mapped to an OCI backend whose copy is broken this way, and the org's S3
+    # default holding the same bytes
+    artifact, data = broken_registry_copy(world, registry, fault)
+    world.put(world.backend(artifact.org, "s3-default", is_default=True), data)
+
+    # When the caller asks for the body
+    response = service.get(artifact.digest, orgs=artifact.org, mode="body")
 
     # Then the S3 default serves the bytes, as a fallback
-    assert response.status == 200
-    assert response.body == DATA
-    assert response.headers["X-Cas-Backend"] == "s3-default"
-    assert response.headers["X-Cas-Fallback"] == "true"
-
-
-def test_a_changed_registry_password_is_credentials_invalid(
-    world: World, service: Service, registry: Registry
-) -> None:
-    org, _oci, user, digest = oci_world(world, registry, is_default=True)
-    registry.set_password(user, "changed-" + user.password)
-    response = service.get(digest, orgs=org, mode="body")
-    assert_failed(response, 502, "backends_unavailable", [("registry", "credentials_invalid")])
+    assert_served_by(response, 200, "s3-default", fallback=True)
+    assert response.body == data
 
 
 def test_a_revoked_s3_mapping_is_served_by_an_oci_default(
@@ -282,79 +301,35 @@ def test_a_revoked_s3_mapping_is_served_by_an_oci_default(
     digest = world.put(s3, DATA)
     world.map(digest, org, s3)
     world.revoke(s3)
-    user = registry.new_user()
-    location = registry.location()
-    world.oci_backend(org, "registry-default", location, user, is_default=True)
-    push(registry, location, user)
+    oci_artifact(world, registry, DATA, "registry-default", org=org, mapped=False, is_default=True)
 
     # When the caller asks for the body
     response = service.get(digest, orgs=org, mode="body")
 
     # Then the registry serves the proven bytes, as a fallback
-    assert response.status == 200
+    assert_served_by(response, 200, "registry-default", fallback=True)
     assert response.body == DATA
-    assert response.headers["X-Cas-Backend"] == "registry-default"
-    assert response.headers["X-Cas-Fallback"] == "true"
 
 
-def test_a_tampered_blob_is_never_served(world: World, service: Service, registry: Registry) -> None:
-    # Given an artifact whose blob file was overwritten on the registry's disk (reads are not re-checked)
-    data = unique_data()
-    org, _oci, _user, digest = oci_world(world, registry, data, is_default=True)
-    registry.blob_path(digest).write_bytes(tampered(data))
-
-    # When the caller asks for the body
-    response = service.get(digest, orgs=org, mode="body")
-
-    # Then nothing is served
-    assert_failed(response, 502, "integrity_failure", [("registry", "digest_mismatch")])
-
-
-def test_a_tampered_blob_on_one_registry_is_served_from_the_good_copy(
-    world: World, service: Service, registry: Registry
+@pytest.mark.parametrize(
+    "image_layer", [None, OTHER], ids=["no-image-at-all", "an-image-whose-layer-is-another-digest"]
+)
+def test_a_mapped_registry_without_the_artifacts_image_is_content_missing(
+    world: World, service: Service, registry: Registry, image_layer: bytes | None
 ) -> None:
-    data = unique_data()
-    org, _oci, _user, digest = oci_world(world, registry, data)
-    registry.blob_path(digest).write_bytes(tampered(data))
-    default = world.backend(org, "s3-default", is_default=True)
-    world.put(default, data)
+    # Given a mapping to a registry backend that never received the artifact's image: nothing at the
+    # artifact's name, or an image named after the digest whose single layer holds other bytes (and
+    # their digest)
+    org, oci, user, digest = oci_artifact(world, registry, DATA, pushed=False, is_default=True)
+    if image_layer is not None:
+        pushed = push_artifact(
+            oci.location, image_layer, "other.bin", user.name, user.password, image_digest=digest
+        )
+        assert pushed.digest != digest
 
     response = service.get(digest, orgs=org, mode="body")
 
-    assert response.status == 200
-    assert response.body == data
-    assert response.headers["X-Cas-Backend"] == "s3-default"
-
-
-def test_a_missing_image_is_content_missing(world: World, service: Service, registry: Registry) -> None:
-    # Given a mapping to a registry backend that never received the image
-    org = world.org()
-    user = registry.new_user()
-    oci = world.oci_backend(org, "registry", registry.location(), user, is_default=True)
-    digest = sha256_digest(DATA)
-    world.map(digest, org, oci)
-
-    response = service.get(digest, orgs=org, mode="body")
-
-    assert_failed(response, 404, "content_missing", [("registry", "not_found")])
-
-
-def test_an_image_at_the_artifacts_name_whose_layer_is_another_digest_is_not_the_artifact(
-    world: World, service: Service, registry: Registry
-) -> None:
-    # Given an image named after the digest whose single layer holds other bytes (and their digest)
-    org = world.org()
-    user = registry.new_user()
-    location = registry.location()
-    oci = world.oci_backend(org, "registry", location, user, is_default=True)
-    digest = sha256_digest(DATA)
-    pushed = push_artifact(location, OTHER, "other.bin", user.name, user.password, image_digest=digest)
-    world.map(digest, org, oci)
-    assert pushed.digest != digest
-
-    response = service.get(digest, orgs=org, mode="body")
-
-    # Then the image is not the artifact: its layer is never read
+    # Then there is no artifact there (an image's layer of another digest is never read): 404
     assert_failed(response, 404, "content_missing", [("registry", "not_found")])
 
 
@@ -362,12 +337,9 @@ def test_anonymous_pull_on_a_registry_that_wants_credentials_is_access_denied(
     world: World, service: Service, registry: Registry
 ) -> None:
     # Given an OCI backend whose secret is {} (anonymous pull) on a registry that requires a login
-    org = world.org()
-    user = registry.new_user()
-    location = registry.location()
-    oci = world.oci_backend(org, "anonymous", location, None, is_default=True)
-    digest = push(registry, location, user)
-    world.map(digest, org, oci)
+    org, _oci, _user, digest = oci_artifact(
+        world, registry, DATA, "anonymous", anonymous=True, is_default=True
+    )
 
     response = service.get(digest, orgs=org, mode="body")
 
@@ -382,13 +354,9 @@ def test_anonymous_pull_on_a_registry_that_wants_credentials_is_access_denied(
 def test_secret_keys_match_in_any_case(
     world: World, service: Service, registry: Registry, secret: dict[str, str]
 ) -> None:
-    org = world.org()
     user = registry.new_user()
-    location = registry.location()
     value = {k: v.format(user=user.name, password=user.password) for k, v in secret.items()}
-    oci = world.oci_backend(org, "registry", location, user, is_default=True, secret=value)
-    digest = push(registry, location, user)
-    world.map(digest, org, oci)
+    org, _oci, _user, digest = oci_artifact(world, registry, DATA, user=user, is_default=True, secret=value)
 
     response = service.get(digest, orgs=org, mode="body")
 
@@ -411,24 +379,19 @@ def test_url_expiry_reads_what_the_url_states() -> None:
 # the Bearer token flow, against a registry that verifies every token's signature
 
 
-def token_world(
-    world: World, registry: Registry, issuer: TokenIssuer, data: bytes = DATA
-) -> tuple[str, RegistryUser, str]:
-    org = world.org()
+def token_artifact(world: World, registry: Registry, issuer: TokenIssuer) -> OciArtifact:
+    """An org's artifact mapped to its default OCI backend ("token-registry") on ``registry``, whose
+    login only ``issuer`` knows (the registry itself takes bearer tokens, never a password)."""
     user = RegistryUser(f"user-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
     issuer.add_user(user.name, user.password)
-    location = registry.location()
-    world.oci_backend(org, "token-registry", location, user, is_default=True)
-    digest = push(registry, location, user, data)
-    return org, user, digest
+    return oci_artifact(world, registry, DATA, "token-registry", user=user, is_default=True)
 
 
 def test_a_bearer_token_is_fetched_for_the_pull_scope_and_reused_until_it_expires(
     world: World, service: Service, token_registry: Registry, token_issuer: TokenIssuer
 ) -> None:
     # Given an artifact on a registry that wants bearer tokens
-    org, _user, digest = token_world(world, token_registry, token_issuer)
-    world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
+    org, oci, _user, digest = token_artifact(world, token_registry, token_issuer)
     issued_before = len(token_issuer.issued)
 
     # When the caller asks for the body twice
@@ -439,7 +402,7 @@ def test_a_bearer_token_is_fetched_for_the_pull_scope_and_reused_until_it_expire
     assert (first.status, second.status) == (200, 200)
     assert second.body == DATA
     assert token_issuer.issued[issued_before:] == [
-        f"repository:{_repository_of(world, org)}/chainloop-{digest.removeprefix('sha256:')}:pull"
+        f"repository:{_repository_of(oci)}/chainloop-{digest.removeprefix('sha256:')}:pull"
     ]
 
 
@@ -447,8 +410,7 @@ def test_a_token_refused_for_the_credentials_given_is_credentials_invalid(
     world: World, service: Service, token_registry: Registry, token_issuer: TokenIssuer
 ) -> None:
     # Given a backend whose password the token issuer no longer accepts
-    org, user, digest = token_world(world, token_registry, token_issuer)
-    world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
+    org, _oci, user, digest = token_artifact(world, token_registry, token_issuer)
     token_issuer.add_user(user.name, "rotated-" + user.password)
 
     response = service.get(digest, orgs=org, mode="body")
@@ -461,9 +423,7 @@ def test_a_token_the_registry_stops_accepting_is_replaced_and_the_request_served
 ) -> None:
     # Given the service holds, for the artifact's image, a token the issuer advertised for 300 s but
     # signed as if 10 minutes ago: by the registry's clock it expired (beyond its 60 s of skew)
-    org, user, digest = token_world(world, token_registry, token_issuer)
-    backend = next(b for b in world.backends.values() if b.org == org)
-    world.map(digest, org, backend)
+    org, backend, user, digest = token_artifact(world, token_registry, token_issuer)
     location = parse_location(backend.location)
     repository = location.artifact_repository(digest)
     stale = token_issuer.issue_at(token_issuer.clock() - 600, user.name, f"repository:{repository}:pull")
@@ -481,8 +441,7 @@ def test_a_token_the_registry_stops_accepting_is_replaced_and_the_request_served
     assert len(token_issuer.issued) == issued + 1
 
 
-def _repository_of(world: World, org: str) -> str:
-    backend = next(b for b in world.backends.values() if b.org == org)
+def _repository_of(backend: BackendRef) -> str:
     return backend.location.split("/", 1)[1]
 
 
@@ -501,8 +460,7 @@ def test_a_token_is_not_used_past_the_lifetime_the_issuer_advertised(
 ) -> None:
     # Given tokens advertised for 6 s (the service stops using one 5 s before it expires), and the
     # service's token clock under the test's control
-    org, _user, digest = token_world(world, token_registry, token_issuer)
-    world.map(digest, org, next(b for b in world.backends.values() if b.org == org))
+    org, _oci, _user, digest = token_artifact(world, token_registry, token_issuer)
     clock = ManualClock()
     service.app.services.storage.registry_client().clock = clock
     token_issuer.advertised_lifetime_s = 6
@@ -538,7 +496,7 @@ def test_with_a_record_a_redirect_costs_two_registry_calls_a_one_byte_storage_re
 ) -> None:
     # Given an artifact on a hosted registry, verification records on, and every HTTP call the
     # registry client makes recorded (path segment, Range header)
-    org, _oci, _user, digest = oci_world(world, hosted_registry, is_default=True)
+    org, _oci, _user, digest = oci_artifact(world, hosted_registry, DATA, is_default=True)
     service.configure(VERIFICATIONS_TABLE=verifications_table)
     calls: list[tuple[str, str | None]] = []
     original = RegistryClient.request
@@ -583,7 +541,7 @@ def test_a_registry_that_swaps_a_blobs_bytes_after_the_record_is_caught(
 ) -> None:
     # Given an artifact on a hosted registry, proven once and recorded, and a good copy in an S3 fallback
     data = unique_data()
-    org, _oci, _user, digest = oci_world(world, hosted_registry, data, is_default=True)
+    org, _oci, _user, digest = oci_artifact(world, hosted_registry, data, is_default=True)
     fallback = world.backend(org, "s3-copy", is_fallback=True)
     world.put(fallback, data)
     service.configure(VERIFICATIONS_TABLE=verifications_table)
@@ -611,12 +569,8 @@ def test_a_registry_that_swaps_a_blobs_bytes_after_the_record_is_caught(
     # fail the proof, and the good copy serves, its URL handing out the artifact's own bytes
     attempts = download_log_line(service_log.readouterr().out)["attempts"]
     assert [(a["backend_name"], a["reason"]) for a in attempts] == [("registry", "digest_mismatch")]
-    assert response.status == 200
-    assert response.headers["X-Cas-Backend"] == "s3-copy"
-    assert response.headers["X-Cas-Fallback"] == "true"
-    fetched = world.fetch_presigned(response.json["url"])
-    assert fetched.status == 200
-    assert fetched.body == data
+    assert_served_by(response, 200, "s3-copy", fallback=True)
+    assert_presigned_url_serves(world, response.json["url"], data)
 
 
 def test_a_registry_on_a_loopback_address_speaking_tls_is_reached_over_https_as_chainloop_does(
@@ -629,7 +583,7 @@ def test_a_registry_on_a_loopback_address_speaking_tls_is_reached_over_https_as_
     registry = start_registry(tmp_path / "tls-registry", tls=(tls.certificate, tls.key))
     try:
         assert registry.url.startswith("https://127.0.0.1:")
-        org, _oci, _user, digest = oci_world(world, registry, is_default=True)
+        org, _oci, _user, digest = oci_artifact(world, registry, DATA, is_default=True)
 
         # When its artifact is asked for
         response = service.get(digest, orgs=org, mode="body")

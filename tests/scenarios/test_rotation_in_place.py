@@ -14,10 +14,10 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.storage.blob import BlobServiceClient
 
 from cas_admin.chainloop_layout import azure as chainloop_azure
-from cas_admin.chainloop_layout.oci import push_artifact
-from tests.scenarios.conftest import HttpResult, Service
+from tests.scenarios.conftest import Service
 from tests.support.azure import new_account_key, start_azurite
 from tests.support.calls import CallRecorder
+from tests.support.provider_scenarios import assert_served_by, oci_artifact
 from tests.support.registry import Registry
 from tests.support.world import World, sha256_digest
 
@@ -27,11 +27,6 @@ DATA = b"rotated in place, served through the same backend\n" * 200
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as answer:
         return bytes(answer.read())
-
-
-def assert_served_by_the_same_backend(response: HttpResult, name: str) -> None:
-    assert response.status in {200, 307}
-    assert (response.headers["X-Cas-Backend"], response.headers["X-Cas-Fallback"]) == (name, "false")
 
 
 def test_s3_keys_rotated_in_the_same_secret_serve_through_the_same_backend(
@@ -47,7 +42,7 @@ def test_s3_keys_rotated_in_the_same_secret_serve_through_the_same_backend(
     response = service.get(digest, orgs=org)
 
     # Then the same backend serves, through the new key, after one more read of the secret
-    assert_served_by_the_same_backend(response, "s3")
+    assert_served_by(response, 307, "s3", fallback=False)
     assert backend.access_key_id in response.headers["Location"]
     assert call_recorder.count("secretsmanager", "GetSecretValue") == 1
 
@@ -56,23 +51,18 @@ def test_a_registry_password_rotated_in_the_same_secret_serves_through_the_same_
     world: World, service: Service, registry: Registry, call_recorder: CallRecorder
 ) -> None:
     # Given an OCI backend whose Chainloop image the service served, its password now cached
-    org = world.org()
-    user = registry.new_user()
-    location = registry.location()
-    backend = world.oci_backend(org, "registry", location, user, is_default=True)
-    digest = push_artifact(location, DATA, "release.tgz", user.name, user.password).digest
-    world.map(digest, org, backend)
+    org, backend, user, digest = oci_artifact(world, registry, DATA, is_default=True)
     assert service.get(digest, orgs=org, mode="body").body == DATA
 
     # When the password changes at the registry and Chainloop writes it into the same secret
     new_password = "rotated-" + user.password
     registry.set_password(user, new_password)
-    world.set_secret(backend, {"Username": user.name, "Password": new_password, "Repo": location})
+    world.set_secret(backend, {"Username": user.name, "Password": new_password, "Repo": backend.location})
     call_recorder.clear()
     response = service.get(digest, orgs=org, mode="body")
 
     # Then the same backend serves the bytes, after one more read of the secret
-    assert_served_by_the_same_backend(response, "registry")
+    assert_served_by(response, 200, "registry", fallback=False)
     assert response.body == DATA
     assert call_recorder.count("secretsmanager", "GetSecretValue") == 1
 
@@ -104,7 +94,7 @@ def test_an_azure_account_key_rotated_in_the_same_secret_serves_through_the_same
         response = service.get(digest, orgs=org)
 
         # Then the same backend serves, with a SAS signed by the new key that works
-        assert_served_by_the_same_backend(response, "blob")
+        assert_served_by(response, 307, "blob", fallback=False)
         assert fetch(response.headers["Location"]) == DATA
         assert call_recorder.count("secretsmanager", "GetSecretValue") == 1
     finally:
