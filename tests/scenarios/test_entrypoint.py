@@ -256,3 +256,21 @@ def test_an_internal_error_is_counted_for_the_version_that_answered_it(
     assert directive["Dimensions"] == [["FunctionVersion", "service"]] or directive["Dimensions"] == [
         ["service", "FunctionVersion"]
     ]
+
+
+def test_every_table_of_a_container_uses_one_dynamodb_client(
+    service: Service, verifications_table: str
+) -> None:
+    # Given a container whose four tables (backends, mappings, records, asks) are configured
+    app = service.configure(VERIFICATIONS_TABLE=verifications_table)
+
+    # When its tables are built
+    tables = app.services.tables
+    models = (tables.backend_model, tables.mapping_model, tables.verification_model, tables.ask_model)
+    clients = {id(model._get_connection().connection._client) for model in models if model is not None}
+
+    # Then one DynamoDB client serves them all (one creation, one connection pool), made from the app's
+    # session and already there before the first request
+    assert len(clients) == 1
+    assert tables.mapping_model._get_connection().connection._client is not None
+    assert tables.mapping_model._get_connection().connection._local.session is app.session._session

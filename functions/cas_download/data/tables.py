@@ -79,8 +79,9 @@ class Tables:
         return [model._get_connection().connection for model in models if model is not None]
 
     def connect(self) -> None:
-        """Make each model's DynamoDB client now (SnapStart: before the snapshot), not on first use.
-        No request is sent. The asks' client stays lazy: most containers never ask."""
+        """Make the models' DynamoDB client now (SnapStart: before the snapshot), not on first use; an
+        app's tables have one, made with them (_share_one_client). No request is sent. Without a shared
+        client, the asks' stays lazy: most containers never ask."""
         for connection in self._connections(with_asks=False):
             _ = connection.client
 
@@ -298,9 +299,8 @@ def build_tables(settings: Settings, botocore_session: BotocoreSession | None = 
         ask_model = VerifierAskModel
 
     if botocore_session is not None:
-        for model in (BackendRecord, MappingRecord, verification_model, ask_model):
-            if model is not None:
-                _share_session(model, botocore_session)
+        models = (BackendRecord, MappingRecord, verification_model, ask_model)
+        _share_one_client([model for model in models if model is not None], botocore_session)
     return Tables(
         backend_model=BackendRecord,
         mapping_model=MappingRecord,
@@ -323,3 +323,21 @@ def _share_session(model: Any, botocore_session: BotocoreSession) -> None:
     the models stop using the session they are given.
     """
     model._get_connection().connection._local.session = botocore_session
+
+
+def _share_one_client(models: list[Any], botocore_session: BotocoreSession) -> None:
+    """Give every model's PynamoDB connection one DynamoDB client, made now from ``botocore_session``.
+
+    Why: each model has a connection of its own, and each would make its own client: a cold start
+    paid one client creation per table (3 to 5 ms each after the first) and opened one connection
+    to DynamoDB per table (on AWS, a TLS handshake each). The models share ``_Meta`` (region,
+    timeouts, retries), so the first connection's client is configured as each would make it.
+    How: the first model's connection makes the client (PynamoDB's own configuration and hooks);
+    the others are handed it. A test fails if the models stop sharing it.
+    """
+    for model in models:
+        _share_session(model, botocore_session)
+    connections = [model._get_connection().connection for model in models]
+    client = connections[0].client
+    for connection in connections[1:]:
+        connection._client = client
