@@ -21,7 +21,7 @@ ROTATED = SecretFields({"accessKeyID": "AKIA2", "secretAccessKey": "s2"})
 LOCATED = Located(
     ObjectDescription(ObjectInfo(size=3, etag='"e"')),
     DirectUrl("https://bucket.example/obj", datetime(2026, 12, 7, tzinfo=UTC)),
-    record_verdict=True,
+    record_ahead=None,
 )
 
 

@@ -95,9 +95,10 @@ def look_ahead(backend: Backend, digest: str, deadline: Deadline, services: Serv
 
     def locate() -> Located:
         store = services.storage.open(backend, secret, deadline.remaining())
+        # queued behind this lookup on the same worker: read once per object lately, as _serve does
+        record = _read_record_ahead(store, digest, services)
         description, url = _locate(store, digest, services)
-        verdict = services.verification_records.verdict(_as_recorded(description, url), digest)
-        return Located(description, url, verdict)
+        return Located(description, url, record)
 
     return services.look_ahead.start(backend, secret, locate)
 
@@ -162,14 +163,11 @@ def _serve(
         # The record is read while the object is described: both are needed before any proof.
         record = _read_record_ahead(store, digest, services)
         description, url = _locate(store, digest, services)
-        method = _prove(
-            store, backend, description, url, digest, deadline, services, ahead=False, record_ahead=record
-        )
     else:
-        description, url = located.description, located.url
-        method = _prove(
-            store, backend, description, url, digest, deadline, services, ahead=False, known=located
-        )
+        description, url, record = located.description, located.url, located.record_ahead
+    method = _prove(
+        store, backend, description, url, digest, deadline, services, ahead=False, record_ahead=record
+    )
     info = description.info
     return Artifact(digest, backend, False, info, method, url=url.url, expires_at=url.expires_at)
 
@@ -213,19 +211,16 @@ def _prove(
     services: Services,
     *,
     ahead: bool,
-    known: Located | None = None,
     record_ahead: RecordReadAhead | None = None,
 ) -> VerificationMethod:
     """Step 4 of Resolution: the provider's proof, else a record, else hashing the whole object (a
     request within ``MAX_HASH_BYTES``, asking the verifier beyond it; the verifier within
-    ``VERIFY_MAX_BYTES``). ``known``: a look ahead that read the record already."""
+    ``VERIFY_MAX_BYTES``). ``record_ahead``: the object's record, being read beside its description."""
     if description.provider_proof:
         return VerificationMethod.CHECKSUM
     description = _as_recorded(description, url)
     records = services.verification_records
-    verdict = (
-        known.record_verdict if known is not None else records.verdict(description, digest, record_ahead)
-    )
+    verdict = records.verdict(description, digest, record_ahead)
     if verdict is True:
         return VerificationMethod.RECORD
     if verdict is False:

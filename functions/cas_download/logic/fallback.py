@@ -25,7 +25,13 @@ from cas_download.errors import (
     VerificationPending,
 )
 from cas_download.logic.backend_attempt import PendingProof, serve_through
-from cas_download.logic.candidates import TokenMapping, all_suspended, holding_orgs, plan_candidates
+from cas_download.logic.candidates import (
+    CandidatePlan,
+    TokenMapping,
+    all_suspended,
+    holding_orgs,
+    plan_candidates,
+)
 from cas_download.logic.deadline import Deadline
 from cas_download.logic.look_ahead import Lookup
 from cas_download.logic.services import Services
@@ -126,13 +132,9 @@ def _serve_with_fallback(
 ) -> Artifact:
     catalog = services.catalog
     started = catalog.now()
-    orgs = holding_orgs(mappings)
-    # One org-index query per holding org (cached per container) gives the mapped rows and the orgs'
-    # defaults and fallbacks together: no separate read of the mapped rows.
-    rows = {org: catalog.org_backends(org) for org in orgs}
+    orgs, rows, plan = _planned(mappings, services)
     if all_suspended(rows):
         raise OrgSuspended("the organization holding this artifact is suspended in Chainloop")
-    plan = plan_candidates(mappings, rows)
     search = _Search(digest, mode, deadline, services, lookup=lookup)
     order = _defer_recent_failures(plan.order, services)
     if later_mappings is not None:
@@ -146,9 +148,7 @@ def _serve_with_fallback(
                 return artifact
             tried.add(order[0].id)
         mappings = [*mappings, *later_mappings()]
-        orgs = holding_orgs(mappings)
-        rows = {org: catalog.org_backends(org) for org in orgs}
-        plan = plan_candidates(mappings, rows)
+        orgs, rows, plan = _planned(mappings, services)
         order = [b for b in _defer_recent_failures(plan.order, services) if b.id not in tried]
     artifact = search.try_in_order(order)
     if artifact is None and not deadline.expired():
@@ -168,6 +168,17 @@ def _serve_with_fallback(
         raise _final_error(search.attempts, deadline)
     artifact.fallback = plan.primary is None or artifact.backend.id != plan.primary.id
     return artifact
+
+
+def _planned(
+    mappings: Sequence[Mapping], services: Services
+) -> tuple[list[str], dict[str, tuple[Backend, ...]], CandidatePlan]:
+    """The orgs holding ``mappings``, their backend rows and the candidates planned from them. One
+    org-index query per holding org (cached per container) gives the mapped rows and the orgs'
+    defaults and fallbacks together: no separate read of the mapped rows."""
+    orgs = holding_orgs(mappings)
+    rows = {org: services.catalog.org_backends(org) for org in orgs}
+    return orgs, rows, plan_candidates(mappings, rows)
 
 
 def _try_newer_candidates(

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from cas_download.data.storage.port import DirectUrl, ObjectDescription, SecretFields
 from cas_download.domain import AttemptFailed, Backend
+from cas_download.logic.verification import RecordReadAhead
 
 T = TypeVar("T")
 
@@ -30,11 +31,11 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Located:
     """What a backend's storage says of the object before a proof: its description, the URL a redirect
-    would hand out, and what a verification record says of it (None: no record)."""
+    would hand out, and its verification record being read (None: not read ahead)."""
 
     description: ObjectDescription
     url: DirectUrl
-    record_verdict: bool | None
+    record_ahead: RecordReadAhead | None
 
 
 class Lookup:
