@@ -48,7 +48,7 @@ from typing import Any
 from benchmarks.env import ROOT, Machine
 from benchmarks.latency import percentile
 from cas_local.moto import PREEXEC
-from cas_local.stack import StackEndpoints
+from cas_local.stack import StackEndpoints, stop_run_process
 
 LOOPBACK = "127.0.0.1"
 WORK_DIR = ROOT / "build" / "load"  # state file and the stack's logs (build/ is git-ignored)
@@ -382,18 +382,7 @@ def local_stack(work_dir: Path) -> Iterator[Stack]:
     try:
         yield Stack(process, StackEndpoints.wait_for(process, state, err, START_TIMEOUT_S), out, err)
     finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
+        stop_run_process(process, signal.SIGTERM, STOP_TIMEOUT_S)
 
 
 # ----------------------------------------------------------------------------------------- memory

@@ -40,6 +40,22 @@ OCI_LATENCY_TARGET = 1.25  # also Azure's: warm latency against a plain client d
 AZURE_STEADY_STORAGE_CALLS_TARGET = 1
 
 
+@dataclass(frozen=True)
+class Latency:
+    """Warm latency of one way to serve a redirect, over the run's interleaved requests."""
+
+    median_ms: float = 0.0
+    p99_ms: float = 0.0
+
+    @classmethod
+    def of(cls, samples_ms: list[float]) -> Latency:
+        return cls(statistics.median(samples_ms), statistics.quantiles(samples_ms, n=100)[98])
+
+    def over(self, baseline: Latency) -> tuple[float, float]:
+        """How many times ``baseline`` this is: (median ratio, p99 ratio)."""
+        return self.median_ms / baseline.median_ms, self.p99_ms / baseline.p99_ms
+
+
 @dataclass
 class ProviderResults:
     s3_marked_rotation_calls: int = 0
@@ -50,24 +66,20 @@ class ProviderResults:
     oci_steady_etag_reads: float = 0.0
     oci_steady_aws_calls: float = 0.0
     oci_first_calls: list[str] = field(default_factory=list)
-    oci_median_ms: float = 0.0
-    oci_p99_ms: float = 0.0
-    plain_median_ms: float = 0.0
-    plain_p99_ms: float = 0.0
-    plain_mapping_median_ms: float = 0.0
-    plain_mapping_p99_ms: float = 0.0
+    # warm latency: the service, the plain registry client, that client plus the mapping query
+    oci: Latency = Latency()
+    plain: Latency = Latency()
+    plain_mapping: Latency = Latency()
     oci_rotation_registry_calls: list[str] = field(default_factory=list)
     oci_rotation_aws_calls: int = 0
     azure_skipped: str | None = None
     azure_first_calls: list[str] = field(default_factory=list)
     azure_steady_storage_calls: float = 0.0
     azure_steady_aws_calls: float = 0.0
-    azure_median_ms: float = 0.0
-    azure_p99_ms: float = 0.0
-    azure_plain_median_ms: float = 0.0
-    azure_plain_p99_ms: float = 0.0
-    azure_plain_mapping_median_ms: float = 0.0
-    azure_plain_mapping_p99_ms: float = 0.0
+    # the same three for Azure: the service, the plain SDK client, that client plus the mapping query
+    azure: Latency = Latency()
+    azure_plain: Latency = Latency()
+    azure_plain_mapping: Latency = Latency()
     requests: int = 0
 
 
@@ -220,9 +232,8 @@ def oci_steady_state(scenarios: Scenarios, registry: Registry, results: Provider
     service_ms, plain_ms, plain_mapping_ms = _interleave(
         [serve, plain.redirect, plain_with_mapping], results.requests
     )
-    results.oci_median_ms, results.oci_p99_ms = _median_p99(service_ms)
-    results.plain_median_ms, results.plain_p99_ms = _median_p99(plain_ms)
-    results.plain_mapping_median_ms, results.plain_mapping_p99_ms = _median_p99(plain_mapping_ms)
+    results.oci, results.plain = Latency.of(service_ms), Latency.of(plain_ms)
+    results.plain_mapping = Latency.of(plain_mapping_ms)
 
 
 def oci_after_rotation(scenarios: Scenarios, registry: Registry, results: ProviderResults) -> None:
@@ -352,9 +363,8 @@ def azure_rows(scenarios: Scenarios, scratch: Path, results: ProviderResults) ->
             results.azure_steady_storage_calls = len(watcher.calls) / steady
             results.azure_steady_aws_calls = total(counter.since(mark)) / steady
         service_ms, plain_ms, mapping_ms = _interleave([serve, plain, plain_with_mapping], results.requests)
-        results.azure_median_ms, results.azure_p99_ms = _median_p99(service_ms)
-        results.azure_plain_median_ms, results.azure_plain_p99_ms = _median_p99(plain_ms)
-        results.azure_plain_mapping_median_ms, results.azure_plain_mapping_p99_ms = _median_p99(mapping_ms)
+        results.azure, results.azure_plain = Latency.of(service_ms), Latency.of(plain_ms)
+        results.azure_plain_mapping = Latency.of(mapping_ms)
     finally:
         server.stop()
 
@@ -370,7 +380,3 @@ def _interleave(runs: list[Callable[[], Any]], rounds: int) -> list[list[float]]
             runs[index]()
             samples[index].append((time.perf_counter() - started) * 1000.0)
     return samples
-
-
-def _median_p99(samples: list[float]) -> tuple[float, float]:
-    return statistics.median(samples), statistics.quantiles(samples, n=100)[98]

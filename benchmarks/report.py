@@ -32,6 +32,16 @@ def _ms(value: float) -> str:
     return f"{value:.1f}"
 
 
+def _ms_pair(latency: providers.Latency) -> str:
+    """A latency as the report's "median / p99" cell."""
+    return f"{_ms(latency.median_ms)} / {_ms(latency.p99_ms)}"
+
+
+def _x_pair(ratios: tuple[float, float]) -> str:
+    """Two ratios (median, p99) as one "median / p99" cell."""
+    return f"{_x(ratios[0])} / {_x(ratios[1])}"
+
+
 def render(results: Results) -> str:
     parts = [
         _header(results),
@@ -434,25 +444,23 @@ def _providers(results: Results) -> str:
                     ("AWS calls per redirect, steady state", f"{p.azure_steady_aws_calls:.2f}"),
                     (
                         f"warm latency, service median / p99 ({p.requests} requests)",
-                        f"{_ms(p.azure_median_ms)} / {_ms(p.azure_p99_ms)}",
+                        _ms_pair(p.azure),
                     ),
                     (
                         "plain SDK client (properties + SAS), median / p99",
-                        f"{_ms(p.azure_plain_median_ms)} / {_ms(p.azure_plain_p99_ms)}",
+                        _ms_pair(p.azure_plain),
                     ),
                     (
                         "ratio median / p99",
-                        f"{_x(p.azure_median_ms / p.azure_plain_median_ms)} / "
-                        f"{_x(p.azure_p99_ms / p.azure_plain_p99_ms)}",
+                        _x_pair(p.azure.over(p.azure_plain)),
                     ),
                     (
                         "plain client plus the mapping query, median / p99",
-                        f"{_ms(p.azure_plain_mapping_median_ms)} / {_ms(p.azure_plain_mapping_p99_ms)}",
+                        _ms_pair(p.azure_plain_mapping),
                     ),
                     (
                         "ratio to that, median / p99",
-                        f"{_x(p.azure_median_ms / p.azure_plain_mapping_median_ms)} / "
-                        f"{_x(p.azure_p99_ms / p.azure_plain_mapping_p99_ms)}",
+                        _x_pair(p.azure.over(p.azure_plain_mapping)),
                     ),
                 ],
             ),
@@ -460,7 +468,6 @@ def _providers(results: Results) -> str:
         ]
     if p.oci_skipped is not None:
         return "\n".join([*lines, f"OCI rows not measured: {p.oci_skipped}."])
-    ratio, ratio99 = p.oci_median_ms / p.plain_median_ms, p.oci_p99_ms / p.plain_p99_ms
     lines += [
         "**OCI** (CNCF distribution, blobs in S3 on moto: blob GETs redirect to presigned URLs; htpasswd "
         "login; verification records on):",
@@ -478,21 +485,20 @@ def _providers(results: Results) -> str:
                 ("AWS calls per redirect, steady state", f"{p.oci_steady_aws_calls:.2f}"),
                 (
                     f"warm latency, service median / p99 ({p.requests} requests)",
-                    f"{_ms(p.oci_median_ms)} / {_ms(p.oci_p99_ms)}",
+                    _ms_pair(p.oci),
                 ),
                 (
                     "warm latency, plain registry client median / p99",
-                    f"{_ms(p.plain_median_ms)} / {_ms(p.plain_p99_ms)}",
+                    _ms_pair(p.plain),
                 ),
-                ("ratio median / p99", f"{_x(ratio)} / {_x(ratio99)}"),
+                ("ratio median / p99", _x_pair(p.oci.over(p.plain))),
                 (
                     "plain client plus the mapping query, median / p99",
-                    f"{_ms(p.plain_mapping_median_ms)} / {_ms(p.plain_mapping_p99_ms)}",
+                    _ms_pair(p.plain_mapping),
                 ),
                 (
                     "ratio to that, median / p99",
-                    f"{_x(p.oci_median_ms / p.plain_mapping_median_ms)} / "
-                    f"{_x(p.oci_p99_ms / p.plain_mapping_p99_ms)}",
+                    _x_pair(p.oci.over(p.plain_mapping)),
                 ),
                 (
                     "first request after a password rotation: registry client calls",

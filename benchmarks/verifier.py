@@ -33,6 +33,7 @@ import tracemalloc
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -93,13 +94,21 @@ class Payload:
 
 
 @dataclass
+class Proofs:
+    """The verifier's proofs of one object at one read concurrency: each one's time, one's peak memory."""
+
+    seconds: list[float] = field(default_factory=list)
+    peak: int = 0
+
+
+@dataclass
 class Size:
     size: int
     plain_s: list[float] = field(default_factory=list)
-    sequential_s: list[float] = field(default_factory=list)
-    parallel_s: list[float] = field(default_factory=list)
-    sequential_peak: int = 0
-    parallel_peak: int = 0
+    sequential: Proofs = field(default_factory=Proofs)  # one stream
+    parallel: Proofs = field(
+        default_factory=Proofs
+    )  # PARALLEL ranged GETs (not run above PARALLEL_MAX_BYTES)
     first_calls: Calls | None = None
     first_ms: list[float] = field(default_factory=list)
     before_calls: Calls | None = None
@@ -107,11 +116,11 @@ class Size:
     digest: str = ""
     proven_table: str = ""
 
-    def rate(self, seconds: list[float]) -> float:
-        return self.size / statistics.median(seconds)
+    def rate(self, proofs: Proofs) -> float:
+        return self.size / statistics.median(proofs.seconds)
 
-    def ratio(self, seconds: list[float]) -> float:
-        return statistics.median(self.plain_s) / statistics.median(seconds)
+    def ratio(self, proofs: Proofs) -> float:
+        return statistics.median(self.plain_s) / statistics.median(proofs.seconds)
 
 
 @dataclass
@@ -197,23 +206,22 @@ def measure_size(bench: Bench, size: int, reps: int, warm_digest: str) -> Size:
     result = Size(size)
     digest, mapping = bench.stored(size)
     print(f"  stored {size // MIB} MiB", file=sys.stderr, flush=True)
-    ranged = size <= PARALLEL_MAX_BYTES
+    # (read concurrency, its proofs); ranged GETs only up to PARALLEL_MAX_BYTES
+    concurrencies = [(1, result.sequential)]
+    if size <= PARALLEL_MAX_BYTES:
+        concurrencies.append((PARALLEL, result.parallel))
     for _ in range(reps):
         result.plain_s.append(bench.plain(digest))
-        result.sequential_s.append(bench.prove(bench.verifier_app(1, warm_digest), mapping))
-        if ranged:
-            result.parallel_s.append(bench.prove(bench.verifier_app(PARALLEL, warm_digest), mapping))
+        for concurrency, proofs in concurrencies:
+            proofs.seconds.append(bench.prove(bench.verifier_app(concurrency, warm_digest), mapping))
     print(
         f"  plain {size / statistics.median(result.plain_s) / MIB:.0f} MiB/s, "
-        f"verifier {result.rate(result.sequential_s) / MIB:.0f} MiB/s (1 stream)",
+        f"verifier {result.rate(result.sequential) / MIB:.0f} MiB/s (1 stream)",
         file=sys.stderr,
         flush=True,
     )
-    sequential_app = bench.verifier_app(1, warm_digest)
-    result.sequential_peak = peak_of(lambda: bench.prove(sequential_app, mapping))
-    if ranged:
-        parallel_app = bench.verifier_app(PARALLEL, warm_digest)
-        result.parallel_peak = peak_of(lambda: bench.prove(parallel_app, mapping))
+    for concurrency, proofs in concurrencies:
+        proofs.peak = peak_of(partial(bench.prove, bench.verifier_app(concurrency, warm_digest), mapping))
     # the verifier ran: its record in the table the first requests read (measure_first_requests)
     result.digest = digest
     result.proven_table = create_verifications_table(bench.world.servers, uuid.uuid4().hex[:12])
@@ -240,9 +248,9 @@ def measure_first_requests(bench: Bench, results: list[Size], reps: int, warm_di
 def render(sizes: list[Size], reps: int) -> str:
     base = next((s for s in sizes if s.size == MIB), sizes[0])
     base_ms = statistics.median(base.first_ms)
-    best = max(s.rate(s.sequential_s) for s in sizes)
-    slowest = min(s.rate(s.sequential_s) for s in sizes)
-    rates = ", ".join(f"{s.rate(s.sequential_s) / MIB:.0f} MiB/s at {s.size // MIB} MiB" for s in sizes)
+    best = max(s.rate(s.sequential) for s in sizes)
+    slowest = min(s.rate(s.sequential) for s in sizes)
+    rates = ", ".join(f"{s.rate(s.sequential) / MIB:.0f} MiB/s at {s.size // MIB} MiB" for s in sizes)
     default_rate = Settings.from_env({"BACKENDS_TABLE": "-", "MAPPINGS_TABLE": "-"}).verify_bytes_per_second
     largest = best * VERIFY_BUDGET_SECONDS
     lines = [
@@ -262,15 +270,15 @@ def render(sizes: list[Size], reps: int) -> str:
     ]
     for s in sizes:
         ranged = (
-            f"{s.rate(s.parallel_s) / MIB:.0f} | {s.ratio(s.parallel_s):.2f} | "
-            if s.parallel_s
+            f"{s.rate(s.parallel) / MIB:.0f} | {s.ratio(s.parallel):.2f} | "
+            if s.parallel.seconds
             else "not run (moto) | | "
         )
         lines.append(
             f"| {s.size // MIB} MiB | {s.size / statistics.median(s.plain_s) / MIB:.0f} | "
-            f"{s.rate(s.sequential_s) / MIB:.0f} | {s.ratio(s.sequential_s):.2f} | {ranged}"
-            f"{s.sequential_peak / MIB:.1f} MiB | "
-            + (f"{s.parallel_peak / MIB:.1f} MiB |" if s.parallel_s else " |")
+            f"{s.rate(s.sequential) / MIB:.0f} | {s.ratio(s.sequential):.2f} | {ranged}"
+            f"{s.sequential.peak / MIB:.1f} MiB | "
+            + (f"{s.parallel.peak / MIB:.1f} MiB |" if s.parallel.seconds else " |")
         )
     lines += [
         "",

@@ -30,7 +30,7 @@ import pytest
 from cas_admin.cli import main as admin_main
 from cas_local.moto import PREEXEC, SETUP_CONFIG
 from cas_local.seed import grant_bucket_access
-from cas_local.stack import StackEndpoints, is_foreign_aws_variable
+from cas_local.stack import StackEndpoints, is_foreign_aws_variable, stop_run_process
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -107,15 +107,9 @@ def wait_for_state(proc: subprocess.Popen[bytes], state: Path, err: Path) -> Sta
 
 
 def stop_run(proc: subprocess.Popen[bytes]) -> int:
-    """Ctrl-C, as a user would; the exit status."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-            raise
+    """Ctrl-C, as a user would; the exit status. A run that ignores it is killed, and that fails."""
+    if not stop_run_process(proc, signal.SIGINT, STOP_TIMEOUT_S):
+        raise subprocess.TimeoutExpired(proc.args, STOP_TIMEOUT_S)
     return int(proc.returncode)
 
 

@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 from cas_admin.artifacts import canonical_digest
 from cas_admin.errors import AdminError, UsageError
 from cas_admin.output import print_json
+from cas_admin.parsing import Command, option
 from cas_admin.store import AdminStore
 
 ISSUER = "cp.chainloop"  # app/controlplane/pkg/jwt/common.go: DefaultIssuer
@@ -79,44 +80,6 @@ def download_link(download_url: str, digest: str, token: str) -> str:
     return f"{download_url.rstrip('/')}/{digest}?{urlencode({'t': token})}"
 
 
-def add_commands(groups: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    group = groups.add_parser(
-        "chainloop",
-        help="Chainloop's download links",
-        description="Chainloop's download links (spec: Chainloop download links).",
-    )
-    commands = group.add_subparsers(dest="command", required=True, parser_class=parser_class)
-    link = commands.add_parser(
-        "link",
-        help="mint a download link as Chainloop's control plane would",
-        description=(
-            "Print <download URL>/sha256:<hex>?t=<token>, the token minted as Chainloop's control plane "
-            "mints it (ES512, its claims, 30 s expiry) for backend NAME of ORG, with the CAS private key. "
-            "For the local demo and for testing a deployment's /download route."
-        ),
-    )
-    link.add_argument("digest", metavar="DIGEST", help="sha256:<hex>")
-    link.add_argument("--org", required=True, help="organization id (the token's org-id)")
-    link.add_argument("--backend", required=True, metavar="NAME", help="the backend's name or id in ORG")
-    link.add_argument(
-        "--key",
-        type=Path,
-        help=f"the control plane's CAS private key, PEM (default: env {KEY_VARIABLE}; the local stack's)",
-    )
-    link.add_argument(
-        "--download-url",
-        help="Chainloop's CAS download URL (default: env CAS_API_URL + /download, the local stack's)",
-    )
-    link.add_argument(
-        "--expires-in", type=int, default=EXPIRY_SECONDS, help="token lifetime, seconds (Chainloop: 30)"
-    )
-    link.add_argument(
-        "--no-org-id", action="store_true", help="mint no org-id claim, as Chainloop releases before it"
-    )
-    link.add_argument("--json", action="store_true", help="machine-readable output")
-    link.set_defaults(func=cmd_link)
-
-
 def cmd_link(args: argparse.Namespace, store: AdminStore) -> int:
     digest = canonical_digest(args.digest)
     key_path = args.key or (Path(os.environ[KEY_VARIABLE]) if os.environ.get(KEY_VARIABLE) else None)
@@ -147,6 +110,50 @@ def cmd_link(args: argparse.Namespace, store: AdminStore) -> int:
     else:
         print(link)
     return 0
+
+
+# ``cas-admin chainloop link``: the group's one command.
+GROUP: dict[str, Any] = {
+    "help": "Chainloop's download links",
+    "description": "Chainloop's download links (spec: Chainloop download links).",
+    "commands": [
+        Command(
+            "link",
+            cmd_link,
+            help="mint a download link as Chainloop's control plane would",
+            description=(
+                "Print <download URL>/sha256:<hex>?t=<token>, the token minted as Chainloop's control plane "
+                "mints it (ES512, its claims, 30 s expiry) for backend NAME of ORG, with the CAS private key. "
+                "For the local demo and for testing a deployment's /download route."
+            ),
+            arguments=(
+                option("digest", metavar="DIGEST", help="sha256:<hex>"),
+                option("--org", required=True, help="organization id (the token's org-id)"),
+                option("--backend", required=True, metavar="NAME", help="the backend's name or id in ORG"),
+                option(
+                    "--key",
+                    type=Path,
+                    help=f"the control plane's CAS private key, PEM (default: env {KEY_VARIABLE}; the local stack's)",
+                ),
+                option(
+                    "--download-url",
+                    help="Chainloop's CAS download URL (default: env CAS_API_URL + /download, the local stack's)",
+                ),
+                option(
+                    "--expires-in",
+                    type=int,
+                    default=EXPIRY_SECONDS,
+                    help="token lifetime, seconds (Chainloop: 30)",
+                ),
+                option(
+                    "--no-org-id",
+                    action="store_true",
+                    help="mint no org-id claim, as Chainloop releases before it",
+                ),
+            ),
+        )
+    ],
+}
 
 
 def _local_download_url() -> str:

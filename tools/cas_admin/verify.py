@@ -23,6 +23,7 @@ from typing import Any
 
 from cas_admin.errors import UsageError
 from cas_admin.output import print_json
+from cas_admin.parsing import Command, option, table_option
 from cas_admin.store import AdminStore
 from cas_download.data.items import from_item
 from cas_download.digests import parse_digest
@@ -35,33 +36,6 @@ from cas_download.logic.verifier import NotAMapping, Outcome, RetryLater, mappin
 VERIFICATIONS_VARIABLE = "VERIFICATIONS_TABLE"
 # An operator's run has no Lambda timeout: one mapping may take as long as its object needs.
 _PER_MAPPING_SECONDS = 3600.0
-
-
-def add_commands(groups: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    del parser_class  # one command, no subcommands
-    verify = groups.add_parser(
-        "verify",
-        help="prove mapped objects ahead of requests (backfill)",
-        description=(
-            "Prove the objects of existing mappings as the verifier function proves new ones: the same "
-            "candidates (never another org's), proofs and verification records. Select by --org, "
-            "--digest and/or --since (all mappings when none is given)."
-        ),
-    )
-    verify.add_argument("--org", help="only this organization's mappings")
-    verify.add_argument("--digest", help="only the mappings of this digest (sha256:<hex>)")
-    verify.add_argument(
-        "--since",
-        metavar="ISO8601",
-        help="only mappings created at or after this time (e.g. 2025-11-01T00:00:00Z)",
-    )
-    verify.add_argument("--dry-run", action="store_true", help="list what would be proven; read nothing")
-    verify.add_argument(
-        "--verifications-table",
-        help=f"the service's Verifications table (default: env {VERIFICATIONS_VARIABLE})",
-    )
-    verify.add_argument("--json", action="store_true", help="machine-readable output")
-    verify.set_defaults(func=cmd_verify)
 
 
 @dataclass
@@ -108,6 +82,29 @@ def cmd_verify(args: argparse.Namespace, store: AdminStore) -> int:
     else:
         _print_summary(summary)
     return 1 if summary.failures else 0
+
+
+COMMAND = Command(
+    "verify",
+    cmd_verify,
+    help="prove mapped objects ahead of requests (backfill)",
+    description=(
+        "Prove the objects of existing mappings as the verifier function proves new ones: the same "
+        "candidates (never another org's), proofs and verification records. Select by --org, "
+        "--digest and/or --since (all mappings when none is given)."
+    ),
+    arguments=(
+        option("--org", help="only this organization's mappings"),
+        option("--digest", help="only the mappings of this digest (sha256:<hex>)"),
+        option(
+            "--since",
+            metavar="ISO8601",
+            help="only mappings created at or after this time (e.g. 2025-11-01T00:00:00Z)",
+        ),
+        option("--dry-run", action="store_true", help="list what would be proven; read nothing"),
+        table_option("Verifications", VERIFICATIONS_VARIABLE),
+    ),
+)
 
 
 def select_mappings(

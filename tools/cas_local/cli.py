@@ -18,7 +18,8 @@ import socket
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -213,6 +214,70 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _registry_examples(auth: str, api: str | None, arts: dict[str, Any]) -> list[str]:
+    chart, sbom = arts["chart.tgz"]["digest"], arts["sbom.json"]["digest"]
+    return [
+        "  # mapped to registry-ci, whose password was changed: served from the bucket (fallback OCI -> S3)",
+        f"  curl -si {auth} {api}/v1/artifacts/{chart} | grep -i '^x-cas'",
+        "",
+        "  # mapped to the revoked primary-2024, held only by the org's fallback registry-ro (S3 -> OCI);",
+        "  # a self-hosted registry serves the bytes itself: no_direct_url for a redirect, so mode=body",
+        f"  curl -s {auth} '{api}/v1/artifacts/{sbom}?mode=body'",
+        "  # ... a redirect is 502: its attempts say no_direct_url for registry-ro",
+        f"  curl -s {auth} {api}/v1/artifacts/{sbom}",
+    ]
+
+
+def _azure_examples(auth: str, api: str | None, arts: dict[str, Any]) -> list[str]:
+    notes, archive = arts["azure-notes.txt"]["digest"], arts["archive.tgz"]["digest"]
+    return [
+        "  # 307 to a read-only SAS for that one blob (sp=r, sr=b, se, rscd); -L follows it",
+        f"  curl -si {auth} {api}/v1/artifacts/{notes} | grep -i '^location'",
+        f"  curl -sL {auth} {api}/v1/artifacts/{notes}",
+        "",
+        "  # mapped to azure-2024, whose key was rotated away: served from the bucket (Azure -> S3)",
+        f"  curl -si {auth} {api}/v1/artifacts/{archive} | grep -i '^x-cas'",
+    ]
+
+
+@dataclass(frozen=True)
+class DemoPart:
+    """A part of the demo that needs a server `make <target>` installs: seeded when it is there."""
+
+    key: str  # the demo's key: the server's location when the part was seeded
+    heading: str
+    name: str
+    server: str
+    target: str
+    examples: Callable[
+        [str, str | None, dict[str, Any]], list[str]
+    ]  # (auth header, API URL, artifacts by name)
+
+    def banner_lines(
+        self, demo: dict[str, Any], auth: str, api: str | None, arts: dict[str, Any]
+    ) -> list[str]:
+        """The part's commands to paste, or how to get the part."""
+        if not demo.get(self.key):
+            return [
+                f"{self.name} demo: install {self.server} with `make {self.target}`, then `make run` again.",
+                "",
+            ]
+        return [f"{self.heading} ({demo[self.key]}):", "", *self.examples(auth, api, arts), ""]
+
+
+DEMO_PARTS = (
+    DemoPart(
+        "registry",
+        "Across providers, with a real OCI registry",
+        "OCI",
+        "CNCF distribution",
+        "registry",
+        _registry_examples,
+    ),
+    DemoPart("azure", "Azure Blob Storage, with Azurite", "Azure", "Azurite", "azurite", _azure_examples),
+)
+
+
 def banner(endpoints: StackEndpoints, state_file: Path) -> str:
     """What `make run` prints once everything is up: where things are and commands to paste."""
     api = endpoints.api_url
@@ -272,41 +337,8 @@ def banner(endpoints: StackEndpoints, state_file: Path) -> str:
             ]
         if demo.get("link") and endpoints.chainloop_cas_private_key_path:
             lines += chainloop_link_lines(demo["link"], endpoints.chainloop_cas_private_key_path)
-        if demo.get("registry"):
-            chart, sbom = arts["chart.tgz"]["digest"], arts["sbom.json"]["digest"]
-            lines += [
-                f"Across providers, with a real OCI registry ({demo['registry']}):",
-                "",
-                "  # mapped to registry-ci, whose password was changed: served from the bucket (fallback OCI -> S3)",
-                f"  curl -si {auth} {api}/v1/artifacts/{chart} | grep -i '^x-cas'",
-                "",
-                "  # mapped to the revoked primary-2024, held only by the org's fallback registry-ro (S3 -> OCI);",
-                "  # a self-hosted registry serves the bytes itself: no_direct_url for a redirect, so mode=body",
-                f"  curl -s {auth} '{api}/v1/artifacts/{sbom}?mode=body'",
-                "  # ... a redirect is 502: its attempts say no_direct_url for registry-ro",
-                f"  curl -s {auth} {api}/v1/artifacts/{sbom}",
-                "",
-            ]
-        else:
-            lines += [
-                "OCI demo: install CNCF distribution with `make registry`, then `make run` again.",
-                "",
-            ]
-        if demo.get("azure"):
-            notes, archive = arts["azure-notes.txt"]["digest"], arts["archive.tgz"]["digest"]
-            lines += [
-                f"Azure Blob Storage, with Azurite ({demo['azure']}):",
-                "",
-                "  # 307 to a read-only SAS for that one blob (sp=r, sr=b, se, rscd); -L follows it",
-                f"  curl -si {auth} {api}/v1/artifacts/{notes} | grep -i '^location'",
-                f"  curl -sL {auth} {api}/v1/artifacts/{notes}",
-                "",
-                "  # mapped to azure-2024, whose key was rotated away: served from the bucket (Azure -> S3)",
-                f"  curl -si {auth} {api}/v1/artifacts/{archive} | grep -i '^x-cas'",
-                "",
-            ]
-        else:
-            lines += ["Azure demo: install Azurite with `make azurite`, then `make run` again.", ""]
+        for part in DEMO_PARTS:
+            lines += part.banner_lines(demo, auth, api, arts)
         lines += [
             "cas-admin against this stack (another terminal):",
             '  eval "$(.venv/bin/cas-local env)"',

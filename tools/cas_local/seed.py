@@ -121,9 +121,9 @@ def grant_bucket_access(iam: Any, user: str, bucket: str) -> None:
 def seed(stack: LocalStack) -> Demo:
     iam = stack.storage_client("iam")
     s3 = stack.storage_client("s3")
-    ddb = stack.control_client("dynamodb")
-    secrets = stack.control_client("secretsmanager")
     env = stack.function_env
+    writer = DemoWriter(stack.control_client("dynamodb"), stack.control_client("secretsmanager"), env, s3)
+    put = writer.put
     max_body = int(env.get("MAX_BODY_BYTES", 4 * 1024 * 1024))
 
     s3.create_bucket(Bucket=BUCKET)
@@ -135,36 +135,8 @@ def seed(stack: LocalStack) -> Demo:
         key_id, key_secret = str(key["AccessKeyId"]), str(key["SecretAccessKey"])
         stack.keys.add(key_id, key_secret)
         secret = {"AccessKeyID": key_id, "SecretAccessKey": key_secret}
-        row = write_backend(
-            ddb, secrets, env, name, "AWS-S3", BUCKET, secret, created_at, is_default=is_default
-        )
+        row = writer.backend(name, "AWS-S3", BUCKET, secret, created_at, is_default=is_default)
         return row, key_id
-
-    def put(
-        name: str,
-        data: bytes,
-        backend: Backend,
-        mapped_at: str,
-        *,
-        checksum: bool,
-        note: str,
-        map_it: bool = True,
-    ) -> DemoArtifact:
-        sha = hashlib.sha256(data)
-        digest = f"sha256:{sha.hexdigest()}"
-        # As Chainloop writes it; ``checksum`` adds the full-object SHA-256 that cas-admin writes too
-        chainloop_s3.put_object(
-            s3,
-            BUCKET,
-            digest,
-            data,
-            name,
-            content_type="text/plain; charset=utf-8" if name.endswith(".txt") else "application/octet-stream",
-            sha256_checksum=base64.b64encode(sha.digest()).decode() if checksum else None,
-        )
-        if map_it:
-            put_mapping(ddb, env, digest, backend, mapped_at)
-        return DemoArtifact(name, digest, len(data), backend.name, checksum, note)
 
     # Before the rotation: everything goes through primary-2024.
     old, old_key_id = new_backend(OLD_BACKEND, "2024-03-01T09:00:00.000000Z", is_default=True)
@@ -196,7 +168,7 @@ def seed(stack: LocalStack) -> Demo:
     ]
     # The rotation: a new key for the same user in a new default backend; the old key is deleted.
     new, _ = new_backend(NEW_BACKEND, "2025-01-15T09:00:00.000000Z", is_default=True)
-    ddb.update_item(
+    writer.ddb.update_item(
         TableName=env["BACKENDS_TABLE"],
         Key={"id": {"S": old.id}},
         UpdateExpression="REMOVE is_default",
@@ -229,11 +201,11 @@ def seed(stack: LocalStack) -> Demo:
     registry_location = None
     if stack.registry is not None:
         registry_location = f"{stack.registry.host}/cas-demo"
-        artifacts += seed_registry(stack.registry, registry_location, old, new, put, ddb, secrets, env)
+        artifacts += seed_registry(stack.registry, registry_location, old, new, writer)
     azure_location = None
     if stack.azurite is not None:
         azure_location = stack.azurite.location(DEMO_AZURE_ACCOUNT, "cas")
-        artifacts += seed_azure(stack.azurite, azure_location, new, put, ddb, secrets, env)
+        artifacts += seed_azure(stack.azurite, azure_location, new, writer)
     linked = next(a for a in artifacts if a.name == LINK_ARTIFACT)
     link = DemoLink(LINK_ARTIFACT, linked.digest, DEMO_ORG, old.name, old.secret_name, old.provider, new.name)
     return Demo(
@@ -250,15 +222,7 @@ def seed(stack: LocalStack) -> Demo:
     )
 
 
-def seed_azure(
-    azurite: Azurite,
-    location: str,
-    new_s3: Backend,
-    put: Any,
-    ddb: Any,
-    secrets: Any,
-    env: dict[str, str],
-) -> list[DemoArtifact]:
+def seed_azure(azurite: Azurite, location: str, new_s3: Backend, writer: DemoWriter) -> list[DemoArtifact]:
     """An Azure container, as Chainloop fills it (blob ``sha256:<hex>``, metadata ``Filename``).
 
     - ``azure-notes.txt`` is mapped to ``azure-2025`` (a working shared key): a redirect is a SAS for
@@ -279,9 +243,7 @@ def seed_azure(
     container.create_container()
 
     def azure_backend(name: str, account_key: str, created_at: str) -> Backend:
-        return write_backend(
-            ddb, secrets, env, name, "AzureBlob", location, {"AccountKey": account_key}, created_at
-        )
+        return writer.backend(name, "AzureBlob", location, {"AccountKey": account_key}, created_at)
 
     current = azure_backend("azure-2025", key, "2025-03-01T09:00:00.000000Z")
     rotated = azure_backend("azure-2024", new_account_key(), "2024-05-01T09:00:00.000000Z")
@@ -294,22 +256,15 @@ def seed_azure(
     ):
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
         chainloop_azure.put_blob(container, digest, data, name)
-        put_mapping(ddb, env, digest, backend, mapped_at)
+        writer.mapping(digest, backend, mapped_at)
         artifacts.append(DemoArtifact(name, digest, len(data), backend.name, False, "Azure demo"))
     # archive.tgz's bytes are in the bucket too (copied there at the rotation), mapped only to Azure
-    put("archive.tgz", archive, new_s3, "", checksum=True, note="", map_it=False)
+    writer.put("archive.tgz", archive, new_s3, "", checksum=True, note="", map_it=False)
     return artifacts
 
 
 def seed_registry(
-    registry: Registry,
-    location: str,
-    old_s3: Backend,
-    new_s3: Backend,
-    put: Any,
-    ddb: Any,
-    secrets: Any,
-    env: dict[str, str],
+    registry: Registry, location: str, old_s3: Backend, new_s3: Backend, writer: DemoWriter
 ) -> list[DemoArtifact]:
     """Fallback across providers, both ways, with a real registry.
 
@@ -326,9 +281,7 @@ def seed_registry(
     def oci_backend(name: str, user: RegistryUser, created_at: str, *, is_fallback: bool) -> Backend:
         # Chainloop's form of a registry secret (its Repo key is ignored: the row's location wins)
         value = {"Username": user.name, "Password": user.password, "Repo": location}
-        return write_backend(
-            ddb, secrets, env, name, "OCI", location, value, created_at, is_fallback=is_fallback
-        )
+        return writer.backend(name, "OCI", location, value, created_at, is_fallback=is_fallback)
 
     ci = oci_backend(CI_REGISTRY_BACKEND, ci_user, "2024-04-01T09:00:00.000000Z", is_fallback=False)
     oci_backend(RO_REGISTRY_BACKEND, ro_user, "2025-01-20T09:00:00.000000Z", is_fallback=True)
@@ -336,10 +289,10 @@ def seed_registry(
     sbom = b'{"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []}\n'
     pushed_chart = push_artifact(location, chart, "chart.tgz", ci_user.name, ci_user.password)
     pushed_sbom = push_artifact(location, sbom, "sbom.json", ro_user.name, ro_user.password)
-    put_mapping(ddb, env, pushed_chart.digest, ci, "2024-09-01T10:00:00.000000Z")
-    put_mapping(ddb, env, pushed_sbom.digest, old_s3, "2024-10-01T10:00:00.000000Z")
+    writer.mapping(pushed_chart.digest, ci, "2024-09-01T10:00:00.000000Z")
+    writer.mapping(pushed_sbom.digest, old_s3, "2024-10-01T10:00:00.000000Z")
     # chart.tgz's bytes are in the bucket too (copied there at the rotation), mapped only to the registry
-    put("chart.tgz", chart, new_s3, "", checksum=True, note="", map_it=False)
+    writer.put("chart.tgz", chart, new_s3, "", checksum=True, note="", map_it=False)
     registry.set_password(ci_user, "ci-password-2025")  # the CI login was rotated in the registry
     return [
         DemoArtifact(
@@ -349,46 +302,80 @@ def seed_registry(
     ]
 
 
-def write_backend(
-    ddb: Any,
-    secrets: Any,
-    env: dict[str, str],
-    name: str,
-    provider: str,
-    location: str,
-    secret: dict[str, str],
-    created_at: str,
-    *,
-    is_default: bool = False,
-    is_fallback: bool = False,
-) -> Backend:
-    """A demo backend of ``DEMO_ORG``: its secret under the template's prefix, then its row."""
-    secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
-    secrets.create_secret(Name=secret_name, SecretString=json.dumps(secret))
-    row = Backend(
-        id=_backend_id(name),
-        org_id=DEMO_ORG,
-        name=name,
-        provider=provider,
-        location=location,
-        secret_name=secret_name,
-        created_at=created_at,
-        is_default=is_default,
-        is_fallback=is_fallback,
-    )
-    ddb.put_item(TableName=env["BACKENDS_TABLE"], Item=to_item(row.to_row()))
-    return row
+@dataclass(frozen=True)
+class DemoWriter:
+    """Where the demo is written: the control plane's tables and secrets, and the bucket."""
 
+    ddb: Any
+    secrets: Any
+    env: dict[str, str]
+    s3: Any
 
-def put_mapping(ddb: Any, env: dict[str, str], digest: str, backend: Backend, mapped_at: str) -> None:
-    mapping = {
-        "digest": digest,
-        "org_backend": f"{DEMO_ORG}#{backend.id}",
-        "org_id": DEMO_ORG,
-        "backend_id": backend.id,
-        "created_at": mapped_at,
-    }
-    ddb.put_item(TableName=env["MAPPINGS_TABLE"], Item=to_item(mapping))
+    def backend(
+        self,
+        name: str,
+        provider: str,
+        location: str,
+        secret: dict[str, str],
+        created_at: str,
+        *,
+        is_default: bool = False,
+        is_fallback: bool = False,
+    ) -> Backend:
+        """A demo backend of ``DEMO_ORG``: its secret under the template's prefix, then its row."""
+        secret_name = f"{SECRET_PREFIX}{DEMO_ORG}/{name}"
+        self.secrets.create_secret(Name=secret_name, SecretString=json.dumps(secret))
+        row = Backend(
+            id=_backend_id(name),
+            org_id=DEMO_ORG,
+            name=name,
+            provider=provider,
+            location=location,
+            secret_name=secret_name,
+            created_at=created_at,
+            is_default=is_default,
+            is_fallback=is_fallback,
+        )
+        self.ddb.put_item(TableName=self.env["BACKENDS_TABLE"], Item=to_item(row.to_row()))
+        return row
+
+    def mapping(self, digest: str, backend: Backend, mapped_at: str) -> None:
+        mapping = {
+            "digest": digest,
+            "org_backend": f"{DEMO_ORG}#{backend.id}",
+            "org_id": DEMO_ORG,
+            "backend_id": backend.id,
+            "created_at": mapped_at,
+        }
+        self.ddb.put_item(TableName=self.env["MAPPINGS_TABLE"], Item=to_item(mapping))
+
+    def put(
+        self,
+        name: str,
+        data: bytes,
+        backend: Backend,
+        mapped_at: str,
+        *,
+        checksum: bool,
+        note: str,
+        map_it: bool = True,
+    ) -> DemoArtifact:
+        """An artifact in the bucket, mapped to ``backend`` unless ``map_it`` is False."""
+        sha = hashlib.sha256(data)
+        digest = f"sha256:{sha.hexdigest()}"
+        # As Chainloop writes it; ``checksum`` adds the full-object SHA-256 that cas-admin writes too
+        chainloop_s3.put_object(
+            self.s3,
+            BUCKET,
+            digest,
+            data,
+            name,
+            content_type="text/plain; charset=utf-8" if name.endswith(".txt") else "application/octet-stream",
+            sha256_checksum=base64.b64encode(sha.digest()).decode() if checksum else None,
+        )
+        if map_it:
+            self.mapping(digest, backend, mapped_at)
+        return DemoArtifact(name, digest, len(data), backend.name, checksum, note)
 
 
 def _backend_id(name: str) -> str:

@@ -181,6 +181,21 @@ class StackEndpoints:
         )
 
 
+def stop_run_process(process: subprocess.Popen[bytes], stop_signal: int, timeout_s: float) -> bool:
+    """Stop a ``cas-local run`` subprocess with ``stop_signal`` (SIGINT: Ctrl-C; SIGTERM), killing it
+    when it has not exited within ``timeout_s``. False when it had to be killed."""
+    if process.poll() is not None:
+        return True
+    process.send_signal(stop_signal)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class ChainloopCasKeys:
     """The local stack's stand-in for the Chainloop control plane's CAS key pair (P-521), as
