@@ -129,6 +129,8 @@ def chroot_available() -> bool:
 
 def compile_build(build_dir: Path, log: Path) -> str:
     """Compile every artifact of ``build_dir`` with 3.13; says which interpreter did it."""
+    # Absolute: the chroot's compileall runs from its own / (`make build` passes .aws-sam/build).
+    build_dir = build_dir.resolve()
     items = artifacts(build_dir)
     command = host_python()
     if command is not None:
@@ -137,8 +139,7 @@ def compile_build(build_dir: Path, log: Path) -> str:
         return shlex.join(command)
     if chroot_available():
         chroot = Chroot(CHROOT_DIR, "amd64", PACKAGES)
-        resolved = build_dir.resolve()
-        with chroot.session({resolved: str(resolved)}, read_only=False) as session:
+        with chroot.session({build_dir: str(build_dir)}, read_only=False) as session:
             for artifact in items:
                 session.run([CHROOT_PYTHON, *compile_argv(artifact)], {"PATH": "/usr/bin:/bin"}, log)
         return f"{CHROOT_PYTHON} in {CHROOT_DIR.relative_to(ROOT)}"

@@ -114,3 +114,24 @@ def test_this_pythons_own_byte_code_is_refused_unless_it_is_313(tmp_path: Path) 
     else:
         assert problem is not None
         assert problem.endswith("is not 3.13's")
+
+
+def test_a_relative_build_directory_is_compiled_by_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given `make build`'s relative build directory, and a 3.13 that runs elsewhere (the chroot's
+    # compileall starts from its own /), recording what it is asked to compile
+    a_build(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    asked: list[list[str]] = []
+    monkeypatch.setattr(bytecode, "host_python", lambda: ["python3.13"])
+    monkeypatch.setattr(bytecode, "_run", lambda argv, log: asked.append(argv))
+    # When the build is compiled
+    bytecode.compile_build(Path("build"), tmp_path / "bytecode.log")
+    # Then each artifact is named by its absolute path, whatever the directory 3.13 runs in
+    roots = sorted(argv[-1] for argv in asked)
+    assert roots == [
+        str(tmp_path / "build" / "DependenciesLayer" / "python"),
+        str(tmp_path / "build" / "DownloadFunction"),
+    ]
+    assert all(Path(argv[argv.index("-s") + 1]).is_absolute() for argv in asked)
