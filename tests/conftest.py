@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -43,13 +43,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=Stoppable)
+
+
+def stopped_at_teardown(server: ServerT) -> Iterator[ServerT]:
+    """The body of a fixture that started ``server``: yields it, and stops it at teardown, whatever
+    the tests did (``yield from stopped_at_teardown(start_...())``)."""
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def aws_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsServers]:
-    servers = start_aws_servers(tmp_path_factory.mktemp("moto"))
-    try:
-        yield servers
-    finally:
-        servers.stop()
+    yield from stopped_at_teardown(start_aws_servers(tmp_path_factory.mktemp("moto")))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,6 +7,7 @@ call recorder's, so tests can count Secrets Manager and S3 calls.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from cas_download.app import App
 from cas_download.config import Settings
 from cas_download.handlers.download import LambdaHandler, instrumented_handler
+from tests.conftest import stopped_at_teardown
 from tests.support.azure import Azurite, new_account_key, start_azurite
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
@@ -124,6 +126,15 @@ def assert_redirected_by(response: HttpResult, backend: BackendRef, *, fallback:
     assert presigned_key_id(response.headers["Location"]) == backend.access_key_id
 
 
+def s3_key_ids(recorder: CallRecorder) -> list[str | None]:
+    """The access key ids that signed S3 calls, in call order, consecutive repeats collapsed."""
+    ordered: list[str | None] = []
+    for call in recorder.storage_calls():
+        if not ordered or ordered[-1] != call.access_key_id:
+            ordered.append(call.access_key_id)
+    return ordered
+
+
 def assert_failed(
     response: HttpResult, status: int, error_code: str, attempts: list[tuple[str, str]]
 ) -> None:
@@ -136,11 +147,7 @@ def assert_failed(
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A self-hosted registry (filesystem storage): it serves blob bytes itself."""
-    server = start_registry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from stopped_at_teardown(start_registry(tmp_path_factory.mktemp("registry")))
 
 
 @pytest.fixture(scope="session")
@@ -149,37 +156,30 @@ def hosted_registry(tmp_path_factory: pytest.TempPathFactory, aws_servers: AwsSe
     to presigned URLs."""
     bucket = f"registry-{uuid.uuid4().hex[:10]}"
     aws_servers.control_client("s3").create_bucket(Bucket=bucket)
-    server = start_registry(
-        tmp_path_factory.mktemp("hosted-registry"), s3_endpoint=aws_servers.control_url, s3_bucket=bucket
+    yield from stopped_at_teardown(
+        start_registry(
+            tmp_path_factory.mktemp("hosted-registry"), s3_endpoint=aws_servers.control_url, s3_bucket=bucket
+        )
     )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def token_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenIssuer]:
     issuer = TokenIssuer(tmp_path_factory.mktemp("token-issuer") / "issuer.pem")
     issuer.start()
-    try:
-        yield issuer
-    finally:
-        issuer.stop()
+    yield from stopped_at_teardown(issuer)
 
 
 @pytest.fixture(scope="session")
 def token_registry(tmp_path_factory: pytest.TempPathFactory, token_issuer: TokenIssuer) -> Iterator[Registry]:
     """A self-hosted registry with ``auth: token``: every bearer token's signature is verified."""
-    server = start_registry(
-        tmp_path_factory.mktemp("token-registry"),
-        token_realm=token_issuer.realm,
-        token_cert=token_issuer.cert_path,
+    yield from stopped_at_teardown(
+        start_registry(
+            tmp_path_factory.mktemp("token-registry"),
+            token_realm=token_issuer.realm,
+            token_cert=token_issuer.cert_path,
+        )
     )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 AZURE_ACCOUNT = "casacct"
@@ -188,28 +188,19 @@ AZURE_ACCOUNT = "casacct"
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """Azurite with one account (``AZURE_ACCOUNT``) and its one key (``azurite.accounts``)."""
-    server = start_azurite(tmp_path_factory.mktemp("azurite"), {AZURE_ACCOUNT: [new_account_key()]})
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from stopped_at_teardown(
+        start_azurite(tmp_path_factory.mktemp("azurite"), {AZURE_ACCOUNT: [new_account_key()]})
+    )
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A real PostgreSQL for the Chainloop sync's tests (one server; a database per test)."""
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from stopped_at_teardown(start_postgres())
 
 
 @pytest.fixture
 def chainloop(postgres: Postgres) -> Iterator[ChainloopRows]:
     """A database of its own with Chainloop's schema, and Chainloop's way of writing rows."""
-    rows = chainloop_database(postgres)
-    try:
+    with contextlib.closing(chainloop_database(postgres)) as rows:
         yield rows
-    finally:
-        rows.close()

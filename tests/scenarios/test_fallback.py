@@ -12,9 +12,10 @@ from tests.scenarios.conftest import (
     assert_failed,
     assert_redirected_by,
     presigned_key_id,
+    s3_key_ids,
 )
 from tests.support.calls import CallRecorder
-from tests.support.world import BackendRef, World, sha256_digest
+from tests.support.world import BackendRef, SharedBucket, World, sha256_digest
 
 DATA = b"artifact-2.0.0.tar.gz contents\n" * 100
 CORRUPT = b"tampered, not the artifact\n" * 100
@@ -40,13 +41,29 @@ def mapped_and_default(world: World, mapped_bucket: str | None = None) -> tuple[
     return org, mapped, default
 
 
-def s3_key_ids(recorder: CallRecorder) -> list[str | None]:
-    """The access key ids that signed S3 calls, in call order, consecutive repeats collapsed."""
-    ordered: list[str | None] = []
-    for call in recorder.storage_calls():
-        if not ordered or ordered[-1] != call.access_key_id:
-            ordered.append(call.access_key_id)
-    return ordered
+def corrupt_mapped_good_default(world: World, corrupt: bytes, *, checksum: bool) -> tuple[str, str]:
+    """A new org (``mapped_and_default``) whose mapped backend holds ``corrupt`` under DATA's digest, with
+    an S3 checksum or not, and whose default holds DATA; the digest mapped to the corrupt copy. The org
+    and the digest."""
+    org, mapped, default = mapped_and_default(world)
+    digest = world.put(default, DATA)
+    world.put_corrupt(mapped, digest, corrupt, checksum=checksum)
+    world.map(digest, org, mapped)
+    return org, digest
+
+
+def beside_unusable_secrets(world: World, *, never_created: bool = False) -> tuple[SharedBucket, BackendRef]:
+    """A shared bucket holding DATA, its digest mapped to backends named after their secrets, oldest
+    mapping first: ("missing": never created, when asked), "malformed": not JSON, "no-secret-key":
+    without SecretAccessKey, "deleted-later": deleted after registration; and the org default there."""
+    shared = world.shared_bucket(DATA)
+    secrets = [("missing", "missing")] if never_created else []
+    secrets += [("malformed", "malformed"), ("no-secret-key", "no_secret_key"), ("deleted-later", "valid")]
+    mapped = [shared.backend(name, secret=secret) for name, secret in secrets]
+    default = shared.backend("default", is_default=True)
+    shared.map(*mapped)
+    world.set_secret(mapped[-1], "missing")
+    return shared, default
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -58,19 +75,10 @@ def test_unusable_mapped_secrets_fall_back_to_the_org_default(
 ) -> None:
     # Given one digest mapped to three backends of one org whose secrets are: not JSON, without
     # SecretAccessKey, deleted after registration; and the org default on the same bucket
-    org = world.org()
-    bucket = world.bucket()
-    malformed = world.backend(org, "malformed", bucket=bucket, secret="malformed")
-    no_key = world.backend(org, "no-secret-key", bucket=bucket, secret="no_secret_key")
-    deleted = world.backend(org, "deleted-later", bucket=bucket)
-    default = world.backend(org, "default", bucket=bucket, is_default=True)
-    digest = world.put(bucket, DATA)
-    for month, backend in enumerate((malformed, no_key, deleted), start=1):
-        world.map(digest, org, backend, created_at=f"2025-0{month}-01T00:00:00Z")
-    world.set_secret(deleted, "missing")
+    shared, default = beside_unusable_secrets(world)
 
     # When the caller asks for it
-    response = service.get(digest, orgs=org)
+    response = service.get(shared.digest, orgs=shared.org)
 
     # Then the org's default serves it, flagged as a fallback, with a URL signed by the default's key,
     # and no storage call was made without credentials
@@ -84,21 +92,11 @@ def test_each_unusable_mapped_secret_is_reported_as_secret_unavailable(
     # Given one digest mapped to four backends of one org (oldest mapping first) whose secrets are:
     # never created, not JSON, without SecretAccessKey, deleted after registration; and the org
     # default revoked
-    org = world.org()
-    bucket = world.bucket()
-    missing = world.backend(org, "missing", bucket=bucket, secret="missing")
-    malformed = world.backend(org, "malformed", bucket=bucket, secret="malformed")
-    no_key = world.backend(org, "no-secret-key", bucket=bucket, secret="no_secret_key")
-    deleted = world.backend(org, "deleted-later", bucket=bucket)
-    default = world.backend(org, "default", bucket=bucket, is_default=True)
-    digest = world.put(bucket, DATA)
-    for month, backend in enumerate((missing, malformed, no_key, deleted), start=1):
-        world.map(digest, org, backend, created_at=f"2025-0{month}-01T00:00:00Z")
-    world.set_secret(deleted, "missing")
+    shared, default = beside_unusable_secrets(world, never_created=True)
     world.revoke(default)
 
     # When the caller asks for it
-    response = service.get(digest, orgs=org)
+    response = service.get(shared.digest, orgs=shared.org)
 
     # Then nothing serves, and each mapped backend's attempt says its secret was unavailable
     assert_failed(
@@ -179,11 +177,7 @@ def test_corrupt_mapped_copy_is_never_served_the_default_good_copy_is(
 ) -> None:
     # Given the mapped backend's copy corrupted (bytes that do not hash to the digest) and a good copy
     # in the org default's bucket
-    org, mapped, default = mapped_and_default(world)
-    digest = sha256_digest(DATA)
-    world.put_corrupt(mapped, digest, CORRUPT, checksum=checksum)
-    world.put(default, DATA)
-    world.map(digest, org, mapped)
+    org, digest = corrupt_mapped_good_default(world, CORRUPT, checksum=checksum)
 
     # When the caller asks for it
     response = service.get(digest, orgs=org, mode=mode)
@@ -203,10 +197,7 @@ def test_oversized_corrupt_mapped_copy_does_not_block_body_mode_from_the_good_co
     # Given a body limit of 4 KiB, the mapped copy corrupted with 16 KB of wrong bytes, and a good
     # 3.1 KB copy in the org default's bucket
     service.configure(MAX_BODY_BYTES=4096)
-    org, mapped, default = mapped_and_default(world)
-    digest = world.put(default, DATA)
-    world.put_corrupt(mapped, digest, CORRUPT * 6, checksum=False)
-    world.map(digest, org, mapped)
+    org, digest = corrupt_mapped_good_default(world, CORRUPT * 6, checksum=False)
 
     # When the caller asks for the body
     response = service.get(digest, orgs=org, mode="body")
@@ -338,16 +329,13 @@ def test_ok_mapped_backend_serves_before_an_older_invalid_one(
     world: World, service: Service, call_recorder: CallRecorder
 ) -> None:
     # Given one digest mapped twice in one org: first to a backend marked Invalid, later to an OK one
-    org = world.org()
-    bucket = world.bucket()
-    invalid = world.backend(org, "invalid", bucket=bucket, status="Invalid", validation_error="stale")
-    ok = world.backend(org, "ok", bucket=bucket, status="OK")
-    digest = world.put(ok, DATA)
-    world.map(digest, org, invalid, created_at="2025-01-01T00:00:00Z")
-    world.map(digest, org, ok, created_at="2025-06-01T00:00:00Z")
+    shared = world.shared_bucket(DATA)
+    invalid = shared.backend("invalid", status="Invalid", validation_error="stale")
+    ok = shared.backend("ok", status="OK")
+    shared.map(invalid, ok)
 
     # When the caller asks for it
-    response = service.get(digest, orgs=org)
+    response = service.get(shared.digest, orgs=shared.org)
 
     # Then the OK backend serves, as the first candidate, and the Invalid one is never called
     assert_redirected_by(response, ok, fallback=False)
@@ -356,17 +344,14 @@ def test_ok_mapped_backend_serves_before_an_older_invalid_one(
 
 def test_invalid_mapped_backend_is_still_tried_when_the_ok_one_fails(world: World, service: Service) -> None:
     # Given the digest mapped to an Invalid backend (older) and to an OK backend (revoked)
-    org = world.org()
-    bucket = world.bucket()
-    invalid = world.backend(org, "invalid", bucket=bucket, status="Invalid")
-    ok = world.backend(org, "ok", bucket=bucket)
-    digest = world.put(ok, DATA)
-    world.map(digest, org, invalid, created_at="2025-01-01T00:00:00Z")
-    world.map(digest, org, ok, created_at="2025-06-01T00:00:00Z")
+    shared = world.shared_bucket(DATA)
+    invalid = shared.backend("invalid", status="Invalid")
+    ok = shared.backend("ok")
+    shared.map(invalid, ok)
     world.revoke(ok)
 
     # When the caller asks for it
-    response = service.get(digest, orgs=org)
+    response = service.get(shared.digest, orgs=shared.org)
 
     # Then the Invalid backend (its status was stale) serves, as a fallback from the OK one
     assert_redirected_by(response, invalid, fallback=True)
@@ -377,19 +362,16 @@ def test_invalid_mapped_backend_comes_after_every_ok_candidate_the_org_default_i
 ) -> None:
     # Given the digest mapped to an Invalid backend (older) and an OK backend, and an org default,
     # all revoked
-    org = world.org()
-    bucket = world.bucket()
-    invalid = world.backend(org, "invalid", bucket=bucket, status="Invalid")
-    ok = world.backend(org, "ok", bucket=bucket, status="OK")
-    default = world.backend(org, "default", bucket=bucket, is_default=True)
-    digest = world.put(ok, DATA)
-    world.map(digest, org, invalid, created_at="2025-01-01T00:00:00Z")
-    world.map(digest, org, ok, created_at="2025-06-01T00:00:00Z")
+    shared = world.shared_bucket(DATA)
+    invalid = shared.backend("invalid", status="Invalid")
+    ok = shared.backend("ok", status="OK")
+    default = shared.backend("default", is_default=True)
+    shared.map(invalid, ok)
     for backend in (invalid, ok, default):
         world.revoke(backend)
 
     # When the caller asks for it
-    response = service.get(digest, orgs=org)
+    response = service.get(shared.digest, orgs=shared.org)
 
     # Then the attempts are: the OK mapped backend, the org's OK default, then the Invalid mapped one
     assert_failed(
@@ -410,12 +392,7 @@ def test_deleted_or_missing_mapped_backend_is_never_tried_but_the_org_default_se
 ) -> None:
     # Given an artifact mapped to a backend that is soft-deleted (or whose row is gone), with working
     # keys, and the org default on the same bucket
-    org = world.org()
-    bucket = world.bucket()
-    mapped = world.backend(org, "mapped", bucket=bucket, deleted=gone == "deleted")
-    default = world.backend(org, "default", bucket=bucket, is_default=True)
-    digest = world.put(mapped, DATA)
-    world.map(digest, org, mapped)
+    org, mapped, default, digest = world.side_by_side(DATA, "mapped", deleted=gone == "deleted")
     if gone == "row_missing":
         world.delete_backend_row(mapped)
 
@@ -431,12 +408,7 @@ def test_deleted_or_missing_mapped_backend_is_never_tried_but_the_org_default_se
 
 def test_deleted_mapped_backend_never_appears_in_the_attempts(world: World, service: Service) -> None:
     # Given an artifact mapped to a deleted backend (working keys), and the org default revoked
-    org = world.org()
-    bucket = world.bucket()
-    mapped = world.backend(org, "mapped", bucket=bucket, deleted=True)
-    default = world.backend(org, "default", bucket=bucket, is_default=True)
-    digest = world.put(mapped, DATA)
-    world.map(digest, org, mapped)
+    org, _mapped, default, digest = world.side_by_side(DATA, "mapped", deleted=True)
     world.revoke(default)
 
     # When the caller asks for it
@@ -451,12 +423,7 @@ def test_unsupported_provider_is_skipped_and_the_org_default_serves(
 ) -> None:
     # Given an artifact mapped to a backend whose provider is not AWS-S3, and the org default (same
     # bucket)
-    org = world.org()
-    bucket = world.bucket()
-    mapped = world.backend(org, "gcs", bucket=bucket, provider="GCS")
-    default = world.backend(org, "default", bucket=bucket, is_default=True)
-    digest = world.put(mapped, DATA)
-    world.map(digest, org, mapped)
+    org, _gcs, default, digest = world.side_by_side(DATA, "gcs", provider="GCS")
 
     # When the caller asks for it
     response = service.get(digest, orgs=org)
@@ -468,12 +435,7 @@ def test_unsupported_provider_is_skipped_and_the_org_default_serves(
 
 def test_unsupported_provider_is_listed_as_unsupported_provider(world: World, service: Service) -> None:
     # Given an artifact mapped to a backend whose provider is not AWS-S3, and the org default revoked
-    org = world.org()
-    bucket = world.bucket()
-    mapped = world.backend(org, "gcs", bucket=bucket, provider="GCS")
-    default = world.backend(org, "default", bucket=bucket, is_default=True)
-    digest = world.put(mapped, DATA)
-    world.map(digest, org, mapped)
+    org, _gcs, default, digest = world.side_by_side(DATA, "gcs", provider="GCS")
     world.revoke(default)
 
     # When the caller asks for it

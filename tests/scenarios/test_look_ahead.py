@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.scenarios.conftest import Service, assert_redirected_by
+from tests.scenarios.conftest import HttpResult, Service, assert_redirected_by
 from tests.scenarios.test_chainloop_links import DATA, KEY, follow, token_for
 from tests.support.calls import CallRecorder
 from tests.support.events import FakeLambdaContext, load_event
@@ -20,10 +21,45 @@ from tests.support.world import BackendRef, World
 HELD_SECONDS = 5.0
 
 
+@dataclass
+class Container:
+    """One Lambda container following links: its service, its context and the AWS calls it makes.
+
+    The service is configured (its clients made) on first use, in the test's body: after every hook a
+    fixture registered on the session, since a client only sees the handlers its session had when it
+    was made (the app makes its DynamoDB client as it is built)."""
+
+    unconfigured: Service
+    env: dict[str, object]
+    context: FakeLambdaContext
+    calls: CallRecorder
+    _configured: bool = False
+
+    @property
+    def service(self) -> Service:
+        if not self._configured:
+            self.unconfigured.configure(**self.env)
+            self._configured = True
+        return self.unconfigured
+
+    def follow(self, digest: str, token: str, **request: Any) -> HttpResult:
+        return follow(self.service, self.context, digest, token, **request)
+
+    @property
+    def looked_ahead(self) -> Any:
+        """The container's look-ahead tally (``started``, ``used``, ``dropped``)."""
+        return self.service.app.services.look_ahead.tally  # type: ignore[union-attr]
+
+
 @pytest.fixture
-def links(service: Service, verifications_table: str) -> Service:
-    service.configure(CHAINLOOP_CAS_PUBLIC_KEYS=KEY.public_pem, VERIFICATIONS_TABLE=verifications_table)
-    return service
+def container(
+    service: Service, verifications_table: str, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
+) -> Container:
+    env: dict[str, object] = {
+        "CHAINLOOP_CAS_PUBLIC_KEYS": KEY.public_pem,
+        "VERIFICATIONS_TABLE": verifications_table,
+    }
+    return Container(service, env, lambda_context, call_recorder)
 
 
 class HeldUntil:
@@ -76,37 +112,29 @@ def held_mappings(world: World, call_recorder: CallRecorder) -> Iterator[HeldUnt
 
 
 def served_once(
-    world: World,
-    links: Service,
-    context: FakeLambdaContext,
-    recorder: CallRecorder,
-    filename: str | None = None,
+    world: World, container: Container, filename: str | None = None
 ) -> tuple[BackendRef, str, str]:
     """A link this container served once (it holds the org's rows, the secret and the record), the calls
     so far forgotten: its backend, digest and token."""
     _org, backend, digest = world.artifact(DATA, filename=filename)
     token = token_for(backend)
-    assert follow(links, context, digest, token).status == 307
-    recorder.clear()
+    assert container.follow(digest, token).status == 307
+    container.calls.clear()
     return backend, digest, token
 
 
-def test_a_link_whose_tokens_backend_serves_reads_no_mapping(
-    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
-) -> None:
+def test_a_link_whose_tokens_backend_serves_reads_no_mapping(world: World, container: Container) -> None:
     # Given a link served once by this container (it holds the org's rows, the secret, the record)
-    backend, digest, token = served_once(world, links, lambda_context, call_recorder, filename="sbom.json")
+    backend, digest, token = served_once(world, container, filename="sbom.json")
     # When it is followed again
-    response = follow(links, lambda_context, digest, token)
+    response = container.follow(digest, token)
     # Then the token's backend serves it with one HEAD: no mapping can put a backend before it
     assert_redirected_by(response, backend, fallback=False)
     assert world.fetch_presigned(response.headers["Location"]).body == DATA
-    assert sorted(call_recorder.counts.items()) == [(("s3", "HeadObject"), 1)]
+    assert sorted(container.calls.counts.items()) == [(("s3", "HeadObject"), 1)]
 
 
-def test_the_mappings_are_read_once_the_tokens_backend_fails(
-    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
-) -> None:
+def test_the_mappings_are_read_once_the_tokens_backend_fails(world: World, container: Container) -> None:
     # Given the token's backend, which lacks the object, and another backend of the org holding the
     # mapping (not the default)
     org = world.org()
@@ -115,14 +143,14 @@ def test_the_mappings_are_read_once_the_tokens_backend_fails(
     digest = world.put(holder, DATA)
     world.map(digest, org, holder)
     # When the link is followed
-    response = follow(links, lambda_context, digest, token_for(token_backend))
+    response = container.follow(digest, token_for(token_backend))
     # Then the token's backend was tried first, then the mappings read, and the mapped backend serves
     assert_redirected_by(response, holder, fallback=True)
-    operations = [(c.service, c.operation) for c in call_recorder.calls]
+    operations = [(c.service, c.operation) for c in container.calls.calls]
     first_head = operations.index(("s3", "HeadObject"))
     mappings_query = [
         i
-        for i, c in enumerate(call_recorder.calls)
+        for i, c in enumerate(container.calls.calls)
         if c.operation == "Query" and c.params.get("TableName") == world.tables.mappings
     ]
     assert len(mappings_query) == 1
@@ -130,112 +158,96 @@ def test_the_mappings_are_read_once_the_tokens_backend_fails(
 
 
 def test_when_the_tokens_backend_failed_lately_the_default_is_asked_while_the_mappings_are_read(
-    world: World,
-    links: Service,
-    lambda_context: FakeLambdaContext,
-    call_recorder: CallRecorder,
-    held_mappings: HeldUntil,
+    world: World, container: Container, held_mappings: HeldUntil
 ) -> None:
     # Given a link minted for a backend whose keys were revoked, and the org's new default on the same
     # bucket, followed once by this container (the old backend failed: it remembers; the new one served)
     _org, old, new, digest = world.rotated(DATA)
     token = token_for(old)
-    assert_redirected_by(follow(links, lambda_context, digest, token), new, fallback=True)
-    call_recorder.clear()
+    assert_redirected_by(container.follow(digest, token), new, fallback=True)
+    container.calls.clear()
     # When it is followed again, with the mappings' Query held until storage is asked
     held_mappings.arm()
-    response = follow(links, lambda_context, digest, token)
+    response = container.follow(digest, token)
     # Then the new default's storage was asked while the Query waited, and that answer served
     assert held_mappings.waited_for_it is True
     assert_redirected_by(response, new, fallback=True)
     assert world.fetch_presigned(response.headers["Location"]).body == DATA
-    assert sorted(call_recorder.counts.items()) == [(("dynamodb", "Query"), 1), (("s3", "HeadObject"), 1)]
-    tally = links.app.services.look_ahead.tally  # type: ignore[union-attr]
+    assert sorted(container.calls.counts.items()) == [(("dynamodb", "Query"), 1), (("s3", "HeadObject"), 1)]
+    tally = container.looked_ahead
     assert (tally.started, tally.used, tally.dropped) == (1, 1, 0)
 
 
 def test_a_tokens_backend_marked_invalid_waits_for_the_mappings_and_goes_after_them(
-    world: World, links: Service, lambda_context: FakeLambdaContext
+    world: World, container: Container
 ) -> None:
     # Given a token naming a backend marked Invalid (the org has no default), and the digest mapped to
     # another backend of the org; both hold the bytes
-    org = world.org()
-    bucket = world.bucket()
-    marked = world.backend(org, "marked", bucket=bucket, status="Invalid")
-    holder = world.backend(org, "holder", bucket=bucket)
-    digest = world.put(bucket, DATA)
-    world.map(digest, org, holder)
+    _org, marked, holder, digest = world.side_by_side(
+        DATA, "marked", "holder", status="Invalid", second_is_default=False, mapped="second"
+    )
     # When the link is followed, Then the mapped backend serves: a status defers the token's backend
     # after every backend not so marked, mapped ones included, so the mappings were read first
-    assert_redirected_by(follow(links, lambda_context, digest, token_for(marked)), holder, fallback=False)
+    assert_redirected_by(container.follow(digest, token_for(marked)), holder, fallback=False)
 
 
 def test_a_cold_container_reads_no_secret_ahead_of_the_mappings(
-    world: World,
-    links: Service,
-    lambda_context: FakeLambdaContext,
-    call_recorder: CallRecorder,
-    held_mappings: HeldUntil,
+    world: World, container: Container, held_mappings: HeldUntil
 ) -> None:
     # Given a container that holds no secret yet, and a token naming a backend marked Invalid (so a
-    # mapped backend may come before it: the mappings must be read first)
-    org = world.org()
-    bucket = world.bucket()
-    marked = world.backend(org, "marked", bucket=bucket, status="Invalid")
-    default = world.backend(org, "default", bucket=bucket, is_default=True)
-    digest = world.put(bucket, DATA)
-    world.map(digest, org, default)
+    # mapped backend may come before it: the mappings must be read first), beside the mapped default
+    _org, marked, default, digest = world.side_by_side(DATA, "marked", status="Invalid", mapped="second")
     # When the link is followed, with the mappings' Query held a while for storage to be asked
     held_mappings.arm(seconds=0.5)
-    response = follow(links, lambda_context, digest, token_for(marked))
+    response = container.follow(digest, token_for(marked))
     # Then the mapped default serves (the first mapped candidate, the marked one going last), but
     # nothing was asked before the mappings were read (the Query waited in vain)
     assert_redirected_by(response, default, fallback=False)
     assert held_mappings.waited_for_it is False
-    operations = [c.operation for c in call_recorder.calls]
+    operations = [c.operation for c in container.calls.calls]
     assert operations.index("GetSecretValue") > operations.index("Query", 1)
-    assert links.app.services.look_ahead.tally.started == 0  # type: ignore[union-attr]
+    assert container.looked_ahead.started == 0
 
 
 def test_a_matching_if_none_match_is_answered_304_without_looking_ahead(
-    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
+    world: World, container: Container
 ) -> None:
     # Given a warm container
-    _backend, digest, token = served_once(world, links, lambda_context, call_recorder)
+    _backend, digest, token = served_once(world, container)
     # When the link is followed with the artifact's ETag
-    response = follow(links, lambda_context, digest, token, headers={"if-none-match": f'"{digest}"'})
+    response = container.follow(digest, token, headers={"if-none-match": f'"{digest}"'})
     # Then 304, and storage was never asked, not even ahead
     assert response.status == 304
-    assert call_recorder.storage_calls() == []
-    assert links.app.services.look_ahead.tally.started == 0  # type: ignore[union-attr]
+    assert container.calls.storage_calls() == []
+    assert container.looked_ahead.started == 0
 
 
-def test_body_mode_never_looks_ahead(
-    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
-) -> None:
+def test_body_mode_never_looks_ahead(world: World, container: Container) -> None:
     # Given a warm container
-    _backend, digest, token = served_once(world, links, lambda_context, call_recorder)
+    _backend, digest, token = served_once(world, container)
     # When the link asks for the body
-    response = follow(links, lambda_context, digest, token, query={"mode": "body"})
+    response = container.follow(digest, token, query={"mode": "body"})
     # Then the body is read once, whole and hashed, and nothing was asked ahead
     assert response.status == 200
-    assert [c.operation for c in call_recorder.storage_calls()] == ["GetObject"]
-    assert links.app.services.look_ahead.tally.started == 0  # type: ignore[union-attr]
+    assert [c.operation for c in container.calls.storage_calls()] == ["GetObject"]
+    assert container.looked_ahead.started == 0
 
 
 def test_v1_never_looks_ahead_before_the_mapping_proves_the_caller_holds_the_digest(
-    world: World, links: Service, lambda_context: FakeLambdaContext, call_recorder: CallRecorder
+    world: World, container: Container
 ) -> None:
     # Given a caller whose org's backend served one digest, and another digest it does not hold
     org, _backend, digest = world.artifact(DATA)
-    assert links.get(digest, org).status == 307
-    call_recorder.clear()
+    assert container.service.get(digest, org).status == 307
+    container.calls.clear()
     # When the caller asks for a digest of no mapping of theirs
     elsewhere = world.artifact(b"another org's bytes").digest
-    response = links.invoke(load_event("get_redirect", digest=elsewhere, orgs=org), lambda_context)
+    response = container.service.invoke(
+        load_event("get_redirect", digest=elsewhere, orgs=org), container.context
+    )
     # Then 404 with no storage call, ahead or not
     assert response.status == 404
-    assert call_recorder.storage_calls() == []
+    assert container.calls.storage_calls() == []
 
 
 def test_v1_reads_the_record_while_it_describes_the_object(

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.scenarios.conftest import HttpResult, Service, assert_failed, assert_redirected_by
+from tests.scenarios.conftest import HttpResult, Service, assert_failed, assert_redirected_by, s3_key_ids
 from tests.support.calls import CallRecorder
 from tests.support.world import BackendRef, World, sha256_digest
 
@@ -15,15 +15,6 @@ DATA = b"tenant-artifact-3.1.4.tar.gz contents\n" * 100
 MODES = ("redirect", "url", "body")
 OLD = "2025-01-01T00:00:00.000000Z"
 NEW = "2025-06-01T00:00:00.000000Z"
-
-
-def s3_key_ids(recorder: CallRecorder) -> list[str | None]:
-    """The access key ids that signed S3 calls, in call order, consecutive repeats collapsed."""
-    ordered: list[str | None] = []
-    for call in recorder.storage_calls():
-        if not ordered or ordered[-1] != call.access_key_id:
-            ordered.append(call.access_key_id)
-    return ordered
 
 
 def secret_ids_read(recorder: CallRecorder) -> set[str]:
@@ -196,29 +187,21 @@ def _held_by_one_of_three(world: World) -> tuple[str, list[str], BackendRef]:
     return digest, orgs, holder
 
 
+# where the orgs arrive: the JWT authorizer's org_id claim, or a Lambda authorizer's context
+ORG_SOURCES = {"jwt_claim": "get_redirect", "lambda_authorizer_context": "get_lambda_authorizer"}
+
+
 @pytest.mark.parametrize("claim_format", CLAIM_FORMATS.values(), ids=CLAIM_FORMATS.keys())
-def test_jwt_claim_naming_several_orgs_is_served_when_one_of_them_holds_the_digest(
-    world: World, service: Service, claim_format: str
+@pytest.mark.parametrize("event_name", ORG_SOURCES.values(), ids=ORG_SOURCES.keys())
+def test_org_claim_naming_several_orgs_is_served_when_one_of_them_holds_the_digest(
+    world: World, service: Service, event_name: str, claim_format: str
 ) -> None:
     # Given a caller in three orgs, of which only the middle one holds the digest
     digest, orgs, holder = _held_by_one_of_three(world)
 
-    # When the JWT authorizer's org_id claim names the three orgs in this format
-    response = service.request("get_redirect", digest=digest, orgs=claim_format.format(*orgs))
-
-    # Then the holding org's backend serves it
-    assert_served_by(world, response, holder, fallback=False)
-
-
-@pytest.mark.parametrize("claim_format", CLAIM_FORMATS.values(), ids=CLAIM_FORMATS.keys())
-def test_lambda_authorizer_context_naming_several_orgs_is_served_when_one_of_them_holds_the_digest(
-    world: World, service: Service, claim_format: str
-) -> None:
-    # Given a caller in three orgs, of which only the middle one holds the digest
-    digest, orgs, holder = _held_by_one_of_three(world)
-
-    # When a Lambda authorizer's context names the three orgs in this format
-    response = service.request("get_lambda_authorizer", digest=digest, orgs=claim_format.format(*orgs))
+    # When the JWT authorizer's org_id claim, or a Lambda authorizer's context, names the three orgs
+    # in this format
+    response = service.request(event_name, digest=digest, orgs=claim_format.format(*orgs))
 
     # Then the holding org's backend serves it
     assert_served_by(world, response, holder, fallback=False)

@@ -92,23 +92,32 @@ class Rotation(NamedTuple):
     digest: str
 
 
-@dataclass
+class SideBySide(NamedTuple):
+    """Two backends of one org on one bucket holding the digest's bytes (``World.side_by_side``)."""
+
+    org: str
+    first: BackendRef
+    second: BackendRef
+    digest: str
+
+
+@dataclass(kw_only=True)
 class BackendRef:
     """A backend the World created: not a Backends row (that is ``cas_download.domain.Backend``) but
-    the test's handle on what stands behind one: its bucket, IAM user and keys. ``access_key_id``/
-    ``secret_access_key`` are the user's current key (updated by ``rotate_secret_in_place``);
-    ``revoked`` is True after ``World.revoke``."""
+    the test's handle on what stands behind one: its bucket, IAM user and keys (empty for a provider
+    other than S3). ``access_key_id``/``secret_access_key`` are the user's current key (updated by
+    ``rotate_secret_in_place``); ``revoked`` is True after ``World.revoke``."""
 
     id: str
     name: str
     org: str
-    bucket: str
     location: str
     secret_name: str
     secret_arn: str | None
-    access_key_id: str
-    secret_access_key: str
-    user_name: str
+    bucket: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    user_name: str = ""
     key_prefix: str = ""
     provider: str = "AWS-S3"
     revoked: bool = False
@@ -153,6 +162,28 @@ class PresignedResponse:
     version_id: str | None
     expires_at: dt.datetime
     query: dict[str, str]
+
+
+@dataclass
+class SharedBucket:
+    """A new org whose backends stand on one bucket that holds the digest's bytes (``World.shared_bucket``):
+    several backends that could each serve them, mapped in the order a story needs."""
+
+    world: World
+    org: str
+    bucket: str
+    digest: str
+
+    def backend(self, name: str, **row: Any) -> BackendRef:
+        """A backend of the org on the shared bucket (``row``: :meth:`World.backend`'s keywords)."""
+        return self.world.backend(self.org, name, bucket=self.bucket, **row)
+
+    def map(self, *backends: BackendRef) -> None:
+        """Map the digest to ``backends``, oldest mapping first: a minute apart, the last one now."""
+        now = dt.datetime.now(dt.UTC)
+        for position, backend in enumerate(backends, start=1):
+            age = dt.timedelta(minutes=len(backends) - position)
+            self.world.map(self.digest, self.org, backend, created_at=now - age)
 
 
 class World:
@@ -261,23 +292,11 @@ class World:
             key_prefix=key_prefix,
             provider=provider,
         )
-        row: dict[str, Any] = {
-            "id": backend_id,
-            "org_id": org,
-            "name": name,
-            "provider": provider,
-            "location": ref.location,
-            "secret_name": ref.secret_name,
-            "key_prefix": key_prefix,
-            "is_default": is_default,
-            "is_fallback": is_fallback,
-            "created_at": _as_iso(created_at) or iso(dt.datetime.now(dt.UTC)),
-        }
+        row = _row_of(
+            ref, is_default=is_default, is_fallback=is_fallback, status=status, created_at=created_at
+        )
         if region is not None:
             row["region"] = region
-        if status is not None:
-            row["validation_status"] = status
-            row["validated_at"] = iso(dt.datetime.now(dt.UTC))
         if validation_error is not None:
             row["validation_error"] = validation_error
         if deleted:
@@ -337,32 +356,15 @@ class World:
             id=backend_id,
             name=name,
             org=org,
-            bucket="",
             location=location,
             secret_name=secret_name,
             secret_arn=arn,
-            access_key_id="",
-            secret_access_key="",
-            user_name="",
             key_prefix=key_prefix,
             provider=provider,
         )
-        row: dict[str, Any] = {
-            "id": backend_id,
-            "org_id": org,
-            "name": name,
-            "provider": provider,
-            "location": location,
-            "secret_name": secret_name,
-            "key_prefix": key_prefix,
-            "is_default": is_default,
-            "is_fallback": is_fallback,
-            "created_at": created_at or iso(dt.datetime.now(dt.UTC)),
-        }
-        if status is not None:
-            row["validation_status"] = status
-            row["validated_at"] = iso(dt.datetime.now(dt.UTC))
-        self.put_backend_row(row)
+        self.put_backend_row(
+            _row_of(ref, is_default=is_default, is_fallback=is_fallback, status=status, created_at=created_at)
+        )
         self.backends[backend_id] = ref
         return ref
 
@@ -454,6 +456,7 @@ class World:
         content_type: str | None = None,
         key_prefix: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        under_digest: str | None = None,
     ) -> str:
         """Upload ``data`` under ``{prefix}sha256:<hex>`` and return the digest.
 
@@ -462,20 +465,61 @@ class World:
         ``author`` and ``filename`` metadata, no SHA-256 checksum, multipart from 5 MiB on).
         ``checksum``: instead, an object with an S3 SHA-256 checksum (full-object for a single PUT,
         COMPOSITE ``...-N`` with ``multipart``), the case S3 itself proves. ``filename`` goes to the
-        ``filename`` metadata, RFC 2047-encoded when not ASCII.
+        ``filename`` metadata, RFC 2047-encoded when not ASCII. ``under_digest``: the key's digest when
+        it is not ``data``'s own (use :meth:`put_corrupt`, which checks they differ).
         """
-        digest = sha256_digest(data)
-        self._put_bytes(
-            target,
-            digest,
-            data,
-            filename=filename,
-            checksum=checksum,
-            multipart=multipart,
-            part_size=part_size,
-            content_type=content_type,
-            key_prefix=key_prefix,
-            metadata=metadata,
+        digest = under_digest or sha256_digest(data)
+        bucket, key = self._locate(target, digest, key_prefix)
+        if not (checksum or metadata or multipart):
+            written = chainloop_s3.put_object(
+                self.s3,
+                bucket,
+                digest,
+                data,
+                filename,
+                key_prefix=key.removesuffix(digest),
+                content_type=content_type,
+                part_size=part_size,
+            )
+            self.puts[(bucket, key)] = PutResult(
+                bucket, key, digest, written.version_id, written.etag, written.checksum_sha256
+            )
+            return digest
+        client = self.s3 if checksum else self.s3_plain
+        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        meta = dict(metadata or {})
+        if filename is not None:
+            meta["filename"] = encode_filename(filename)
+        if meta:
+            args["Metadata"] = meta
+        if content_type is not None:
+            args["ContentType"] = content_type
+        algo = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
+        if not multipart:
+            resp = client.put_object(Body=data, **args, **algo)
+        else:
+            upload_id = client.create_multipart_upload(**args, **algo)["UploadId"]
+            parts = []
+            chunks = [data[i : i + part_size] for i in range(0, len(data), part_size)] or [b""]
+            for number, chunk in enumerate(chunks, start=1):
+                part = client.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, **algo
+                )
+                entry = {"PartNumber": number, "ETag": part["ETag"]}
+                if checksum:
+                    entry["ChecksumSHA256"] = part["ChecksumSHA256"]
+                parts.append(entry)
+            resp = client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        version = resp.get("VersionId")
+        self.puts[(bucket, key)] = PutResult(
+            bucket=bucket,
+            key=key,
+            digest=digest,
+            version_id=None if version in (None, "null") else str(version),
+            etag=str(resp["ETag"]),
+            checksum_sha256=resp.get("ChecksumSHA256"),
         )
         return digest
 
@@ -494,14 +538,36 @@ class World:
     def rotated(self, data: bytes) -> Rotation:
         """Chainloop's rotation: a new org's artifact mapped to its old backend, whose access key is then
         deleted (S3 itself answers ``InvalidAccessKeyId``), and a new default on the same bucket."""
-        org = self.org()
-        bucket = self.bucket()
-        old = self.backend(org, "old", bucket=bucket, created_at="2025-01-01T00:00:00Z")
-        new = self.backend(org, "new", bucket=bucket, is_default=True)
-        digest = self.put(old, data)
-        self.map(digest, org, old)
+        org, old, new, digest = self.side_by_side(data, "old", "new", created_at="2025-01-01T00:00:00Z")
         self.revoke(old)
         return Rotation(org, old, new, digest)
+
+    def shared_bucket(self, data: bytes) -> SharedBucket:
+        """A new org and a new bucket holding ``data``, on which its backends are then made (see
+        :class:`SharedBucket`)."""
+        bucket = self.bucket()
+        return SharedBucket(self, self.org(), bucket, self.put(bucket, data))
+
+    def side_by_side(
+        self,
+        data: bytes,
+        first: str,
+        second: str = "default",
+        *,
+        mapped: Literal["first", "second"] = "first",
+        second_is_default: bool = True,
+        **first_row: Any,
+    ) -> SideBySide:
+        """Two backends of a new org on one bucket that holds ``data``: ``first``, made with
+        ``first_row`` (:meth:`backend`'s keywords, e.g. ``status="Invalid"``, ``provider="GCS"``,
+        ``deleted=True``), then ``second``, the org default unless told not; the digest mapped to one.
+        The shape of every story where another backend could serve the same bytes (rotation, a backend
+        marked Invalid, deleted or of an unsupported provider)."""
+        shared = self.shared_bucket(data)
+        one = shared.backend(first, **first_row)
+        other = shared.backend(second, is_default=second_is_default)
+        shared.map(one if mapped == "first" else other)
+        return SideBySide(shared.org, one, other, shared.digest)
 
     def tampered_artifact(
         self, data: bytes, stored: bytes, name: str | None = None, *, checksum: bool = False
@@ -530,9 +596,10 @@ class World:
         only hashing the body finds out."""
         if sha256_digest(data) == digest:
             raise ValueError("put_corrupt needs bytes that differ from the digest's")
-        return self._put_bytes(
-            target, digest, data, filename=filename, checksum=checksum, key_prefix=key_prefix
+        self.put(
+            target, data, filename=filename, checksum=checksum, key_prefix=key_prefix, under_digest=digest
         )
+        return self.puts[self._locate(target, digest, key_prefix)]
 
     def delete_object(self, target: BackendRef | str, digest: str, *, key_prefix: str | None = None) -> None:
         bucket, key = self._locate(target, digest, key_prefix)
@@ -571,74 +638,6 @@ class World:
             return target.bucket, f"{prefix}{digest}"
         return target, f"{key_prefix or ''}{digest}"
 
-    def _put_bytes(
-        self,
-        target: BackendRef | str,
-        digest: str,
-        data: bytes,
-        *,
-        filename: str | None = None,
-        checksum: bool = True,
-        multipart: bool = False,
-        part_size: int = MIN_PART_SIZE,
-        content_type: str | None = None,
-        key_prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> PutResult:
-        bucket, key = self._locate(target, digest, key_prefix)
-        if not (checksum or metadata or multipart):
-            written = chainloop_s3.put_object(
-                self.s3,
-                bucket,
-                digest,
-                data,
-                filename,
-                key_prefix=key.removesuffix(digest),
-                content_type=content_type,
-                part_size=part_size,
-            )
-            result = PutResult(bucket, key, digest, written.version_id, written.etag, written.checksum_sha256)
-            self.puts[(bucket, key)] = result
-            return result
-        client = self.s3 if checksum else self.s3_plain
-        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        meta = dict(metadata or {})
-        if filename is not None:
-            meta["filename"] = encode_filename(filename)
-        if meta:
-            args["Metadata"] = meta
-        if content_type is not None:
-            args["ContentType"] = content_type
-        algo = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
-        if not multipart:
-            resp = client.put_object(Body=data, **args, **algo)
-        else:
-            upload_id = client.create_multipart_upload(**args, **algo)["UploadId"]
-            parts = []
-            chunks = [data[i : i + part_size] for i in range(0, len(data), part_size)] or [b""]
-            for number, chunk in enumerate(chunks, start=1):
-                part = client.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, **algo
-                )
-                entry = {"PartNumber": number, "ETag": part["ETag"]}
-                if checksum:
-                    entry["ChecksumSHA256"] = part["ChecksumSHA256"]
-                parts.append(entry)
-            resp = client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        version = resp.get("VersionId")
-        result = PutResult(
-            bucket=bucket,
-            key=key,
-            digest=digest,
-            version_id=None if version in (None, "null") else str(version),
-            etag=str(resp["ETag"]),
-            checksum_sha256=resp.get("ChecksumSHA256"),
-        )
-        self.puts[(bucket, key)] = result
-        return result
-
     # ------------------------------------------------------------------ app settings
 
     def settings_env(self, **overrides: object) -> dict[str, str]:
@@ -672,22 +671,30 @@ class World:
         query, key_id, bucket, key = check.query, check.access_key_id, check.bucket, check.key
         expires_at = check.expires_at
 
-        def fail(status: int, code: str) -> PresignedResponse:
+        def answer(
+            status: int,
+            error_code: str | None,
+            headers: Mapping[str, str] | None = None,
+            body: bytes = b"",
+            version_id: str | None = query.get("versionId"),
+        ) -> PresignedResponse:
+            """What the URL gave: the request's key, bucket and expiry with this answer (headers
+            lower-cased)."""
             return PresignedResponse(
                 status=status,
-                headers={},
-                body=b"",
-                error_code=code,
+                headers={k.lower(): v for k, v in (headers or {}).items()},
+                body=body,
+                error_code=error_code,
                 access_key_id=key_id,
                 bucket=bucket,
                 key=key,
-                version_id=query.get("versionId"),
+                version_id=version_id,
                 expires_at=expires_at,
                 query=query,
             )
 
         if not check.ok or check.secret_access_key is None:
-            return fail(check.status, check.error_code or "AccessDenied")
+            return answer(check.status, check.error_code or "AccessDenied")
         secret = check.secret_access_key
 
         client = _client_at(f"{parts.scheme}://{parts.netloc}", key_id, secret, query)
@@ -701,21 +708,11 @@ class World:
             resp = client.get_object(**kwargs)
         except ClientError as exc:
             meta = exc.response.get("ResponseMetadata", {})
-            result = fail(int(meta.get("HTTPStatusCode", 500)), str(exc.response["Error"].get("Code")))
-            result.headers = {k.lower(): v for k, v in meta.get("HTTPHeaders", {}).items()}
-            return result
-        headers = {k.lower(): v for k, v in resp["ResponseMetadata"]["HTTPHeaders"].items()}
-        return PresignedResponse(
-            status=int(resp["ResponseMetadata"]["HTTPStatusCode"]),
-            headers=headers,
-            body=resp["Body"].read(),
-            error_code=None,
-            access_key_id=key_id,
-            bucket=bucket,
-            key=key,
-            version_id=resp.get("VersionId"),
-            expires_at=expires_at,
-            query=query,
+            code = str(exc.response["Error"].get("Code"))
+            return answer(int(meta.get("HTTPStatusCode", 500)), code, meta.get("HTTPHeaders"))
+        meta = resp["ResponseMetadata"]
+        return answer(
+            int(meta["HTTPStatusCode"]), None, meta["HTTPHeaders"], resp["Body"].read(), resp.get("VersionId")
         )
 
 
@@ -757,6 +754,34 @@ def read_policy(buckets: Iterable[str], actions: Iterable[str] | None = None) ->
     }
 
 
+def _row_of(
+    ref: BackendRef,
+    *,
+    is_default: bool,
+    is_fallback: bool,
+    status: str | None,
+    created_at: dt.datetime | str | None,
+) -> dict[str, Any]:
+    """The Backends row standing for ``ref`` (validated now when it has a ``status``; created now
+    unless told when)."""
+    row: dict[str, Any] = {
+        "id": ref.id,
+        "org_id": ref.org,
+        "name": ref.name,
+        "provider": ref.provider,
+        "location": ref.location,
+        "secret_name": ref.secret_name,
+        "key_prefix": ref.key_prefix,
+        "is_default": is_default,
+        "is_fallback": is_fallback,
+        "created_at": _as_iso(created_at) or iso(dt.datetime.now(dt.UTC)),
+    }
+    if status is not None:
+        row["validation_status"] = status
+        row["validated_at"] = iso(dt.datetime.now(dt.UTC))
+    return row
+
+
 def _as_iso(value: dt.datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -789,6 +814,8 @@ __all__ = [
     "PresignedResponse",
     "PutResult",
     "SecretSpec",
+    "SharedBucket",
+    "SideBySide",
     "Tables",
     "World",
     "b64_sha256",
