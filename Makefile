@@ -7,7 +7,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 BOOTSTRAP_PYTHON ?= python3
-SOURCES := functions tests scripts tools benchmarks mutation
+SOURCES := functions tests scripts tools benchmarks mutation layers
 VALIDATE_REGION ?= us-east-1
 PYTEST_ARGS ?=
 DEPLOY_ARGS ?=
@@ -117,6 +117,7 @@ typecheck:
 	"$(BIN)/mypy"
 	"$(BIN)/mypy" scripts
 	"$(BIN)/mypy" benchmarks
+	"$(BIN)/mypy" layers/dependencies/slim_botocore.py
 
 template:
 	"$(BIN)/cfn-lint" template.yaml

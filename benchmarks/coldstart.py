@@ -304,8 +304,25 @@ def _environments(
         shutil.copytree(source, bare / name, ignore=shutil.ignore_patterns("__pycache__"))
     trees = {BUILT_MODES[0]: [task, layer], BUILT_MODES[1]: [bare / "task", bare / "layer"]}
     envs = {mode: _child_env(base_env, trees[mode], MODES[0], pycache) for mode in BUILT_MODES}
-    reference = _child_env(base_env, [layer], MODES[0], pycache)
+    reference = _child_env(base_env, [runtime_boto3(layer, scratch)], MODES[0], pycache)
     return BUILT_MODES, task, layer, envs, dict.fromkeys(BUILT_MODES, reference)
+
+
+def runtime_boto3(layer: Path, scratch: Path) -> Path:
+    """boto3 as Lambda's runtime ships it, for the reference: the layer's files and byte code (the same
+    pinned versions), with botocore's data for every service, which the layer trims to the functions'
+    four (layers/dependencies/Makefile: BOTOCORE_SERVICES)."""
+    import botocore  # noqa: PLC0415 - this venv's: the lock pins the layer's version
+
+    built_version = (layer / "botocore" / "__init__.py").read_text(encoding="utf-8")
+    if f"__version__ = '{botocore.__version__}'" not in built_version:
+        raise SystemExit(f"the layer's botocore is not this venv's {botocore.__version__}: rebuild the layer")
+    tree = scratch / "runtime-boto3"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(layer, tree, symlinks=True)
+    shutil.rmtree(tree / "botocore" / "data")
+    shutil.copytree(Path(botocore.__file__).parent / "data", tree / "botocore" / "data")
+    return tree
 
 
 def heaviest_imports(importtimes: list[str], top: int = 12) -> tuple[list[tuple[str, float, float]], float]:
@@ -518,8 +535,9 @@ def render_section(cold: ColdStart, snapstart: list[dict[str, Any]], version: st
         "(`PYTHONDONTWRITEBYTECODE=1`: Lambda's `/var/task` and `/opt` are read-only). The layer's wheels are "
         "x86_64's for this run (the same pins and Python files). The function is configured as the template "
         "configures it (benchmarks/env.py). The reference is `import boto3` + one S3 client from the same "
-        "layer, **with** its byte code, as Lambda's runtime ships its own boto3; it makes no call, while the "
-        "app's first request makes its AWS calls to moto on loopback.\n\n"
+        "layer's files, **with** their byte code and botocore's data for every service (the layer keeps the "
+        "functions' four: `BOTOCORE_SERVICES`), as Lambda's runtime ships its own boto3; it makes no call, "
+        "while the app's first request makes its AWS calls to moto on loopback.\n\n"
         f"{body}\n{COLD_START_313.end}\n"
     )
 
