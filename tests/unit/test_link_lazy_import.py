@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.unit.test_lazy_providers import loaded_by_the_handlers, printed_by_a_fresh_interpreter
 
-JOSE = ("jwt", "cas_download.link_tokens", "cas_download.handlers.links")
+JOSE = ("jwt", "cas_download.link_tokens", "cas_download.handlers.links", "cas_download.logic.links")
 
 
 def test_importing_the_handlers_loads_no_jose_library() -> None:
@@ -37,7 +37,9 @@ def test_a_v1_request_loads_no_jose_library_and_a_link_request_does() -> None:
     ]
     # Then the /v1 request loaded no link module, and the /download request did
     assert after_v1 == "[]"
-    assert after_link == "['cas_download.handlers.links', 'cas_download.link_tokens']"
+    assert after_link == (
+        "['cas_download.handlers.links', 'cas_download.link_tokens', 'cas_download.logic.links']"
+    )
 
 
 def test_verifying_a_link_token_loads_cryptographys_ecdsa_and_not_pyjwt() -> None:

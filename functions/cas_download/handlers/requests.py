@@ -11,14 +11,16 @@ of what the route needs; a unit test keeps the package out of the handlers' impo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cas_download.digests import parse_digest
 from cas_download.domain import DownloadRequest, Mode
 from cas_download.errors import InvalidMode, InvalidRequest, MethodNotAllowed
 from cas_download.filenames import decode_filename
 from cas_download.identity import parse_orgs
-from cas_download.logic.links import LinkRequest
+
+if TYPE_CHECKING:  # /v1 never imports the link route's logic (cold start): parse_link_request does
+    from cas_download.logic.links import LinkRequest
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD"})
 # A CORS preflight: only on the link route (spec "Chainloop download links", Browsers)
@@ -96,6 +98,8 @@ def route_of(event: object) -> str:
 def parse_link_request(event: object) -> LinkRequest:
     """``GET|HEAD /download/{digest}?t=<token>[&filename=...][&mode=...]``: the token from ``t``, else
     ``Authorization: Bearer``; it is verified by the caller (handlers/links.py), not here."""
+    from cas_download.logic.links import LinkRequest  # noqa: PLC0415 - the link route's only
+
     if not isinstance(event, dict):
         raise InvalidRequest("the event is not an API Gateway HTTP API event")
     digest = parse_digest(_raw_digest(event, _LINK_PREFIX))
