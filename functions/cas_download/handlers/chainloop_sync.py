@@ -44,7 +44,7 @@ class Container:
     telemetry: Telemetry
 
 
-_container: Container | None = None
+# The container's run, its clients bound (built on the first invocation, reused by the next).
 _handler: ScheduledHandler | None = None
 
 
@@ -65,10 +65,9 @@ def build(settings: SyncSettings, session: boto3.session.Session | None = None) 
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    global _container, _handler  # noqa: PLW0603 - one set of clients per container
-    if _container is None or _handler is None:
-        _container = build(SyncSettings.from_env())
-        _handler = instrumented_handler(_container)
+    global _handler  # noqa: PLW0603 - one set of clients per container
+    if _handler is None:
+        _handler = instrumented_handler(build(SyncSettings.from_env()))
     return _handler(event, context)
 
 
