@@ -220,3 +220,17 @@ def http(
             return Http(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
     except urllib.error.HTTPError as error:
         return Http(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+def new_org_with_backend(
+    admin: Admin, identity: tuple[str, str], name: str, *options: str, location: str | None = None
+) -> tuple[str, Result]:
+    """A new org, and its backend ``name`` added with a new key of the identity's user, on the
+    identity's bucket unless ``location`` says otherwise: the org, and what ``backend add`` answered."""
+    user, bucket = identity
+    org = new_org()
+    added = admin.ok(
+        "backend", "add", name, "--org", org, "--location", location or bucket, "--new-key-for-user", user,
+        *options,
+    )  # fmt: skip
+    return org, added

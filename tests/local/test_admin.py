@@ -23,27 +23,13 @@ from cas_admin.cli import build_parser
 from cas_admin.cli import main as admin_main
 from cas_download.filenames import decode_filename
 from cas_local.seed import BACKEND_POLICY_NAME
-from tests.local.conftest import Admin, Result, RunningStack, http, new_org, subprocess_env
+from tests.local.conftest import Admin, RunningStack, http, new_org_with_backend, subprocess_env
 from tests.support.chainloop_links import new_key_pair
 from tests.support.hygiene import register as register_secret
 
 
 def flags(rows: list[dict[str, object]]) -> dict[str, tuple[bool, bool]]:
     return {str(r["name"]): (bool(r.get("is_default")), bool(r.get("is_fallback"))) for r in rows}
-
-
-def new_org_with_backend(
-    admin: Admin, identity: tuple[str, str], name: str, *options: str, location: str | None = None
-) -> tuple[str, Result]:
-    """A new org, and its backend ``name`` added with a new key of the identity's user, on the
-    identity's bucket unless ``location`` says otherwise: the org, and what ``backend add`` answered."""
-    user, bucket = identity
-    org = new_org()
-    added = admin.ok(
-        "backend", "add", name, "--org", org, "--location", location or bucket, "--new-key-for-user", user,
-        *options,
-    )  # fmt: skip
-    return org, added
 
 
 def test_backend_lifecycle_keeps_one_default_and_one_fallback(

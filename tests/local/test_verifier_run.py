@@ -15,8 +15,15 @@ import pytest
 
 from cas_admin.chainloop_layout import s3 as chainloop_s3
 from cas_download.data.items import to_item
-from tests.local.conftest import Admin, RunningStack, http, start_run, stop_run, wait_for_state
-from tests.local.test_admin import new_org_with_backend
+from tests.local.conftest import (
+    Admin,
+    RunningStack,
+    http,
+    new_org_with_backend,
+    start_run,
+    stop_run,
+    wait_for_state,
+)
 
 # A client honours Retry-After this many times before the test gives up (each wait is Retry-After).
 RETRIES = 30

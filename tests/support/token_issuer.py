@@ -28,6 +28,7 @@ from cas_local.registry import TOKEN_SERVICE as SERVICE
 
 from .hygiene import register as register_secret
 from .json_reply import send_json
+from .stub_http import serve_on_loopback, stop_serving
 
 
 def _b64url(data: bytes) -> str:
@@ -84,13 +85,10 @@ class TokenIssuer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve_on_loopback(Handler)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server)
 
     def add_user(self, name: str, password: str) -> None:
         register_secret(password, "registry_password")
