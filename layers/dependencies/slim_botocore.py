@@ -40,12 +40,12 @@ def without_documentation(node: Any) -> Any:
 
 
 def slim_model(path: Path) -> None:
-    opener: Any = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as source:
-        model = json.load(source)
-    text = json.dumps(without_documentation(model), separators=(",", ":"), ensure_ascii=False)
-    with opener(path, "wt", encoding="utf-8") as target:
-        target.write(text)
+    compressed = path.suffix == ".gz"
+    raw = path.read_bytes()
+    model = json.loads(gzip.decompress(raw) if compressed else raw)
+    text = json.dumps(without_documentation(model), separators=(",", ":"), ensure_ascii=False).encode()
+    # mtime=0: the same input gives the same bytes, so a rebuilt layer is not a new layer version
+    path.write_bytes(gzip.compress(text, mtime=0) if compressed else text)
 
 
 def slim_endpoints(path: Path, services: list[str]) -> None:
