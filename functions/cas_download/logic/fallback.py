@@ -130,8 +130,7 @@ def _serve_with_fallback(
     lookup: Lookup | None,
     later_mappings: Callable[[], Sequence[Mapping]] | None,
 ) -> Artifact:
-    catalog = services.catalog
-    started = catalog.now()
+    started = services.catalog.now()
     orgs, rows, plan = _planned(mappings, services)
     if all_suspended(rows):
         raise OrgSuspended("the organization holding this artifact is suspended in Chainloop")
