@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore import UNSIGNED
 from botocore.config import Config
+from msgspec import Struct
 
 from cas_download.config import Settings
 from cas_download.data.catalog import Catalog
@@ -24,8 +24,7 @@ from cas_download.logic.verification import VerificationRecords
 from cas_download.observability import Telemetry
 
 
-@dataclass(frozen=True, slots=True)
-class App:
+class App(Struct, frozen=True):
     settings: Settings
     services: Services
     telemetry: Telemetry

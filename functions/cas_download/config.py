@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 # A Lambda response is capped at 6 MB (6,291,456 bytes); base64 grows the body by 4/3 and the JSON
 # envelope and headers need a little room, so this is the largest body the service can ever return.
@@ -75,8 +76,7 @@ def snapshot_initialization(environ: Mapping[str, str] | None = None) -> bool:
     return env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start"
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(Struct, frozen=True):
     backends_table: str
     mappings_table: str
     region: str = "us-east-1"
@@ -244,8 +244,7 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
-@dataclass(frozen=True, slots=True)
-class DatabaseDefaults:
+class DatabaseDefaults(Struct, frozen=True):
     """Connection parameters the database secret may lack (RDS's managed master secret holds only
     username and password): each is used only when the secret names none. None: libpq's default."""
 
@@ -260,8 +259,7 @@ class DatabaseDefaults:
         return {key: str(value) for key, value in given.items() if value is not None}
 
 
-@dataclass(frozen=True, slots=True)
-class SyncSettings:
+class SyncSettings(Struct, frozen=True):
     """The Chainloop sync function's settings (template: ChainloopSyncFunction)."""
 
     backends_table: str

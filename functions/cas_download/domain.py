@@ -4,10 +4,11 @@ failure type an attempt through a backend ends with."""
 from __future__ import annotations
 
 from collections import abc
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from msgspec import Struct, field
 
 
 class AttemptReason(StrEnum):
@@ -64,16 +65,14 @@ class VerificationMethod(StrEnum):
     RECORD = "verification_record"
 
 
-@dataclass(frozen=True, slots=True)
-class DownloadRequest:
+class DownloadRequest(Struct, frozen=True):
     digest: str  # canonical sha256:<hex>
     orgs: tuple[str, ...]
     mode: Mode
     if_none_match: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NotModified:
+class NotModified(Struct, frozen=True):
     """The caller's ``If-None-Match`` names the artifact: 304, no storage call."""
 
     digest: str
@@ -83,8 +82,7 @@ def etag_for(digest: str) -> str:
     return f'"{digest}"'
 
 
-@dataclass(frozen=True, slots=True)
-class Backend:
+class Backend(Struct, frozen=True):
     """A Backends row (SPEC.md "Backends table"): the one backend type of the service, the validator,
     the Chainloop sync and cas-admin, read and written with :meth:`from_row` and :meth:`to_row`.
 
@@ -183,23 +181,20 @@ def _validation_status(value: object) -> ValidationStatus | None:
     return ValidationStatus.INVALID if value == ValidationStatus.INVALID else ValidationStatus.OK
 
 
-@dataclass(frozen=True, slots=True)
-class Mapping:
+class Mapping(Struct, frozen=True):
     digest: str
     org_id: str
     backend_id: str
     created_at: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(Struct, frozen=True):
     backend: Backend
     reason: AttemptReason
     elapsed_ms: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
+class ObjectInfo(Struct, frozen=True):
     """What storage told us about one object, before or after proof."""
 
     size: int
@@ -209,8 +204,7 @@ class ObjectInfo:
     filename: str | None = None
 
 
-@dataclass(slots=True)
-class Artifact:
+class Artifact(Struct):
     """A digest proven to be served by ``backend``: what the response is built from."""
 
     digest: str
@@ -226,8 +220,7 @@ class Artifact:
     attempts: list[Attempt] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class VerificationRecord:
+class VerificationRecord(Struct, frozen=True):
     """Proof written after the service hashed a whole object: valid while ETag and size match."""
 
     object_id: str  # one stored object as its provider names it (ObjectDescription.record_key)

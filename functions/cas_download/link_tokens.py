@@ -25,12 +25,12 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from msgspec import Struct
 
 from cas_download.config import PEM_PUBLIC_KEY, ConfigError
 from cas_download.errors import Unauthenticated
@@ -51,8 +51,7 @@ _P521_POINT_BYTES = 1 + 2 * _COORDINATE_BYTES
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
-@dataclass(frozen=True, slots=True)
-class LinkGrant:
+class LinkGrant(Struct, frozen=True):
     """What a verified token grants: downloads through the backend whose secret is ``secret_id``
     (provider ``backend``) in org ``org_id`` (None: an older Chainloop release named no org)."""
 

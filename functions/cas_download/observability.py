@@ -8,20 +8,19 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from msgspec import Struct, field
 
 from cas_download.domain import Artifact, Attempt, AttemptReason, NotModified
 from cas_download.errors import CasError, VerificationPending
 
 
-@dataclass(slots=True)
-class RequestRecord:
+class RequestRecord(Struct):
     method: str = ""
     # The API route: "/v1/artifacts/{digest}" or "/download/{digest}" (a Chainloop link, whose token
     # is never recorded).

@@ -23,13 +23,13 @@ and thousands of cases would otherwise spend most of their time in identical Dyn
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -105,8 +105,8 @@ class _MemoCatalog:
 def fuzz_app(aws_servers: AwsServers) -> App:
     tables = create_tables(aws_servers, uuid.uuid4().hex[:12])
     app = App.create(Settings(backends_table=tables.backends, mappings_table=tables.mappings))
-    services = dataclasses.replace(app.services, catalog=_MemoCatalog(app.services.catalog))
-    return dataclasses.replace(app, services=services)
+    services = msgspec.structs.replace(app.services, catalog=_MemoCatalog(app.services.catalog))
+    return msgspec.structs.replace(app, services=services)
 
 
 class Fuzzer:

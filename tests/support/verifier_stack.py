@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from cas_download.app import App
 from cas_download.config import Settings

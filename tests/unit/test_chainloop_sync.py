@@ -8,10 +8,10 @@ import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from cas_download.data.chainloop_db import ChainloopBackend, ChainloopMapping, ChainloopOrganization
 from cas_download.logic.chainloop_sync import (

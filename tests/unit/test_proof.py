@@ -4,10 +4,10 @@ character only is refused (stream hash, base64 stream, S3 checksum, verification
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 from typing import Any
 
+import msgspec
 import pytest
 
 from cas_download.data.storage.s3 import HeadResult, checksum_proof
@@ -132,7 +132,7 @@ def test_only_a_full_object_sha256_checksum_proves_anything(
     changes: dict[str, Any], expected: bool | None
 ) -> None:
     # Given S3's answer for the true bytes, changed in one way
-    head = dataclasses.replace(head_with_checksum(DATA), **changes)
+    head = msgspec.structs.replace(head_with_checksum(DATA), **changes)
     # Then only a full-object SHA-256 of the right size proves them; anything else is no proof at all
     assert checksum_proof(head, TRUE_HEX) is expected
 

@@ -9,9 +9,10 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
+from msgspec.structs import replace
 
 from cas_admin.errors import AdminError, UsageError
 from cas_admin.output import note, print_json, print_table

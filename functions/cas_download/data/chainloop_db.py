@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct
 
 if TYPE_CHECKING:
     import psycopg
@@ -113,8 +114,7 @@ class SchemaUnsupported(SourceUnavailable):
     code = "schema_unsupported"
 
 
-@dataclass(frozen=True, slots=True)
-class ChainloopOrganization:
+class ChainloopOrganization(Struct, frozen=True):
     """An ``organizations`` row: when Chainloop soft-deleted it (None: live), and whether it is
     suspended (Chainloop blocks every operation of a suspended org; False before v1.89.12)."""
 
@@ -122,8 +122,7 @@ class ChainloopOrganization:
     suspended: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ChainloopBackend:
+class ChainloopBackend(Struct, frozen=True):
     """A ``cas_backends`` row, as Chainloop wrote it (PostgreSQL's types); the sync turns it into the
     service's ``domain.Backend`` (logic/chainloop_sync.py: ``backend_row``)."""
 
@@ -142,8 +141,7 @@ class ChainloopBackend:
     deleted_at: dt.datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class ChainloopMapping:
+class ChainloopMapping(Struct, frozen=True):
     """A ``cas_mappings`` row, as Chainloop wrote it (the digest not yet checked)."""
 
     id: str
@@ -217,7 +215,7 @@ class ChainloopDatabase:
     def backends(self) -> list[ChainloopBackend]:
         """Every backend row, soft-deleted ones included (there are few: a list is fine)."""
         rows = self._fetch_all(_BACKENDS_SQL, {})
-        # _BACKENDS_SQL selects the dataclass's fields in its order; the flags are PostgreSQL booleans
+        # _BACKENDS_SQL selects the Struct's fields in its order; the flags are PostgreSQL booleans
         return [ChainloopBackend(*(*row[:10], bool(row[10]), bool(row[11]), row[12])) for row in rows]
 
     def count_mappings(self, since: dt.datetime) -> int:
@@ -235,7 +233,7 @@ class ChainloopDatabase:
             with connection.cursor(name="cas_download_mappings") as cursor:
                 cursor.itersize = self._itersize
                 cursor.execute(sql + _ORDERED, params)
-                for row in cursor:  # the queries select the dataclass's fields in its order
+                for row in cursor:  # the queries select the Struct's fields in its order
                     yield ChainloopMapping(*row)
             connection.commit()
         except psycopg.Error as error:

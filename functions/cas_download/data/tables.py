@@ -7,11 +7,11 @@ PynamoDB reads a model's ``Meta`` when the class is created, so the models are b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from msgspec import Struct
 from pynamodb.attributes import (
     BooleanAttribute,
     NumberAttribute,
@@ -49,8 +49,7 @@ class StatusGuard(Enum):
     NOT_NEWER = "not_newer"
 
 
-@dataclass(frozen=True, slots=True)
-class Tables:
+class Tables(Struct, frozen=True):
     """Reads the control plane's rows as domain values; writes only validation status and the
     service's own verification records."""
 

@@ -20,11 +20,11 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from msgspec import Struct
 from pynamodb.exceptions import PutError, PynamoDBException
 
 from cas_download.data.tables import TableError, Tables
@@ -45,8 +45,7 @@ class AskState(Enum):
     NOT_BEFORE = "not_before"  # the verifier could not prove it lately: not asked within the hour
 
 
-@dataclass(frozen=True, slots=True)
-class AskClaim:
+class AskClaim(Struct, frozen=True):
     state: AskState
     retry_after_seconds: int
 

@@ -9,13 +9,13 @@ watermark first and the next run goes on from there.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
+from msgspec import Struct
 
 from cas_download.config import SyncSettings
 from cas_download.data.chainloop_db import ChainloopDatabase, SourceUnavailable, dsn_from_secret
@@ -36,8 +36,7 @@ class SyncFailed(Exception):
         self.code = code
 
 
-@dataclass
-class Container:
+class Container(Struct):
     settings: SyncSettings
     target: SyncTarget
     secrets: Any

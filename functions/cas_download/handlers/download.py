@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from msgspec.structs import replace
 
 from cas_download.app import App
 from cas_download.config import ConfigError, Settings, snapshot_initialization

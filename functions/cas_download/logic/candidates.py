@@ -21,21 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from collections.abc import Mapping as MappingOf
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from cas_download.domain import Backend, Mapping
 
 
-@dataclass(frozen=True, slots=True)
-class TokenMapping(Mapping):
+class TokenMapping(Mapping, frozen=True):
     """Not a Mappings row: the backend a Chainloop download token names, in the token's org. It comes
     before every mapped backend; like a mapping, it proves the org may be served even when its
     ``backend_id`` names no live row (not synced yet, or deleted), and then the org's default and
     fallback are the candidates."""
 
 
-@dataclass(frozen=True, slots=True)
-class CandidatePlan:
+class CandidatePlan(Struct, frozen=True):
     order: tuple[Backend, ...]
     # The first mapped candidate in the order of step 1 (Invalid ones last): serving through any other
     # backend is a fallback.

@@ -27,8 +27,9 @@ import datetime as dt
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from msgspec import Struct, field
 
 from cas_download.data.chainloop_db import ChainloopBackend, ChainloopMapping, ChainloopOrganization
 from cas_download.domain import Backend, ValidationStatus
@@ -105,8 +106,7 @@ class _NoProgress:
         return None
 
 
-@dataclass
-class Tally:
+class Tally(Struct):
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -121,7 +121,6 @@ class Tally:
         }
 
 
-@dataclass
 class MappingTally(Tally):
     # Of the mappings copied (created or unchanged), those whose backend row Chainloop no longer has.
     backend_missing: int = 0
@@ -130,8 +129,7 @@ class MappingTally(Tally):
         return {**super().as_dict(), "backend_missing": self.backend_missing}
 
 
-@dataclass
-class SyncSummary:
+class SyncSummary(Struct):
     dry_run: bool
     backends: Tally = field(default_factory=Tally)
     mappings: MappingTally = field(default_factory=MappingTally)
@@ -299,8 +297,7 @@ def run_sync(
     return summary
 
 
-@dataclass(frozen=True)
-class _MappingContext:
+class _MappingContext(Struct, frozen=True):
     known_backends: Mapping[str, str]  # backend id -> org id, of every backend row Chainloop has
     organizations: Organizations
 

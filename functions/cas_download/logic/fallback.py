@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from cas_download.domain import Artifact, Attempt, AttemptFailed, AttemptReason, Backend, Mapping, Mode
 from cas_download.errors import (
@@ -37,8 +38,7 @@ from cas_download.logic.look_ahead import Lookup
 from cas_download.logic.services import Services
 
 
-@dataclass(slots=True)
-class _Search:
+class _Search(Struct):
     digest: str
     mode: Mode
     deadline: Deadline

@@ -10,8 +10,10 @@ backends of the digest, then its default and fallback (``logic/candidates.py``, 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from cas_download.data.storage.port import (
     BackendStore,
@@ -44,8 +46,7 @@ if TYPE_CHECKING:  # the token verifier is imported only when a /download reques
     from cas_download.link_tokens import LinkGrant
 
 
-@dataclass(frozen=True, slots=True)
-class LinkRequest:
+class LinkRequest(Struct, frozen=True):
     digest: str  # canonical sha256:<hex>
     token: str | None
     mode: Mode

@@ -18,8 +18,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TypeVar
+
+from msgspec import Struct
 
 from cas_download.data.storage.port import DirectUrl, ObjectDescription, SecretFields
 from cas_download.domain import AttemptFailed, Backend
@@ -28,8 +29,7 @@ from cas_download.logic.verification import RecordReadAhead
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Located:
+class Located(Struct, frozen=True):
     """What a backend's storage says of the object before a proof: its description, the URL a redirect
     would hand out, and its verification record being read (None: not read ahead)."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 from cas_download.config import Settings
 from cas_download.data.catalog import Catalog
@@ -16,8 +16,7 @@ from cas_download.logic.look_ahead import LookAhead
 from cas_download.logic.verification import VerificationRecords
 
 
-@dataclass(frozen=True, slots=True)
-class Services:
+class Services(Struct, frozen=True):
     settings: Settings
     catalog: Catalog
     credentials: CredentialStore

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from cas_download.data.tables import StatusGuard, TableError
 from cas_download.domain import AttemptFailed, AttemptReason, Backend, ValidationStatus
@@ -31,15 +32,13 @@ _EXPLANATIONS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Validation:
+class Validation(Struct, frozen=True):
     backend: Backend
     status: ValidationStatus
     error: str | None
 
 
-@dataclass(slots=True)
-class ValidationReport:
+class ValidationReport(Struct):
     validated: list[Validation] = field(default_factory=list)
     invalidated: list[Validation] = field(default_factory=list)
     recovered: list[Validation] = field(default_factory=list)

@@ -16,9 +16,10 @@ whose candidates answered for good (absent, bytes that hash elsewhere, too large
 from __future__ import annotations
 
 from collections.abc import Mapping as MappingOf
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from msgspec import Struct, field
 
 from cas_download.data.tables import TableError
 from cas_download.data.verifier_asks import AskLedger, ask_key
@@ -62,8 +63,7 @@ class RetryLater(Exception):
         self.attempts = attempts
 
 
-@dataclass(slots=True)
-class Verification:
+class Verification(Struct):
     mapping: Mapping
     outcome: Outcome
     backend: Backend | None = None

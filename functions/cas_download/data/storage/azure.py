@@ -18,7 +18,6 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -35,6 +34,7 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, UserDelegationKey, generate_blob_sas
+from msgspec import Struct
 
 from cas_download.data.storage.port import DirectUrl, ObjectDescription, SecretFields, call_timeouts
 from cas_download.domain import AttemptFailed, AttemptReason, Backend, ObjectInfo
@@ -67,8 +67,7 @@ _ABSENT_CODES = frozenset({"BlobNotFound", "ContainerNotFound", "ResourceNotFoun
 _AZURITE_SIGNATURE_REFUSAL = "Server failed to authenticate the request"
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerLocation:
+class ContainerLocation(Struct, frozen=True):
     account_url: str  # https://acct.blob.core.windows.net, or http://127.0.0.1:10000/acct
     account: str
     container: str
@@ -103,8 +102,7 @@ def _checked(account: str, container: str) -> tuple[str, str]:
     return account.lower(), container
 
 
-@dataclass(frozen=True, slots=True)
-class AzureCredentials:
+class AzureCredentials(Struct, frozen=True):
     account_key: str | None = None
     tenant_id: str | None = None
     client_id: str | None = None

@@ -22,12 +22,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import urllib3
+from msgspec import Struct
+from msgspec.structs import replace
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
@@ -78,8 +79,7 @@ _PLAIN_HTTP_REGISTRIES = (
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryLocation:
+class RegistryLocation(Struct, frozen=True):
     base_url: str  # scheme://host[:port]
     repository: str  # the location's path, maybe empty: artifacts live at {repository}/chainloop-<hex>
     # go-containerregistry's ping (pkg/v1/remote/transport/ping.go): HTTPS first, then plain HTTP, for a
@@ -150,8 +150,7 @@ def registry_scheme(registry: str) -> str:
     return "https"
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryCredentials:
+class RegistryCredentials(Struct, frozen=True):
     username: str
     password: str
 
@@ -178,8 +177,7 @@ def credentials_from_secret(secret: SecretFields) -> RegistryCredentials | None:
 # ---------------------------------------------------------------------------------- the HTTP client
 
 
-@dataclass(frozen=True, slots=True)
-class _Challenge:
+class _Challenge(Struct, frozen=True):
     scheme: str  # "basic" or "bearer"
     params: dict[str, str]
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
+
+from msgspec import Struct
 
 from cas_download.domain import AttemptReason, ObjectInfo
 
@@ -57,8 +58,7 @@ def normalize_key(key: str) -> str:
     return key.lower().replace("_", "").replace("-", "")
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectDescription:
+class ObjectDescription(Struct, frozen=True):
     """What a provider says of the digest's object before its bytes are read."""
 
     info: ObjectInfo
@@ -68,16 +68,15 @@ class ObjectDescription:
     record_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DirectUrl:
+class DirectUrl(Struct, frozen=True):
     """A URL that serves the object without the caller's credentials, and when it stops working."""
 
     url: str
-    expires_at: datetime = field(compare=False)
+    expires_at: datetime
     # What the storage behind the URL calls the stored bytes (its ETag), for providers whose own
     # description cannot tie a verification record to them: a registry names a blob by its digest
     # whatever it holds. A record then proves the object only while that storage ETag is unchanged.
-    storage_etag: str | None = field(default=None, compare=False)
+    storage_etag: str | None = None
 
 
 class ObjectStream(Protocol):

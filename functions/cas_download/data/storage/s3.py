@@ -15,7 +15,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+from msgspec import Struct
 
 from cas_download.data.storage.port import (
     DirectUrl,
@@ -51,8 +51,7 @@ _MIN_URL_LIFETIME_SECONDS = 30
 _DEFAULT_REGION = "us-east-1"
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(Struct, frozen=True):
     """An S3 backend's keys, from its secret (``AccessKeyID``, ``SecretAccessKey``, optional
     ``SessionToken``, ``Region`` and ``Expiration``: when temporary credentials end)."""
 
@@ -96,8 +95,7 @@ def _parse_time(value: str | None) -> datetime | None:
 _NO_CHECKSUM_MODE_DOMAIN = "r2.cloudflarestorage.com"
 
 
-@dataclass(frozen=True, slots=True)
-class StorageLocation:
+class StorageLocation(Struct, frozen=True):
     bucket: str
     endpoint_url: str | None  # None: the standard S3 endpoint (AWS_ENDPOINT_URL_S3 applies)
 
@@ -316,8 +314,7 @@ def url_lifetime(configured_seconds: int, credentials_expire_at: datetime | None
 # ------------------------------------------------------------------------------ S3 calls and answers
 
 
-@dataclass(slots=True)
-class StoredObject:
+class StoredObject(Struct):
     """What S3 says of an object in the headers of both HEAD and GET."""
 
     size: int
@@ -346,7 +343,6 @@ def _stored_object_fields(response: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-@dataclass(slots=True)
 class HeadResult(StoredObject):
     checksum_sha256: str | None
     checksum_type: str | None
@@ -414,7 +410,6 @@ def _first_byte_error(client: S3Client, bucket: str, key: str) -> ClientError | 
     return None
 
 
-@dataclass(slots=True)
 class OpenedObject(StoredObject):
     body: Any  # botocore StreamingBody
 
