@@ -336,7 +336,7 @@ def walk(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Walk:
 
     monkeypatch.setattr(fallback_module, "serve_through", serve_through)
     request = DownloadRequest(digest=DIGEST, orgs=scenario.callers, mode=Mode.REDIRECT)
-    services: Any = SimpleNamespace(catalog=catalog, health=health)
+    services: Any = SimpleNamespace(catalog=catalog, health=health, look_ahead=None)
     try:
         outcome: Any = download(request, services, Deadline(60.0))
     except CasError as error:

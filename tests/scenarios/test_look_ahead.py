@@ -250,6 +250,97 @@ def test_v1_never_looks_ahead_before_the_mapping_proves_the_caller_holds_the_dig
     assert container.calls.storage_calls() == []
 
 
+@pytest.fixture
+def held_for_rows(world: World, call_recorder: CallRecorder) -> Iterator[HeldUntil]:
+    """The Mappings Query, held until the Backends table is asked for an org's rows."""
+    hold = HeldUntil(
+        call_recorder,
+        held=("dynamodb.Query", world.tables.mappings),
+        until=("dynamodb.Query", world.tables.backends),
+    )
+    yield hold
+    hold.release()
+
+
+def _row_reads(world: World, calls: CallRecorder) -> list[str]:
+    """The orgs whose backend rows were read (one per Query of the Backends table's org index)."""
+    return [
+        str(call.params["ExpressionAttributeValues"])
+        for call in calls.of("dynamodb", "Query")
+        if call.params["TableName"] == world.tables.backends
+    ]
+
+
+def test_v1_on_a_new_container_reads_the_callers_org_rows_while_it_reads_the_mappings(
+    world: World, service: Service, call_recorder: CallRecorder, held_for_rows: HeldUntil
+) -> None:
+    # Given a caller of one org whose default backend holds a digest, and a container holding no rows
+    org, _backend, digest = world.artifact(DATA)
+    # When the caller asks for it, the Mappings Query held until the org's rows are asked for
+    held_for_rows.arm()
+    response = service.get(digest, org)
+    # Then the rows were asked for while the mappings were, and the search planned from them
+    assert held_for_rows.waited_for_it is True
+    assert response.status == 307
+    assert world.fetch_presigned(response.headers["Location"]).body == DATA
+    # and only the caller's own org's rows were read, once
+    reads = _row_reads(world, call_recorder)
+    assert len(reads) == 1
+    assert org in reads[0]
+
+
+def test_v1_reads_no_rows_ahead_for_a_caller_of_two_orgs(
+    world: World, service: Service, call_recorder: CallRecorder, held_for_rows: HeldUntil
+) -> None:
+    # Given a caller of two orgs, one of which holds the digest
+    org, _backend, digest = world.artifact(DATA)
+    other_org = world.org()
+    # When the caller asks for it
+    held_for_rows.arm(seconds=0.5)
+    response = service.get(digest, [org, other_org])
+    # Then the mappings were read before any row (which org holds the digest is not known before them),
+    # and only the holding org's rows were read
+    assert held_for_rows.waited_for_it is False
+    assert response.status == 307
+    reads = _row_reads(world, call_recorder)
+    assert len(reads) == 1
+    assert org in reads[0]
+
+
+def test_v1_reads_no_rows_ahead_when_the_container_holds_them(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given a container that served a digest of the caller's org (its rows held)
+    org, backend, digest = world.artifact(DATA)
+    assert service.get(digest, org).status == 307
+    other = world.put(backend, b"another object of the org\n")
+    world.map(other, org, backend)
+    call_recorder.clear()
+    # When the caller asks for another digest of the org
+    response = service.get(other, org)
+    # Then no row is read again
+    assert response.status == 307
+    assert _row_reads(world, call_recorder) == []
+
+
+def test_v1_not_found_on_a_new_container_costs_one_read_of_the_callers_own_rows_and_no_storage_call(
+    world: World, service: Service, call_recorder: CallRecorder
+) -> None:
+    # Given a digest held by another org only, and a caller of one org with a backend of its own
+    _owner, _backend, digest = world.artifact(DATA)
+    caller = world.org()
+    world.backend(caller, "caller-default", is_default=True)
+    # When the caller asks for it on a new container
+    response = service.get(digest, caller)
+    # Then 404, having read only the caller's own rows (once), no secret and no storage
+    assert response.status == 404
+    reads = _row_reads(world, call_recorder)
+    assert len(reads) == 1
+    assert caller in reads[0]
+    assert call_recorder.count("secretsmanager") == 0
+    assert call_recorder.storage_calls() == []
+
+
 def test_v1_reads_the_record_while_it_describes_the_object(
     world: World,
     service: Service,

@@ -9,8 +9,10 @@ the search never reaches is dropped (a miss: the calls it made are the whole cos
 
 What a look ahead never does: read a secret or a row (it starts only with credentials and rows the
 container holds), touch a backend outside the request's org, hash, ask the verifier, or write a
-record. ``/v1/artifacts`` does not look ahead: until the mapping is read, the caller may not hold the
-digest, and the spec's 404 then makes no storage call.
+record. ``/v1/artifacts`` does not look ahead at storage: until the mapping is read, the caller may not
+hold the digest, and the spec's 404 then makes no storage call. It only reads its caller's own org's
+backend rows on the worker while it reads the mappings, when the container holds none
+(:mod:`cas_download.logic.download`).
 """
 
 from __future__ import annotations
