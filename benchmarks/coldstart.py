@@ -11,6 +11,10 @@ Another interpreter: ``python -m benchmarks.coldstart --python "COMMAND"`` measu
 start (moto on loopback, one healthy backend), with COMMAND as the child's interpreter; ``make
 lambda-runtime``'s chroot gives CPython 3.13 that way: ``python -m scripts.lambda_runtime --coldstart``.
 
+Instructions (``--count-instructions-with``, which ``--coldstart`` passes): valgrind's cachegrind in the
+chroot counts the user-space instructions of three more cold starts per kind. A time ratio moves with
+what the host does (the same build gave 1.19x and 1.38x an hour apart); the count does not.
+
 Byte code: the layer and the function are built with no ``.pyc`` (``--no-compile``; functions/Makefile
 deletes ``__pycache__``) and Lambda's ``/opt`` and ``/var/task`` are read-only, so in Lambda every cold
 start compiles every imported module of the layer and the package from source. That is the ``as
@@ -24,6 +28,7 @@ import hashlib
 import json
 import os
 import pstats
+import re
 import shutil
 import statistics
 import subprocess
@@ -92,6 +97,13 @@ class ColdStart:
     profile_mode: str = ""
     clients: dict[str, float] = field(default_factory=dict)  # kind -> median seconds (with .pyc)
     snapstart_env: dict[str, str] = field(default_factory=dict)  # the first mode's app environment
+    # kind ("app", "download", "boto3", "start") -> median instructions of one process (valgrind)
+    instructions: dict[str, float] = field(default_factory=dict)
+
+    def instruction_ratio(self, kind: str) -> float:
+        """``kind``'s instructions over the reference's, each less the script's own start."""
+        start = self.instructions["start"]
+        return (self.instructions[kind] - start) / (self.instructions["boto3"] - start)
 
 
 def interpreter_version(python: Sequence[str]) -> tuple[str, str]:
@@ -213,6 +225,7 @@ def measure(
     python: Sequence[str] = (sys.executable,),
     download: tuple[dict[str, Any], dict[str, str]] | None = None,
     built: Path | None = None,
+    counter: Sequence[str] | None = None,
 ) -> ColdStart:
     """``reps`` fresh processes per kind and mode; a cProfile of one more cold start in the worst mode
     when its ratio is above ``profile_above``. ``python``: the command of the interpreter to measure
@@ -220,7 +233,8 @@ def measure(
     ``download``: a ``/download`` event and the environment that configures its keys, measured as a
     third kind (the link route's first request in a new container). ``built``: a ``sam build``
     directory to measure as built (BUILT_MODES) instead of this checkout's package and a layer
-    installed here (MODES)."""
+    installed here (MODES). ``counter``: the interpreter's command under valgrind, to count the
+    instructions of the first mode's cold starts (:func:`count_instructions`)."""
     child = scratch / CHILD.name  # run from scratch: the script's directory lands on sys.path
     shutil.copy(CHILD, child)
     event_path = scratch / "coldstart-event.json"
@@ -269,6 +283,18 @@ def measure(
         imports[mode], totals[mode] = heaviest_imports(runs)
 
     cold = ColdStart(layer, results, imports, totals, snapstart_env=envs[modes[0]])
+    if counter is not None:
+        counted = {
+            "app": (["first", str(event_path)], envs[modes[0]]),
+            "boto3": (["boto3"], ref_envs[modes[0]]),
+            "start": (["start"], envs[modes[0]]),
+        }
+        if download_args:
+            counted["download"] = (["first", download_args[-1]], envs[modes[0]])
+        cold.instructions = {
+            kind: count_instructions(counter, [str(child), *args], env, scratch)
+            for kind, (args, env) in counted.items()
+        }
     env = envs[modes[0]] if built is not None else _child_env(base_env, [task, layer], MODES[1], pycache)
     client_runs = [_run_json([str(child), "clients"], env, scratch, python) for _ in range(max(3, reps))]
     cold.clients = {
@@ -285,6 +311,35 @@ def measure(
             _remove_bytecode(task)
             _remove_bytecode(layer)
     return cold
+
+
+INSTRUCTION_RUNS = 3
+_INSTRUCTIONS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def count_instructions(counter: Sequence[str], args: list[str], env: dict[str, str], cwd: Path) -> float:
+    """The median over INSTRUCTION_RUNS processes of the user-space instructions one ran, as valgrind's
+    cachegrind counts them (``counter``: the interpreter's command under it). Unlike a time, the count
+    does not change with what else the host runs: the cold start's own work, without the waits for the
+    AWS answers and the kernel's part (files opened, pages mapped)."""
+    counts = []
+    for _ in range(INSTRUCTION_RUNS):
+        proc = subprocess.run(  # noqa: S603 - valgrind in front of the measured interpreter, fixed arguments
+            [*counter, "-S", *args],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        found = _INSTRUCTIONS.search(proc.stderr)
+        if proc.returncode != 0 or found is None:
+            raise RuntimeError(
+                f"instruction count of {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
+        counts.append(float(found.group(1).replace(",", "")))
+    return float(statistics.median(counts))
 
 
 def _environments(
@@ -440,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-above", type=float, help="profile one more cold start when a ratio is above this"
     )
+    parser.add_argument(
+        "--count-instructions-with",
+        metavar="COMMAND",
+        help="the children's interpreter under valgrind's cachegrind: count the instructions of a cold start",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print only (with --build-dir)")
     args = parser.parse_args(argv)
@@ -464,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             python,
             download=download_link_case(digest, org, backend),
             built=args.build_dir,
+            counter=shlex.split(args.count_instructions_with) if args.count_instructions_with else None,
         )
         snapstart = _snapstart_runs(cold, args.reps, python) if args.build_dir else []
     finally:
@@ -496,6 +557,8 @@ def render_section(cold: ColdStart, snapstart: list[dict[str, Any]], version: st
             f"| {ref[0]:.0f} + {ref[1]:.0f} = {ref[2]:.0f} | {mode.ratio:.2f}x | {mode.download_ratio:.2f}x |"
         )
     first = cold.modes[0].mode
+    if cold.instructions:
+        lines += ["", instruction_sentence(cold, first)]
     heaviest = ", ".join(f"{name} {ms:.0f} ms" for name, ms, _share in cold.imports.get(first, [])[:6])
     if heaviest:
         lines += [
@@ -539,6 +602,30 @@ def render_section(cold: ColdStart, snapstart: list[dict[str, Any]], version: st
         "functions' four: `BOTOCORE_SERVICES`), as Lambda's runtime ships its own boto3; it makes no call, "
         "while the app's first request makes its AWS calls to moto on loopback.\n\n"
         f"{body}\n{COLD_START_313.end}\n"
+    )
+
+
+def instruction_sentence(cold: ColdStart, mode: str) -> str:
+    """The instruction counts of one mode's cold starts, and what the time ratio holds beyond them."""
+    count = cold.instructions
+    start = count["start"]
+
+    def millions(kind: str) -> str:
+        return f"{(count[kind] - start) / 1e6:,.0f} M"
+
+    link = (
+        f", /download {millions('download')} ({cold.instruction_ratio('download'):.2f}x)"
+        if "download" in count
+        else ""
+    )
+    return (
+        f"**Instructions**, {mode} (valgrind's cachegrind: the user-space instructions of one process, "
+        f"median of {INSTRUCTION_RUNS}, less the {start / 1e6:,.0f} M of the interpreter's and the child "
+        f"script's own start): /v1 {millions('app')} ({cold.instruction_ratio('app'):.2f}x){link}, "
+        f"against the reference's {millions('boto3')}. A count does not change with what else the host "
+        "runs, as a time does; what the time ratio holds beyond it is what no instruction of the process "
+        "counts: the waits for the first request's AWS answers (the reference makes no call) and the "
+        "kernel's work (files opened, pages mapped)."
     )
 
 

@@ -1,6 +1,8 @@
 """Run in a fresh interpreter by benchmarks/coldstart.py; prints one JSON line with its timings.
 
     python -S coldstart_child.py app EVENT_JSON   import the handler module, serve the first request
+    python -S coldstart_child.py first EVENT_JSON the same, and nothing after it (instruction counts)
+    python -S coldstart_child.py start            nothing: this script's own start (instruction counts)
     python -S coldstart_child.py boto3            import boto3, create one S3 client
     python -S coldstart_child.py clients          what PynamoDB's own botocore sessions cost
     python -S coldstart_child.py snapstart EVENT  SnapStart's initialization (AWS_LAMBDA_INITIALIZATION_TYPE
@@ -74,6 +76,14 @@ def _app(event_path: str) -> dict[str, Any]:
     }
 
 
+def _first(event_path: str) -> dict[str, Any]:
+    """Import and the first request only: what an instruction count of the cold start covers."""
+    event, download, started, _imported = _import_handler(event_path)
+    first, served = _serve(download, event)
+    _expect_redirects(first)
+    return {"total_s": served - started}
+
+
 def _snapstart(event_path: str) -> dict[str, Any]:
     """What SnapStart moves out of a cold start, in one process: the initialization Lambda snapshots
     (imports of both routes, the App, its clients), the hooks as Lambda runs them, then the first
@@ -125,10 +135,16 @@ def _clients() -> dict[str, Any]:
     return timings
 
 
+def _start() -> dict[str, Any]:
+    """Nothing: what an instruction count subtracts (the interpreter's start and this script's)."""
+    return {}
+
+
 def main() -> None:
     kind = sys.argv[1]
-    kinds = {"app": lambda: _app(sys.argv[2]), "snapstart": lambda: _snapstart(sys.argv[2]), "boto3": _boto3,
-             "clients": _clients}  # fmt: skip
+    kinds = {"app": lambda: _app(sys.argv[2]), "first": lambda: _first(sys.argv[2]),
+             "snapstart": lambda: _snapstart(sys.argv[2]), "boto3": _boto3, "clients": _clients,
+             "start": _start}  # fmt: skip
     result = kinds[kind]()
     result["modules"] = len(sys.modules)
     # The handler's log lines went to stdout before this: the result is the last line.

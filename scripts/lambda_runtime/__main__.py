@@ -86,6 +86,10 @@ def coldstart_on_313(reps: int) -> int:
         print(f"{PREFIX} the x86_64 build for the cold start failed", flush=True)
         return 1
     command = ["chroot", str(x86.chroot.root), f"{VENV}/bin/python"]
+    # valgrind counts each cold start's instructions: a figure the host's noise does not move
+    x86.chroot.add_package("valgrind", "/usr/bin/valgrind", WORK / "valgrind-install.log")
+    cachegrind = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    counter = ["chroot", str(x86.chroot.root), *cachegrind, f"{VENV}/bin/python"]
     with x86.chroot.session({ROOT: str(ROOT)}, read_only=False):
         done = subprocess.run(
             [
@@ -98,6 +102,8 @@ def coldstart_on_313(reps: int) -> int:
                 str(reps),
                 "--build-dir",
                 str(build),
+                "--count-instructions-with",
+                shlex.join(counter),
             ],
             cwd=ROOT,
             check=False,

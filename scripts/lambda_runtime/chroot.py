@@ -100,6 +100,16 @@ class Chroot:
         run_logged(command, log)
         self._marker.write_text(self._key() + "\n")
 
+    def add_package(self, package: str, program: str, log: Path) -> None:
+        """apt-get install ``package`` in the chroot unless ``program`` is there already: a tool only a
+        benchmark needs stays out of the chroots the tests build."""
+        if self.path(program).exists():
+            return
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"}
+        with self.session():
+            self.run(["apt-get", "update", "-qq"], env, log)
+            self.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env, log)
+
     def remove(self) -> None:
         if self.root.exists():
             unmount_below(self.root)
