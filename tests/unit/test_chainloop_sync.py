@@ -66,9 +66,7 @@ class FakeChainloop:
         return backend
 
     def replace_backend(self, backend: ChainloopBackend, **fields: Any) -> ChainloopBackend:
-        values = {name: getattr(backend, name) for name in ChainloopBackend.__slots__}
-        values.update(fields)
-        new = ChainloopBackend(**values)
+        new = replace(backend, **fields)
         self.backend_rows = [new if b.id == backend.id else b for b in self.backend_rows]
         return new
 
