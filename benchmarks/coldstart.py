@@ -180,19 +180,21 @@ def _child_env(base: dict[str, str], path: list[Path], mode: str, pycache: Path)
     return env
 
 
+def _child(
+    command: list[str], env: dict[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """One child process of the benchmark (the measured interpreter, maybe under valgrind, running the
+    harness's own child script), its output captured."""
+    return subprocess.run(  # noqa: S603 - fixed arguments
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def _run_json(
     args: list[str], env: dict[str, str], cwd: Path, python: Sequence[str] = (sys.executable,)
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    proc = subprocess.run(  # noqa: S603 - this interpreter, the harness's own child script
-        [*python, "-S", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = _child([*python, "-S", *args], env, cwd, timeout=180)
     process_s = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"cold-start child {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -324,15 +326,7 @@ def count_instructions(counter: Sequence[str], args: list[str], env: dict[str, s
     AWS answers and the kernel's part (files opened, pages mapped)."""
     counts = []
     for _ in range(INSTRUCTION_RUNS):
-        proc = subprocess.run(  # noqa: S603 - valgrind in front of the measured interpreter, fixed arguments
-            [*counter, "-S", *args],
-            env=env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        proc = _child([*counter, "-S", *args], env, cwd, timeout=600)
         found = _INSTRUCTIONS.search(proc.stderr)
         if proc.returncode != 0 or found is None:
             raise RuntimeError(
