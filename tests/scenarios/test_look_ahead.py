@@ -330,8 +330,13 @@ def test_v1_not_found_on_a_new_container_costs_one_read_of_the_callers_own_rows_
     _owner, _backend, digest = world.artifact(DATA)
     caller = world.org()
     world.backend(caller, "caller-default", is_default=True)
-    # When the caller asks for it on a new container
-    response = service.get(digest, caller)
+    # When the caller asks for it on a new container, the read of its rows slowed by half a second
+    slow_rows = HeldUntil(call_recorder, held=("dynamodb.Query", world.tables.backends), until=("s3", None))
+    slow_rows.arm(seconds=0.5)
+    try:
+        response = service.get(digest, caller)
+    finally:
+        slow_rows.release()
     # Then 404, having read only the caller's own rows (once), no secret and no storage
     assert response.status == 404
     reads = _row_reads(world, call_recorder)
@@ -339,6 +344,8 @@ def test_v1_not_found_on_a_new_container_costs_one_read_of_the_callers_own_rows_
     assert caller in reads[0]
     assert call_recorder.count("secretsmanager") == 0
     assert call_recorder.storage_calls() == []
+    # and that read was over when the answer came: nothing stays in flight into a frozen container
+    assert service.app.services.catalog.held_org_backends(caller) is not None
 
 
 def test_v1_reads_the_record_while_it_describes_the_object(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 
 from cas_download.domain import Artifact, Backend, DownloadRequest, NotModified, etag_for
 from cas_download.errors import NotFound
@@ -14,7 +14,15 @@ from cas_download.logic.services import Services
 def download(request: DownloadRequest, services: Services, deadline: Deadline) -> Artifact | NotModified:
     callers_orgs = set(request.orgs)
     rows_ahead = _read_org_rows_ahead(callers_orgs, services)
-    mappings = [m for m in services.catalog.mappings_for_digest(request.digest) if m.org_id in callers_orgs]
+    try:
+        mappings = [
+            m for m in services.catalog.mappings_for_digest(request.digest) if m.org_id in callers_orgs
+        ]
+    finally:
+        if rows_ahead is not None:
+            # Whatever the answer, the read is over before it: Lambda freezes a container between
+            # requests, and a read frozen in flight would hold up the next request's.
+            wait([rows_ahead])
     if not mappings:
         # Same answer whether or not another org holds the digest; no secret or storage call is made.
         raise NotFound("no artifact with this digest in the caller's organizations")
