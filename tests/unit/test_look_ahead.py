@@ -3,6 +3,7 @@ credentials it was made with; a storage failure is the attempt's, any other erro
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -88,6 +89,20 @@ def test_an_answer_never_taken_is_dropped_once() -> None:
     lookup.drop()
     assert lookup.take(backend("a"), SECRET) is None
     assert (tally.started, tally.used, tally.dropped) == (1, 0, 1)
+
+
+def test_a_miss_is_dropped_only_once_its_calls_are_over() -> None:
+    # Given a look ahead still at work (its calls answer in 0.2 s)
+    tally = LookAheadTally()
+    tally.count()
+    future: Future[Located] = Future()
+    threading.Timer(0.2, future.set_result, args=(LOCATED,)).start()
+    lookup = Lookup(backend("a"), SECRET, future, tally)
+    # When the request is done without it
+    lookup.drop()
+    # Then nothing of it is left in flight when the request answers
+    assert future.done()
+    assert tally.dropped == 1
 
 
 def test_the_worker_runs_the_lookup_and_is_made_again_after_a_restore() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from msgspec import Struct
@@ -70,9 +70,13 @@ class Lookup:
         return located
 
     def drop(self) -> None:
-        """The request is done without this answer: a miss."""
-        if self._future is not None:
+        """The request is done without this answer: a miss. The work is over before the request answers:
+        Lambda freezes a container between requests, and calls frozen in flight on the one worker would
+        hold up the next request's."""
+        future = self._future
+        if future is not None:
             self._future = None
+            wait([future])
             self._tally.count(used=False)
 
 
