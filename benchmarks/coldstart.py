@@ -100,10 +100,13 @@ class ColdStart:
     # kind ("app", "download", "boto3", "start") -> median instructions of one process (valgrind)
     instructions: dict[str, float] = field(default_factory=dict)
 
+    def net_instructions(self, kind: str) -> float:
+        """``kind``'s instructions less the script's own start (the interpreter's and the child's)."""
+        return self.instructions[kind] - self.instructions["start"]
+
     def instruction_ratio(self, kind: str) -> float:
-        """``kind``'s instructions over the reference's, each less the script's own start."""
-        start = self.instructions["start"]
-        return (self.instructions[kind] - start) / (self.instructions["boto3"] - start)
+        """``kind``'s net instructions over the reference's."""
+        return self.net_instructions(kind) / self.net_instructions("boto3")
 
 
 def interpreter_version(python: Sequence[str]) -> tuple[str, str]:
@@ -601,20 +604,18 @@ def render_section(cold: ColdStart, snapstart: list[dict[str, Any]], version: st
 
 def instruction_sentence(cold: ColdStart, mode: str) -> str:
     """The instruction counts of one mode's cold starts, and what the time ratio holds beyond them."""
-    count = cold.instructions
-    start = count["start"]
 
     def millions(kind: str) -> str:
-        return f"{(count[kind] - start) / 1e6:,.0f} M"
+        return f"{cold.net_instructions(kind) / 1e6:,.0f} M"
 
     link = (
         f", /download {millions('download')} ({cold.instruction_ratio('download'):.2f}x)"
-        if "download" in count
+        if "download" in cold.instructions
         else ""
     )
     return (
         f"**Instructions**, {mode} (valgrind's cachegrind: the user-space instructions of one process, "
-        f"median of {INSTRUCTION_RUNS}, less the {start / 1e6:,.0f} M of the interpreter's and the child "
+        f"median of {INSTRUCTION_RUNS}, less the {cold.instructions['start'] / 1e6:,.0f} M of the interpreter's and the child "
         f"script's own start): /v1 {millions('app')} ({cold.instruction_ratio('app'):.2f}x){link}, "
         f"against the reference's {millions('boto3')}. A count does not change with what else the host "
         "runs, as a time does; what the time ratio holds beyond it is what no instruction of the process "
